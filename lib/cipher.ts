@@ -1,0 +1,134 @@
+import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto'
+import { XemsError } from './errors.js'
+
+/**
+ * AES-256-GCM sealing with keys derived by HKDF-SHA256.
+ *
+ * Sealed layout (binary): `version(1) | keyId(4) | nonce(12) | tag(16) | ciphertext`.
+ * The associated data (AAD) binds a payload to its place (sandbox, key): moved elsewhere, it does not open.
+ */
+const FORMAT_VERSION = 1
+const KEY_ID_BYTES = 4
+const NONCE_BYTES = 12
+const TAG_BYTES = 16
+const HEADER_BYTES = 1 + KEY_ID_BYTES + NONCE_BYTES + TAG_BYTES
+
+/** Exactly 32 bytes of key material. */
+export const SECRET_BYTES = 32
+
+/** HKDF-SHA256 from input key material to a 32-byte key for one purpose (`info`). */
+export function deriveKey (ikm: Buffer, info: string, salt: Buffer = Buffer.alloc(0)): Buffer {
+  return Buffer.from(hkdfSync('sha256', ikm, salt, Buffer.from(info, 'utf8'), 32))
+}
+
+/**
+ * Reads a 32-byte secret given as a Buffer/Uint8Array of 32 bytes, 64 hex characters, base64 or
+ * base64url of 32 bytes, or a string of exactly 32 ASCII characters. Anything else fails with
+ * FST_XEMS_BAD_SECRET naming `option`, without echoing the value.
+ */
+export function parseSecret (value: unknown, option: string): Buffer {
+  let bytes: Buffer | undefined
+  if (value instanceof Uint8Array) {
+    if (value.length === SECRET_BYTES) bytes = Buffer.from(value)
+  } else if (typeof value === 'string') {
+    if (/^[0-9a-fA-F]{64}$/.test(value)) {
+      bytes = Buffer.from(value, 'hex')
+    } else if (/^[A-Za-z0-9+/_-]{43}=?$/.test(value)) {
+      const decoded = Buffer.from(value, 'base64')
+      if (decoded.length === SECRET_BYTES) bytes = decoded
+    } else if (/^[\x21-\x7e]{32}$/.test(value)) {
+      bytes = Buffer.from(value, 'ascii')
+    }
+  }
+  if (bytes === undefined) {
+    throw new XemsError('FST_XEMS_BAD_SECRET',
+      `fastify-xems: option "${option}" must be exactly 32 bytes: a Buffer of 32 bytes, 64 hex characters, ` +
+      'base64 of 32 bytes, or 32 printable ASCII characters (generate one with ' +
+      '`node -e "console.log(require(\'crypto\').randomBytes(32).toString(\'hex\'))"`)')
+  }
+  return bytes
+}
+
+function keyIdOf (key: Buffer): Buffer {
+  return createHash('sha256').update('xems/key-id').update(key).digest().subarray(0, KEY_ID_BYTES)
+}
+
+/**
+ * A versioned keyring: seals with the first key, opens with whichever key sealed the payload
+ * (recognised by its key id), so a secret can rotate while data sealed under the old one still opens.
+ */
+export class Keyring {
+  readonly #keys: Array<{ id: Buffer, key: Buffer }>
+
+  /** `secrets` are 32-byte secrets, newest first; `purpose` separates keys derived for different uses. */
+  constructor (secrets: Buffer[], purpose: string, salt?: Buffer) {
+    if (secrets.length === 0) throw new XemsError('FST_XEMS_BAD_SECRET', 'fastify-xems: a keyring needs at least one secret')
+    this.#keys = secrets.map((secret) => {
+      const key = deriveKey(secret, purpose, salt)
+      return { id: keyIdOf(key), key }
+    })
+  }
+
+  /** Seals `plaintext` under the newest key with a fresh random nonce; `aad` binds it to its place. */
+  seal (plaintext: Buffer | string, aad: string): Buffer {
+    const { id, key } = this.#keys[0]!
+    return sealWith(key, id, plaintext, aad)
+  }
+
+  /** Opens a sealed payload; null when it is malformed, tampered with, moved, or sealed by an unknown key. */
+  open (sealed: Buffer, aad: string): Buffer | null {
+    if (sealed.length < HEADER_BYTES || sealed[0] !== FORMAT_VERSION) return null
+    const id = sealed.subarray(1, 1 + KEY_ID_BYTES)
+    for (const entry of this.#keys) {
+      if (entry.id.equals(id)) return openWith(entry.key, sealed, aad)
+    }
+    return null
+  }
+
+  /** True when `sealed` was sealed by a key other than the newest one (it should be rewritten). */
+  isStale (sealed: Buffer): boolean {
+    return sealed.length < HEADER_BYTES || !this.#keys[0]!.id.equals(sealed.subarray(1, 1 + KEY_ID_BYTES))
+  }
+}
+
+function sealWith (key: Buffer, id: Buffer, plaintext: Buffer | string, aad: string): Buffer {
+  const nonce = randomBytes(NONCE_BYTES)
+  const cipher = createCipheriv('aes-256-gcm', key, nonce)
+  cipher.setAAD(Buffer.from(aad, 'utf8'))
+  const body = Buffer.concat([cipher.update(plaintext), cipher.final()])
+  return Buffer.concat([Buffer.from([FORMAT_VERSION]), id, nonce, cipher.getAuthTag(), body])
+}
+
+function openWith (key: Buffer, sealed: Buffer, aad: string): Buffer | null {
+  const nonceStart = 1 + KEY_ID_BYTES
+  const tagStart = nonceStart + NONCE_BYTES
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', key, sealed.subarray(nonceStart, tagStart))
+    decipher.setAAD(Buffer.from(aad, 'utf8'))
+    decipher.setAuthTag(sealed.subarray(tagStart, HEADER_BYTES))
+    return Buffer.concat([decipher.update(sealed.subarray(HEADER_BYTES)), decipher.final()])
+  } catch {
+    return null
+  }
+}
+
+const GRACE_PURPOSE = 'xems/grace-box/v1'
+const NO_KEY_ID = Buffer.alloc(KEY_ID_BYTES)
+
+/**
+ * Seals the token a session rotated to under a key derived from the token it rotated from. Only a
+ * client that holds the old token can open it, so the store keeps no usable token even during grace,
+ * and neither a store dump nor the server's secret reveals one.
+ */
+export function sealForTokenHolder (holderToken: string, secretToken: string): string {
+  const key = deriveKey(Buffer.from(holderToken, 'utf8'), GRACE_PURPOSE)
+  return sealWith(key, NO_KEY_ID, secretToken, GRACE_PURPOSE).toString('base64url')
+}
+
+/** Opens what sealForTokenHolder sealed, with the old token; null when it does not open. */
+export function openAsTokenHolder (holderToken: string, box: string): string | null {
+  const sealed = Buffer.from(box, 'base64url')
+  if (sealed.length < HEADER_BYTES || sealed[0] !== FORMAT_VERSION) return null
+  const plain = openWith(deriveKey(Buffer.from(holderToken, 'utf8'), GRACE_PURPOSE), sealed, GRACE_PURPOSE)
+  return plain === null ? null : plain.toString('utf8')
+}

@@ -1,0 +1,41 @@
+/**
+ * Typed errors with stable codes, in the style of @fastify/error: every error carries a `code` that
+ * never changes between releases and a `statusCode` that Fastify's error handler turns into the HTTP
+ * status. Messages never contain a token, a secret or session data.
+ */
+export type XemsErrorCode =
+  | 'FST_XEMS_BAD_OPTION'
+  | 'FST_XEMS_BAD_DURATION'
+  | 'FST_XEMS_BAD_SANDBOX'
+  | 'FST_XEMS_BAD_SECRET'
+  | 'FST_XEMS_BAD_VALUE'
+  | 'FST_XEMS_NO_SESSION'
+  | 'FST_XEMS_TOKEN_REUSED'
+  | 'FST_XEMS_RATE_LIMITED'
+  | 'FST_XEMS_STORE_UNAVAILABLE'
+  | 'FST_XEMS_STORE_CLOSED'
+  | 'FST_XEMS_MISSING_SESSION_PLUGIN'
+
+export class XemsError extends Error {
+  readonly code: XemsErrorCode
+  readonly statusCode: number
+  /** Seconds a client should wait, for 429 answers. */
+  readonly retryAfter?: number
+
+  constructor (code: XemsErrorCode, message: string, statusCode = 500, options: { retryAfter?: number, cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'XemsError'
+    this.code = code
+    this.statusCode = statusCode
+    if (options.retryAfter !== undefined) this.retryAfter = options.retryAfter
+  }
+}
+
+/** A configuration mistake: thrown at construction or `register`, naming the option to change. */
+export function badOption (option: string, problem: string): XemsError {
+  return new XemsError('FST_XEMS_BAD_OPTION', `fastify-xems: option "${option}" ${problem}`)
+}
+
+export function isXemsError (err: unknown): err is XemsError {
+  return err instanceof XemsError
+}

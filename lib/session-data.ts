@@ -1,0 +1,57 @@
+import { XemsError } from './errors.js'
+import type { DataPatch, EncodedData } from './store/contract.js'
+
+/**
+ * Session data as the application sees it (an object of JSON values) and as stores keep it
+ * (top-level key → JSON text). Keeping the stored text of each key lets a request's changes be found
+ * by comparing texts and committed as a patch of the keys it changed.
+ */
+export function encodeData (data: unknown, option = 'data'): EncodedData {
+  if (data === null || typeof data !== 'object' || Array.isArray(data)) {
+    throw new XemsError('FST_XEMS_BAD_VALUE', `fastify-xems: session ${option} must be a plain object`, 500)
+  }
+  const encoded: EncodedData = Object.create(null)
+  for (const [key, value] of Object.entries(data)) {
+    const text = encodeValue(value, `${option}.${key}`)
+    if (text !== undefined) encoded[key] = text
+  }
+  return encoded
+}
+
+/** The JSON text of a value, or undefined for values JSON drops (undefined, functions). */
+export function encodeValue (value: unknown, where: string): string | undefined {
+  try {
+    return JSON.stringify(value)
+  } catch (err) {
+    throw new XemsError('FST_XEMS_BAD_VALUE', `fastify-xems: ${where} cannot be stored: it is not JSON-serialisable`, 500, { cause: err })
+  }
+}
+
+/** Rebuilds the application's object; keys are defined as own data properties, so `__proto__` is just a key. */
+export function decodeData (encoded: EncodedData): Record<string, unknown> {
+  const data: Record<string, unknown> = {}
+  for (const key of Object.keys(encoded)) {
+    Object.defineProperty(data, key, { value: JSON.parse(encoded[key]!), enumerable: true, writable: true, configurable: true })
+  }
+  return data
+}
+
+/** The keys whose JSON text differs from what was loaded; null when nothing changed. */
+export function diffData (original: EncodedData, data: Record<string, unknown>): DataPatch | null {
+  const patch: DataPatch = Object.create(null)
+  let changed = false
+  for (const key of Object.keys(data)) {
+    const text = encodeValue(data[key], `data.${key}`)
+    if (text === undefined ? Object.hasOwn(original, key) : !Object.hasOwn(original, key) || original[key] !== text) {
+      patch[key] = text ?? null
+      changed = true
+    }
+  }
+  for (const key of Object.keys(original)) {
+    if (!Object.hasOwn(data, key)) {
+      patch[key] = null
+      changed = true
+    }
+  }
+  return changed ? patch : null
+}

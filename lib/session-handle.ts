@@ -1,0 +1,154 @@
+import type { Duration } from './duration.js'
+import type { XemsEngine } from './engine.js'
+import { XemsError } from './errors.js'
+import { decodeData, diffData, encodeData } from './session-data.js'
+import type { EncodedData, StoredSession } from './store/contract.js'
+import { tokenKey } from './token.js'
+
+/** What the end of a request must do with the client's token. */
+export type Outcome =
+  | { action: 'keep' }
+  | { action: 'set', token: string, absoluteExpiresAt: number }
+  | { action: 'clear' }
+
+export interface FinishOptions {
+  rotate: boolean
+  gracePeriod: number
+}
+
+export interface SessionMigrateOptions {
+  /** Replaces the session data when given; otherwise the data (with this request's changes) is kept. */
+  data?: Record<string, unknown>
+  ttl?: Duration
+  userId?: string
+}
+
+type Mode =
+  /** Resolved by the session's current token: rotates at the end of the request. */
+  | 'live'
+  /** Resolved by a rotated token within its grace: answered with the current token, no new rotation. */
+  | 'grace'
+  /** A token issued during this request (new session, regenerate, migrate): sent as is. */
+  | 'issued'
+  | 'destroyed'
+
+/**
+ * One request's view of its session (`request.session`): typed data, saved at the end of the request
+ * when changed, plus regenerate / destroy / migrate. Framework-free; the plugin calls `finish`.
+ */
+export class XemsSession<Data = Record<string, unknown>> {
+  /** The session's stable id. Not a credential: it opens nothing. */
+  readonly id: string
+  sandbox: string
+  data: Data
+  userId?: string
+  readonly createdAt: number
+  /** When the session ends if unused (idle timeout or absolute cap, whichever is first). */
+  expiresAt: number
+  /** The absolute deadline: creation + maxAge, never extended. */
+  readonly absoluteExpiresAt: number
+
+  readonly #engine: XemsEngine
+  #original: EncodedData
+  #mode: Mode
+  #presentedToken: string
+  #presentedKey: string
+  /** The token the client must hold from now on, when known. */
+  #token: string | null
+  #touched = false
+
+  constructor (engine: XemsEngine, stored: StoredSession, mode: 'live' | 'grace' | 'issued', presentedToken: string, currentToken: string | null) {
+    this.#engine = engine
+    this.id = stored.sid
+    this.sandbox = stored.sandbox
+    this.data = decodeData(stored.data) as Data
+    if (stored.userId !== undefined) this.userId = stored.userId
+    this.createdAt = stored.createdAt
+    this.absoluteExpiresAt = stored.absoluteExpiresAt
+    this.expiresAt = Math.min(stored.lastSeenAt + stored.idleTtl, stored.absoluteExpiresAt)
+    this.#original = stored.data
+    this.#mode = mode
+    this.#presentedToken = presentedToken
+    this.#presentedKey = tokenKey(presentedToken)
+    this.#token = currentToken
+  }
+
+  /** True once destroy() ended the session. */
+  get destroyed (): boolean {
+    return this.#mode === 'destroyed'
+  }
+
+  /** Saves the session at the end of the request even if its data did not change. */
+  touch (): void {
+    this.#touched = true
+  }
+
+  /**
+   * A new token for the same session, keeping its data; every earlier token dies at once, with no
+   * grace. Call it when the user (re-)authenticates or gains privileges.
+   */
+  async regenerate (): Promise<void> {
+    await this.migrate(this.sandbox)
+  }
+
+  /**
+   * Moves the session to another sandbox (pending → active after MFA) with a new token; every earlier
+   * token dies at once. Concurrent migrations of one session: exactly one succeeds; the others get
+   * FST_XEMS_NO_SESSION (401).
+   */
+  async migrate (to: string, options: SessionMigrateOptions = {}): Promise<void> {
+    this.#assertUsable()
+    const token = await this.#engine.migrateById(this.id, { from: this.sandbox, to, ...options })
+    if (token === null) {
+      this.#mode = 'destroyed'
+      throw new XemsError('FST_XEMS_NO_SESSION', 'fastify-xems: the session ended or was already moved', 401)
+    }
+    if (options.data !== undefined) {
+      const encoded = encodeData(options.data)
+      this.data = decodeData(encoded) as Data
+      this.#original = encoded
+    }
+    if (options.userId !== undefined) this.userId = options.userId
+    this.sandbox = to
+    this.#mode = 'issued'
+    this.#presentedToken = token
+    this.#presentedKey = tokenKey(token)
+    this.#token = token
+  }
+
+  /** Ends the session in the store, with every token of it; the response clears the cookie. */
+  async destroy (): Promise<void> {
+    if (this.#mode === 'destroyed') return
+    this.#mode = 'destroyed'
+    await this.#engine.destroyById(this.id, this.sandbox)
+  }
+
+  /** Ends the request: commits changed data and rotates in one store step, and says what to send. */
+  async finish (options: FinishOptions): Promise<Outcome> {
+    if (this.#mode === 'destroyed') return { action: 'clear' }
+    const patch = diffData(this.#original, this.data as Record<string, unknown>)
+    const rotate = this.#mode === 'live' && options.rotate
+    if (patch === null && !rotate && !this.#touched) {
+      return this.#mode === 'live' || this.#token === null
+        ? { action: 'keep' }
+        : { action: 'set', token: this.#token, absoluteExpiresAt: this.absoluteExpiresAt }
+    }
+    const committed = await this.#engine.commit(
+      { sid: this.id, sandbox: this.sandbox, presentedKey: this.#presentedKey, presentedToken: this.#presentedToken },
+      patch,
+      rotate ? { gracePeriod: options.gracePeriod } : null
+    )
+    if (committed.status === 'gone') {
+      this.#mode = 'destroyed'
+      return { action: 'clear' }
+    }
+    this.expiresAt = committed.expiresAt
+    const token = committed.token ?? (this.#mode === 'live' ? null : this.#token)
+    if (token === null || (token === this.#presentedToken && this.#mode === 'live')) return { action: 'keep' }
+    return { action: 'set', token, absoluteExpiresAt: this.absoluteExpiresAt }
+  }
+
+  #assertUsable (): void {
+    if (this.#mode === 'destroyed') throw new XemsError('FST_XEMS_NO_SESSION', 'fastify-xems: the session has been destroyed', 401)
+  }
+}

@@ -1,0 +1,275 @@
+import fastifyCookie from '@fastify/cookie'
+import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify'
+import fp from 'fastify-plugin'
+import { parsePositiveDuration, type Duration } from '../lib/duration.js'
+import { XemsEngine, type EngineOptions } from '../lib/engine.js'
+import { badOption, XemsError } from '../lib/errors.js'
+import { XemsSession, type Outcome } from '../lib/session-handle.js'
+import { createSessionGuard } from './guard.js'
+
+/**
+ * The shape of session data, for `request.session.data`. Extend it by declaration merging:
+ *
+ * ```ts
+ * declare module 'fastify-xems' {
+ *   interface XemsSessionData { userId: string, cart?: string[] }
+ * }
+ * ```
+ */
+export interface XemsSessionData {
+  [key: string]: unknown
+}
+
+export interface XemsCookieOptions {
+  /** Cookie name (default `xems`). A `__Host-` name requires secure, path `/` and no domain. */
+  name?: string
+  path?: string
+  domain?: string
+  /** Default true; turn it off only for plain http://localhost development. */
+  secure?: boolean
+  sameSite?: 'lax' | 'strict' | 'none'
+}
+
+export interface CreateLimitOptions {
+  /** Sessions one client may open per window. */
+  max: number
+  window: Duration
+  /** Who "one client" is (default: the request's IP). */
+  key?: (request: FastifyRequest) => string
+}
+
+export interface XemsSessionOptions extends EngineOptions {
+  /** A new token on every response to a request that resolved a session (default true). */
+  autoRotation?: boolean
+  /** Cookie transport for browsers, always HttpOnly (default on); false turns it off. */
+  cookie?: XemsCookieOptions | false
+  /** Header transport for other clients (default `x-xems-token`); false turns it off. */
+  header?: string | false
+  /** Rate limit on sessions opened through `reply.xLink` (default off). */
+  createLimit?: CreateLimitOptions | false
+}
+
+export interface LinkOptions {
+  sandbox?: string
+  userId?: string
+  ttl?: Duration
+}
+
+export type XemsDecorator = XemsEngine & {
+  /** A preHandler that answers 401 unless the request has a session in `sandbox` (default: the default sandbox). */
+  requireSession: (sandbox?: string) => preHandlerAsyncHookHandler
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    xems: XemsDecorator
+  }
+  interface FastifyRequest {
+    /** The request's session, or null. */
+    session: XemsSession<XemsSessionData> | null
+  }
+  interface FastifyReply {
+    /**
+     * Opens a session (ending the request's current one) and sends its token with this response.
+     * Returns the token.
+     */
+    xLink: (data?: Partial<XemsSessionData>, sandboxOrOptions?: string | LinkOptions) => Promise<string>
+    /** Ends the request's session everywhere and clears the cookie. */
+    xUnlink: () => Promise<void>
+  }
+}
+
+const kState = Symbol('xems.state')
+
+interface RequestState {
+  /** The client sent the header: answer by header too. */
+  headerClient: boolean
+  /** The client presented a token that is no longer any good: clear it. */
+  stale: boolean
+  /** The response already carries its token outcome (onSend runs again for error responses). */
+  done: boolean
+}
+
+type StatefulRequest = FastifyRequest & { [kState]?: RequestState }
+
+const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/
+const COOKIE_PATH = /^\/[\x21-\x3a\x3c-\x7e]{0,255}$/
+const COOKIE_DOMAIN = /^\.?[A-Za-z0-9](?:[A-Za-z0-9-.]{0,251}[A-Za-z0-9])?$/
+
+interface CookieSettings {
+  name: string
+  path: string
+  domain?: string
+  secure: boolean
+  sameSite: 'lax' | 'strict' | 'none'
+}
+
+function checkCookie (cookie: XemsCookieOptions | false | undefined): CookieSettings | null {
+  if (cookie === false) return null
+  if (cookie !== undefined && (cookie === null || typeof cookie !== 'object')) throw badOption('cookie', 'must be an object of cookie options or false')
+  const options = cookie ?? {}
+  if ('httpOnly' in options && (options as { httpOnly?: unknown }).httpOnly !== true) {
+    throw badOption('cookie.httpOnly', 'cannot be turned off: the session cookie is always HttpOnly, so page scripts never see the token')
+  }
+  const settings: CookieSettings = {
+    name: options.name ?? 'xems',
+    path: options.path ?? '/',
+    secure: options.secure ?? true,
+    sameSite: options.sameSite ?? 'lax'
+  }
+  if (typeof settings.name !== 'string' || !COOKIE_NAME.test(settings.name)) throw badOption('cookie.name', 'must be 1 to 128 cookie-name characters (letters, digits, !#$%&\'*+-.^_`|~)')
+  if (typeof settings.path !== 'string' || !COOKIE_PATH.test(settings.path)) throw badOption('cookie.path', 'must start with "/" and hold no ";" or control characters')
+  if (typeof settings.secure !== 'boolean') throw badOption('cookie.secure', 'must be true or false')
+  if (!['lax', 'strict', 'none'].includes(settings.sameSite)) throw badOption('cookie.sameSite', "must be 'lax', 'strict' or 'none'")
+  if (options.domain !== undefined) {
+    if (typeof options.domain !== 'string' || !COOKIE_DOMAIN.test(options.domain)) throw badOption('cookie.domain', 'must be a host name')
+    settings.domain = options.domain
+  }
+  if (settings.sameSite === 'none' && !settings.secure) throw badOption('cookie.sameSite', "'none' requires cookie.secure: browsers drop insecure SameSite=None cookies")
+  if (settings.name.startsWith('__Host-') && (!settings.secure || settings.path !== '/' || settings.domain !== undefined)) {
+    throw badOption('cookie.name', 'with the __Host- prefix requires secure: true, path: "/" and no domain')
+  }
+  if (settings.name.startsWith('__Secure-') && !settings.secure) throw badOption('cookie.name', 'with the __Secure- prefix requires secure: true')
+  return settings
+}
+
+function checkHeader (header: string | false | undefined): string | null {
+  if (header === false) return null
+  const name = header ?? 'x-xems-token'
+  if (typeof name !== 'string' || !HEADER_NAME.test(name)) throw badOption('header', 'must be a header name (letters, digits, !#$%&\'*+-.^_`|~) or false')
+  const lower = name.toLowerCase()
+  if (['cookie', 'set-cookie', 'authorization', 'host', 'content-type', 'content-length'].includes(lower)) throw badOption('header', `cannot be "${lower}"`)
+  return lower
+}
+
+function checkCreateLimit (limit: CreateLimitOptions | false | undefined): { max: number, window: number, key: (request: FastifyRequest) => string } | null {
+  if (limit === undefined || limit === false) return null
+  if (limit === null || typeof limit !== 'object') throw badOption('createLimit', 'must be { max, window } or false')
+  if (!Number.isSafeInteger(limit.max) || limit.max < 1) throw badOption('createLimit.max', 'must be a whole number of at least 1')
+  if (limit.key !== undefined && typeof limit.key !== 'function') throw badOption('createLimit.key', 'must be a function of the request')
+  return { max: limit.max, window: parsePositiveDuration(limit.window, 'createLimit.window'), key: limit.key ?? ((request) => request.ip) }
+}
+
+async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSessionOptions): Promise<void> {
+  const cookie = checkCookie(options.cookie)
+  const header = checkHeader(options.header)
+  if (cookie === null && header === null) throw badOption('cookie', 'and option "header" cannot both be false: the token needs a transport')
+  if (options.autoRotation !== undefined && typeof options.autoRotation !== 'boolean') throw badOption('autoRotation', 'must be true or false')
+  const autoRotation = options.autoRotation ?? true
+  const createLimit = checkCreateLimit(options.createLimit)
+  const ownsStore = options.store === undefined
+  const engine = new XemsEngine(options)
+
+  if (cookie !== null && !fastify.hasRequestDecorator('cookies')) await fastify.register(fastifyCookie)
+
+  const decorator: XemsDecorator = Object.assign(engine, { requireSession: createSessionGuard(engine.defaultSandbox) })
+  fastify.decorate('xems', decorator)
+  fastify.decorateRequest('session', null)
+  fastify.decorateReply('xLink', xLink)
+  fastify.decorateReply('xUnlink', xUnlink)
+
+  engine.on('created', (event) => fastify.log.info({ xems: 'session-created', ...event }, 'xems: session created'))
+  engine.on('rotated', (event) => fastify.log.debug({ xems: 'session-rotated', ...event }, 'xems: token rotated'))
+  engine.on('migrated', (event) => fastify.log.info({ xems: 'session-migrated', ...event }, 'xems: session migrated'))
+  engine.on('destroyed', (event) => fastify.log.info({ xems: 'session-destroyed', ...event }, 'xems: session destroyed'))
+  engine.on('reuse', (event) => fastify.log.warn({ xems: 'token-reuse', ...event }, 'xems: a rotated token was replayed after its grace period'))
+  engine.on('revoked', (event) => fastify.log.info({ xems: 'user-revoked', ...event }, 'xems: sessions of a user revoked'))
+  if (ownsStore) fastify.addHook('onClose', async () => { await engine.close() })
+
+  fastify.addHook('onRequest', async (request: StatefulRequest) => {
+    const state: RequestState = { headerClient: false, stale: false, done: false }
+    request[kState] = state
+    let presented: string | undefined
+    const fromHeader = header === null ? undefined : request.headers[header]
+    if (fromHeader !== undefined) {
+      state.headerClient = true
+      presented = Array.isArray(fromHeader) ? '' : fromHeader
+    } else if (cookie !== null) {
+      presented = request.cookies[cookie.name]
+    }
+    if (presented === undefined) return
+    const opened = await engine.open(presented)
+    if (opened.status === 'none') {
+      state.stale = true
+    } else if (opened.status === 'reused') {
+      state.stale = true
+      throw new XemsError('FST_XEMS_TOKEN_REUSED', 'This session token was already replaced: sign in again', 401)
+    } else {
+      request.session = new XemsSession(engine, opened.session, opened.status, presented, opened.token)
+    }
+  })
+
+  fastify.addHook('onSend', async (request: StatefulRequest, reply, payload) => {
+    const state = request[kState]
+    if (state === undefined || state.done) return payload
+    state.done = true
+    let outcome: Outcome = state.stale ? { action: 'clear' } : { action: 'keep' }
+    if (request.session !== null) {
+      outcome = await request.session.finish({ rotate: autoRotation, gracePeriod: engine.gracePeriod })
+      if (outcome.action === 'clear') request.session = null
+    }
+    applyOutcome(reply, state, outcome)
+    return payload
+  })
+
+  function applyOutcome (reply: FastifyReply, state: RequestState, outcome: Outcome): void {
+    if (outcome.action === 'keep') return
+    reply.header('cache-control', 'no-store')
+    if (outcome.action === 'clear') {
+      if (cookie !== null) reply.clearCookie(cookie.name, cookieAttributes(cookie))
+      return
+    }
+    if (cookie !== null) {
+      const maxAge = Math.max(1, Math.floor((outcome.absoluteExpiresAt - engine.now()) / 1000))
+      reply.setCookie(cookie.name, outcome.token, { ...cookieAttributes(cookie), maxAge })
+    }
+    if (header !== null && (state.headerClient || cookie === null)) reply.header(header, outcome.token)
+  }
+
+  async function xLink (this: FastifyReply, data: Record<string, unknown> = {}, sandboxOrOptions: string | LinkOptions = {}): Promise<string> {
+    const link: LinkOptions = typeof sandboxOrOptions === 'string' ? { sandbox: sandboxOrOptions } : sandboxOrOptions
+    const request = this.request
+    if (createLimit !== null) {
+      const counted = await engine.store.increment(`xems:create:${createLimit.key(request)}`, createLimit.window, engine.now())
+        .catch((err: unknown) => { throw new XemsError('FST_XEMS_STORE_UNAVAILABLE', 'fastify-xems: the session store is unavailable', 503, { cause: err }) })
+      if (counted.count > createLimit.max) {
+        const retryAfter = Math.max(1, Math.ceil((counted.resetAt - engine.now()) / 1000))
+        this.header('retry-after', String(retryAfter))
+        throw new XemsError('FST_XEMS_RATE_LIMITED', 'Too many sessions opened from this client: try again later', 429, { retryAfter })
+      }
+    }
+    if (request.session !== null) await request.session.destroy()
+    const { token, session } = await engine.issue(link.sandbox ?? engine.defaultSandbox, data, {
+      ...(link.userId === undefined ? {} : { userId: link.userId }),
+      ...(link.ttl === undefined ? {} : { ttl: link.ttl })
+    })
+    request.session = new XemsSession(engine, session, 'issued', token, token)
+    return token
+  }
+
+  async function xUnlink (this: FastifyReply): Promise<void> {
+    const request = this.request as StatefulRequest
+    if (request.session !== null) await request.session.destroy()
+    request.session = null
+    const state = request[kState]
+    if (state !== undefined) state.stale = true
+  }
+}
+
+function cookieAttributes (cookie: CookieSettings): { path: string, domain?: string, secure: boolean, sameSite: 'lax' | 'strict' | 'none', httpOnly: true } {
+  return { path: cookie.path, secure: cookie.secure, sameSite: cookie.sameSite, httpOnly: true, ...(cookie.domain === undefined ? {} : { domain: cookie.domain }) }
+}
+
+/** Sessions for Fastify: `app.xems`, `request.session`, `reply.xLink` / `reply.xUnlink`, rotation on send. */
+export const xemsSession = fp(xemsSessionPlugin, { name: 'xems-session', fastify: '5.x' })
+
+/** `xems.forApp(app)`: the engine a registered xemsSession put on `app` (as the XEMS tutorials call it). */
+export const xems = {
+  forApp (app: FastifyInstance): XemsDecorator {
+    if (!app.hasDecorator('xems')) {
+      throw new XemsError('FST_XEMS_MISSING_SESSION_PLUGIN', 'fastify-xems: register xemsSession on this instance (or a parent) before calling xems.forApp(app)')
+    }
+    return app.xems
+  }
+}
