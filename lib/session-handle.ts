@@ -30,7 +30,13 @@ type Mode =
   | 'grace'
   /** A token issued during this request (new session, regenerate, migrate): sent as is. */
   | 'issued'
+  /** Ended by this request (destroy, logout): the response clears the cookie. */
   | 'destroyed'
+  /**
+   * Ended elsewhere meanwhile (revoked, or moved by a concurrent request). The cookie is left alone:
+   * clearing it could race with the response that carries the session's new token.
+   */
+  | 'lost'
 
 /**
  * One request's view of its session (`request.session`): typed data, saved at the end of the request
@@ -73,9 +79,9 @@ export class XemsSession<Data = Record<string, unknown>> {
     this.#token = currentToken
   }
 
-  /** True once destroy() ended the session. */
+  /** True once the session ended (destroyed by this request, or ended elsewhere meanwhile). */
   get destroyed (): boolean {
-    return this.#mode === 'destroyed'
+    return this.#mode === 'destroyed' || this.#mode === 'lost'
   }
 
   /** Saves the session at the end of the request even if its data did not change. */
@@ -100,7 +106,7 @@ export class XemsSession<Data = Record<string, unknown>> {
     this.#assertUsable()
     const token = await this.#engine.migrateById(this.id, { from: this.sandbox, to, ...options })
     if (token === null) {
-      this.#mode = 'destroyed'
+      this.#mode = 'lost'
       throw new XemsError('FST_XEMS_NO_SESSION', 'fastify-xems: the session ended or was already moved', 401)
     }
     if (options.data !== undefined) {
@@ -126,6 +132,7 @@ export class XemsSession<Data = Record<string, unknown>> {
   /** Ends the request: commits changed data and rotates in one store step, and says what to send. */
   async finish (options: FinishOptions): Promise<Outcome> {
     if (this.#mode === 'destroyed') return { action: 'clear' }
+    if (this.#mode === 'lost') return { action: 'keep' }
     const patch = diffData(this.#original, this.data as Record<string, unknown>)
     const rotate = this.#mode === 'live' && options.rotate
     if (patch === null && !rotate && !this.#touched) {
@@ -139,8 +146,8 @@ export class XemsSession<Data = Record<string, unknown>> {
       rotate ? { gracePeriod: options.gracePeriod } : null
     )
     if (committed.status === 'gone') {
-      this.#mode = 'destroyed'
-      return { action: 'clear' }
+      this.#mode = 'lost'
+      return { action: 'keep' }
     }
     this.expiresAt = committed.expiresAt
     const token = committed.token ?? (this.#mode === 'live' ? null : this.#token)
@@ -149,6 +156,6 @@ export class XemsSession<Data = Record<string, unknown>> {
   }
 
   #assertUsable (): void {
-    if (this.#mode === 'destroyed') throw new XemsError('FST_XEMS_NO_SESSION', 'fastify-xems: the session has been destroyed', 401)
+    if (this.destroyed) throw new XemsError('FST_XEMS_NO_SESSION', 'fastify-xems: the session has ended', 401)
   }
 }

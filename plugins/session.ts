@@ -84,8 +84,12 @@ const kState = Symbol('xems.state')
 interface RequestState {
   /** The client sent the header: answer by header too. */
   headerClient: boolean
-  /** The client presented a token that is no longer any good: clear it. */
-  stale: boolean
+  /**
+   * Clear the client's cookie: its token was replayed after grace (theft signal) or the session was
+   * ended on purpose. A merely unknown token is ignored, not cleared: clearing could race with a
+   * concurrent response (a login, a migration) that carries the client's new token.
+   */
+  clear: boolean
   /** The response already carries its token outcome (onSend runs again for error responses). */
   done: boolean
 }
@@ -178,7 +182,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
   if (ownsStore) fastify.addHook('onClose', async () => { await engine.close() })
 
   fastify.addHook('onRequest', async (request: StatefulRequest) => {
-    const state: RequestState = { headerClient: false, stale: false, done: false }
+    const state: RequestState = { headerClient: false, clear: false, done: false }
     request[kState] = state
     let presented: string | undefined
     const fromHeader = header === null ? undefined : request.headers[header]
@@ -190,12 +194,10 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
     }
     if (presented === undefined) return
     const opened = await engine.open(presented)
-    if (opened.status === 'none') {
-      state.stale = true
-    } else if (opened.status === 'reused') {
-      state.stale = true
+    if (opened.status === 'reused') {
+      state.clear = true
       throw new XemsError('FST_XEMS_TOKEN_REUSED', 'This session token was already replaced: sign in again', 401)
-    } else {
+    } else if (opened.status !== 'none') {
       request.session = new XemsSession(engine, opened.session, opened.status, presented, opened.token)
     }
   })
@@ -204,10 +206,10 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
     const state = request[kState]
     if (state === undefined || state.done) return payload
     state.done = true
-    let outcome: Outcome = state.stale ? { action: 'clear' } : { action: 'keep' }
+    let outcome: Outcome = state.clear ? { action: 'clear' } : { action: 'keep' }
     if (request.session !== null) {
       outcome = await request.session.finish({ rotate: autoRotation, gracePeriod: engine.gracePeriod })
-      if (outcome.action === 'clear') request.session = null
+      if (request.session.destroyed) request.session = null
     }
     applyOutcome(reply, state, outcome)
     return payload
@@ -253,7 +255,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
     if (request.session !== null) await request.session.destroy()
     request.session = null
     const state = request[kState]
-    if (state !== undefined) state.stale = true
+    if (state !== undefined) state.clear = true
   }
 }
 
