@@ -15,6 +15,20 @@ export type XemsErrorCode =
   | 'FST_XEMS_STORE_UNAVAILABLE'
   | 'FST_XEMS_STORE_CLOSED'
   | 'FST_XEMS_MISSING_SESSION_PLUGIN'
+  /** A vault file of a persistent MemoryStore is damaged or tampered with (start-up stops, files untouched). */
+  | 'FST_XEMS_VAULT_CORRUPT'
+  /** A vault file is bound to another host (bindToHost) and does not open on this one. */
+  | 'FST_XEMS_VAULT_OTHER_HOST'
+  /** The vault directory is in use by another store or process. */
+  | 'FST_XEMS_VAULT_LOCKED'
+  /** The vault directory could not be read or written at start-up. */
+  | 'FST_XEMS_VAULT_IO'
+  | 'FST_XEMS_MFA_INVALID'
+  | 'FST_XEMS_MFA_LOCKED'
+  | 'FST_XEMS_MFA_ATTEMPTS'
+  | 'FST_XEMS_MFA_REQUIRED'
+  | 'FST_XEMS_MFA_NOT_ENROLLED'
+  | 'FST_XEMS_MFA_NO_ENROLMENT'
 
 export class XemsError extends Error {
   readonly code: XemsErrorCode

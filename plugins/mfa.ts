@@ -1,0 +1,460 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify'
+import fp from 'fastify-plugin'
+import { renderSVG } from 'uqr'
+import { parsePositiveDuration, type Duration } from '../lib/duration.js'
+import { checkSandbox, MAX_AGE_CAP_MS } from '../lib/engine.js'
+import { badOption, XemsError } from '../lib/errors.js'
+import { verifyPassword as verifyArgon2, type PasswordHashOptions } from '../lib/password.js'
+import { findRecoveryCode, generateRecoveryCodes, hashRecoveryCodes, normalizeRecoveryCode } from '../lib/recovery-codes.js'
+import { generateToken, isWellFormedToken, tokenKey } from '../lib/token.js'
+import { generateTotpSecret, totpUri, verifyTotp, type TotpAlgorithm } from '../lib/totp.js'
+import type { XemsDecorator } from './session.js'
+
+/** A user's second factors, as the application stores them (in its own user database). */
+export interface MfaRecord {
+  totp?: { secret: string, algorithm?: TotpAlgorithm, digits?: number, period?: number, enrolledAt: number } | null
+  /** argon2id hashes of recovery codes; a used one is null. */
+  recoveryCodes?: Array<string | null>
+}
+
+/** How the plugin reads and writes a user's MFA record. `save` should replace the record atomically. */
+export interface MfaUserAdapter {
+  load: (userId: string) => Promise<MfaRecord | null>
+  save: (userId: string, record: MfaRecord) => Promise<void>
+}
+
+export interface MfaLockoutOptions {
+  /** Failures (password or second factor) within `window` that lock the user (default 10, at most 10). */
+  maxFailures?: number
+  /** The window of `maxFailures`, and how long a lock lasts (default `15m`). */
+  window?: Duration
+  /** Consecutive failures, across windows, after which the user stays locked until the cap expires (default 100, at most 100). */
+  maxConsecutive?: number
+}
+
+export interface XemsMfaOptions {
+  /** Shown in the authenticator app. */
+  issuer: string
+  users: MfaUserAdapter
+  /** Sandbox of half-authenticated sessions (default `otp-pending`). */
+  pendingSandbox?: string
+  /** Sandbox a verified session moves to (default: the session plugin's default sandbox). */
+  activeSandbox?: string
+  /** Lifetime of a pending session (default `15m`, at most 15 minutes). */
+  pendingTtl?: Duration
+  /** Steps of clock drift accepted either side (default 1, at most 10). */
+  window?: number
+  /** Code attempts per pending session (default 5, at most 10); past it the pending session ends. */
+  maxAttempts?: number
+  lockout?: MfaLockoutOptions
+  /** Recovery codes issued at enrolment (default 10). */
+  recoveryCodes?: number
+  /** Opt-in "remember this device": an HttpOnly device cookie that skips the TOTP step for `ttl` (at most 5 days). */
+  rememberDevice?: false | { ttl?: Duration, cookieName?: string, secure?: boolean }
+  /** TOTP parameters of new enrolments (defaults SHA1, 6 digits, 30 s: what every authenticator app supports). */
+  totp?: { algorithm?: TotpAlgorithm, digits?: number, period?: number }
+  /** argon2id parameters for recovery-code hashes and password checks. */
+  argon2?: PasswordHashOptions
+}
+
+export interface BeginOptions {
+  userId: string
+  /** Session data to carry into the active session. */
+  data?: Record<string, unknown>
+}
+
+export interface BeginResult {
+  /** `totp`: ask for a code. `active`: signed in (no second factor enrolled, or a remembered device). */
+  next: 'totp' | 'active'
+  enrolled: boolean
+  remembered: boolean
+}
+
+export interface VerifyResult {
+  method: 'totp' | 'recovery'
+  /** Unused recovery codes left, after a recovery-code login. */
+  recoveryCodesLeft?: number
+}
+
+export interface Enrolment {
+  secret: string
+  uri: string
+  /** The otpauth URI as a QR code, an SVG document. */
+  qrSvg: string
+}
+
+export interface XemsMfa {
+  /** Checks a password (argon2id); for an unknown user pass null: the check takes the same time and fails. Counts failures toward the lockout. */
+  verifyPassword: (userId: string | null, password: string, hash: string | null | undefined) => Promise<boolean>
+  /** Throws 429 FST_XEMS_MFA_LOCKED (with Retry-After) when the user is locked. */
+  assertNotLocked: (userId: string, reply?: FastifyReply) => Promise<void>
+  /** After the password step: opens the pending session (or, without a second factor or on a remembered device, the active one). */
+  begin: (request: FastifyRequest, reply: FastifyReply, options: BeginOptions) => Promise<BeginResult>
+  /** Verifies a TOTP or recovery code against the request's pending session and, on success, moves it to the active sandbox. */
+  verify: (request: FastifyRequest, reply: FastifyReply, code: unknown, options?: { remember?: boolean }) => Promise<VerifyResult>
+  /** Starts (or restarts) TOTP enrolment for the signed-in user; nothing is stored for the user until confirmEnrolment. */
+  startEnrolment: (request: FastifyRequest, options?: { label?: string }) => Promise<Enrolment>
+  /** Confirms enrolment with a first valid code; stores it, returns the recovery codes (show them once), ends the user's other sessions. */
+  confirmEnrolment: (request: FastifyRequest, code: unknown) => Promise<{ recoveryCodes: string[] }>
+  /** Re-verifies a code for the signed-in user (step-up); refreshes the session's mfaVerifiedAt. */
+  stepUp: (request: FastifyRequest, reply: FastifyReply, code: unknown) => Promise<VerifyResult>
+  /** Removes the user's second factors; ends the user's other sessions and remembered devices. Guard it with requireFreshMfa. */
+  disable: (request: FastifyRequest) => Promise<void>
+  /** New recovery codes (the old ones die). Guard it with requireFreshMfa. */
+  regenerateRecoveryCodes: (request: FastifyRequest) => Promise<string[]>
+  /** A preHandler: 401 FST_XEMS_MFA_REQUIRED unless the active session verified a second factor within `maxAge`. */
+  requireFreshMfa: (maxAge: Duration) => preHandlerAsyncHookHandler
+  /** Ends every session and remembered device of a user. */
+  revokeUser: (userId: string, options?: { except?: string }) => Promise<number>
+}
+
+declare module './session.js' {
+  interface XemsSessionData {
+    /** When this session last verified a second factor (ms since the epoch). Set by xemsMfa. */
+    mfaVerifiedAt?: number
+  }
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    xemsMfa: XemsMfa
+  }
+}
+
+/** Internal keys live in their own sandbox, apart from application data. */
+const MFA_SANDBOX = 'xems-mfa'
+const DEVICE_SANDBOX = 'xems-devices'
+const FIFTEEN_MINUTES = 15 * 60_000
+
+function checkWhole (value: unknown, option: string, min: number, max: number, fallback: number): number {
+  const n = value ?? fallback
+  if (!Number.isSafeInteger(n) || (n as number) < min || (n as number) > max) throw badOption(option, `must be a whole number from ${min} to ${max}`)
+  return n as number
+}
+
+async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions): Promise<void> {
+  if (!fastify.hasDecorator('xems')) {
+    throw new XemsError('FST_XEMS_MISSING_SESSION_PLUGIN', 'fastify-xems: register xemsSession before xemsMfa (on this instance or a parent): xemsMfa keeps its state in the session store')
+  }
+  const engine: XemsDecorator = fastify.xems
+  if (typeof options.issuer !== 'string' || options.issuer.length === 0 || options.issuer.length > 100 || options.issuer.includes(':')) {
+    throw badOption('issuer', 'must be a name of 1 to 100 characters without ":" (it is shown in authenticator apps)')
+  }
+  const users = options.users
+  if (users === null || typeof users !== 'object' || typeof users.load !== 'function' || typeof users.save !== 'function') {
+    throw badOption('users', 'must be { load(userId), save(userId, record) }: where the application keeps each user\'s MFA record')
+  }
+  const pendingSandbox = checkSandbox(options.pendingSandbox ?? 'otp-pending', 'pendingSandbox')
+  const activeSandbox = checkSandbox(options.activeSandbox ?? engine.defaultSandbox, 'activeSandbox')
+  if (pendingSandbox === activeSandbox) throw badOption('pendingSandbox', 'must differ from activeSandbox')
+  const pendingTtl = parsePositiveDuration(options.pendingTtl ?? '15m', 'pendingTtl')
+  if (pendingTtl > FIFTEEN_MINUTES) throw badOption('pendingTtl', 'must be at most 15 minutes: a half-authenticated session must not linger')
+  const window = checkWhole(options.window, 'window', 0, 10, 1)
+  const maxAttempts = checkWhole(options.maxAttempts, 'maxAttempts', 1, 10, 5)
+  const maxFailures = checkWhole(options.lockout?.maxFailures, 'lockout.maxFailures', 1, 10, 10)
+  const lockWindow = parsePositiveDuration(options.lockout?.window ?? '15m', 'lockout.window')
+  if (lockWindow > MAX_AGE_CAP_MS) throw badOption('lockout.window', 'must be at most 5 days')
+  const maxConsecutive = checkWhole(options.lockout?.maxConsecutive, 'lockout.maxConsecutive', maxFailures, 100, 100)
+  const recoveryCount = checkWhole(options.recoveryCodes, 'recoveryCodes', 1, 20, 10)
+  const totpParams = {
+    algorithm: options.totp?.algorithm ?? 'SHA1',
+    digits: checkWhole(options.totp?.digits, 'totp.digits', 6, 8, 6),
+    period: checkWhole(options.totp?.period, 'totp.period', 15, 120, 30)
+  } as const
+  if (!['SHA1', 'SHA256', 'SHA512'].includes(totpParams.algorithm)) throw badOption('totp.algorithm', "must be 'SHA1', 'SHA256' or 'SHA512'")
+  const remember = options.rememberDevice === undefined || options.rememberDevice === false
+    ? null
+    : {
+        ttl: parsePositiveDuration(options.rememberDevice.ttl ?? '5d', 'rememberDevice.ttl'),
+        cookieName: options.rememberDevice.cookieName ?? 'xems_device',
+        secure: options.rememberDevice.secure ?? true
+      }
+  if (remember !== null && remember.ttl > MAX_AGE_CAP_MS) throw badOption('rememberDevice.ttl', 'must be at most 5 days: nothing lives longer')
+  if (remember !== null && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/.test(remember.cookieName)) throw badOption('rememberDevice.cookieName', 'must be a cookie name')
+  const argon2 = options.argon2
+
+  const mfaState = engine.from(MFA_SANDBOX)
+  const devices = engine.from(DEVICE_SANDBOX)
+  const log = fastify.log
+
+  // ---- lockout -------------------------------------------------------------------------------
+
+  async function lockedUntil (userId: string): Promise<number | null> {
+    const until = await mfaState.get<number>(`locked:${userId}`)
+    return until !== null && until > engine.now() ? until : null
+  }
+
+  async function assertNotLocked (userId: string, reply?: FastifyReply): Promise<void> {
+    const until = await lockedUntil(userId)
+    if (until === null) return
+    const retryAfter = Math.max(1, Math.ceil((until - engine.now()) / 1000))
+    reply?.header('retry-after', String(retryAfter))
+    throw new XemsError('FST_XEMS_MFA_LOCKED', 'Too many failed attempts: this account is locked for a while', 429, { retryAfter })
+  }
+
+  async function recordFailure (userId: string, factor: string): Promise<void> {
+    const now = engine.now()
+    const inWindow = await engine.store.increment(`xems-mfa:fail:${userId}`, lockWindow, now)
+    const consecutive = await engine.store.increment(`xems-mfa:consecutive:${userId}`, MAX_AGE_CAP_MS, now)
+    log.warn({ xems: 'auth-failure', factor, userId, failures: inWindow.count }, 'xems: authentication failure')
+    if (consecutive.count >= maxConsecutive) {
+      await mfaState.set(`locked:${userId}`, consecutive.resetAt, consecutive.resetAt - now)
+      log.warn({ xems: 'user-locked', userId, until: consecutive.resetAt }, 'xems: user locked after too many consecutive failures')
+    } else if (inWindow.count >= maxFailures) {
+      await mfaState.set(`locked:${userId}`, now + lockWindow, lockWindow)
+      log.warn({ xems: 'user-locked', userId, until: now + lockWindow }, 'xems: user locked')
+    }
+  }
+
+  async function recordSuccess (userId: string): Promise<void> {
+    await engine.store.resetCounter(`xems-mfa:fail:${userId}`)
+    await engine.store.resetCounter(`xems-mfa:consecutive:${userId}`)
+  }
+
+  // ---- second factors ------------------------------------------------------------------------
+
+  /** Checks a code for a user: TOTP (each step once, never an older step) or a recovery code (each once). */
+  async function checkCode (userId: string, code: unknown): Promise<VerifyResult | null> {
+    const record = await users.load(userId)
+    if (typeof code === 'string' && /^\d{6,8}$/.test(code)) {
+      const totp = record?.totp
+      if (totp === undefined || totp === null) return null
+      const lastStep = await mfaState.get<number>(`last-step:${userId}`)
+      const period = totp.period ?? 30
+      const result = await verifyTotp({
+        secret: totp.secret, token: code, window, at: engine.now(), period,
+        ...(totp.algorithm === undefined ? {} : { algorithm: totp.algorithm }),
+        ...(totp.digits === undefined ? {} : { digits: totp.digits }),
+        ...(lastStep === null ? {} : { afterStep: lastStep })
+      })
+      if (!result.valid || result.step === null) {
+        if (lastStep !== null && await isReplay(userId, code, totp, lastStep)) log.warn({ xems: 'totp-replay', userId }, 'xems: a TOTP code of an already used step was replayed')
+        return null
+      }
+      return await claimStep(userId, result.step, period) ? { method: 'totp' } : null
+    }
+    const hashes = record?.recoveryCodes ?? []
+    if (normalizeRecoveryCode(code) === null || hashes.length === 0) return null
+    const index = await findRecoveryCode(hashes, code)
+    if (index < 0) return null
+    // Of parallel requests with the same code, exactly one claims it.
+    if (!await mfaState.add(`recovery-used:${userId}:${index}`, true, MAX_AGE_CAP_MS)) {
+      log.warn({ xems: 'recovery-replay', userId }, 'xems: a used recovery code was replayed')
+      return null
+    }
+    const fresh = await users.load(userId) ?? {}
+    const codes = [...(fresh.recoveryCodes ?? hashes)]
+    codes[index] = null
+    await users.save(userId, { ...fresh, recoveryCodes: codes })
+    return { method: 'recovery', recoveryCodesLeft: codes.filter((hash) => hash !== null).length }
+  }
+
+  /** Accepts a step once per user, also across processes: the claim is an atomic add in the store. */
+  async function claimStep (userId: string, step: number, period: number): Promise<boolean> {
+    const keep = (2 * window + 2) * period * 1000
+    if (!await mfaState.add(`step:${userId}:${step}`, true, keep)) {
+      log.warn({ xems: 'totp-replay', userId }, 'xems: a TOTP code of an already used step was replayed')
+      return false
+    }
+    const last = await mfaState.get<number>(`last-step:${userId}`)
+    if (last === null || step > last) await mfaState.set(`last-step:${userId}`, step, MAX_AGE_CAP_MS)
+    return true
+  }
+
+  async function isReplay (_userId: string, code: string, totp: NonNullable<MfaRecord['totp']>, lastStep: number): Promise<boolean> {
+    const again = await verifyTotp({
+      secret: totp.secret, token: code, window, at: engine.now(),
+      ...(totp.period === undefined ? {} : { period: totp.period }),
+      ...(totp.algorithm === undefined ? {} : { algorithm: totp.algorithm }),
+      ...(totp.digits === undefined ? {} : { digits: totp.digits })
+    })
+    return again.valid && again.step !== null && again.step <= lastStep
+  }
+
+  // ---- remembered devices --------------------------------------------------------------------
+
+  async function rememberedFor (request: FastifyRequest, userId: string): Promise<boolean> {
+    if (remember === null) return false
+    const token = request.cookies?.[remember.cookieName]
+    if (!isWellFormedToken(token)) return false
+    const device = await devices.get<{ userId: string, createdAt: number }>(tokenKey(token))
+    if (device === null || device.userId !== userId) return false
+    const revokedAt = await devices.get<number>(`revoked:${userId}`)
+    return revokedAt === null || device.createdAt > revokedAt
+  }
+
+  async function rememberDevice (reply: FastifyReply, userId: string): Promise<void> {
+    if (remember === null) return
+    const token = generateToken()
+    await devices.set(tokenKey(token), { userId, createdAt: engine.now() }, remember.ttl)
+    reply.setCookie(remember.cookieName, token, { httpOnly: true, secure: remember.secure, sameSite: 'strict', path: '/', maxAge: Math.floor(remember.ttl / 1000) })
+  }
+
+  async function forgetDevices (userId: string): Promise<void> {
+    // Every device remembered before now stops counting: no list to keep, nothing to race with.
+    await devices.set(`revoked:${userId}`, engine.now(), MAX_AGE_CAP_MS)
+  }
+
+  // ---- the flow ------------------------------------------------------------------------------
+
+  function activeSessionOf (request: FastifyRequest): { userId: string } {
+    const session = request.session
+    if (session === null || session.destroyed || session.sandbox !== activeSandbox || session.userId === undefined) {
+      throw new XemsError('FST_XEMS_NO_SESSION', 'A signed-in session is required', 401)
+    }
+    return { userId: session.userId }
+  }
+
+  async function promote (request: FastifyRequest, data: Record<string, unknown>, userId: string): Promise<void> {
+    await request.session!.migrate(activeSandbox, { data: { ...data, mfaVerifiedAt: engine.now() }, userId })
+  }
+
+  const mfa: XemsMfa = {
+    async verifyPassword (userId, password, hash) {
+      if (userId !== null) await assertNotLocked(userId)
+      const ok = await verifyArgon2(userId === null ? null : hash, password, argon2)
+      if (!ok && userId !== null) await recordFailure(userId, 'password')
+      return ok
+    },
+
+    assertNotLocked,
+
+    async begin (request, reply, { userId, data = {} }) {
+      await assertNotLocked(userId, reply)
+      const record = await users.load(userId)
+      const enrolled = record?.totp !== undefined && record?.totp !== null
+      if (!enrolled || await rememberedFor(request, userId)) {
+        await reply.xLink(data, { sandbox: activeSandbox, userId })
+        if (enrolled) request.session!.data.mfaVerifiedAt = engine.now()
+        await recordSuccess(userId)
+        return { next: 'active', enrolled, remembered: enrolled }
+      }
+      await reply.xLink(data, { sandbox: pendingSandbox, userId, ttl: pendingTtl })
+      return { next: 'totp', enrolled, remembered: false }
+    },
+
+    async verify (request, reply, code, verifyOptions = {}) {
+      const session = request.session
+      if (session === null || session.destroyed || session.sandbox !== pendingSandbox || session.userId === undefined) {
+        throw new XemsError('FST_XEMS_NO_SESSION', 'No sign-in is waiting for a code: sign in with your password first', 401)
+      }
+      const userId = session.userId
+      await assertNotLocked(userId, reply)
+      // The counter outlives the pending session, so once spent the session is a dead end: the user
+      // signs in again. It is not destroyed here: a concurrent request may just have promoted it.
+      const attempts = await engine.store.increment(`xems-mfa:attempts:${session.id}`, pendingTtl, engine.now())
+      if (attempts.count > maxAttempts) {
+        throw new XemsError('FST_XEMS_MFA_ATTEMPTS', 'Too many wrong codes: sign in again', 401)
+      }
+      const result = await checkCode(userId, code)
+      if (result === null) {
+        await recordFailure(userId, 'second-factor')
+        const left = maxAttempts - attempts.count
+        throw new XemsError('FST_XEMS_MFA_INVALID', left > 0 ? `Wrong or used code: ${left} attempt${left === 1 ? '' : 's'} left` : 'Wrong or used code: sign in again', 401)
+      }
+      await recordSuccess(userId)
+      const { mfaVerifiedAt: _ignored, ...carried } = session.data
+      await promote(request, carried, userId)
+      if (verifyOptions.remember === true) await rememberDevice(reply, userId)
+      return result
+    },
+
+    async startEnrolment (request, enrolOptions = {}) {
+      const { userId } = activeSessionOf(request)
+      const secret = generateTotpSecret()
+      await mfaState.set(`enrol:${userId}`, secret, FIFTEEN_MINUTES)
+      const label = enrolOptions.label ?? userId
+      const uri = totpUri({ secret, label, issuer: options.issuer, ...totpParams })
+      return { secret, uri, qrSvg: renderSVG(uri) }
+    },
+
+    async confirmEnrolment (request, code) {
+      const { userId } = activeSessionOf(request)
+      const secret = await mfaState.get<string>(`enrol:${userId}`)
+      if (secret === null) throw new XemsError('FST_XEMS_MFA_NO_ENROLMENT', 'No enrolment is waiting: start it again', 400)
+      await assertNotLocked(userId)
+      const result = typeof code === 'string'
+        ? await verifyTotp({ secret, token: code, window, at: engine.now(), ...totpParams })
+        : { valid: false, step: null }
+      if (!result.valid || result.step === null || !await claimStep(userId, result.step, totpParams.period)) {
+        await recordFailure(userId, 'enrolment')
+        throw new XemsError('FST_XEMS_MFA_INVALID', 'Wrong code: check the time on your device and try again', 401)
+      }
+      if (await mfaState.take(`enrol:${userId}`) === null) throw new XemsError('FST_XEMS_MFA_NO_ENROLMENT', 'This enrolment was already confirmed', 409)
+      const recoveryCodes = generateRecoveryCodes(recoveryCount)
+      const record = await users.load(userId) ?? {}
+      await users.save(userId, {
+        ...record,
+        totp: { secret, ...totpParams, enrolledAt: engine.now() },
+        recoveryCodes: await hashRecoveryCodes(recoveryCodes, argon2)
+      })
+      await recordSuccess(userId)
+      await afterFactorChange(request, userId)
+      log.info({ xems: 'mfa-enrolled', userId }, 'xems: TOTP enrolled')
+      return { recoveryCodes }
+    },
+
+    async stepUp (request, reply, code) {
+      const { userId } = activeSessionOf(request)
+      await assertNotLocked(userId, reply)
+      const result = await checkCode(userId, code)
+      if (result === null) {
+        await recordFailure(userId, 'step-up')
+        throw new XemsError('FST_XEMS_MFA_INVALID', 'Wrong or used code', 401)
+      }
+      await recordSuccess(userId)
+      request.session!.data.mfaVerifiedAt = engine.now()
+      return result
+    },
+
+    async disable (request) {
+      const { userId } = activeSessionOf(request)
+      const record = await users.load(userId) ?? {}
+      await users.save(userId, { ...record, totp: null, recoveryCodes: [] })
+      await afterFactorChange(request, userId)
+      log.info({ xems: 'mfa-disabled', userId }, 'xems: second factor removed')
+    },
+
+    async regenerateRecoveryCodes (request) {
+      const { userId } = activeSessionOf(request)
+      const record = await users.load(userId)
+      if (record?.totp === undefined || record.totp === null) throw new XemsError('FST_XEMS_MFA_NOT_ENROLLED', 'Enrol an authenticator first', 409)
+      const codes = generateRecoveryCodes(recoveryCount)
+      await users.save(userId, { ...record, recoveryCodes: await hashRecoveryCodes(codes, argon2) })
+      log.info({ xems: 'recovery-codes-regenerated', userId }, 'xems: recovery codes replaced')
+      return codes
+    },
+
+    requireFreshMfa (maxAge) {
+      const limit = parsePositiveDuration(maxAge, 'requireFreshMfa(maxAge)')
+      return async function xemsFreshMfaGuard (request: FastifyRequest): Promise<void> {
+        activeSessionOf(request)
+        const at = request.session!.data.mfaVerifiedAt
+        if (typeof at !== 'number' || engine.now() - at > limit) {
+          throw new XemsError('FST_XEMS_MFA_REQUIRED', 'Confirm with a code from your authenticator to continue', 401)
+        }
+      }
+    },
+
+    async revokeUser (userId, revokeOptions = {}) {
+      await forgetDevices(userId)
+      return await engine.revokeUser(userId, revokeOptions)
+    }
+  }
+
+  /** After a change of factors: other sessions and remembered devices end; this session gets a new token. */
+  async function afterFactorChange (request: FastifyRequest, userId: string): Promise<void> {
+    const session = request.session!
+    await mfa.revokeUser(userId, { except: session.id })
+    await session.regenerate()
+    session.data.mfaVerifiedAt = engine.now()
+  }
+
+  fastify.decorate('xemsMfa', mfa)
+}
+
+/**
+ * Password → TOTP login helpers for the routes of one context: register it next to the login routes,
+ * after xemsSession (on the same instance or a parent).
+ */
+export const xemsMfa = fp(xemsMfaPlugin, { name: 'xems-mfa', fastify: '5.x' })
