@@ -1,41 +1,170 @@
-/** The example's single page: plain HTML and fetch; the token stays in an HttpOnly cookie. */
+/**
+ * The example's single page: plain HTML and fetch with credentials. The session token lives in an
+ * HttpOnly cookie: page scripts never see it (the account view shows `document.cookie` to prove it).
+ */
 export const PAGE = `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>fastify-xems example</title>
 <style>
-  body { font: 16px/1.5 system-ui, sans-serif; max-width: 40rem; margin: 3rem auto; padding: 0 1rem; }
-  section { border: 1px solid #ccc; border-radius: 8px; padding: 1rem; margin: 1rem 0; }
-  pre { background: #f5f5f5; padding: .5rem; overflow: auto; }
+  body { font: 16px/1.5 system-ui, sans-serif; max-width: 44rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+  h1 { margin-bottom: 0; } .lead { color: #555; margin-top: .25rem; }
+  section { border: 1px solid #ccc; border-radius: 8px; padding: 1rem 1.25rem; margin: 1rem 0; }
+  section[hidden] { display: none; }
+  label { display: block; margin: .4rem 0; } input[type=email], input[type=password], input[type=text] { width: 18rem; padding: .3rem; }
+  button { padding: .35rem .9rem; margin: .25rem .25rem .25rem 0; cursor: pointer; }
+  pre { background: #f5f5f5; padding: .6rem; overflow: auto; font-size: 14px; }
+  #qr svg { width: 200px; height: 200px; } code { background: #f0f0f0; padding: 0 .25rem; }
+  #message { min-height: 1.5rem; font-weight: 600; } .error { color: #b00020; } .ok { color: #0a7a33; }
+  ol#recovery-codes { font-family: monospace; font-size: 1.1rem; }
 </style>
 </head>
 <body>
 <h1>fastify-xems</h1>
-<p>A server-side session whose token changes on every request. Page scripts never see it:
-<code>document.cookie</code> below stays empty of it, because the cookie is HttpOnly.</p>
-<section>
-  <form id="login"><label>Name <input name="name" required></label> <button>Sign in</button></form>
+<p class="lead">Password → authenticator-app login. The session token changes on every request and stays in an HttpOnly cookie.</p>
+<p id="message" role="status"></p>
+
+<section id="view-signed-out" hidden>
+  <h2>Create an account</h2>
+  <form id="register-form">
+    <label>Email <input type="email" name="email" autocomplete="username" required></label>
+    <label>Password <input type="password" name="password" autocomplete="new-password" minlength="8" required></label>
+    <button type="submit">Register</button>
+  </form>
+  <h2>Sign in</h2>
+  <form id="login-form">
+    <label>Email <input type="email" name="email" autocomplete="username" required></label>
+    <label>Password <input type="password" name="password" autocomplete="current-password" required></label>
+    <button type="submit">Sign in</button>
+  </form>
 </section>
-<section>
-  <button id="me">Who am I?</button> <button id="logout">Sign out</button>
-  <pre id="out">Not signed in.</pre>
-  <p>document.cookie: <code id="cookies"></code></p>
+
+<section id="view-code" hidden>
+  <h2>Second step</h2>
+  <p>Enter the 6-digit code from your authenticator app, or one of your recovery codes.</p>
+  <form id="code-form">
+    <label>Code <input type="text" name="code" inputmode="numeric" autocomplete="one-time-code" required></label>
+    <label><input type="checkbox" name="remember"> Remember this device for 5 days</label>
+    <button type="submit">Verify</button>
+  </form>
 </section>
+
+<section id="view-enrol" hidden>
+  <h2>Set up your authenticator</h2>
+  <p>Scan the QR code with an authenticator app, or type the secret in by hand, then enter the code it shows.</p>
+  <div id="qr"></div>
+  <p>Secret: <code id="secret"></code></p>
+  <form id="confirm-form">
+    <label>Code <input type="text" name="code" inputmode="numeric" autocomplete="one-time-code" required></label>
+    <button type="submit">Confirm</button>
+  </form>
+</section>
+
+<section id="view-recovery" hidden>
+  <h2>Your recovery codes</h2>
+  <p>Each works once, if you lose your authenticator. They are shown only now: keep them somewhere safe.</p>
+  <ol id="recovery-codes"></ol>
+  <button id="recovery-done">I have saved them</button>
+</section>
+
+<section id="view-account" hidden>
+  <h2>Your account</h2>
+  <p>Token fingerprint of the last request: <code id="token-fingerprint"></code> (press refresh: it changes every time)</p>
+  <pre id="account"></pre>
+  <p>What page scripts see in <code>document.cookie</code>: <code id="cookies"></code></p>
+  <button id="refresh">Refresh</button>
+  <button id="enrol-button">Set up authenticator</button>
+  <button id="logout">Sign out</button>
+  <button id="logout-everywhere">Sign out everywhere</button>
+</section>
+
 <script>
-const out = document.getElementById('out')
-const show = (value) => { out.textContent = JSON.stringify(value, null, 2); document.getElementById('cookies').textContent = JSON.stringify(document.cookie) }
+const views = ['signed-out', 'code', 'enrol', 'recovery', 'account']
+function show (view) { for (const name of views) document.getElementById('view-' + name).hidden = name !== view }
+function say (text, kind) { const m = document.getElementById('message'); m.textContent = text || ''; m.className = kind || '' }
 async function call (method, url, body) {
-  const response = await fetch(url, { method, credentials: 'include', headers: body ? { 'content-type': 'application/json' } : {}, body: body ? JSON.stringify(body) : undefined })
-  return { status: response.status, body: await response.json() }
+  const response = await fetch(url, {
+    method, credentials: 'include',
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body)
+  })
+  let data = null
+  try { data = await response.json() } catch {}
+  return { status: response.status, data: data || {} }
 }
-document.getElementById('login').addEventListener('submit', async (event) => {
+const fields = (form) => Object.fromEntries(new FormData(form))
+
+async function showAccount () {
+  const me = await call('GET', '/api/me')
+  if (me.status !== 200) { show('signed-out'); return false }
+  document.getElementById('token-fingerprint').textContent = me.data.tokenFingerprint
+  document.getElementById('account').textContent = JSON.stringify(me.data, null, 2)
+  document.getElementById('cookies').textContent = JSON.stringify(document.cookie)
+  document.getElementById('enrol-button').hidden = me.data.mfaEnrolled
+  show('account')
+  return true
+}
+
+document.getElementById('register-form').addEventListener('submit', async (event) => {
   event.preventDefault()
-  show(await call('POST', '/api/login', { name: new FormData(event.target).get('name') }))
+  const result = await call('POST', '/api/register', fields(event.target))
+  if (result.status === 200) { say('Account created: sign in below.', 'ok'); event.target.reset() } else say(result.data.error || result.data.message, 'error')
 })
-document.getElementById('me').addEventListener('click', async () => show(await call('GET', '/api/me')))
-document.getElementById('logout').addEventListener('click', async () => show(await call('POST', '/api/logout')))
-show('Not signed in.')
+
+document.getElementById('login-form').addEventListener('submit', async (event) => {
+  event.preventDefault()
+  const result = await call('POST', '/api/login', fields(event.target))
+  if (result.status !== 200) return say(result.data.error || result.data.message, 'error')
+  event.target.reset()
+  if (result.data.next === 'totp') { say('Password accepted.', 'ok'); show('code') } else { say(result.data.remembered ? 'Signed in (remembered device).' : 'Signed in.', 'ok'); await showAccount() }
+})
+
+document.getElementById('code-form').addEventListener('submit', async (event) => {
+  event.preventDefault()
+  const form = fields(event.target)
+  const result = await call('POST', '/api/mfa/verify', { code: form.code.trim(), remember: form.remember === 'on' })
+  event.target.reset()
+  if (result.status !== 200) {
+    say(result.data.message, 'error')
+    if (result.status === 429 || result.data.code === 'FST_XEMS_MFA_ATTEMPTS' || result.data.code === 'FST_XEMS_NO_SESSION') show('signed-out')
+    return
+  }
+  say(result.data.method === 'recovery' ? 'Signed in with a recovery code (' + result.data.recoveryCodesLeft + ' left).' : 'Signed in.', 'ok')
+  await showAccount()
+})
+
+document.getElementById('enrol-button').addEventListener('click', async () => {
+  const result = await call('POST', '/api/mfa/enrol')
+  if (result.status !== 200) return say(result.data.message, 'error')
+  document.getElementById('qr').innerHTML = result.data.qrSvg
+  document.getElementById('secret').textContent = result.data.secret
+  say('')
+  show('enrol')
+})
+
+document.getElementById('confirm-form').addEventListener('submit', async (event) => {
+  event.preventDefault()
+  const result = await call('POST', '/api/mfa/confirm', { code: fields(event.target).code.trim() })
+  event.target.reset()
+  if (result.status !== 200) return say(result.data.message, 'error')
+  const list = document.getElementById('recovery-codes')
+  list.replaceChildren(...result.data.recoveryCodes.map((code) => { const li = document.createElement('li'); li.textContent = code; return li }))
+  say('Authenticator enrolled. Your other sessions were signed out.', 'ok')
+  show('recovery')
+})
+
+document.getElementById('recovery-done').addEventListener('click', async () => { document.getElementById('recovery-codes').replaceChildren(); say(''); await showAccount() })
+document.getElementById('refresh').addEventListener('click', async () => { if (!await showAccount()) say('Your session ended.', 'error') })
+document.getElementById('logout').addEventListener('click', async () => { await call('POST', '/api/logout'); say('Signed out.', 'ok'); show('signed-out') })
+document.getElementById('logout-everywhere').addEventListener('click', async () => {
+  const result = await call('POST', '/api/logout-everywhere')
+  say('Signed out of ' + (result.data.ended ?? 0) + ' session(s).', 'ok')
+  show('signed-out')
+})
+
+showAccount()
 </script>
 </body>
 </html>

@@ -1,62 +1,140 @@
 /**
- * The example app: sessions on the embedded store, rotated on every request.
- *   npm start            → http://localhost:3000
- * PORT changes the port. Uses only the package's public exports.
+ * The example app: register → login (argon2id) → TOTP enrolment / code step → account → logout.
+ *
+ *   npm start        → http://localhost:3000, on the embedded store
+ *
+ * Environment: PORT (default 3000), HOST (default 127.0.0.1), LOG_LEVEL. Only the package's public
+ * exports are used.
  */
+import { createHash } from 'node:crypto'
 import Fastify, { type FastifyInstance } from 'fastify'
-import { xemsSession } from 'fastify-xems'
+import { hashPassword, xemsMfa, xemsSession, type MfaRecord, type SessionStore } from 'fastify-xems'
+import { openStore } from './store.js'
 import { PAGE } from './page.js'
 
 declare module 'fastify-xems' {
   interface XemsSessionData {
-    name?: string
-    visits?: number
+    email?: string
   }
 }
 
-export async function buildExample (): Promise<FastifyInstance> {
-  const app = Fastify({ logger: { level: process.env.LOG_LEVEL ?? 'info' } })
+/** A user as the example keeps it: in the `users-registry` sandbox, as the XEMS tutorials do. */
+interface UserRecord {
+  email: string
+  passwordHash: string
+  mfa: MfaRecord
+  createdAt: number
+}
+
+const EMAIL = /^[^\s@]{1,64}@[^\s@]{1,190}$/
+
+export interface ExampleOptions {
+  store?: SessionStore
+  /** Logger level (default info; 'silent' in tests). */
+  logLevel?: string
+}
+
+export async function buildExample (options: ExampleOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({ logger: { level: options.logLevel ?? process.env.LOG_LEVEL ?? 'info' }, bodyLimit: 16 * 1024 })
   await app.register(xemsSession, {
     sandbox: 'auth-active',
     ttl: '1h',
     maxAge: '5d',
+    sandboxes: { 'otp-pending': { ttl: '10m' }, 'users-registry': { ttl: '5d' } },
     // Plain http://localhost: browsers drop Secure cookies on http, so the example turns it off
     // explicitly. Behind HTTPS keep the default (secure: true).
     cookie: { name: 'xems', secure: false, sameSite: 'lax' },
-    createLimit: { max: 20, window: '1m' }
+    createLimit: { max: 30, window: '1m' },
+    ...(options.store === undefined ? {} : { store: options.store })
   })
+  const registry = app.xems.from('users-registry')
 
-  app.get('/', async (_request, reply) => await reply.type('text/html; charset=utf-8').send(PAGE))
+  app.get('/', async (_request, reply) => await reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').send(PAGE))
 
-  app.post<{ Body: { name?: unknown } }>('/api/login', async (request, reply) => {
-    const name = typeof request.body?.name === 'string' ? request.body.name.trim().slice(0, 64) : ''
-    if (name === '') return await reply.code(400).send({ error: 'a name is required' })
-    await reply.xLink({ name, visits: 0 }, { userId: name.toLowerCase() })
-    return { name }
-  })
+  await app.register(async (routes) => {
+    await routes.register(xemsMfa, {
+      issuer: 'fastify-xems example',
+      rememberDevice: { secure: false },
+      users: {
+        load: async (email) => (await registry.get<UserRecord>(email))?.mfa ?? null,
+        save: async (email, mfa) => {
+          const user = await registry.get<UserRecord>(email)
+          if (user !== null) await registry.set(email, { ...user, mfa })
+        }
+      }
+    })
+    const mfa = routes.xemsMfa
+    const signedIn = app.xems.requireSession()
 
-  app.get('/api/me', { preHandler: app.xems.requireSession() }, async (request) => {
-    const session = request.session!
-    session.data.visits = (session.data.visits ?? 0) + 1
-    return {
-      name: session.data.name,
-      visits: session.data.visits,
-      sessionId: session.id,
-      expiresAt: new Date(session.expiresAt).toISOString()
-    }
-  })
+    routes.post<{ Body: { email?: unknown, password?: unknown } }>('/api/register', async (request, reply) => {
+      const { email, password } = request.body ?? {}
+      if (typeof email !== 'string' || !EMAIL.test(email)) return await reply.code(400).send({ error: 'enter a valid email address' })
+      if (typeof password !== 'string' || password.length < 8 || password.length > 1024) return await reply.code(400).send({ error: 'use a password of 8 to 1024 characters' })
+      const user: UserRecord = { email: email.toLowerCase(), passwordHash: await hashPassword(password), mfa: {}, createdAt: Date.now() }
+      if (!await registry.add(user.email, user)) return await reply.code(409).send({ error: 'this email is already registered' })
+      return { ok: true }
+    })
 
-  app.post('/api/logout', async (_request, reply) => {
-    await reply.xUnlink()
-    return { ok: true }
+    routes.post<{ Body: { email?: unknown, password?: unknown } }>('/api/login', async (request, reply) => {
+      const { email, password } = request.body ?? {}
+      if (typeof email !== 'string' || typeof password !== 'string') return await reply.code(400).send({ error: 'email and password are required' })
+      const user = await registry.get<UserRecord>(email.toLowerCase())
+      if (!await mfa.verifyPassword(user?.email ?? null, password, user?.passwordHash)) {
+        return await reply.code(401).send({ error: 'wrong email or password' })
+      }
+      return await mfa.begin(request, reply, { userId: user!.email, data: { email: user!.email } })
+    })
+
+    routes.post<{ Body: { code?: unknown, remember?: unknown } }>('/api/mfa/verify', async (request, reply) =>
+      await mfa.verify(request, reply, request.body?.code, { remember: request.body?.remember === true }))
+
+    routes.post('/api/mfa/enrol', { preHandler: signedIn }, async (request) => await mfa.startEnrolment(request, { label: request.session!.userId! }))
+    routes.post<{ Body: { code?: unknown } }>('/api/mfa/confirm', { preHandler: signedIn }, async (request) =>
+      await mfa.confirmEnrolment(request, request.body?.code))
+
+    routes.get('/api/me', { preHandler: signedIn }, async (request) => {
+      const session = request.session!
+      const user = await registry.get<UserRecord>(session.userId!)
+      const presented = request.cookies.xems ?? request.headers['x-xems-token']
+      return {
+        email: session.data.email,
+        mfaEnrolled: user?.mfa.totp !== undefined && user.mfa.totp !== null,
+        recoveryCodesLeft: user?.mfa.recoveryCodes?.filter((hash) => hash !== null).length ?? 0,
+        sessionId: session.id,
+        // A fingerprint of the token this request carried: it changes on every request. The token
+        // itself never reaches the page (HttpOnly cookie).
+        tokenFingerprint: typeof presented === 'string' ? createHash('sha256').update(presented).digest('hex').slice(0, 12) : null,
+        createdAt: new Date(session.createdAt).toISOString(),
+        expiresAt: new Date(session.expiresAt).toISOString(),
+        absoluteExpiresAt: new Date(session.absoluteExpiresAt).toISOString(),
+        sessions: (await app.xems.listUserSessions(session.userId!)).length
+      }
+    })
+
+    routes.post('/api/logout', async (_request, reply) => {
+      await reply.xUnlink()
+      return { ok: true }
+    })
+
+    routes.post('/api/logout-everywhere', { preHandler: signedIn }, async (request, reply) => {
+      const ended = await mfa.revokeUser(request.session!.userId!)
+      await reply.xUnlink()
+      return { ended }
+    })
   })
 
   return app
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const app = await buildExample()
+  const { store, description, close } = await openStore(process.env)
+  const app = await buildExample({ store })
+  app.addHook('onClose', async () => { await close() })
   const port = Number(process.env.PORT ?? 3000)
-  await app.listen({ port, host: '127.0.0.1' })
-  console.log(`fastify-xems example: open http://localhost:${port}/ in a browser`)
+  await app.listen({ port, host: process.env.HOST ?? '127.0.0.1' })
+  console.log(`\nfastify-xems example on ${description}\n  → open http://localhost:${port}/ in a browser\n`)
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => { void app.close().then(() => process.exit(0)) })
+  }
 }
+

@@ -1,25 +1,51 @@
 import t from 'tap'
+import type { LightMyRequestResponse } from 'fastify'
 import { buildExample } from '../example/server.js'
+import { generateTotp } from '../lib/totp.js'
 
-t.test('the example app: sign in, the token rotates on each request, sign out', async (t) => {
-  const app = await buildExample()
+const token = (response: LightMyRequestResponse): string | undefined => response.cookies.find((c) => c.name === 'xems')?.value
+
+t.test('the example app: register → enrol → sign in with TOTP → account → sign out everywhere → recovery code', async (t) => {
+  const app = await buildExample({ logLevel: 'silent' })
   t.teardown(async () => { await app.close() })
   const page = await app.inject({ url: '/' })
   t.equal(page.statusCode, 200)
-  t.match(page.body, /<form id="login">/)
-  t.equal((await app.inject({ method: 'POST', url: '/api/login', payload: { name: '' } })).statusCode, 400)
-  const login = await app.inject({ method: 'POST', url: '/api/login', payload: { name: 'Ada' } })
-  t.equal(login.statusCode, 200)
-  let token = login.cookies[0]!.value
-  t.equal(login.cookies[0]!.httpOnly, true)
-  for (let visit = 1; visit <= 3; visit++) {
-    const me = await app.inject({ url: '/api/me', cookies: { xems: token } })
-    t.equal(me.json().visits, visit)
-    const next = me.cookies[0]!.value
-    t.not(next, token, 'a new token on every request')
-    token = next
+  t.match(page.body, /<form id="login-form">/)
+
+  const credentials = { email: 'ada@example.com', password: 'correct horse battery staple' }
+  t.equal((await app.inject({ method: 'POST', url: '/api/register', payload: { email: 'nope', password: 'x' } })).statusCode, 400)
+  t.equal((await app.inject({ method: 'POST', url: '/api/register', payload: credentials })).statusCode, 200)
+  t.equal((await app.inject({ method: 'POST', url: '/api/register', payload: credentials })).statusCode, 409, 'registered once')
+  t.equal((await app.inject({ method: 'POST', url: '/api/login', payload: { ...credentials, password: 'wrong password' } })).statusCode, 401)
+
+  const first = await app.inject({ method: 'POST', url: '/api/login', payload: credentials })
+  t.same(first.json(), { next: 'active', enrolled: false, remembered: false }, 'no factor yet: signed in directly')
+  const enrol = await app.inject({ method: 'POST', url: '/api/mfa/enrol', cookies: { xems: token(first)! } })
+  const { secret, qrSvg } = enrol.json()
+  t.match(qrSvg, /^<svg/)
+  const confirm = await app.inject({ method: 'POST', url: '/api/mfa/confirm', cookies: { xems: token(enrol)! }, payload: { code: await generateTotp({ secret }) } })
+  t.equal(confirm.statusCode, 200)
+  const recoveryCodes: string[] = confirm.json().recoveryCodes
+  t.equal(recoveryCodes.length, 10)
+
+  let current = token(confirm)!
+  const fingerprints = new Set<string>()
+  for (let i = 0; i < 3; i++) {
+    const me = await app.inject({ url: '/api/me', cookies: { xems: current } })
+    t.equal(me.json().mfaEnrolled, true)
+    fingerprints.add(me.json().tokenFingerprint)
+    current = token(me)!
   }
-  const logout = await app.inject({ method: 'POST', url: '/api/logout', cookies: { xems: token } })
-  t.equal(logout.cookies[0]!.value, '')
-  t.equal((await app.inject({ url: '/api/me', cookies: { xems: token } })).statusCode, 401)
+  t.equal(fingerprints.size, 3, 'the token changes on every request')
+
+  const pendingLogin = await app.inject({ method: 'POST', url: '/api/login', payload: credentials })
+  t.same(pendingLogin.json().next, 'totp')
+  const pending = token(pendingLogin)!
+  t.equal((await app.inject({ url: '/api/me', cookies: { xems: pending } })).statusCode, 401, 'pending is not signed in')
+  const recovered = await app.inject({ method: 'POST', url: '/api/mfa/verify', cookies: { xems: pending }, payload: { code: recoveryCodes[0] } })
+  t.same(recovered.json(), { method: 'recovery', recoveryCodesLeft: 9 })
+  const everywhere = await app.inject({ method: 'POST', url: '/api/logout-everywhere', cookies: { xems: token(recovered)! } })
+  t.equal(everywhere.json().ended, 2, 'both signed-in sessions ended')
+  t.equal((await app.inject({ url: '/api/me', cookies: { xems: current } })).statusCode, 401)
+  t.equal((await app.inject({ url: '/api/me', cookies: { xems: token(recovered)! } })).statusCode, 401)
 })
