@@ -1,18 +1,68 @@
+import { resolve as resolvePath } from 'node:path'
+import { parseSecret } from '../cipher.js'
 import { parsePositiveDuration, type Duration } from '../duration.js'
-import { XemsError } from '../errors.js'
+import { badOption, XemsError } from '../errors.js'
 import {
   ROTATED_TOKENS_KEPT,
   type CommitInput, type CommitResult, type CounterResult, type CreateInput, type MigrateInput,
   type ResolveInput, type ResolveResult, type SessionInfo, type SessionStore, type StoredSession
 } from './contract.js'
 import { IncrementalSweeper } from './sweeper.js'
+import { Vault, type FsyncPolicy, type VaultOptions, type VaultWarning } from './vault.js'
+import {
+  decodeEntry, encodeAllData, encodeCore, encodeCounter, encodeCounterRemoved, encodeDataKey, encodeSessionRemoved,
+  encodeToken, encodeTokenRemoved, encodeTouch, encodeValue, encodeValueRemoved, type SessionCore
+} from './vault-entries.js'
+
+export type { FsyncPolicy, VaultWarning }
+
+/** A 32-byte secret: a Buffer of 32 bytes, 64 hex characters, base64 of 32 bytes, or 32 printable ASCII characters. */
+export type VaultSecret = string | Uint8Array
+
+/** Encrypted, crash-safe persistence of a MemoryStore (see docs/persistence.md). */
+export interface PersistenceOptions {
+  /**
+   * The vault directory, used by this store alone (created with mode 0700 if missing; a relative path
+   * is resolved at construction). It holds `xems.snapshot`, `xems.journal.<generation>` and `xems.lock`.
+   */
+  path: string
+  /**
+   * The secret the vault is sealed with, or a list newest first: files open with any of them and are
+   * rewritten with the first at start-up, so rotating the secret logs nobody out.
+   */
+  secret: VaultSecret | VaultSecret[]
+  /**
+   * When a change is on disk before its operation resolves. `'always'` (default): after fsync, so
+   * nothing acknowledged is lost even by a power cut. `'everysec'`: after the write to the OS, fsync
+   * at most a second later; a process crash loses nothing acknowledged, a power cut up to about a second.
+   */
+  fsync?: FsyncPolicy
+  /** Journal size in bytes after which it is compacted into a new snapshot (default 8 MiB; at least the snapshot's size). */
+  compactAfter?: number
+}
 
 export interface MemoryStoreOptions {
   /** How often expired entries are swept, in small steps (default 250ms). */
   sweepInterval?: Duration
   /** The clock the background sweep reads (default Date.now); give the engine's clock in tests. */
   clock?: () => number
+  /** Keep the store in an encrypted vault on disk, so sessions survive a restart (default: memory only). */
+  persistence?: PersistenceOptions
+  /**
+   * Bind the vault to this machine: its keys also derive from the machine id (/etc/machine-id, else
+   * /var/lib/dbus/machine-id), so the files do not open on another host even with the secret. Default false.
+   */
+  bindToHost?: boolean
+  /**
+   * The host identity to use instead of the machine id: for tests, and for containers whose machine
+   * id is missing or changes with every image (give a stable value of your own).
+   */
+  hostId?: string
+  /** Receives what the vault reports without stopping (a torn journal tail, a failed compaction). Default: process.emitWarning. */
+  onWarning?: (warning: VaultWarning) => void
 }
+
+const DEFAULT_COMPACT_AFTER = 8 * 1024 * 1024
 
 interface MemorySession extends StoredSession {
   currentKey: string
@@ -45,6 +95,11 @@ function sessionExpiresAt (session: StoredSession): number {
 /**
  * The embedded store: everything lives in this process's memory. Each operation runs as one
  * synchronous section, so it is atomic with respect to every other request of the process.
+ *
+ * With `persistence`, every change is also journaled to an encrypted vault on disk and the store is
+ * loaded from it at start. Loading is asynchronous: `await store.ready()` (or create the store with
+ * `await MemoryStore.open(options)`) before serving; operations called earlier wait for it, and fail
+ * with the start-up error if the vault does not open.
  */
 export class MemoryStore implements SessionStore {
   readonly #sessions = new Map<string, MemorySession>()
@@ -53,19 +108,73 @@ export class MemoryStore implements SessionStore {
   readonly #counters = new Map<string, Counter>()
   readonly #users = new Map<string, Set<string>>()
   readonly #sweeper: IncrementalSweeper
+  readonly #clock: () => number
+  readonly #vault: Vault | null
+  /** Rejects with the start-up error; what `ready()` answers. */
+  readonly #ready: Promise<void>
+  /** Settles (never rejects) when loading ends; null once it has. */
+  #opening: Promise<void> | null = null
+  #startError: unknown = null
+  /** What the current operation changed: sid → its core (true) or only lastSeenAt (false). */
+  readonly #dirtySessions = new Map<string, boolean>()
+  /** sid → the data keys changed, or null for all of them. */
+  readonly #dirtyData = new Map<string, Set<string> | null>()
+  readonly #dirtyTokens = new Set<string>()
+  readonly #dirtyValues = new Set<string>()
+  readonly #dirtyCounters = new Set<string>()
   #timer: NodeJS.Timeout | null
   #closed = false
+  #closing: Promise<void> | null = null
+
+  /** Creates a store and waits until it is ready (its vault loaded, with `persistence`). */
+  static async open (options: MemoryStoreOptions = {}): Promise<MemoryStore> {
+    const store = new MemoryStore(options)
+    try {
+      await store.ready()
+    } catch (err) {
+      await store.close()
+      throw err
+    }
+    return store
+  }
 
   constructor (options: MemoryStoreOptions = {}) {
     const interval = parsePositiveDuration(options.sweepInterval ?? 250, 'sweepInterval')
+    if (options.clock !== undefined && typeof options.clock !== 'function') throw badOption('clock', 'must be a function returning milliseconds')
+    const vaultOptions = checkPersistence(options)
     this.#sweeper = new IncrementalSweeper([
-      { map: this.#sessions, isExpired: (s: MemorySession, now) => sessionExpiresAt(s) <= now, remove: (_k, s: MemorySession) => this.#removeSession(s) },
+      { map: this.#sessions, isExpired: (s: MemorySession, now) => sessionExpiresAt(s) <= now, remove: (_k, s: MemorySession) => this.#forgetSession(s) },
       { map: this.#values, isExpired: (v: TimedValue, now) => v.expiresAt <= now, remove: (k) => this.#values.delete(k) },
       { map: this.#counters, isExpired: (c: Counter, now) => c.resetAt <= now, remove: (k) => this.#counters.delete(k) }
     ])
     const clock = options.clock ?? Date.now
+    this.#clock = clock
+    if (vaultOptions === null) {
+      this.#vault = null
+      this.#ready = Promise.resolve()
+    } else {
+      this.#vault = new Vault(vaultOptions)
+      this.#ready = this.#vault.open({
+        apply: (entry) => { this.#applyEntry(entry) },
+        loaded: () => { this.#finishLoading(clock()) },
+        scan: () => this.#scan()
+      })
+      this.#opening = this.#ready.then(() => { this.#opening = null }, (err: unknown) => {
+        this.#startError = err
+        this.#opening = null
+      })
+    }
     this.#timer = setInterval(() => this.sweep(clock()), interval)
     this.#timer.unref()
+  }
+
+  /**
+   * Resolves once the store can serve: at once without persistence; with it, once the vault has been
+   * loaded and compacted. Rejects with the reason it cannot start (FST_XEMS_BAD_SECRET,
+   * FST_XEMS_VAULT_CORRUPT, FST_XEMS_VAULT_OTHER_HOST, FST_XEMS_VAULT_LOCKED, FST_XEMS_VAULT_IO).
+   */
+  async ready (): Promise<void> {
+    await this.#ready
   }
 
   /** Number of live entries (sessions, token keys, values, counters), for monitoring and tests. */
@@ -75,11 +184,16 @@ export class MemoryStore implements SessionStore {
 
   /** One bounded sweep step (about 2 ms at most); the store runs it on its own timer. */
   sweep (now: number): number {
-    return this.#closed ? 0 : this.#sweeper.step(now)
+    return this.#closed || this.#opening !== null ? 0 : this.#sweeper.step(now)
   }
 
   async create (input: CreateInput): Promise<void> {
+    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#create(input))
     this.#assertOpen()
+    return this.#create(input)
+  }
+
+  #create (input: CreateInput): void {
     const session: MemorySession = {
       sid: input.sid,
       sandbox: input.sandbox,
@@ -97,10 +211,18 @@ export class MemoryStore implements SessionStore {
     }
     this.#sessions.set(input.sid, session)
     this.#tokens.set(input.tokenKey, { sid: input.sid, next: null })
+    this.#coreChanged(input.sid)
+    this.#dataChanged(input.sid, null)
+    this.#tokenChanged(input.tokenKey)
   }
 
   async resolve (input: ResolveInput): Promise<ResolveResult> {
+    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#resolve(input))
     this.#assertOpen()
+    return this.#resolve(input)
+  }
+
+  #resolve (input: ResolveInput): ResolveResult {
     const entry = this.#tokens.get(input.tokenKey)
     if (entry === undefined) return NONE
     const session = this.#liveSession(entry.sid, input.now)
@@ -113,18 +235,25 @@ export class MemoryStore implements SessionStore {
     }
     if (input.sandbox !== undefined && session.sandbox !== input.sandbox) return NONE
     session.lastSeenAt = input.now
+    this.#touched(session.sid)
     if (entry.next === null) return { status: 'live', session: snapshot(session) }
     return { status: 'grace', session: snapshot(session), chain: this.#chainFrom(input.tokenKey) ?? [] }
   }
 
   async commit (input: CommitInput): Promise<CommitResult> {
+    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#commit(input))
     this.#assertOpen()
+    return this.#commit(input)
+  }
+
+  #commit (input: CommitInput): CommitResult {
     const session = this.#liveSession(input.sid, input.now)
     if (session === null) return { status: 'gone' }
     if (input.patch !== null) {
       for (const [key, value] of Object.entries(input.patch)) {
         if (value === null) delete session.data[key]
         else session.data[key] = value
+        this.#dataChanged(session.sid, key)
       }
     }
     session.lastSeenAt = input.now
@@ -134,22 +263,40 @@ export class MemoryStore implements SessionStore {
       this.#tokens.set(input.rotate.newKey, { sid: session.sid, next: null })
       session.currentKey = input.rotate.newKey
       session.rotatedKeys.push(input.tokenKey)
-      if (session.rotatedKeys.length > ROTATED_TOKENS_KEPT) this.#tokens.delete(session.rotatedKeys.shift()!)
+      this.#coreChanged(session.sid)
+      this.#tokenChanged(input.tokenKey)
+      this.#tokenChanged(input.rotate.newKey)
+      if (session.rotatedKeys.length > ROTATED_TOKENS_KEPT) {
+        const forgotten = session.rotatedKeys.shift()!
+        this.#tokens.delete(forgotten)
+        this.#tokenChanged(forgotten)
+      }
       return { status: 'ok', rotated: true, expiresAt: sessionExpiresAt(session) }
     }
+    this.#touched(session.sid)
     const chain = session.currentKey === input.tokenKey ? [] : this.#chainFrom(input.tokenKey)
     return { status: 'ok', rotated: false, chain, expiresAt: sessionExpiresAt(session) }
   }
 
   async migrate (input: MigrateInput): Promise<boolean> {
+    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#migrate(input))
     this.#assertOpen()
+    return this.#migrate(input)
+  }
+
+  #migrate (input: MigrateInput): boolean {
     const session = this.#liveSession(input.sid, input.now)
     if (session === null || session.sandbox !== input.from) return false
+    this.#tokenChanged(session.currentKey)
+    for (const key of session.rotatedKeys) this.#tokenChanged(key)
     this.#dropTokens(session)
     session.sandbox = input.to
     session.idleTtl = input.idleTtl
     session.lastSeenAt = input.now
-    if (input.data !== null) session.data = { ...input.data }
+    if (input.data !== null) {
+      session.data = { ...input.data }
+      this.#dataChanged(session.sid, null)
+    }
     if (input.userId !== undefined && input.userId !== session.userId) {
       this.#unindexUser(session)
       session.userId = input.userId
@@ -157,11 +304,18 @@ export class MemoryStore implements SessionStore {
     }
     session.currentKey = input.newKey
     this.#tokens.set(input.newKey, { sid: session.sid, next: null })
+    this.#coreChanged(session.sid)
+    this.#tokenChanged(input.newKey)
     return true
   }
 
   async destroy (sid: string): Promise<boolean> {
+    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#destroy(sid))
     this.#assertOpen()
+    return this.#destroy(sid)
+  }
+
+  #destroy (sid: string): boolean {
     const session = this.#sessions.get(sid)
     if (session === undefined) return false
     this.#removeSession(session)
@@ -169,7 +323,12 @@ export class MemoryStore implements SessionStore {
   }
 
   async revokeUser (userId: string, now: number, exceptSid?: string): Promise<number> {
+    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#revokeUser(userId, now, exceptSid))
     this.#assertOpen()
+    return this.#revokeUser(userId, now, exceptSid)
+  }
+
+  #revokeUser (userId: string, now: number, exceptSid?: string): number {
     let ended = 0
     for (const sid of [...(this.#users.get(userId) ?? [])]) {
       if (sid === exceptSid) continue
@@ -181,7 +340,12 @@ export class MemoryStore implements SessionStore {
   }
 
   async listUser (userId: string, now: number): Promise<SessionInfo[]> {
+    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#listUser(userId, now))
     this.#assertOpen()
+    return this.#listUser(userId, now)
+  }
+
+  #listUser (userId: string, now: number): SessionInfo[] {
     const infos: SessionInfo[] = []
     for (const sid of [...(this.#users.get(userId) ?? [])]) {
       const session = this.#liveSession(sid, now)
@@ -199,62 +363,345 @@ export class MemoryStore implements SessionStore {
   }
 
   async kvGet (sandbox: string, key: string, now: number): Promise<string | null> {
+    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#kvGet(sandbox, key, now))
     this.#assertOpen()
+    return this.#kvGet(sandbox, key, now)
+  }
+
+  #kvGet (sandbox: string, key: string, now: number): string | null {
     return this.#liveValue(valueKey(sandbox, key), now)?.value ?? null
   }
 
   async kvSet (sandbox: string, key: string, value: string, ttl: number, now: number): Promise<void> {
+    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#kvSet(sandbox, key, value, ttl, now))
     this.#assertOpen()
-    this.#values.set(valueKey(sandbox, key), { value, expiresAt: now + ttl })
+    return this.#kvSet(sandbox, key, value, ttl, now)
+  }
+
+  #kvSet (sandbox: string, key: string, value: string, ttl: number, now: number): void {
+    const k = valueKey(sandbox, key)
+    this.#values.set(k, { value, expiresAt: now + ttl })
+    this.#valueChanged(k)
   }
 
   async kvDel (sandbox: string, key: string): Promise<boolean> {
+    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#kvDel(sandbox, key))
     this.#assertOpen()
-    return this.#values.delete(valueKey(sandbox, key))
+    return this.#kvDel(sandbox, key)
+  }
+
+  #kvDel (sandbox: string, key: string): boolean {
+    const k = valueKey(sandbox, key)
+    const deleted = this.#values.delete(k)
+    if (deleted) this.#valueChanged(k)
+    return deleted
   }
 
   async kvAdd (sandbox: string, key: string, value: string, ttl: number, now: number): Promise<boolean> {
+    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#kvAdd(sandbox, key, value, ttl, now))
     this.#assertOpen()
+    return this.#kvAdd(sandbox, key, value, ttl, now)
+  }
+
+  #kvAdd (sandbox: string, key: string, value: string, ttl: number, now: number): boolean {
     const k = valueKey(sandbox, key)
     if (this.#liveValue(k, now) !== null) return false
     this.#values.set(k, { value, expiresAt: now + ttl })
+    this.#valueChanged(k)
     return true
   }
 
   async kvTake (sandbox: string, key: string, now: number): Promise<string | null> {
+    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#kvTake(sandbox, key, now))
     this.#assertOpen()
+    return this.#kvTake(sandbox, key, now)
+  }
+
+  #kvTake (sandbox: string, key: string, now: number): string | null {
     const k = valueKey(sandbox, key)
     const entry = this.#liveValue(k, now)
     if (entry === null) return null
     this.#values.delete(k)
+    this.#valueChanged(k)
     return entry.value
   }
 
   async increment (key: string, window: number, now: number): Promise<CounterResult> {
+    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#increment(key, window, now))
     this.#assertOpen()
+    return this.#increment(key, window, now)
+  }
+
+  #increment (key: string, window: number, now: number): CounterResult {
     let counter = this.#counters.get(key)
     if (counter === undefined || counter.resetAt <= now) {
       counter = { count: 0, resetAt: now + window }
       this.#counters.set(key, counter)
     }
     counter.count++
+    this.#counterChanged(key)
     return { count: counter.count, resetAt: counter.resetAt }
   }
 
   async resetCounter (key: string): Promise<void> {
+    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#resetCounter(key))
     this.#assertOpen()
-    this.#counters.delete(key)
+    return this.#resetCounter(key)
   }
 
+  #resetCounter (key: string): void {
+    if (this.#counters.delete(key)) this.#counterChanged(key)
+  }
+
+  /** Stops the store. With persistence, waits until every change is written and fsynced, then releases the vault. */
   async close (): Promise<void> {
+    this.#closing ??= this.#close()
+    await this.#closing
+  }
+
+  async #close (): Promise<void> {
     if (this.#timer !== null) clearInterval(this.#timer)
     this.#timer = null
     this.#closed = true
+    if (this.#vault !== null) {
+      if (this.#opening !== null) await this.#opening
+      await this.#vault.close()
+    }
+  }
+
+  /**
+   * Runs one operation of a persistent store: waits for the vault to load, runs `body` as one
+   * synchronous section, then hands what it changed to the vault and, unless it only refreshed
+   * lastSeenAt, waits until that is on disk as the fsync policy promises.
+   */
+  async #persistently<T> (vault: Vault, body: () => T): Promise<T> {
+    if (this.#opening !== null) await this.#opening
+    this.#assertOpen()
+    const result = body()
+    const written = this.#persistChanges(vault)
+    if (written !== undefined) await written
+    return result
   }
 
   #assertOpen (): void {
     if (this.#closed) throw new XemsError('FST_XEMS_STORE_CLOSED', 'fastify-xems: the store has been closed', 503)
+    if (this.#startError !== null) throw this.#startError
+    if (this.#vault?.failure != null) throw this.#vault.failure
   }
+
+  // ---- persistence ----
+
+  #coreChanged (sid: string): void {
+    if (this.#vault !== null) this.#dirtySessions.set(sid, true)
+  }
+
+  #touched (sid: string): void {
+    if (this.#vault !== null && !this.#dirtySessions.has(sid)) this.#dirtySessions.set(sid, false)
+  }
+
+  /** A data key of a session changed; `key` null: all its data was replaced. */
+  #dataChanged (sid: string, key: string | null): void {
+    if (this.#vault === null) return
+    const keys = this.#dirtyData.get(sid)
+    if (key === null) this.#dirtyData.set(sid, null)
+    else if (keys === undefined) this.#dirtyData.set(sid, new Set([key]))
+    else if (keys !== null) keys.add(key)
+  }
+
+  #tokenChanged (key: string): void {
+    if (this.#vault !== null) this.#dirtyTokens.add(key)
+  }
+
+  #valueChanged (key: string): void {
+    if (this.#vault !== null) this.#dirtyValues.add(key)
+  }
+
+  #counterChanged (key: string): void {
+    if (this.#vault !== null) this.#dirtyCounters.add(key)
+  }
+
+  /** Encodes the resulting state of everything the operation changed and queues it in the journal. */
+  #persistChanges (vault: Vault): Promise<void> | undefined {
+    if (this.#dirtySessions.size === 0 && this.#dirtyData.size === 0 && this.#dirtyTokens.size === 0 &&
+      this.#dirtyValues.size === 0 && this.#dirtyCounters.size === 0) return undefined
+    const entries: string[] = []
+    // A change that only refreshed lastSeenAt is not waited for: lost in a crash, it can only make
+    // the session expire earlier, never later.
+    let durable = this.#dirtyData.size > 0 || this.#dirtyTokens.size > 0 || this.#dirtyValues.size > 0 || this.#dirtyCounters.size > 0
+    // Order matters for replay: a session's core comes before its data and tokens.
+    for (const [sid, core] of this.#dirtySessions) {
+      const session = this.#sessions.get(sid)
+      if (session === undefined) entries.push(encodeSessionRemoved(sid))
+      else if (core) entries.push(encodeCore(coreOf(session)))
+      else entries.push(encodeTouch(sid, session.lastSeenAt))
+      durable ||= core || session === undefined
+    }
+    for (const [sid, keys] of this.#dirtyData) {
+      const session = this.#sessions.get(sid)
+      if (session === undefined) continue
+      if (keys === null) entries.push(encodeAllData(sid, session.data))
+      else for (const key of keys) entries.push(encodeDataKey(sid, key, Object.hasOwn(session.data, key) ? session.data[key]! : null))
+    }
+    for (const key of this.#dirtyTokens) {
+      const token = this.#tokens.get(key)
+      if (token === undefined) entries.push(encodeTokenRemoved(key))
+      else if (this.#sessions.has(token.sid)) entries.push(encodeToken(key, token.sid, token.next))
+    }
+    for (const key of this.#dirtyValues) {
+      const value = this.#values.get(key)
+      entries.push(value === undefined ? encodeValueRemoved(key) : encodeValue(key, value.value, value.expiresAt))
+    }
+    for (const key of this.#dirtyCounters) {
+      const counter = this.#counters.get(key)
+      entries.push(counter === undefined ? encodeCounterRemoved(key) : encodeCounter(key, counter.count, counter.resetAt))
+    }
+    this.#dirtySessions.clear()
+    this.#dirtyData.clear()
+    this.#dirtyTokens.clear()
+    this.#dirtyValues.clear()
+    this.#dirtyCounters.clear()
+    return vault.append(entries.join(','), durable)
+  }
+
+  /** Replays one vault entry (a resulting state), as loading does; rotatedKeys are rebuilt once all is read. */
+  #applyEntry (raw: unknown): void {
+    const entry = decodeEntry(raw)
+    switch (entry.tag) {
+      case 'S': {
+        const core = entry.core
+        const session = this.#sessions.get(core.sid)
+        if (session === undefined) {
+          const created: MemorySession = {
+            sid: core.sid,
+            sandbox: core.sandbox,
+            data: {},
+            createdAt: core.createdAt,
+            lastSeenAt: core.lastSeenAt,
+            idleTtl: core.idleTtl,
+            absoluteExpiresAt: core.absoluteExpiresAt,
+            currentKey: core.currentKey,
+            rotatedKeys: []
+          }
+          if (core.userId !== null) {
+            created.userId = core.userId
+            this.#indexUser(core.userId, core.sid)
+          }
+          this.#sessions.set(core.sid, created)
+          break
+        }
+        session.sandbox = core.sandbox
+        session.createdAt = core.createdAt
+        session.lastSeenAt = core.lastSeenAt
+        session.idleTtl = core.idleTtl
+        session.absoluteExpiresAt = core.absoluteExpiresAt
+        session.currentKey = core.currentKey
+        if ((core.userId ?? undefined) !== session.userId) {
+          this.#unindexUser(session)
+          delete session.userId
+          if (core.userId !== null) {
+            session.userId = core.userId
+            this.#indexUser(core.userId, core.sid)
+          }
+        }
+        break
+      }
+      case 'T': {
+        const session = this.#sessions.get(entry.sid)
+        if (session !== undefined) session.lastSeenAt = entry.lastSeenAt
+        break
+      }
+      case 'D': {
+        // Its tokens are dropped with every token no session holds, once all is read.
+        const session = this.#sessions.get(entry.sid)
+        if (session !== undefined) this.#forgetSession(session)
+        break
+      }
+      case 'A': {
+        const session = this.#sessions.get(entry.sid)
+        if (session !== undefined) session.data = entry.data
+        break
+      }
+      case 'P': {
+        const session = this.#sessions.get(entry.sid)
+        if (session === undefined) break
+        if (entry.value === null) delete session.data[entry.key]
+        else session.data[entry.key] = entry.value
+        break
+      }
+      case 'K':
+        if (this.#sessions.has(entry.sid)) this.#tokens.set(entry.key, { sid: entry.sid, next: entry.next })
+        break
+      case 'Y':
+        this.#tokens.delete(entry.key)
+        break
+      case 'V':
+        this.#values.set(entry.key, { value: entry.value, expiresAt: entry.expiresAt })
+        break
+      case 'X':
+        this.#values.delete(entry.key)
+        break
+      case 'C':
+        this.#counters.set(entry.key, { count: entry.count, resetAt: entry.resetAt })
+        break
+      case 'Z':
+        this.#counters.delete(entry.key)
+        break
+    }
+  }
+
+  /**
+   * After loading: rebuilds each session's rotated tokens (oldest first) by walking back the chain
+   * from its current token, drops tokens no session holds, and drops what has expired at `now`.
+   */
+  #finishLoading (now: number): void {
+    const previous = new Map<string, string>()
+    for (const [key, token] of this.#tokens) if (token.next !== null) previous.set(token.next.key, key)
+    const held = new Set<string>()
+    for (const session of this.#sessions.values()) {
+      held.add(session.currentKey)
+      const rotated: string[] = []
+      for (let key = previous.get(session.currentKey); key !== undefined && rotated.length < ROTATED_TOKENS_KEPT; key = previous.get(key)) {
+        if (this.#tokens.get(key)!.sid !== session.sid) break
+        rotated.push(key)
+        held.add(key)
+      }
+      session.rotatedKeys = rotated.reverse()
+    }
+    for (const key of this.#tokens.keys()) if (!held.has(key)) this.#tokens.delete(key)
+    this.#dropExpired(now)
+  }
+
+  /** Drops everything expired at `now` (after loading, so that it is not written back). */
+  #dropExpired (now: number): void {
+    for (const session of [...this.#sessions.values()]) if (sessionExpiresAt(session) <= now) this.#forgetSession(session)
+    for (const [key, value] of this.#values) if (value.expiresAt <= now) this.#values.delete(key)
+    for (const [key, counter] of this.#counters) if (counter.resetAt <= now) this.#counters.delete(key)
+  }
+
+  /**
+   * The live state as vault entries, for a snapshot; expired entries are left out. The entries of one
+   * session come as one item, read in one synchronous step, even when the snapshot is written across
+   * several turns of the event loop.
+   */
+  * #scan (): Generator<string> {
+    const now = this.#clock()
+    for (const session of this.#sessions.values()) {
+      if (sessionExpiresAt(session) <= now) continue
+      const entries = [encodeCore(coreOf(session)), encodeAllData(session.sid, session.data), encodeToken(session.currentKey, session.sid, null)]
+      for (const key of session.rotatedKeys) {
+        const next = this.#tokens.get(key)?.next
+        if (next != null) entries.push(encodeToken(key, session.sid, next))
+      }
+      yield entries.join(',')
+    }
+    for (const [key, value] of this.#values) {
+      if (value.expiresAt > now) yield encodeValue(key, value.value, value.expiresAt)
+    }
+    for (const [key, counter] of this.#counters) {
+      if (counter.resetAt > now) yield encodeCounter(key, counter.count, counter.resetAt)
+    }
+  }
+
 
   #liveSession (sid: string, now: number): MemorySession | null {
     const session = this.#sessions.get(sid)
@@ -271,6 +718,7 @@ export class MemoryStore implements SessionStore {
     if (entry === undefined) return null
     if (entry.expiresAt <= now) {
       this.#values.delete(key)
+      this.#valueChanged(key)
       return null
     }
     return entry
@@ -294,7 +742,14 @@ export class MemoryStore implements SessionStore {
     session.rotatedKeys = []
   }
 
+  /** Ends a session within an operation (journaled). */
   #removeSession (session: MemorySession): void {
+    this.#forgetSession(session)
+    this.#coreChanged(session.sid)
+  }
+
+  /** Drops a session from memory without journaling it (expiry sweeps, replay). */
+  #forgetSession (session: MemorySession): void {
     this.#dropTokens(session)
     this.#sessions.delete(session.sid)
     this.#unindexUser(session)
@@ -319,6 +774,19 @@ function valueKey (sandbox: string, key: string): string {
   return `${sandbox}\u0000${key}`
 }
 
+function coreOf (session: MemorySession): SessionCore {
+  return {
+    sid: session.sid,
+    sandbox: session.sandbox,
+    userId: session.userId ?? null,
+    createdAt: session.createdAt,
+    lastSeenAt: session.lastSeenAt,
+    idleTtl: session.idleTtl,
+    absoluteExpiresAt: session.absoluteExpiresAt,
+    currentKey: session.currentKey
+  }
+}
+
 function snapshot (session: MemorySession): StoredSession {
   const copy: StoredSession = {
     sid: session.sid,
@@ -331,4 +799,45 @@ function snapshot (session: MemorySession): StoredSession {
   }
   if (session.userId !== undefined) copy.userId = session.userId
   return copy
+}
+
+/** Validates the persistence options; null without persistence. */
+function checkPersistence (options: MemoryStoreOptions): VaultOptions | null {
+  const persistence = options.persistence
+  if (options.bindToHost !== undefined && typeof options.bindToHost !== 'boolean') throw badOption('bindToHost', 'must be true or false')
+  if (options.hostId !== undefined && (typeof options.hostId !== 'string' || options.hostId.trim().length === 0 || options.hostId.length > 256)) {
+    throw badOption('hostId', 'must be a non-empty string of at most 256 characters')
+  }
+  if (options.onWarning !== undefined && typeof options.onWarning !== 'function') throw badOption('onWarning', 'must be a function')
+  if (persistence === undefined) {
+    if (options.bindToHost !== undefined) throw badOption('bindToHost', 'only applies with option "persistence"')
+    if (options.hostId !== undefined) throw badOption('hostId', 'only applies with option "persistence"')
+    return null
+  }
+  if (persistence === null || typeof persistence !== 'object') throw badOption('persistence', 'must be an object { path, secret, fsync }')
+  const { path, secret, fsync = 'always', compactAfter = DEFAULT_COMPACT_AFTER } = persistence
+  if (typeof path !== 'string' || path.length === 0 || path.includes('\u0000')) {
+    throw badOption('persistence.path', 'must be the path of a directory for the vault files')
+  }
+  let secrets: Buffer[]
+  if (Array.isArray(secret)) {
+    if (secret.length === 0) {
+      throw new XemsError('FST_XEMS_BAD_SECRET', 'fastify-xems: option "persistence.secret" must be a 32-byte secret or a non-empty list of them, newest first')
+    }
+    secrets = secret.map((value, i) => parseSecret(value, `persistence.secret[${i}]`))
+  } else {
+    secrets = [parseSecret(secret, 'persistence.secret')]
+  }
+  if (fsync !== 'always' && fsync !== 'everysec') throw badOption('persistence.fsync', "must be 'always' or 'everysec'")
+  if (!Number.isSafeInteger(compactAfter) || compactAfter < 1) throw badOption('persistence.compactAfter', 'must be a positive whole number of bytes')
+  const onWarning = options.onWarning ?? ((warning: VaultWarning) => { process.emitWarning(warning.message, { code: warning.code }) })
+  return {
+    dir: resolvePath(path),
+    secrets,
+    fsync,
+    compactAfter,
+    bindToHost: options.bindToHost ?? false,
+    ...(options.hostId === undefined ? {} : { hostId: options.hostId }),
+    onWarning
+  }
 }
