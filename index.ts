@@ -5,7 +5,7 @@ export type { EngineOptions, ResolvedSession, CreateSessionOptions, ResolveSessi
 export { XemsSession } from './lib/session-handle.js'
 export type { SessionMigrateOptions } from './lib/session-handle.js'
 export { MemoryStore } from './lib/store/memory-store.js'
-export type { MemoryStoreOptions } from './lib/store/memory-store.js'
+export type { MemoryStoreOptions, PersistenceOptions, VaultSecret, FsyncPolicy, VaultWarning } from './lib/store/memory-store.js'
 export { RedisStore, REDIS_SEAL_PURPOSE } from './lib/store/redis-store.js'
 export type { RedisStoreOptions, RedisStoreSecret } from './lib/store/redis-store.js'
 export type * from './lib/store/contract.js'

@@ -128,7 +128,8 @@ export function sealForTokenHolder (holderToken: string, secretToken: string): s
 /** Opens what sealForTokenHolder sealed, with the old token; null when it does not open. */
 export function openAsTokenHolder (holderToken: string, box: string): string | null {
   const sealed = Buffer.from(box, 'base64url')
-  if (sealed.length < HEADER_BYTES || sealed[0] !== FORMAT_VERSION) return null
+  // The key-id field of a grace box is all zeros; it is not authenticated, so anything else is refused.
+  if (sealed.length < HEADER_BYTES || sealed[0] !== FORMAT_VERSION || !sealed.subarray(1, 1 + KEY_ID_BYTES).equals(NO_KEY_ID)) return null
   const plain = openWith(deriveKey(Buffer.from(holderToken, 'utf8'), GRACE_PURPOSE), sealed, GRACE_PURPOSE)
   return plain === null ? null : plain.toString('utf8')
 }

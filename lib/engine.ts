@@ -87,7 +87,7 @@ export interface XemsEvents {
 /** What a token opened to. `token` is the token the client must use from now on, when known. */
 export type Opened =
   | { status: 'none' }
-  | { status: 'reused', sid: string, sandbox: string, revoked: boolean }
+  | { status: 'reused', sid: string, sandbox: string, userId?: string, revoked: boolean }
   | { status: 'live' | 'grace', session: StoredSession, presentedKey: string, token: string | null }
 
 /** Values in one sandbox: `app.xems.from('users-registry').set(key, value, ttl?)`. */
@@ -209,7 +209,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
         return result
       case 'reused':
         this.emit('reuse', { sid: result.sid, sandbox: result.sandbox, revoked: result.revoked, ...(result.userId === undefined ? {} : { userId: result.userId }) })
-        return { status: 'reused', sid: result.sid, sandbox: result.sandbox, revoked: result.revoked }
+        return { status: 'reused', sid: result.sid, sandbox: result.sandbox, revoked: result.revoked, ...(result.userId === undefined ? {} : { userId: result.userId }) }
       case 'live':
         return { status: 'live', session: result.session, presentedKey, token }
       case 'grace':

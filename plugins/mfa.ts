@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { renderSVG } from 'uqr'
 import { parsePositiveDuration, type Duration } from '../lib/duration.js'
@@ -84,8 +84,13 @@ export interface Enrolment {
 }
 
 export interface XemsMfa {
-  /** Checks a password (argon2id); for an unknown user pass null: the check takes the same time and fails. Counts failures toward the lockout. */
-  verifyPassword: (userId: string | null, password: string, hash: string | null | undefined) => Promise<boolean>
+  /**
+   * Checks a password (argon2id). Pass the login name the client tried as `userId` even when no such
+   * user exists, with `hash` null: the check takes the same time and fails, and failures count toward
+   * the lockout of that name either way, so neither time nor a 429 tells which accounts exist.
+   * Pass the request to log through its logger (with its request id).
+   */
+  verifyPassword: (userId: string | null, password: string, hash: string | null | undefined, request?: FastifyRequest) => Promise<boolean>
   /** Throws 429 FST_XEMS_MFA_LOCKED (with Retry-After) when the user is locked. */
   assertNotLocked: (userId: string, reply?: FastifyReply) => Promise<void>
   /** After the password step: opens the pending session (or, without a second factor or on a remembered device, the active one). */
@@ -175,7 +180,6 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
 
   const mfaState = engine.from(MFA_SANDBOX)
   const devices = engine.from(DEVICE_SANDBOX)
-  const log = fastify.log
 
   // ---- lockout -------------------------------------------------------------------------------
 
@@ -192,7 +196,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
     throw new XemsError('FST_XEMS_MFA_LOCKED', 'Too many failed attempts: this account is locked for a while', 429, { retryAfter })
   }
 
-  async function recordFailure (userId: string, factor: string): Promise<void> {
+  async function recordFailure (userId: string, factor: string, log: FastifyBaseLogger): Promise<void> {
     const now = engine.now()
     const inWindow = await engine.store.increment(`xems-mfa:fail:${userId}`, lockWindow, now)
     const consecutive = await engine.store.increment(`xems-mfa:consecutive:${userId}`, MAX_AGE_CAP_MS, now)
@@ -214,7 +218,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
   // ---- second factors ------------------------------------------------------------------------
 
   /** Checks a code for a user: TOTP (each step once, never an older step) or a recovery code (each once). */
-  async function checkCode (userId: string, code: unknown): Promise<VerifyResult | null> {
+  async function checkCode (userId: string, code: unknown, log: FastifyBaseLogger): Promise<VerifyResult | null> {
     const record = await users.load(userId)
     if (typeof code === 'string' && /^\d{6,8}$/.test(code)) {
       const totp = record?.totp
@@ -231,7 +235,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
         if (lastStep !== null && await isReplay(userId, code, totp, lastStep)) log.warn({ xems: 'totp-replay', userId }, 'xems: a TOTP code of an already used step was replayed')
         return null
       }
-      return await claimStep(userId, result.step, period) ? { method: 'totp' } : null
+      return await claimStep(userId, result.step, period, log) ? { method: 'totp' } : null
     }
     const hashes = record?.recoveryCodes ?? []
     if (normalizeRecoveryCode(code) === null || hashes.length === 0) return null
@@ -250,7 +254,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
   }
 
   /** Accepts a step once per user, also across processes: the claim is an atomic add in the store. */
-  async function claimStep (userId: string, step: number, period: number): Promise<boolean> {
+  async function claimStep (userId: string, step: number, period: number, log: FastifyBaseLogger): Promise<boolean> {
     const keep = (2 * window + 2) * period * 1000
     if (!await mfaState.add(`step:${userId}:${step}`, true, keep)) {
       log.warn({ xems: 'totp-replay', userId }, 'xems: a TOTP code of an already used step was replayed')
@@ -310,10 +314,17 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
   }
 
   const mfa: XemsMfa = {
-    async verifyPassword (userId, password, hash) {
-      if (userId !== null) await assertNotLocked(userId)
-      const ok = await verifyArgon2(userId === null ? null : hash, password, argon2)
-      if (!ok && userId !== null) await recordFailure(userId, 'password')
+    async verifyPassword (userId, password, hash, request) {
+      const log = request?.log ?? fastify.log
+      if (userId === null) return await verifyArgon2(null, password, argon2)
+      if (await lockedUntil(userId) !== null) {
+        // Same work as a real check before answering, so a locked account is not told apart by time.
+        await verifyArgon2(null, password, argon2)
+        await assertNotLocked(userId)
+      }
+      const ok = await verifyArgon2(hash, password, argon2)
+      // Failures count for any login name, known or not: a lock does not reveal that an account exists.
+      if (!ok) await recordFailure(userId, 'password', log)
       return ok
     },
 
@@ -325,7 +336,6 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
       const enrolled = record?.totp !== undefined && record?.totp !== null
       if (!enrolled || await rememberedFor(request, userId)) {
         await reply.xLink(data, { sandbox: activeSandbox, userId })
-        if (enrolled) request.session!.data.mfaVerifiedAt = engine.now()
         await recordSuccess(userId)
         return { next: 'active', enrolled, remembered: enrolled }
       }
@@ -346,9 +356,9 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
       if (attempts.count > maxAttempts) {
         throw new XemsError('FST_XEMS_MFA_ATTEMPTS', 'Too many wrong codes: sign in again', 401)
       }
-      const result = await checkCode(userId, code)
+      const result = await checkCode(userId, code, request.log)
       if (result === null) {
-        await recordFailure(userId, 'second-factor')
+        await recordFailure(userId, 'second-factor', request.log)
         const left = maxAttempts - attempts.count
         throw new XemsError('FST_XEMS_MFA_INVALID', left > 0 ? `Wrong or used code: ${left} attempt${left === 1 ? '' : 's'} left` : 'Wrong or used code: sign in again', 401)
       }
@@ -376,8 +386,8 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
       const result = typeof code === 'string'
         ? await verifyTotp({ secret, token: code, window, at: engine.now(), ...totpParams })
         : { valid: false, step: null }
-      if (!result.valid || result.step === null || !await claimStep(userId, result.step, totpParams.period)) {
-        await recordFailure(userId, 'enrolment')
+      if (!result.valid || result.step === null || !await claimStep(userId, result.step, totpParams.period, request.log)) {
+        await recordFailure(userId, 'enrolment', request.log)
         throw new XemsError('FST_XEMS_MFA_INVALID', 'Wrong code: check the time on your device and try again', 401)
       }
       if (await mfaState.take(`enrol:${userId}`) === null) throw new XemsError('FST_XEMS_MFA_NO_ENROLMENT', 'This enrolment was already confirmed', 409)
@@ -390,16 +400,16 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
       })
       await recordSuccess(userId)
       await afterFactorChange(request, userId)
-      log.info({ xems: 'mfa-enrolled', userId }, 'xems: TOTP enrolled')
+      request.log.info({ xems: 'mfa-enrolled', userId }, 'xems: TOTP enrolled')
       return { recoveryCodes }
     },
 
     async stepUp (request, reply, code) {
       const { userId } = activeSessionOf(request)
       await assertNotLocked(userId, reply)
-      const result = await checkCode(userId, code)
+      const result = await checkCode(userId, code, request.log)
       if (result === null) {
-        await recordFailure(userId, 'step-up')
+        await recordFailure(userId, 'step-up', request.log)
         throw new XemsError('FST_XEMS_MFA_INVALID', 'Wrong or used code', 401)
       }
       await recordSuccess(userId)
@@ -412,7 +422,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
       const record = await users.load(userId) ?? {}
       await users.save(userId, { ...record, totp: null, recoveryCodes: [] })
       await afterFactorChange(request, userId)
-      log.info({ xems: 'mfa-disabled', userId }, 'xems: second factor removed')
+      request.log.info({ xems: 'mfa-disabled', userId }, 'xems: second factor removed')
     },
 
     async regenerateRecoveryCodes (request) {
@@ -421,7 +431,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
       if (record?.totp === undefined || record.totp === null) throw new XemsError('FST_XEMS_MFA_NOT_ENROLLED', 'Enrol an authenticator first', 409)
       const codes = generateRecoveryCodes(recoveryCount)
       await users.save(userId, { ...record, recoveryCodes: await hashRecoveryCodes(codes, argon2) })
-      log.info({ xems: 'recovery-codes-regenerated', userId }, 'xems: recovery codes replaced')
+      request.log.info({ xems: 'recovery-codes-regenerated', userId }, 'xems: recovery codes replaced')
       return codes
     },
 

@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHook
 import fp from 'fastify-plugin'
 import { parsePositiveDuration, type Duration } from '../lib/duration.js'
 import { XemsEngine, type EngineOptions } from '../lib/engine.js'
-import { badOption, XemsError } from '../lib/errors.js'
+import { badOption, isXemsError, XemsError } from '../lib/errors.js'
 import { XemsSession, type Outcome } from '../lib/session-handle.js'
 import { createSessionGuard } from './guard.js'
 
@@ -28,6 +28,12 @@ export interface XemsCookieOptions {
   /** Default true; turn it off only for plain http://localhost development. */
   secure?: boolean
   sameSite?: 'lax' | 'strict' | 'none'
+  /**
+   * false (default): a browser-session cookie, gone when the browser closes (the OWASP cheat sheet's
+   * advice). true: the cookie carries Max-Age up to the session's absolute deadline. Either way the
+   * server enforces the idle and absolute timeouts.
+   */
+  persistent?: boolean
 }
 
 export interface CreateLimitOptions {
@@ -107,6 +113,7 @@ interface CookieSettings {
   domain?: string
   secure: boolean
   sameSite: 'lax' | 'strict' | 'none'
+  persistent: boolean
 }
 
 function checkCookie (cookie: XemsCookieOptions | false | undefined): CookieSettings | null {
@@ -120,11 +127,13 @@ function checkCookie (cookie: XemsCookieOptions | false | undefined): CookieSett
     name: options.name ?? 'xems',
     path: options.path ?? '/',
     secure: options.secure ?? true,
-    sameSite: options.sameSite ?? 'lax'
+    sameSite: options.sameSite ?? 'lax',
+    persistent: options.persistent ?? false
   }
   if (typeof settings.name !== 'string' || !COOKIE_NAME.test(settings.name)) throw badOption('cookie.name', 'must be 1 to 128 cookie-name characters (letters, digits, !#$%&\'*+-.^_`|~)')
   if (typeof settings.path !== 'string' || !COOKIE_PATH.test(settings.path)) throw badOption('cookie.path', 'must start with "/" and hold no ";" or control characters')
   if (typeof settings.secure !== 'boolean') throw badOption('cookie.secure', 'must be true or false')
+  if (typeof settings.persistent !== 'boolean') throw badOption('cookie.persistent', 'must be true or false')
   if (!['lax', 'strict', 'none'].includes(settings.sameSite)) throw badOption('cookie.sameSite', "must be 'lax', 'strict' or 'none'")
   if (options.domain !== undefined) {
     if (typeof options.domain !== 'string' || !COOKIE_DOMAIN.test(options.domain)) throw badOption('cookie.domain', 'must be a host name')
@@ -164,6 +173,14 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
   const createLimit = checkCreateLimit(options.createLimit)
   const ownsStore = options.store === undefined
   const engine = new XemsEngine(options)
+  // A vault that does not open or a wrong secret fails register, not the first request. A store that is
+  // merely unreachable (Redis down) does not: requests answer 503 until it is back.
+  if (typeof engine.store.ready === 'function') {
+    await engine.store.ready().catch((err: unknown) => {
+      if (isXemsError(err)) throw err
+      fastify.log.warn({ xems: 'store-unavailable', err: { message: err instanceof Error ? err.message : String(err) } }, 'xems: the session store is not reachable yet; requests that need it answer 503 until it is')
+    })
+  }
 
   if (cookie !== null && !fastify.hasRequestDecorator('cookies')) await fastify.register(fastifyCookie)
 
@@ -177,8 +194,11 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
   engine.on('rotated', (event) => fastify.log.debug({ xems: 'session-rotated', ...event }, 'xems: token rotated'))
   engine.on('migrated', (event) => fastify.log.info({ xems: 'session-migrated', ...event }, 'xems: session migrated'))
   engine.on('destroyed', (event) => fastify.log.info({ xems: 'session-destroyed', ...event }, 'xems: session destroyed'))
-  engine.on('reuse', (event) => fastify.log.warn({ xems: 'token-reuse', ...event }, 'xems: a rotated token was replayed after its grace period'))
   engine.on('revoked', (event) => fastify.log.info({ xems: 'user-revoked', ...event }, 'xems: sessions of a user revoked'))
+  // 429 answers (session creation limit, MFA lockout) say when to come back.
+  fastify.addHook('onError', async (_request, reply, error) => {
+    if (isXemsError(error) && error.retryAfter !== undefined) reply.header('retry-after', String(error.retryAfter))
+  })
   if (ownsStore) fastify.addHook('onClose', async () => { await engine.close() })
 
   fastify.addHook('onRequest', async (request: StatefulRequest) => {
@@ -196,6 +216,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
     const opened = await engine.open(presented)
     if (opened.status === 'reused') {
       state.clear = true
+      request.log.warn({ xems: 'token-reuse', sid: opened.sid, sandbox: opened.sandbox, userId: opened.userId, revoked: opened.revoked }, 'xems: a rotated token was replayed after its grace period')
       throw new XemsError('FST_XEMS_TOKEN_REUSED', 'This session token was already replaced: sign in again', 401)
     } else if (opened.status !== 'none') {
       request.session = new XemsSession(engine, opened.session, opened.status, presented, opened.token)
@@ -224,7 +245,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
     }
     if (cookie !== null) {
       const maxAge = Math.max(1, Math.floor((outcome.absoluteExpiresAt - engine.now()) / 1000))
-      reply.setCookie(cookie.name, outcome.token, { ...cookieAttributes(cookie), maxAge })
+      reply.setCookie(cookie.name, outcome.token, cookie.persistent ? { ...cookieAttributes(cookie), maxAge } : cookieAttributes(cookie))
     }
     if (header !== null && (state.headerClient || cookie === null)) reply.header(header, outcome.token)
   }

@@ -138,4 +138,9 @@ export interface SessionStore {
   increment: (key: string, window: number, now: number) => Promise<CounterResult>
   resetCounter: (key: string) => Promise<void>
   close: () => Promise<void>
+  /**
+   * Optional: resolves when the store can serve (a vault loaded, a secret checked) and rejects with the
+   * start-up error otherwise. xemsSession awaits it at register, so a bad vault or secret fails there.
+   */
+  ready?: () => Promise<void>
 }

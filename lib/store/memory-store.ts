@@ -140,6 +140,7 @@ export class MemoryStore implements SessionStore {
 
   constructor (options: MemoryStoreOptions = {}) {
     const interval = parsePositiveDuration(options.sweepInterval ?? 250, 'sweepInterval')
+    if (interval > 2_147_483_647) throw badOption('sweepInterval', 'must be at most 24 days (the longest timer Node.js keeps)')
     if (options.clock !== undefined && typeof options.clock !== 'function') throw badOption('clock', 'must be a function returning milliseconds')
     const vaultOptions = checkPersistence(options)
     this.#sweeper = new IncrementalSweeper([
@@ -197,7 +198,7 @@ export class MemoryStore implements SessionStore {
     const session: MemorySession = {
       sid: input.sid,
       sandbox: input.sandbox,
-      data: { ...input.data },
+      data: Object.assign(Object.create(null), input.data),
       createdAt: input.now,
       lastSeenAt: input.now,
       idleTtl: input.idleTtl,
@@ -294,7 +295,7 @@ export class MemoryStore implements SessionStore {
     session.idleTtl = input.idleTtl
     session.lastSeenAt = input.now
     if (input.data !== null) {
-      session.data = { ...input.data }
+      session.data = Object.assign(Object.create(null), input.data)
       this.#dataChanged(session.sid, null)
     }
     if (input.userId !== undefined && input.userId !== session.userId) {
@@ -574,7 +575,7 @@ export class MemoryStore implements SessionStore {
           const created: MemorySession = {
             sid: core.sid,
             sandbox: core.sandbox,
-            data: {},
+            data: Object.create(null),
             createdAt: core.createdAt,
             lastSeenAt: core.lastSeenAt,
             idleTtl: core.idleTtl,
@@ -618,7 +619,7 @@ export class MemoryStore implements SessionStore {
       }
       case 'A': {
         const session = this.#sessions.get(entry.sid)
-        if (session !== undefined) session.data = entry.data
+        if (session !== undefined) session.data = Object.assign(Object.create(null), entry.data)
         break
       }
       case 'P': {

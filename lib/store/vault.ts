@@ -27,7 +27,7 @@ export type FsyncPolicy = 'always' | 'everysec'
 
 /** Something worth a log line that did not stop the store. Never holds a secret, a token or data. */
 export interface VaultWarning {
-  code: 'FST_XEMS_VAULT_TORN_TAIL' | 'FST_XEMS_VAULT_COMPACTION_FAILED' | 'FST_XEMS_VAULT_WRITE_FAILED'
+  code: 'FST_XEMS_VAULT_TORN_TAIL' | 'FST_XEMS_VAULT_UNCLEAN' | 'FST_XEMS_VAULT_COMPACTION_FAILED' | 'FST_XEMS_VAULT_WRITE_FAILED'
   message: string
   file?: string
   offset?: number
@@ -58,6 +58,8 @@ export interface VaultState {
 }
 
 export const SNAPSHOT_FILE = 'xems.snapshot'
+/** Written by a clean close: which journal ended the run and how many records it held. */
+export const CLOSED_FILE = 'xems.closed'
 const JOURNAL_FILE = /^xems\.journal\.(\d{1,15})$/
 const TEMP_SUFFIX = '.tmp'
 /** Plaintext size at which a snapshot chunk or a journal record is closed. */
@@ -182,6 +184,13 @@ export class Vault {
         await journal.handle.datasync().catch((err: unknown) => { this.#fail(err) })
       }
       await journal.handle.close().catch(() => {})
+      if (this.#failure === null) {
+        // A clean close says where the run ended. Without it, or when the journal no longer matches it,
+        // the next start warns: the process crashed, or the journal was cut or rolled back.
+        const marker = this.#keys.sealer.keyring.seal(JSON.stringify({ v: 1, generation: journal.generation, records: journal.seq }), closedAad(journal.header))
+        await this.#writeAtomically(CLOSED_FILE, async (handle) => { await writeAll(handle, marker) })
+          .catch((err: unknown) => { this.#warn({ code: 'FST_XEMS_VAULT_WRITE_FAILED', message: `fastify-xems: the vault close marker could not be written (${describeIoError(err)}); the next start will report an unclean close`, file: this.#options.dir }) })
+      }
     }
     await this.#lock?.release()
     this.#lock = null
@@ -211,16 +220,28 @@ export class Vault {
     }
     const live = journals.filter((generation) => generation >= base)
     let tornTail: VaultWarning | null = null
+    let ending: { generation: number, records: number, header: Buffer } | null = null
     for (const [i, generation] of live.entries()) {
       if (generation !== base + i) throw corrupt(join(dir, journalFile(base + i)), 'is missing between the journals that exist')
-      const { batches, torn } = await this.#readJournal(generation, state, tornTail !== null)
+      const { batches, torn, records, header } = await this.#readJournal(generation, state, tornTail !== null)
+      ending = { generation, records, header }
       if (tornTail !== null && batches > 0) {
         throw corrupt(tornTail.file!, 'ends in a damaged record, yet a later journal holds records: this is not the trace of a crash')
       }
       tornTail ??= torn
     }
     // Only now that everything opened: a torn tail is then known to be the end of all that was written.
-    if (tornTail !== null) this.#warn(tornTail)
+    if (tornTail !== null) {
+      this.#warn(tornTail)
+    } else if (ending !== null && !await this.#closedCleanly(ending)) {
+      this.#warn({
+        code: 'FST_XEMS_VAULT_UNCLEAN',
+        message: `fastify-xems: the vault in ${dir} was not closed cleanly: the process stopped without store.close(), ` +
+          'or its journal was cut or replaced by an older copy. After a crash, writes acknowledged under fsync \'always\' are kept; ' +
+          'if there was no crash, check who can write to this directory',
+        file: join(dir, journalFile(ending.generation))
+      })
+    }
     return live.at(-1)! + 1
   }
 
@@ -271,7 +292,21 @@ export class Vault {
     return header.generation
   }
 
-  async #readJournal (generation: number, state: VaultState, afterTorn: boolean): Promise<{ batches: number, torn: VaultWarning | null }> {
+  /** True when the close marker names this journal and its exact record count. */
+  async #closedCleanly (ending: { generation: number, records: number, header: Buffer }): Promise<boolean> {
+    const sealed = await readFile(join(this.#options.dir, CLOSED_FILE)).catch(() => null)
+    if (sealed === null) return false
+    const plain = this.#keys.sealer.keyring.open(sealed, closedAad(ending.header))
+    if (plain === null) return false
+    try {
+      const marker = JSON.parse(plain.toString('utf8')) as { v?: unknown, generation?: unknown, records?: unknown }
+      return marker.v === 1 && marker.generation === ending.generation && marker.records === ending.records
+    } catch {
+      return false
+    }
+  }
+
+  async #readJournal (generation: number, state: VaultState, afterTorn: boolean): Promise<{ batches: number, torn: VaultWarning | null, records: number, header: Buffer }> {
     const name = journalFile(generation)
     const path = join(this.#options.dir, name)
     const { header, records, torn } = await this.#readFile(name, 'journal')
@@ -291,7 +326,7 @@ export class Vault {
           offset: torn.offset,
           bytes: torn.bytes
         }
-    return { batches: records.length - 1, torn: warning }
+    return { batches: records.length - 1, torn: warning, records: records.length, header: encodeHeader(header) }
   }
 
   #applyRecord (plain: Buffer, state: VaultState, path: string, seq: number): void {
@@ -555,6 +590,10 @@ function parseRecord (plain: Buffer, path: string, seq: number): unknown {
   } catch (err) {
     throw corrupt(path, `record ${seq} is not readable`, err)
   }
+}
+
+function closedAad (journalHeader: Buffer): string {
+  return `xems-vault/closed|${journalHeader.toString('hex')}`
 }
 
 function checkMeta (plain: Buffer, kind: VaultFileKind, generation: number, path: string): void {

@@ -41,7 +41,7 @@ async function buildMfaApp (mfaOptions: Partial<XemsMfaOptions> = {}): Promise<M
     })
     routes.post<{ Body: { user: string, password: string } }>('/login', async (request, reply) => {
       const user = users.get(request.body.user)
-      const ok = await mfa.verifyPassword(user === undefined ? null : request.body.user, request.body.password, user?.passwordHash)
+      const ok = await mfa.verifyPassword(request.body.user, request.body.password, user?.passwordHash, request)
       if (!ok) return await reply.code(401).send({ error: 'wrong user or password' })
       return await mfa.begin(request, reply, { userId: request.body.user, data: { name: request.body.user } })
     })

@@ -77,3 +77,19 @@ t.test('a store passed in is not closed with the app; the default one is', async
   await own.close()
   await t.rejects(engineStore.kvGet('s', 'k', Date.now()), { code: 'FST_XEMS_STORE_CLOSED' })
 })
+
+t.test('a store that cannot start (a vault under another secret) fails register, not the first request', async (t) => {
+  const { mkdtemp, rm } = await import('node:fs/promises')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const { randomBytes } = await import('node:crypto')
+  const dir = await mkdtemp(join(tmpdir(), 'xems-register-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const first = await MemoryStore.open({ persistence: { path: dir, secret: randomBytes(32) } })
+  await first.kvSet('s', 'k', '1', 60_000, Date.now())
+  await first.close()
+  const wrong = new MemoryStore({ persistence: { path: dir, secret: randomBytes(32) } })
+  const err = await registerWith({ store: wrong }) as { code?: string } | null
+  t.equal(err?.code, 'FST_XEMS_BAD_SECRET')
+  await wrong.close()
+})

@@ -14,11 +14,20 @@ t.test('xLink opens a session: HttpOnly, Secure-by-default cookie, no-store, no 
   t.match(header, /; Secure/, 'secure by default')
   t.match(header, /; SameSite=Lax/)
   t.match(header, /; Path=\//)
-  t.match(header, /Max-Age=43\d{4}/, 'cookie lives no longer than the 5-day cap')
+  t.notMatch(header, /Max-Age|Expires/, 'a browser-session cookie by default: gone when the browser closes')
   t.ok(Buffer.byteLength(header.split(';')[0]!) <= 4096)
   t.equal(response.headers['cache-control'], 'no-store')
   t.equal(response.headers['x-xems-token'], undefined, 'a browser (cookie) client never gets the token in a header that scripts could read')
   t.notMatch(response.body, token)
+})
+
+t.test('cookie.persistent: true sets Max-Age to the time left before the absolute deadline', async (t) => {
+  const { app, clock } = await buildApp({ cookie: { secure: false, persistent: true }, maxAge: '2d' })
+  t.teardown(async () => { await app.close() })
+  const token = await login(app)
+  clock.advance(1_800_000)
+  const response = await app.inject({ url: '/me', cookies: { xems: token } })
+  t.match(setCookieHeader(response), new RegExp(`Max-Age=${2 * 86_400 - 1_800}(;|$)`), 'two days minus the half hour gone')
 })
 
 t.test('every response to a request that resolved a session carries a new token', async (t) => {
@@ -110,6 +119,7 @@ t.test("reuse after grace: 401, and with onReuse 'revoke' the whole session dies
   const event = logs.map((line) => JSON.parse(line)).find((entry) => entry.xems === 'token-reuse')
   t.ok(event, 'the reuse is logged as an event')
   t.equal(event.revoked, true)
+  t.ok(event.reqId, 'logged with the request id, so it can be tied to the client')
   t.equal(event.userId, 'u1')
 })
 

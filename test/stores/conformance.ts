@@ -86,6 +86,17 @@ export function runStoreConformance (t: Test, makeStore: () => Promise<StoreUnde
     if (result.status === 'live') t.same({ ...result.session.data }, { n: '2', cart: '["x"]' })
   })
 
+  t.test('data keys that name Object.prototype members are plain keys', async (t) => {
+    const { sid, key } = await create({ data: {} })
+    const patch = JSON.parse('{"__proto__":"{\\"admin\\":true}","constructor":"1","toString":"\\"x\\""}') as Record<string, string>
+    await store.commit({ sid, tokenKey: key, patch, rotate: null, now: t0 })
+    const result = await resolve(key, t0 + 1)
+    if (result.status !== 'live') return t.fail('not live')
+    t.same(Object.keys(result.session.data).sort(), ['__proto__', 'constructor', 'toString'])
+    t.equal(Object.getOwnPropertyDescriptor(result.session.data, '__proto__')?.value, '{"admin":true}')
+    t.equal(({} as Record<string, unknown>).admin, undefined, 'nothing leaked into Object.prototype')
+  })
+
   t.test('commit on a session that ended answers gone', async (t) => {
     const { sid, key } = await create({ idleTtl: 1000 })
     t.same(await store.commit({ sid, tokenKey: key, patch: { n: '2' }, rotate: null, now: t0 + 1000 }), { status: 'gone' })

@@ -464,6 +464,7 @@ t.test('the journal is compacted into a new snapshot while writes go on', async 
   t.equal(journals.length, 1, `one journal left after compactions: ${names.join(', ')}`)
   t.ok(Number(journals[0]!.split('.').at(-1)) > generationAtStart + 2, 'several compactions happened')
   t.notOk(names.some((name) => name.endsWith('.tmp') || name === 'xems.lock'), 'no temp file or lock left')
+  t.ok(names.includes('xems.closed'), 'a clean close leaves its marker')
   t.same(warnings, [])
   store = await MemoryStore.open(options(dir))
   t.equal(store.size.values, 150)

@@ -1,0 +1,85 @@
+/**
+ * Shared by the security tests: an app with xemsSession + xemsMfa routes in the pattern of
+ * test/plugins/mfa.test.ts, with a logger whose every line is kept (level configurable), an
+ * injectable clock and store, and a record of every response so tests can search bodies.
+ */
+import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
+import { xemsSession, type XemsSessionOptions } from '../../index.js'
+import { hashPassword } from '../../lib/password.js'
+import { xemsMfa, type MfaRecord, type XemsMfaOptions } from '../../plugins/mfa.js'
+import { makeClock, type Clock } from '../helpers.js'
+
+export interface User { passwordHash: string, mfa: MfaRecord }
+
+export interface MfaApp {
+  app: FastifyInstance
+  clock: Clock
+  users: Map<string, User>
+  logs: string[]
+}
+
+export interface MfaAppOptions {
+  session?: XemsSessionOptions
+  mfa?: Partial<XemsMfaOptions>
+  logLevel?: 'trace' | 'debug' | 'info' | 'warn'
+  /** Share a clock and a user database between apps (two instances of one service). */
+  clock?: Clock
+  users?: Map<string, User>
+}
+
+/** The app of test/plugins/mfa.test.ts, plus /logout and /public; every log line lands in `logs`. */
+export async function buildMfaApp (options: MfaAppOptions = {}): Promise<MfaApp> {
+  // Start mid-step so that "the next step" is always 30 s away.
+  const clock = options.clock ?? makeClock(Math.floor(Date.now() / 30_000) * 30_000 + 1000)
+  const users = options.users ?? new Map<string, User>()
+  const logs: string[] = []
+  const app = Fastify({ logger: { level: options.logLevel ?? 'info', stream: { write: (line: string) => { logs.push(line) } } } })
+  await app.register(xemsSession, {
+    cookie: { secure: false },
+    clock: () => clock.now,
+    sandboxes: { 'otp-pending': { ttl: '15m' } },
+    ...options.session
+  })
+  app.get('/me', { preHandler: app.xems.requireSession() }, async (request) => ({ userId: request.session!.userId, data: request.session!.data }))
+  app.get('/public', async (request) => ({ sandbox: request.session?.sandbox ?? null }))
+  app.post('/logout', async (_request, reply) => {
+    await reply.xUnlink()
+    return { ok: true }
+  })
+
+  await app.register(async (routes) => {
+    await routes.register(xemsMfa, {
+      issuer: 'Example',
+      users: {
+        load: async (userId) => users.get(userId)?.mfa ?? null,
+        save: async (userId, record) => { users.get(userId)!.mfa = structuredClone(record) }
+      },
+      rememberDevice: { secure: false },
+      ...options.mfa
+    })
+    const mfa = routes.xemsMfa
+    routes.post<{ Body: { user: string, password: string } }>('/register', async (request) => {
+      users.set(request.body.user, { passwordHash: await hashPassword(request.body.password), mfa: {} })
+      return { ok: true }
+    })
+    routes.post<{ Body: { user: string, password: string } }>('/login', async (request, reply) => {
+      const user = users.get(request.body.user)
+      const ok = await mfa.verifyPassword(request.body.user, request.body.password, user?.passwordHash, request)
+      if (!ok) return await reply.code(401).send({ error: 'wrong user or password' })
+      return await mfa.begin(request, reply, { userId: request.body.user, data: { name: request.body.user } })
+    })
+    routes.post<{ Body: { code: unknown, remember?: boolean } }>('/mfa/verify', async (request, reply) =>
+      await mfa.verify(request, reply, request.body?.code, { remember: request.body?.remember === true }))
+    routes.post('/mfa/enrol', async (request) => await mfa.startEnrolment(request))
+    routes.post<{ Body: { code: unknown } }>('/mfa/confirm', async (request) => await mfa.confirmEnrolment(request, request.body?.code))
+    routes.post<{ Body: { code: unknown } }>('/mfa/step-up', async (request, reply) => await mfa.stepUp(request, reply, request.body?.code))
+    routes.get('/sensitive', { preHandler: mfa.requireFreshMfa('10m') }, async () => ({ ok: true }))
+    routes.post('/mfa/disable', { preHandler: mfa.requireFreshMfa('10m') }, async (request) => { await mfa.disable(request); return { ok: true } })
+    routes.post('/mfa/recovery-codes', { preHandler: mfa.requireFreshMfa('10m') }, async (request) => ({ codes: await mfa.regenerateRecoveryCodes(request) }))
+  })
+  return { app, clock, users, logs }
+}
+
+export async function post (app: FastifyInstance, url: string, payload: unknown, token?: string, cookies: Record<string, string> = {}): Promise<LightMyRequestResponse> {
+  return await app.inject({ method: 'POST', url, payload: payload as Record<string, unknown>, cookies: { ...cookies, ...(token === undefined ? {} : { xems: token }) } })
+}
