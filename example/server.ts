@@ -1,10 +1,11 @@
 /**
  * The example app: register → login (argon2id) → TOTP enrolment / code step → account → logout.
  *
- *   npm start        → http://localhost:3000, on the embedded store
+ *   npm start        → http://localhost:3000, on the embedded store (in memory)
  *
- * Environment: PORT (default 3000), HOST (default 127.0.0.1), LOG_LEVEL. Only the package's public
- * exports are used.
+ * Environment: PORT (default 3000), HOST (default 127.0.0.1), LOG_LEVEL; XEMS_SECRET (64 hex characters)
+ * keeps sessions in an encrypted vault (XEMS_VAULT, default ./.xems-vault); REDIS_URL moves them to
+ * Redis (see example/store.ts). Only the package's public exports are used.
  */
 import { createHash } from 'node:crypto'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -78,8 +79,10 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Fasti
     routes.post<{ Body: { email?: unknown, password?: unknown } }>('/api/login', async (request, reply) => {
       const { email, password } = request.body ?? {}
       if (typeof email !== 'string' || typeof password !== 'string') return await reply.code(400).send({ error: 'email and password are required' })
-      const user = await registry.get<UserRecord>(email.toLowerCase())
-      if (!await mfa.verifyPassword(user?.email ?? null, password, user?.passwordHash)) {
+      const login = email.toLowerCase()
+      const user = await registry.get<UserRecord>(login)
+      // The name tried, known or not: failures lock unknown names alike, so nothing tells which exist.
+      if (!await mfa.verifyPassword(login.slice(0, 256), password, user?.passwordHash, request)) {
         return await reply.code(401).send({ error: 'wrong email or password' })
       }
       return await mfa.begin(request, reply, { userId: user!.email, data: { email: user!.email } })
