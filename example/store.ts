@@ -1,6 +1,6 @@
 /**
  * Which store the example runs on, from the environment:
- * - REDIS_URL     → RedisStore on that server; XEMS_SECRET seals what is written (a generated one
+ * - REDIS_URL     → RedisStore on that server (keys under XEMS_REDIS_PREFIX, default xems-example:); XEMS_SECRET seals what is written (a generated one
  *                   otherwise: the sessions then cannot be read by a restarted process).
  * - XEMS_SECRET   → MemoryStore persisted to an encrypted vault in XEMS_VAULT (default ./.xems-vault),
  *                   so sessions and users survive a restart.
@@ -28,7 +28,7 @@ export async function openStore (env: NodeJS.ProcessEnv): Promise<OpenedStore> {
       client.once('ready', resolve)
       client.once('error', reject)
     })
-    const store = new RedisStore({ client, secret: secret ?? randomBytes(32).toString('hex'), prefix: 'xems-example:' })
+    const store = new RedisStore({ client, secret: secret ?? randomBytes(32).toString('hex'), prefix: env.XEMS_REDIS_PREFIX ?? 'xems-example:' })
     return {
       store,
       description: `Redis at ${new URL(env.REDIS_URL).host}${secret === undefined ? ' (generated secret: set XEMS_SECRET to keep sessions across restarts)' : ''}`,

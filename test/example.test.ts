@@ -49,3 +49,48 @@ t.test('the example app: register → enrol → sign in with TOTP → account �
   t.equal((await app.inject({ url: '/api/me', cookies: { xems: current } })).statusCode, 401)
   t.equal((await app.inject({ url: '/api/me', cookies: { xems: token(recovered)! } })).statusCode, 401)
 })
+
+t.test('the example picks its store from the environment', async (t) => {
+  const { mkdtemp, rm } = await import('node:fs/promises')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const { randomBytes } = await import('node:crypto')
+  const { openStore } = await import('../example/store.js')
+  const now = Date.now()
+
+  const memory = await openStore({})
+  t.match(memory.description, /in memory/)
+  await memory.store.kvSet('s', 'k', '"v"', 60_000, now)
+  t.equal(await memory.store.kvGet('s', 'k', now), '"v"')
+  await memory.close()
+
+  const dir = await mkdtemp(join(tmpdir(), 'xems-example-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const env = { XEMS_SECRET: randomBytes(32).toString('hex'), XEMS_VAULT: join(dir, 'vault') }
+  const vault = await openStore(env)
+  t.match(vault.description, /encrypted vault/)
+  await vault.store.kvSet('s', 'k', '"kept"', 60_000, now)
+  await vault.close()
+  const reopened = await openStore(env)
+  t.equal(await reopened.store.kvGet('s', 'k', now), '"kept"', 'XEMS_SECRET keeps data across a restart')
+  await reopened.close()
+
+  const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+  const prefix = `xems-example-test-${randomBytes(6).toString('hex')}:`
+  const redis = await openStore({ REDIS_URL: redisUrl, XEMS_SECRET: env.XEMS_SECRET, XEMS_REDIS_PREFIX: prefix }).catch((err: unknown) => err as Error)
+  if (redis instanceof Error) {
+    if (process.env.CI !== undefined) t.fail(`Redis is not reachable at ${redisUrl}: ${redis.message}`)
+    else t.comment(`Redis not reachable at ${redisUrl}: the REDIS_URL case was not run`)
+    return
+  }
+  t.match(redis.description, /^Redis at /)
+  await redis.store.kvSet('example-test', 'k', '"r"', 60_000, now)
+  t.equal(await redis.store.kvGet('example-test', 'k', now), '"r"')
+  await redis.store.kvDel('example-test', 'k')
+  await redis.close()
+  const { Redis } = await import('ioredis')
+  const cleaner = new Redis(redisUrl)
+  const keys = await cleaner.keys(`${prefix}*`)
+  if (keys.length > 0) await cleaner.del(...keys)
+  cleaner.disconnect()
+})
