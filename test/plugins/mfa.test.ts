@@ -1,65 +1,12 @@
-import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
+import Fastify, { type LightMyRequestResponse } from 'fastify'
 import t from 'tap'
 import { xemsSession } from '../../index.js'
-import { xemsMfa, type MfaRecord, type XemsMfaOptions } from '../../plugins/mfa.js'
-import { hashPassword } from '../../lib/password.js'
+import { xemsMfa, type XemsMfaOptions } from '../../plugins/mfa.js'
 import { generateTotp } from '../../lib/totp.js'
-import { makeClock, setCookieToken, type Clock } from '../helpers.js'
+import { setCookieToken } from '../helpers.js'
+import { buildMfaApp as buildApp, post, type MfaApp } from '../mfa-app.js'
 
-interface User { passwordHash: string, mfa: MfaRecord }
-
-interface MfaApp {
-  app: FastifyInstance
-  clock: Clock
-  users: Map<string, User>
-  logs: string[]
-}
-
-async function buildMfaApp (mfaOptions: Partial<XemsMfaOptions> = {}): Promise<MfaApp> {
-  // Start mid-step so that "the next step" is always 30 s away.
-  const clock = makeClock(Math.floor(Date.now() / 30_000) * 30_000 + 1000)
-  const users = new Map<string, User>()
-  const logs: string[] = []
-  const app = Fastify({ logger: { level: 'info', stream: { write: (line: string) => { logs.push(line) } } } })
-  await app.register(xemsSession, { cookie: { secure: false }, clock: () => clock.now, sandboxes: { 'otp-pending': { ttl: '15m' } } })
-  app.get('/me', { preHandler: app.xems.requireSession() }, async (request) => ({ userId: request.session!.userId, data: request.session!.data }))
-
-  await app.register(async (routes) => {
-    await routes.register(xemsMfa, {
-      issuer: 'Example',
-      users: {
-        load: async (userId) => users.get(userId)?.mfa ?? null,
-        save: async (userId, record) => { users.get(userId)!.mfa = structuredClone(record) }
-      },
-      rememberDevice: { secure: false },
-      ...mfaOptions
-    })
-    const mfa = routes.xemsMfa
-    routes.post<{ Body: { user: string, password: string } }>('/register', async (request) => {
-      users.set(request.body.user, { passwordHash: await hashPassword(request.body.password), mfa: {} })
-      return { ok: true }
-    })
-    routes.post<{ Body: { user: string, password: string } }>('/login', async (request, reply) => {
-      const user = users.get(request.body.user)
-      const ok = await mfa.verifyPassword(request.body.user, request.body.password, user?.passwordHash, request)
-      if (!ok) return await reply.code(401).send({ error: 'wrong user or password' })
-      return await mfa.begin(request, reply, { userId: request.body.user, data: { name: request.body.user } })
-    })
-    routes.post<{ Body: { code: string, remember?: boolean } }>('/mfa/verify', async (request, reply) =>
-      await mfa.verify(request, reply, request.body.code, { remember: request.body.remember === true }))
-    routes.post('/mfa/enrol', async (request) => await mfa.startEnrolment(request))
-    routes.post<{ Body: { code: string } }>('/mfa/confirm', async (request) => await mfa.confirmEnrolment(request, request.body.code))
-    routes.post<{ Body: { code: string } }>('/mfa/step-up', async (request, reply) => await mfa.stepUp(request, reply, request.body.code))
-    routes.get('/sensitive', { preHandler: mfa.requireFreshMfa('10m') }, async () => ({ ok: true }))
-    routes.post('/mfa/disable', { preHandler: mfa.requireFreshMfa('10m') }, async (request) => { await mfa.disable(request); return { ok: true } })
-    routes.post('/mfa/recovery-codes', { preHandler: mfa.requireFreshMfa('10m') }, async (request) => ({ codes: await mfa.regenerateRecoveryCodes(request) }))
-    routes.post<{ Params: { user: string } }>('/revoke/:user', async (request) => ({ count: await mfa.revokeUser(request.params.user) }))
-  })
-  return { app, clock, users, logs }
-}
-
-const post = async (app: FastifyInstance, url: string, payload: unknown, token?: string, cookies: Record<string, string> = {}): Promise<LightMyRequestResponse> =>
-  await app.inject({ method: 'POST', url, payload: payload as Record<string, unknown>, cookies: { ...cookies, ...(token === undefined ? {} : { xems: token }) } })
+const buildMfaApp = async (mfa: Partial<XemsMfaOptions> = {}): Promise<MfaApp> => await buildApp({ mfa })
 
 async function enrolledUser (ctx: MfaApp, user = 'ada'): Promise<{ secret: string, recoveryCodes: string[], token: string }> {
   const { app, clock } = ctx

@@ -5,7 +5,7 @@
 import t from 'tap'
 import { generateTotp } from '../../lib/totp.js'
 import { setCookieToken } from '../helpers.js'
-import { buildMfaApp, post, type MfaApp } from './mfa-app.js'
+import { buildMfaApp, post, type MfaApp } from '../mfa-app.js'
 
 const PASSWORD = 'correct horse battery staple'
 

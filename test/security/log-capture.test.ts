@@ -14,7 +14,7 @@ import type { LightMyRequestResponse } from 'fastify'
 import t from 'tap'
 import { MemoryStore } from '../../lib/store/memory-store.js'
 import { generateTotp } from '../../lib/totp.js'
-import { buildMfaApp } from './mfa-app.js'
+import { buildMfaApp } from '../mfa-app.js'
 
 t.test('a full MFA login with every kind of failure logs no secret and answers no secret in an error body', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'xems-logcap-'))

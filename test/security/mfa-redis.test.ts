@@ -12,7 +12,7 @@ import { hashRecoveryCodes } from '../../lib/recovery-codes.js'
 import { RedisStore } from '../../lib/store/redis-store.js'
 import { generateTotp, generateTotpSecret } from '../../lib/totp.js'
 import { makeClock } from '../helpers.js'
-import { buildMfaApp, post, type MfaApp, type User } from './mfa-app.js'
+import { buildMfaApp, post, type MfaApp, type User } from '../mfa-app.js'
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const IN_CI = process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false' && process.env.CI !== '0'

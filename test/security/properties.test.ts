@@ -20,7 +20,7 @@ import { MemoryStore } from '../../lib/store/memory-store.js'
 import { generateToken, isWellFormedToken } from '../../lib/token.js'
 import { generateTotp, generateTotpSecret, verifyTotp } from '../../lib/totp.js'
 import { buildApp, setCookieToken } from '../helpers.js'
-import { buildMfaApp, post } from './mfa-app.js'
+import { buildMfaApp, post } from '../mfa-app.js'
 
 const SEED = Number(process.env.FC_SEED ?? 20_251_126)
 const runs = (numRuns: number): fc.Parameters<unknown> => ({ seed: SEED, numRuns })

@@ -7,7 +7,7 @@ import type { LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
 import { generateTotp } from '../../lib/totp.js'
 import { buildApp, login, setCookieHeader, setCookieToken } from '../helpers.js'
-import { buildMfaApp, post } from './mfa-app.js'
+import { buildMfaApp, post } from '../mfa-app.js'
 
 function noStore (t: Test, response: LightMyRequestResponse, what: string): void {
   t.ok(response.headers['set-cookie'] !== undefined || response.headers['x-xems-token'] !== undefined, `${what}: the response sets or clears a token`)

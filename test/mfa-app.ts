@@ -1,13 +1,12 @@
 /**
- * Shared by the security tests: an app with xemsSession + xemsMfa routes in the pattern of
- * test/plugins/mfa.test.ts, with a logger whose every line is kept (level configurable), an
- * injectable clock and store, and a record of every response so tests can search bodies.
+ * The MFA test app, shared by test/plugins/mfa.test.ts and the security tests: xemsSession + xemsMfa
+ * routes, a logger whose every line is kept (level configurable), an injectable clock, and a user map.
  */
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
-import { xemsSession, type XemsSessionOptions } from '../../index.js'
-import { hashPassword } from '../../lib/password.js'
-import { xemsMfa, type MfaRecord, type XemsMfaOptions } from '../../plugins/mfa.js'
-import { makeClock, type Clock } from '../helpers.js'
+import { xemsSession, type XemsSessionOptions } from '../index.js'
+import { hashPassword } from '../lib/password.js'
+import { xemsMfa, type MfaRecord, type XemsMfaOptions } from '../plugins/mfa.js'
+import { makeClock, type Clock } from './helpers.js'
 
 export interface User { passwordHash: string, mfa: MfaRecord }
 
@@ -27,7 +26,7 @@ export interface MfaAppOptions {
   users?: Map<string, User>
 }
 
-/** The app of test/plugins/mfa.test.ts, plus /logout and /public; every log line lands in `logs`. */
+/** Routes: /register /login /mfa/* /sensitive /me /public /logout /revoke/:user; every log line lands in `logs`. */
 export async function buildMfaApp (options: MfaAppOptions = {}): Promise<MfaApp> {
   // Start mid-step so that "the next step" is always 30 s away.
   const clock = options.clock ?? makeClock(Math.floor(Date.now() / 30_000) * 30_000 + 1000)
@@ -76,6 +75,7 @@ export async function buildMfaApp (options: MfaAppOptions = {}): Promise<MfaApp>
     routes.get('/sensitive', { preHandler: mfa.requireFreshMfa('10m') }, async () => ({ ok: true }))
     routes.post('/mfa/disable', { preHandler: mfa.requireFreshMfa('10m') }, async (request) => { await mfa.disable(request); return { ok: true } })
     routes.post('/mfa/recovery-codes', { preHandler: mfa.requireFreshMfa('10m') }, async (request) => ({ codes: await mfa.regenerateRecoveryCodes(request) }))
+    routes.post<{ Params: { user: string } }>('/revoke/:user', async (request) => ({ count: await mfa.revokeUser(request.params.user) }))
   })
   return { app, clock, users, logs }
 }
