@@ -137,17 +137,18 @@ export class RedisStore implements SessionStore {
     await this.#verified
   }
 
+  /** For a session given a user: adds the user index key to `keys`; the key as Lua names it and the sealed id. */
+  #userArgs (sid: string, userId: string | undefined, keys: string[]): { userKey: string, sealedUser: Arg } {
+    if (userId === undefined) return { userKey: '', sealedUser: '' }
+    keys.push(this.#userKey(userId))
+    return { userKey: this.#luaUserKey(userId), sealedUser: this.#seal(userId, 'session', sid, 'user') }
+  }
+
   async create (input: CreateInput): Promise<void> {
     await this.ready()
     const { sid } = input
     const keys = [this.#sessionKey(sid), this.#tokenKey(input.tokenKey)]
-    let userKey = ''
-    let sealedUser: Arg = ''
-    if (input.userId !== undefined) {
-      keys.push(this.#userKey(input.userId))
-      userKey = this.#luaUserKey(input.userId)
-      sealedUser = this.#seal(input.userId, 'session', sid, 'user')
-    }
+    const { userKey, sealedUser } = this.#userArgs(sid, input.userId, keys)
     await this.#run('create', keys, [
       this.#luaBase, sid, input.sandbox, input.tokenKey, String(input.now), String(input.idleTtl), String(input.absoluteExpiresAt),
       userKey, sealedUser,
@@ -212,13 +213,7 @@ export class RedisStore implements SessionStore {
     await this.ready()
     const { sid } = input
     const keys = [this.#sessionKey(sid), this.#tokenKey(input.newKey)]
-    let userKey = ''
-    let sealedUser: Arg = ''
-    if (input.userId !== undefined) {
-      keys.push(this.#userKey(input.userId))
-      userKey = this.#luaUserKey(input.userId)
-      sealedUser = this.#seal(input.userId, 'session', sid, 'user')
-    }
+    const { userKey, sealedUser } = this.#userArgs(sid, input.userId, keys)
     const moved = await this.#run('migrate', keys, [
       this.#luaBase, sid, input.from, input.to, input.newKey, String(input.idleTtl), String(input.now),
       this.#sandboxSeal(sid, input.to, input.idleTtl), this.#tokenSeal(input.newKey, sid),
