@@ -63,7 +63,7 @@ export class XemsSession<Data = Record<string, unknown>> {
   #token: string | null
   #touched = false
 
-  constructor (engine: XemsEngine, stored: StoredSession, mode: 'live' | 'grace' | 'issued', presentedToken: string, currentToken: string | null) {
+  constructor (engine: XemsEngine, stored: StoredSession, mode: 'live' | 'grace' | 'issued', presentedToken: string, currentToken: string | null, presentedKey = tokenKey(presentedToken)) {
     this.#engine = engine
     this.id = stored.sid
     this.sandbox = stored.sandbox
@@ -75,7 +75,7 @@ export class XemsSession<Data = Record<string, unknown>> {
     this.#original = stored.data
     this.#mode = mode
     this.#presentedToken = presentedToken
-    this.#presentedKey = tokenKey(presentedToken)
+    this.#presentedKey = presentedKey
     this.#token = currentToken
   }
 

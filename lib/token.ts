@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash, hash, randomFillSync } from 'node:crypto'
 
 /** Bytes of CSPRNG output in a session token: 256 bits. */
 export const TOKEN_BYTES = 32
@@ -9,14 +9,32 @@ export const TOKEN_LENGTH = 43
 // and 2 zero bits. Only these 16 characters can end a token that we issued (canonical encoding).
 const TOKEN_SYNTAX = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/
 
+// CSPRNG output is drawn from a pool refilled 4 KiB at a time: one system call for 128 tokens instead of
+// one each. Every byte is handed out once and the used part is zeroed.
+const POOL_BYTES = 4096
+const pool = Buffer.alloc(POOL_BYTES)
+let poolOffset = POOL_BYTES
+
+function randomBase64url (bytes: number): string {
+  if (poolOffset + bytes > POOL_BYTES) {
+    randomFillSync(pool)
+    poolOffset = 0
+  }
+  const chunk = pool.subarray(poolOffset, poolOffset + bytes)
+  poolOffset += bytes
+  const text = chunk.toString('base64url')
+  chunk.fill(0)
+  return text
+}
+
 /** A new session token: 32 bytes from the CSPRNG, base64url. Never stored; only its key is. */
 export function generateToken (): string {
-  return randomBytes(TOKEN_BYTES).toString('base64url')
+  return randomBase64url(TOKEN_BYTES)
 }
 
 /** A new stable session id (not a credential: it never authenticates anything). */
 export function generateSessionId (): string {
-  return randomBytes(16).toString('base64url')
+  return randomBase64url(16)
 }
 
 /**
@@ -29,5 +47,5 @@ export function isWellFormedToken (value: unknown): value is string {
 
 /** The store key of a token: SHA-256, base64url. A dump of the store yields no usable token. */
 export function tokenKey (token: string): string {
-  return createHash('sha256').update(token).digest('base64url')
+  return typeof hash === 'function' ? hash('sha256', token, 'base64url') : createHash('sha256').update(token).digest('base64url')
 }

@@ -7,6 +7,7 @@ import {
   type CommitInput, type CommitResult, type CounterResult, type CreateInput, type MigrateInput,
   type ResolveInput, type ResolveResult, type SessionInfo, type SessionStore, type StoredSession
 } from './contract.js'
+import { ShardedMap } from './sharded-map.js'
 import { IncrementalSweeper } from './sweeper.js'
 import { Vault, type FsyncPolicy, type VaultOptions, type VaultWarning } from './vault.js'
 import {
@@ -102,10 +103,10 @@ function sessionExpiresAt (session: StoredSession): number {
  * with the start-up error if the vault does not open.
  */
 export class MemoryStore implements SessionStore {
-  readonly #sessions = new Map<string, MemorySession>()
-  readonly #tokens = new Map<string, TokenEntry>()
-  readonly #values = new Map<string, TimedValue>()
-  readonly #counters = new Map<string, Counter>()
+  readonly #sessions = new ShardedMap<MemorySession>()
+  readonly #tokens = new ShardedMap<TokenEntry>()
+  readonly #values = new ShardedMap<TimedValue>()
+  readonly #counters = new ShardedMap<Counter>()
   readonly #users = new Map<string, Set<string>>()
   readonly #sweeper: IncrementalSweeper
   readonly #clock: () => number
@@ -198,7 +199,7 @@ export class MemoryStore implements SessionStore {
     const session: MemorySession = {
       sid: input.sid,
       sandbox: input.sandbox,
-      data: Object.assign(Object.create(null), input.data),
+      data: { ...input.data },
       createdAt: input.now,
       lastSeenAt: input.now,
       idleTtl: input.idleTtl,
@@ -253,7 +254,7 @@ export class MemoryStore implements SessionStore {
     if (input.patch !== null) {
       for (const [key, value] of Object.entries(input.patch)) {
         if (value === null) delete session.data[key]
-        else session.data[key] = value
+        else setDataKey(session.data, key, value)
         this.#dataChanged(session.sid, key)
       }
     }
@@ -295,7 +296,7 @@ export class MemoryStore implements SessionStore {
     session.idleTtl = input.idleTtl
     session.lastSeenAt = input.now
     if (input.data !== null) {
-      session.data = Object.assign(Object.create(null), input.data)
+      session.data = { ...input.data }
       this.#dataChanged(session.sid, null)
     }
     if (input.userId !== undefined && input.userId !== session.userId) {
@@ -575,7 +576,7 @@ export class MemoryStore implements SessionStore {
           const created: MemorySession = {
             sid: core.sid,
             sandbox: core.sandbox,
-            data: Object.create(null),
+            data: {},
             createdAt: core.createdAt,
             lastSeenAt: core.lastSeenAt,
             idleTtl: core.idleTtl,
@@ -619,14 +620,14 @@ export class MemoryStore implements SessionStore {
       }
       case 'A': {
         const session = this.#sessions.get(entry.sid)
-        if (session !== undefined) session.data = Object.assign(Object.create(null), entry.data)
+        if (session !== undefined) session.data = { ...entry.data }
         break
       }
       case 'P': {
         const session = this.#sessions.get(entry.sid)
         if (session === undefined) break
         if (entry.value === null) delete session.data[entry.key]
-        else session.data[entry.key] = entry.value
+        else setDataKey(session.data, entry.key, entry.value)
         break
       }
       case 'K':
@@ -769,6 +770,15 @@ export class MemoryStore implements SessionStore {
     sids.delete(session.sid)
     if (sids.size === 0) this.#users.delete(session.userId)
   }
+}
+
+/**
+ * Sets a data key as an own property: `__proto__` is a key like any other. (Spread copies keep own
+ * properties too; plain objects keep V8's fast layout, where null-prototype ones fall into dictionary mode.)
+ */
+function setDataKey (data: Record<string, string>, key: string, value: string): void {
+  if (key === '__proto__') Object.defineProperty(data, key, { value, enumerable: true, writable: true, configurable: true })
+  else data[key] = value
 }
 
 function valueKey (sandbox: string, key: string): string {

@@ -4,7 +4,8 @@
  * more than about `budgetMs`. Entries that expire are also dropped lazily when read.
  */
 export interface SweepTarget<V> {
-  map: Map<string, V>
+  /** A Map, or anything whose entries() iterator survives deletions as a Map's does. */
+  map: { entries: () => Iterator<[string, V]> }
   isExpired: (value: V, now: number) => boolean
   remove: (key: string, value: V) => void
 }
