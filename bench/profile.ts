@@ -111,7 +111,7 @@ function stepRules (repo: string): StepRule[] {
     { name: 'store.commit', file: 'dist/lib/store/', functionName: 'commit' },
     { name: 'tokenKey (SHA-256)', file: 'dist/lib/token.js', functionName: 'tokenKey' },
     { name: 'generateToken (randomBytes 32)', file: 'dist/lib/token.js', functionName: 'generateToken' },
-    { name: 'sealForTokenHolder (HKDF + AES-GCM)', file: 'dist/lib/cipher.js', functionName: 'sealForTokenHolder' },
+    { name: 'sealForTokenHolder (grace box)', file: 'dist/lib/cipher.js', functionName: 'sealForTokenHolder' },
     { name: 'decodeData', file: 'dist/lib/session-data.js', functionName: 'decodeData' },
     { name: 'diffData', file: 'dist/lib/session-data.js', functionName: 'diffData' },
     { name: 'requireSession guard', file: 'dist/plugins/guard.js' },

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createHash, hash, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto'
 import { XemsError } from './errors.js'
 
 /**
@@ -115,23 +115,33 @@ function openWith (key: Buffer, sealed: Buffer, aad: string): Buffer | null {
 /**
  * Grace boxes: the token a session rotated to, sealed for the holder of the token it rotated from.
  *
- * Layout: `version 2 (1 byte) | new token XOR pad (32) | tag (16)`, where, keyed with the old token,
- * `pad = HMAC-SHA256(old, "xems/grace/pad/v2")` and `tag = HMAC-SHA256(old, "xems/grace/tag/v2" | ct)[0..16]`.
- * Each token is rotated away at most once, so each key seals exactly one box: the HMAC output is a
- * one-time pad, and the tag authenticates every byte. (Concurrent rotations from one token may seal two
- * boxes under one key; the store keeps one, and the other box's token is never issued nor revealed, so the
- * XOR of the two discloses nothing.) Two HMACs per rotation instead of HKDF + AES-GCM: a fraction of the
- * cost (bench/micro.ts).
+ * `k = SHA-512("xems/grace/v3|" | old token)` gives a 32-byte pad and a 32-byte MAC key;
+ * box = `version 3 (1 byte) | new token XOR pad (32) | SHA-256(MAC key | version | ciphertext)[0..16]`.
+ * The old token is 256 uniformly random bits used as a key once, so a hash of a fixed label and it is
+ * a pseudo-random function of it (HMAC's nesting guards short or reused keys; neither occurs here), and
+ * the tag is a keyed hash over a fixed-length message (no length extension applies).
+ * Each token is rotated away at most once, so each key seals exactly one box: the pad is used once and
+ * the tag, over a fixed-length message, authenticates every byte. (Concurrent rotations from one token
+ * may seal two boxes under one key; the store keeps one, and the other box's token is never issued nor
+ * revealed, so the XOR of the two discloses nothing.) Two one-shot hashes per rotation instead of
+ * HKDF + AES-GCM: a small fraction of the cost (bench/micro.ts).
  */
-const GRACE_VERSION = 2
-const GRACE_PAD = Buffer.from('xems/grace/pad/v2')
-const GRACE_TAG = Buffer.from('xems/grace/tag/v2')
+const GRACE_VERSION = 3
+const GRACE_LABEL = 'xems/grace/v3|'
 const GRACE_TOKEN_BYTES = 32
 const GRACE_TAG_BYTES = 16
 const GRACE_BOX_BYTES = 1 + GRACE_TOKEN_BYTES + GRACE_TAG_BYTES
 
-function graceTag (holderToken: string, ct: Buffer): Buffer {
-  return createHmac('sha256', holderToken).update(GRACE_TAG).update(ct).digest().subarray(0, GRACE_TAG_BYTES)
+function graceKeys (holderToken: string): Buffer {
+  return typeof hash === 'function'
+    ? hash('sha512', GRACE_LABEL + holderToken, 'buffer')
+    : createHash('sha512').update(GRACE_LABEL + holderToken).digest()
+}
+
+/** The tag over version and ciphertext (`box` without its tag), keyed with the second half of `keys`. */
+function graceTag (keys: Buffer, box: Buffer): Buffer {
+  const message = Buffer.concat([keys.subarray(GRACE_TOKEN_BYTES), box.subarray(0, 1 + GRACE_TOKEN_BYTES)])
+  return (typeof hash === 'function' ? hash('sha256', message, 'buffer') : createHash('sha256').update(message).digest()).subarray(0, GRACE_TAG_BYTES)
 }
 
 /**
@@ -142,11 +152,11 @@ function graceTag (holderToken: string, ct: Buffer): Buffer {
 export function sealForTokenHolder (holderToken: string, secretToken: string): string {
   const raw = Buffer.from(secretToken, 'base64url')
   if (raw.length !== GRACE_TOKEN_BYTES) throw new TypeError('sealForTokenHolder: not a session token')
-  const pad = createHmac('sha256', holderToken).update(GRACE_PAD).digest()
+  const keys = graceKeys(holderToken)
   const box = Buffer.allocUnsafe(GRACE_BOX_BYTES)
   box[0] = GRACE_VERSION
-  for (let i = 0; i < GRACE_TOKEN_BYTES; i++) box[1 + i] = raw[i]! ^ pad[i]!
-  graceTag(holderToken, box.subarray(1, 1 + GRACE_TOKEN_BYTES)).copy(box, 1 + GRACE_TOKEN_BYTES)
+  for (let i = 0; i < GRACE_TOKEN_BYTES; i++) box[1 + i] = raw[i]! ^ keys[i]!
+  graceTag(keys, box).copy(box, 1 + GRACE_TOKEN_BYTES)
   return box.toString('base64url')
 }
 
@@ -154,9 +164,9 @@ export function sealForTokenHolder (holderToken: string, secretToken: string): s
 export function openAsTokenHolder (holderToken: string, box: string): string | null {
   const sealed = Buffer.from(box, 'base64url')
   if (sealed.length !== GRACE_BOX_BYTES || sealed[0] !== GRACE_VERSION || sealed.toString('base64url') !== box) return null
-  const ct = sealed.subarray(1, 1 + GRACE_TOKEN_BYTES)
-  if (!timingSafeEqual(graceTag(holderToken, ct), sealed.subarray(1 + GRACE_TOKEN_BYTES))) return null
-  const pad = createHmac('sha256', holderToken).update(GRACE_PAD).digest()
-  for (let i = 0; i < GRACE_TOKEN_BYTES; i++) pad[i]! ^= ct[i]!
-  return pad.toString('base64url')
+  const keys = graceKeys(holderToken)
+  if (!timingSafeEqual(graceTag(keys, sealed), sealed.subarray(1 + GRACE_TOKEN_BYTES))) return null
+  const token = Buffer.allocUnsafe(GRACE_TOKEN_BYTES)
+  for (let i = 0; i < GRACE_TOKEN_BYTES; i++) token[i] = sealed[1 + i]! ^ keys[i]!
+  return token.toString('base64url')
 }
