@@ -219,7 +219,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
       request.log.warn({ xems: 'token-reuse', sid: opened.sid, sandbox: opened.sandbox, userId: opened.userId, revoked: opened.revoked }, 'xems: a rotated token was replayed after its grace period')
       throw new XemsError('FST_XEMS_TOKEN_REUSED', 'This session token was already replaced: sign in again', 401)
     } else if (opened.status !== 'none') {
-      request.session = new XemsSession(engine, opened.session, opened.status, presented, opened.token)
+      request.session = new XemsSession(engine, opened.session, opened.status, presented, opened.token, opened.presentedKey)
     }
   })
 
