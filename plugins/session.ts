@@ -6,6 +6,7 @@ import { XemsEngine, type EngineOptions } from '../lib/engine.js'
 import { badOption, isXemsError, XemsError } from '../lib/errors.js'
 import { XemsSession, type Outcome } from '../lib/session-handle.js'
 import { createSessionGuard } from './guard.js'
+import { StoreOutage } from './store-outage.js'
 
 /**
  * The shape of session data, for `request.session.data`. Extend it by declaration merging:
@@ -201,7 +202,10 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
   })
   if (ownsStore) fastify.addHook('onClose', async () => { await engine.close() })
 
-  fastify.addHook('onRequest', async (request: StatefulRequest) => {
+  const outage = new StoreOutage(fastify.log)
+  const unavailable = (err: XemsError): string => JSON.stringify({ statusCode: 503, code: err.code, error: 'Service Unavailable', message: err.message })
+
+  fastify.addHook('onRequest', async (request: StatefulRequest, reply) => {
     const state: RequestState = { headerClient: false, clear: false, done: false }
     request[kState] = state
     let presented: string | undefined
@@ -213,7 +217,16 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
       presented = request.cookies[cookie.name]
     }
     if (presented === undefined) return
-    const opened = await engine.open(presented)
+    let opened
+    try {
+      opened = await engine.open(presented)
+    } catch (err) {
+      // An outage is logged once per burst (StoreOutage), not once per request as a thrown error would be.
+      if (!outage.failed(err)) throw err
+      reply.code(503).header('retry-after', '1').type('application/json; charset=utf-8').send(unavailable(err))
+      return reply
+    }
+    outage.succeeded()
     if (opened.status === 'reused') {
       state.clear = true
       request.log.warn({ xems: 'token-reuse', sid: opened.sid, sandbox: opened.sandbox, userId: opened.userId, revoked: opened.revoked }, 'xems: a rotated token was replayed after its grace period')
@@ -229,7 +242,14 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
     state.done = true
     let outcome: Outcome = state.clear ? { action: 'clear' } : { action: 'keep' }
     if (request.session !== null) {
-      outcome = await request.session.finish({ rotate: autoRotation, gracePeriod: engine.gracePeriod })
+      try {
+        outcome = await request.session.finish({ rotate: autoRotation, gracePeriod: engine.gracePeriod })
+      } catch (err) {
+        if (!outage.failed(err)) throw err
+        // Nothing was saved and no new token was issued: the client keeps its token, which stays valid.
+        reply.code(503).header('retry-after', '1').type('application/json; charset=utf-8')
+        return unavailable(err)
+      }
       if (request.session.destroyed) request.session = null
     }
     applyOutcome(reply, state, outcome)

@@ -115,7 +115,7 @@ t.test('a failing store answers 503, never 500, and never logs the user out', as
       }
     }
   })
-  const { app } = await buildApp({ store: flaky, createLimit: { max: 100, window: '1m' } })
+  const { app, logs } = await buildApp({ store: flaky, createLimit: { max: 100, window: '1m' } })
   t.teardown(async () => { await app.close(); await inner.close() })
   const token = setCookieToken(await app.inject({ method: 'POST', url: '/login' }))!
   down = true
@@ -126,10 +126,17 @@ t.test('a failing store answers 503, never 500, and never logs the user out', as
   t.equal(during.headers['set-cookie'], undefined, 'the cookie is left alone')
   const loginDuring = await app.inject({ method: 'POST', url: '/login' })
   t.equal(loginDuring.statusCode, 503)
+  for (let i = 0; i < 5; i++) t.equal((await app.inject({ url: '/me', cookies: { xems: token } })).statusCode, 503)
+  t.equal(during.headers['retry-after'], '1')
+  const outageLines = (): unknown[] => logs.map((line) => JSON.parse(line) as { xems?: string, level: number }).filter((entry) => entry.xems === 'store-unavailable')
+  t.equal(outageLines().length, 1, 'the outage is logged once for the whole burst')
+  t.equal(logs.filter((line) => (JSON.parse(line) as { level: number }).level >= 50 && !line.includes('store-unavailable')).length, 1, 'no error line per request (only the failed login, which threw)')
+  t.notOk(logs.join('').includes(token), 'no token in the logs')
   down = false
   const after = await app.inject({ url: '/me', cookies: { xems: token } })
   t.equal(after.statusCode, 200, 'the session survived the outage')
   t.equal(after.json().data.user, 'ada')
+  t.ok(logs.some((line) => line.includes('store-recovered') && line.includes('"failures":6')), 'the recovery is logged once, with the count of failed requests')
 })
 
 t.test('a session cannot be migrated twice in parallel through request.session', async (t) => {
