@@ -309,6 +309,15 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     return await this.destroyById(opened.session.sid, opened.session.sandbox)
   }
 
+  /** Counts a hit on `key` in a fixed window (rate limits, attempt counters); store failures are 503s. */
+  async hit (key: string, window: number): Promise<{ count: number, resetAt: number }> {
+    return await this.#call(async () => await this.store.increment(key, window, this.now()))
+  }
+
+  async resetCounter (key: string): Promise<void> {
+    await this.#call(async () => { await this.store.resetCounter(key) })
+  }
+
   /** Ends every session of a user ("log out everywhere"), optionally but one (the current). */
   async revokeUser (userId: string, options: { except?: string } = {}): Promise<number> {
     checkUserId(userId)

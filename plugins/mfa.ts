@@ -198,8 +198,8 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
 
   async function recordFailure (userId: string, factor: string, log: FastifyBaseLogger): Promise<void> {
     const now = engine.now()
-    const inWindow = await engine.store.increment(`xems-mfa:fail:${userId}`, lockWindow, now)
-    const consecutive = await engine.store.increment(`xems-mfa:consecutive:${userId}`, MAX_AGE_CAP_MS, now)
+    const inWindow = await engine.hit(`xems-mfa:fail:${userId}`, lockWindow)
+    const consecutive = await engine.hit(`xems-mfa:consecutive:${userId}`, MAX_AGE_CAP_MS)
     log.warn({ xems: 'auth-failure', factor, userId, failures: inWindow.count }, 'xems: authentication failure')
     if (consecutive.count >= maxConsecutive) {
       await mfaState.set(`locked:${userId}`, consecutive.resetAt, consecutive.resetAt - now)
@@ -211,8 +211,8 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
   }
 
   async function recordSuccess (userId: string): Promise<void> {
-    await engine.store.resetCounter(`xems-mfa:fail:${userId}`)
-    await engine.store.resetCounter(`xems-mfa:consecutive:${userId}`)
+    await engine.resetCounter(`xems-mfa:fail:${userId}`)
+    await engine.resetCounter(`xems-mfa:consecutive:${userId}`)
   }
 
   // ---- second factors ------------------------------------------------------------------------
@@ -352,7 +352,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
       await assertNotLocked(userId, reply)
       // The counter outlives the pending session, so once spent the session is a dead end: the user
       // signs in again. It is not destroyed here: a concurrent request may just have promoted it.
-      const attempts = await engine.store.increment(`xems-mfa:attempts:${session.id}`, pendingTtl, engine.now())
+      const attempts = await engine.hit(`xems-mfa:attempts:${session.id}`, pendingTtl)
       if (attempts.count > maxAttempts) {
         throw new XemsError('FST_XEMS_MFA_ATTEMPTS', 'Too many wrong codes: sign in again', 401)
       }

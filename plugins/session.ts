@@ -274,8 +274,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
     const link: LinkOptions = typeof sandboxOrOptions === 'string' ? { sandbox: sandboxOrOptions } : sandboxOrOptions
     const request = this.request
     if (createLimit !== null) {
-      const counted = await engine.store.increment(`xems:create:${createLimit.key(request)}`, createLimit.window, engine.now())
-        .catch((err: unknown) => { throw new XemsError('FST_XEMS_STORE_UNAVAILABLE', 'fastify-xems: the session store is unavailable', 503, { cause: err }) })
+      const counted = await engine.hit(`xems:create:${createLimit.key(request)}`, createLimit.window)
       if (counted.count > createLimit.max) {
         const retryAfter = Math.max(1, Math.ceil((counted.resetAt - engine.now()) / 1000))
         this.header('retry-after', String(retryAfter))

@@ -318,3 +318,29 @@ t.test('register: xemsMfa needs xemsSession and checks its options', async (t) =
     await app.close()
   }
 })
+
+t.test('a store failing under the lockout counters answers 503, not 500', async (t) => {
+  const { MemoryStore } = await import('../../index.js')
+  const inner = new MemoryStore()
+  let countersDown = false
+  const store = new Proxy(inner, {
+    get (target, property, receiver) {
+      const value = Reflect.get(target, property, receiver)
+      if (property === 'increment' || property === 'resetCounter') {
+        return async (...args: unknown[]) => {
+          if (countersDown) throw new Error('ECONNRESET')
+          return await value.apply(target, args)
+        }
+      }
+      return typeof value === 'function' ? value.bind(target) : value
+    }
+  })
+  const ctx = await buildApp({ session: { store } })
+  t.teardown(async () => { await ctx.app.close(); await inner.close() })
+  await post(ctx.app, '/register', { user: 'ada', password: 'correct horse battery staple' })
+  countersDown = true
+  const failed = await post(ctx.app, '/login', { user: 'ada', password: 'wrong' })
+  t.equal(failed.statusCode, 503)
+  t.equal(failed.json().code, 'FST_XEMS_STORE_UNAVAILABLE')
+  t.notMatch(failed.body, /ECONNRESET/)
+})
