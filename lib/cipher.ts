@@ -16,6 +16,11 @@ const HEADER_BYTES = 1 + KEY_ID_BYTES + NONCE_BYTES + TAG_BYTES
 /** Exactly 32 bytes of key material. */
 export const SECRET_BYTES = 32
 
+/** A one-shot digest (`crypto.hash`, Node ≥ 20.12; a Hash object before that). */
+export function sha (algorithm: 'sha256' | 'sha512', data: string | Buffer): Buffer {
+  return typeof hash === 'function' ? hash(algorithm, data, 'buffer') : createHash(algorithm).update(data).digest()
+}
+
 /** HKDF-SHA256 from input key material to a 32-byte key for one purpose (`info`). */
 export function deriveKey (ikm: Buffer, info: string, salt: Buffer = Buffer.alloc(0)): Buffer {
   return Buffer.from(hkdfSync('sha256', ikm, salt, Buffer.from(info, 'utf8'), 32))
@@ -133,15 +138,13 @@ const GRACE_TAG_BYTES = 16
 const GRACE_BOX_BYTES = 1 + GRACE_TOKEN_BYTES + GRACE_TAG_BYTES
 
 function graceKeys (holderToken: string): Buffer {
-  return typeof hash === 'function'
-    ? hash('sha512', GRACE_LABEL + holderToken, 'buffer')
-    : createHash('sha512').update(GRACE_LABEL + holderToken).digest()
+  return sha('sha512', GRACE_LABEL + holderToken)
 }
 
 /** The tag over version and ciphertext (`box` without its tag), keyed with the second half of `keys`. */
 function graceTag (keys: Buffer, box: Buffer): Buffer {
   const message = Buffer.concat([keys.subarray(GRACE_TOKEN_BYTES), box.subarray(0, 1 + GRACE_TOKEN_BYTES)])
-  return (typeof hash === 'function' ? hash('sha256', message, 'buffer') : createHash('sha256').update(message).digest()).subarray(0, GRACE_TAG_BYTES)
+  return sha('sha256', message).subarray(0, GRACE_TAG_BYTES)
 }
 
 /**

@@ -1,4 +1,5 @@
-import { createHash, hash, randomFillSync } from 'node:crypto'
+import { randomFillSync } from 'node:crypto'
+import { sha } from './cipher.js'
 
 /** Bytes of CSPRNG output in a session token: 256 bits. */
 export const TOKEN_BYTES = 32
@@ -47,5 +48,5 @@ export function isWellFormedToken (value: unknown): value is string {
 
 /** The store key of a token: SHA-256, base64url. A dump of the store yields no usable token. */
 export function tokenKey (token: string): string {
-  return typeof hash === 'function' ? hash('sha256', token, 'base64url') : createHash('sha256').update(token).digest('base64url')
+  return sha('sha256', token).toString('base64url')
 }
