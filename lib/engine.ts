@@ -3,9 +3,12 @@ import { openAsTokenHolder, sealForTokenHolder } from './cipher.js'
 import { parseDuration, parsePositiveDuration, type Duration } from './duration.js'
 import { badOption, isXemsError, XemsError } from './errors.js'
 import { decodeData, encodeData, encodeValue } from './session-data.js'
-import type { CommitResult, DataPatch, EncodedData, SessionInfo, SessionStore, StoredSession } from './store/contract.js'
+import {
+  generateLocator, parseSessionToken, publicIdOf, recordIdOf, secretKeyOf, sessionTokenOf, type ParsedToken
+} from './session-token.js'
+import type { CommitResult, DataPatch, EncodedData, SessionStore, StoredSession } from './store/contract.js'
 import { MemoryStore } from './store/memory-store.js'
-import { generateSessionId, generateToken, isWellFormedToken, tokenKey } from './token.js'
+import { generateToken } from './token.js'
 
 /** The absolute cap on any session or stored value: five days, whatever is refreshed. */
 export const MAX_AGE_CAP_MS = 5 * 86_400_000
@@ -28,9 +31,18 @@ export interface EngineOptions {
   ttl?: Duration
   /** Absolute cap from creation, never extended (default and maximum `5d`). */
   maxAge?: Duration
-  /** How long a rotated token keeps resolving its session (default `2s`). */
+  /**
+   * How long a rotated token keeps working once its successor has been presented: requests that were
+   * already in flight (default `2s`, at most 1 minute).
+   */
   gracePeriod?: Duration
-  /** What a rotated token replayed after its grace does: `revoke` the session (default) or only `reject` itself. */
+  /**
+   * How long a rotated token keeps working while its successor has not been presented yet: a lost
+   * response, a backlog, a commit whose answer never arrived, a browser that serialises requests. It is
+   * answered with the current token. Default `10m`; at least gracePeriod, at most maxAge.
+   */
+  unseenWindow?: Duration
+  /** What an earlier token replayed after its window does: `revoke` the session (default) or only `reject` itself. */
   onReuse?: ReuseAction
   /** Per-sandbox settings; sandboxes not named here use `ttl`. */
   sandboxes?: Record<string, SandboxOptions>
@@ -40,6 +52,7 @@ export interface EngineOptions {
 
 /** A session as `resolveSession` returns it. */
 export interface ResolvedSession {
+  /** The public id: names the session in logs and lists, opens nothing. */
   id: string
   sandbox: string
   data: Record<string, unknown>
@@ -51,6 +64,17 @@ export interface ResolvedSession {
   token: string
 }
 
+/** A session of a user, as `listUserSessions` returns it. */
+export interface UserSessionInfo {
+  /** The public id. */
+  id: string
+  sandbox: string
+  userId?: string
+  createdAt: number
+  lastSeenAt: number
+  expiresAt: number
+}
+
 export interface CreateSessionOptions {
   ttl?: Duration
   userId?: string
@@ -59,9 +83,9 @@ export interface CreateSessionOptions {
 export interface ResolveSessionOptions {
   /** Only a session of this sandbox resolves (default: the default sandbox). */
   sandbox?: string
-  /** Issue a new token and put the presented one in grace (default false). */
+  /** Issue a new token (default false); the presented one keeps working until the new one is used. */
   rotate?: boolean
-  /** Grace for the presented token when rotating (default: the engine's). */
+  /** Grace the previous token gets when this call presents its successor for the first time (default: the engine's). */
   gracePeriod?: Duration
 }
 
@@ -75,20 +99,27 @@ export interface MigrateOptions {
   userId?: string
 }
 
+/** Every event names sessions by their public id. */
 export interface XemsEvents {
-  created: [{ sid: string, sandbox: string, userId?: string }]
-  rotated: [{ sid: string, sandbox: string }]
-  migrated: [{ sid: string, from: string, to: string }]
-  destroyed: [{ sid: string, sandbox: string }]
-  reuse: [{ sid: string, sandbox: string, userId?: string, revoked: boolean }]
+  created: [{ id: string, sandbox: string, userId?: string }]
+  rotated: [{ id: string, sandbox: string }]
+  migrated: [{ id: string, from: string, to: string }]
+  destroyed: [{ id: string, sandbox: string }]
+  reuse: [{ id: string, sandbox: string, userId?: string, revoked: boolean }]
   revoked: [{ userId: string, count: number }]
+}
+
+/** The token a request presented, as the engine needs it to rotate or migrate its session. */
+export interface PresentedToken extends ParsedToken {
+  /** The store's key of the token. */
+  key: string
 }
 
 /** What a token opened to. `token` is the token the client must use from now on, when known. */
 export type Opened =
   | { status: 'none' }
-  | { status: 'reused', sid: string, sandbox: string, userId?: string, revoked: boolean }
-  | { status: 'live' | 'grace', session: StoredSession, presentedKey: string, token: string | null }
+  | { status: 'reused', id: string, sandbox: string, userId?: string, revoked: boolean }
+  | { status: 'live' | 'grace', session: StoredSession, presented: PresentedToken, token: string | null }
 
 /** Values in one sandbox: `app.xems.from('users-registry').set(key, value, ttl?)`. */
 export interface SandboxValues {
@@ -111,6 +142,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
   readonly defaultSandbox: string
   readonly maxAge: number
   readonly gracePeriod: number
+  readonly unseenWindow: number
   readonly onReuse: ReuseAction
   readonly now: () => number
   readonly #ttls = new Map<string, number>()
@@ -122,8 +154,10 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     this.maxAge = parsePositiveDuration(options.maxAge ?? MAX_AGE_CAP_MS, 'maxAge')
     if (this.maxAge > MAX_AGE_CAP_MS) throw badOption('maxAge', 'must be at most 5 days (5d): no session lives longer')
     this.#defaultTtl = this.#checkTtl(options.ttl ?? '1h', 'ttl')
-    this.gracePeriod = parseDuration(options.gracePeriod ?? '2s', 'gracePeriod')
-    if (this.gracePeriod > 60_000) throw badOption('gracePeriod', 'must be at most 1 minute: grace is for concurrent requests, not for keeping old tokens alive')
+    this.gracePeriod = checkGrace(options.gracePeriod ?? '2s', 'gracePeriod')
+    this.unseenWindow = parsePositiveDuration(options.unseenWindow ?? '10m', 'unseenWindow')
+    if (this.unseenWindow < this.gracePeriod) throw badOption('unseenWindow', `must be at least gracePeriod (${this.gracePeriod} ms)`)
+    if (this.unseenWindow > this.maxAge) throw badOption('unseenWindow', `must not exceed maxAge (${this.maxAge} ms)`)
     const onReuse = options.onReuse ?? 'revoke'
     if (onReuse !== 'revoke' && onReuse !== 'reject') throw badOption('onReuse', `must be 'revoke' or 'reject'`)
     this.onReuse = onReuse
@@ -181,39 +215,48 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     const encoded = encodeData(data)
     const idleTtl = options.ttl === undefined ? this.ttlOf(sandbox) : this.#checkTtl(options.ttl, 'ttl')
     const userId = checkUserId(options.userId)
-    const token = generateToken()
+    const locator = generateLocator()
+    const token = sessionTokenOf(locator, generateToken())
     const now = this.now()
     const session: StoredSession = {
-      sid: generateSessionId(), sandbox, data: encoded, createdAt: now, lastSeenAt: now, idleTtl, absoluteExpiresAt: now + this.maxAge
+      id: recordIdOf(locator), sandbox, data: encoded, createdAt: now, lastSeenAt: now, idleTtl, absoluteExpiresAt: now + this.maxAge
     }
     if (userId !== undefined) session.userId = userId
     await this.#call(async () => await this.store.create({
-      sid: session.sid, sandbox, tokenKey: tokenKey(token), data: encoded, now, idleTtl, absoluteExpiresAt: session.absoluteExpiresAt, ...(userId === undefined ? {} : { userId })
+      id: session.id, sandbox, tokenKey: secretKeyOf(token), data: encoded, now, idleTtl, absoluteExpiresAt: session.absoluteExpiresAt, ...(userId === undefined ? {} : { userId })
     }))
-    this.emit('created', { sid: session.sid, sandbox, ...(userId === undefined ? {} : { userId }) })
+    this.emit('created', { id: publicIdOf(session.id), sandbox, ...(userId === undefined ? {} : { userId }) })
     return { token, session }
   }
 
   /**
    * Resolves a token presented by a client. Junk never reaches the store. A rotated token within its
-   * grace resolves, with `token` the session's current one; after its grace it is a theft signal.
+   * window resolves, with `token` the session's current one; after it, it is the theft signal.
    */
-  async open (token: unknown, sandbox?: string): Promise<Opened> {
-    if (!isWellFormedToken(token)) return { status: 'none' }
-    const presentedKey = tokenKey(token)
+  async open (token: unknown, sandbox?: string, gracePeriod = this.gracePeriod): Promise<Opened> {
+    const parsed = parseSessionToken(token)
+    if (parsed === null) return { status: 'none' }
+    const presented: PresentedToken = { ...parsed, key: secretKeyOf(parsed.token) }
     const result = await this.#call(async () => await this.store.resolve({
-      tokenKey: presentedKey, now: this.now(), revokeOnReuse: this.onReuse === 'revoke', ...(sandbox === undefined ? {} : { sandbox })
+      id: recordIdOf(parsed.locator),
+      tokenKey: presented.key,
+      now: this.now(),
+      gracePeriod,
+      revokeOnReuse: this.onReuse === 'revoke',
+      ...(sandbox === undefined ? {} : { sandbox })
     }))
     switch (result.status) {
       case 'none':
         return result
-      case 'reused':
-        this.emit('reuse', { sid: result.sid, sandbox: result.sandbox, revoked: result.revoked, ...(result.userId === undefined ? {} : { userId: result.userId }) })
-        return { status: 'reused', sid: result.sid, sandbox: result.sandbox, revoked: result.revoked, ...(result.userId === undefined ? {} : { userId: result.userId }) }
+      case 'reused': {
+        const reused = { id: publicIdOf(result.id), sandbox: result.sandbox, revoked: result.revoked, ...(result.userId === undefined ? {} : { userId: result.userId }) }
+        this.emit('reuse', reused)
+        return { status: 'reused', ...reused }
+      }
       case 'live':
-        return { status: 'live', session: result.session, presentedKey, token }
+        return { status: 'live', session: result.session, presented, token: parsed.token }
       case 'grace':
-        return { status: 'grace', session: result.session, presentedKey, token: followChain(token, result.chain) }
+        return { status: 'grace', session: result.session, presented, token: followChain(parsed, result.chain) }
     }
   }
 
@@ -221,68 +264,83 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
    * Saves a request's changes and, when asked, rotates its token, in one store step. Returns the token
    * the client must use from now on (null when unknown), or `gone` when the session ended meanwhile.
    */
-  async commit (session: { sid: string, sandbox: string, presentedKey: string, presentedToken: string }, patch: DataPatch | null, rotate: { gracePeriod: number } | null): Promise<{ status: 'gone' } | { status: 'ok', token: string | null, expiresAt: number }> {
+  async commit (session: { id: string, sandbox: string, presented: PresentedToken }, patch: DataPatch | null, rotate: boolean): Promise<{ status: 'gone' } | { status: 'ok', token: string | null, expiresAt: number }> {
     const now = this.now()
+    const { presented } = session
     let newToken: string | null = null
     let result: CommitResult
-    if (rotate !== null) {
-      newToken = generateToken()
-      const box = sealForTokenHolder(session.presentedToken, newToken)
-      const graceUntil = now + rotate.gracePeriod
-      const newKey = tokenKey(newToken)
-      result = await this.#call(async () => await this.store.commit({ sid: session.sid, tokenKey: session.presentedKey, patch, rotate: { newKey, box, graceUntil }, now }))
+    if (rotate) {
+      const secret = generateToken()
+      newToken = sessionTokenOf(presented.locator, secret)
+      const box = sealForTokenHolder(presented.token, secret)
+      const newKey = secretKeyOf(newToken)
+      result = await this.#call(async () => await this.store.commit({ id: session.id, tokenKey: presented.key, patch, rotate: { newKey, box, unseenWindow: this.unseenWindow }, now }))
     } else {
-      result = await this.#call(async () => await this.store.commit({ sid: session.sid, tokenKey: session.presentedKey, patch, rotate: null, now }))
+      result = await this.#call(async () => await this.store.commit({ id: session.id, tokenKey: presented.key, patch, rotate: null, now }))
     }
     if (result.status === 'gone') return result
     if (result.rotated) {
-      this.emit('rotated', { sid: session.sid, sandbox: session.sandbox })
+      this.emit('rotated', { id: publicIdOf(session.id), sandbox: session.sandbox })
       return { status: 'ok', token: newToken, expiresAt: result.expiresAt }
     }
-    const token = result.chain === null ? null : followChain(session.presentedToken, result.chain)
+    const token = result.chain === null ? null : followChain(presented, result.chain)
     return { status: 'ok', token, expiresAt: result.expiresAt }
   }
 
-  /** Moves a session to another sandbox (or the same one, for a plain regenerate): every old token dies. */
-  async migrateById (sid: string, options: MigrateOptions): Promise<string | null> {
+  /**
+   * Moves a session to another sandbox (or the same one, for a plain regenerate) with a new token; every
+   * earlier token stops working at once. Null when the session is gone, in another sandbox, or was
+   * already moved by a concurrent request with the same token (exactly one of them succeeds).
+   */
+  async migrateById (id: string, presented: PresentedToken, options: MigrateOptions): Promise<string | null> {
     checkSandbox(options.from, 'from')
     checkSandbox(options.to, 'to')
     const data = options.data === undefined ? null : encodeData(options.data)
     const idleTtl = options.ttl === undefined ? this.ttlOf(options.to) : this.#checkTtl(options.ttl, 'ttl')
     const userId = checkUserId(options.userId)
-    const token = generateToken()
+    const token = sessionTokenOf(presented.locator, generateToken())
+    const now = this.now()
     const moved = await this.#call(async () => await this.store.migrate({
-      sid, from: options.from, to: options.to, newKey: tokenKey(token), data, idleTtl, now: this.now(), ...(userId === undefined ? {} : { userId })
+      id,
+      tokenKey: presented.key,
+      from: options.from,
+      to: options.to,
+      newKey: secretKeyOf(token),
+      retiredUntil: now + this.unseenWindow,
+      data,
+      idleTtl,
+      now,
+      ...(userId === undefined ? {} : { userId })
     }))
     if (!moved) return null
-    this.emit('migrated', { sid, from: options.from, to: options.to })
+    this.emit('migrated', { id: publicIdOf(id), from: options.from, to: options.to })
     return token
   }
 
-  async destroyById (sid: string, sandbox: string): Promise<boolean> {
-    const destroyed = await this.#call(async () => await this.store.destroy(sid))
-    if (destroyed) this.emit('destroyed', { sid, sandbox })
+  async destroyById (id: string, sandbox: string): Promise<boolean> {
+    const destroyed = await this.#call(async () => await this.store.destroy(id))
+    if (destroyed) this.emit('destroyed', { id: publicIdOf(id), sandbox })
     return destroyed
   }
 
   /** Resolves a token for a caller outside the request cycle (a WebSocket upgrade, a job). */
   async resolveSession (token: unknown, options: ResolveSessionOptions = {}): Promise<ResolvedSession | null> {
     const sandbox = checkSandbox(options.sandbox ?? this.defaultSandbox, 'sandbox')
-    const grace = options.gracePeriod === undefined ? this.gracePeriod : parseDuration(options.gracePeriod, 'gracePeriod')
-    const opened = await this.open(token, sandbox)
+    const grace = options.gracePeriod === undefined ? this.gracePeriod : checkGrace(options.gracePeriod, 'gracePeriod')
+    const opened = await this.open(token, sandbox, grace)
     if (opened.status !== 'live' && opened.status !== 'grace') return null
     const { session } = opened
     let current = opened.token
     let expiresAt = Math.min(session.lastSeenAt + session.idleTtl, session.absoluteExpiresAt)
     if (options.rotate === true && opened.status === 'live') {
-      const committed = await this.commit({ sid: session.sid, sandbox, presentedKey: opened.presentedKey, presentedToken: token as string }, null, { gracePeriod: grace })
+      const committed = await this.commit({ id: session.id, sandbox, presented: opened.presented }, null, true)
       if (committed.status === 'gone') return null
       current = committed.token
       expiresAt = committed.expiresAt
     }
     if (current === null) return null
     const resolved: ResolvedSession = {
-      id: session.sid,
+      id: publicIdOf(session.id),
       sandbox: session.sandbox,
       data: decodeData(session.data),
       createdAt: session.createdAt,
@@ -299,14 +357,14 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     checkSandbox(options.from, 'from')
     const opened = await this.open(token, options.from)
     if (opened.status !== 'live' && opened.status !== 'grace') return null
-    return await this.migrateById(opened.session.sid, options)
+    return await this.migrateById(opened.session.id, opened.presented, options)
   }
 
   /** Ends the session of `token`, in whichever sandbox it is. */
   async destroySession (token: unknown): Promise<boolean> {
     const opened = await this.open(token)
     if (opened.status !== 'live' && opened.status !== 'grace') return false
-    return await this.destroyById(opened.session.sid, opened.session.sandbox)
+    return await this.destroyById(opened.session.id, opened.session.sandbox)
   }
 
   /** Counts a hit on `key` in a fixed window (rate limits, attempt counters); store failures are 503s. */
@@ -318,17 +376,27 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     await this.#call(async () => { await this.store.resetCounter(key) })
   }
 
-  /** Ends every session of a user ("log out everywhere"), optionally but one (the current). */
+  /** Ends every session of a user ("log out everywhere"), optionally but one (`except`: its public id). */
   async revokeUser (userId: string, options: { except?: string } = {}): Promise<number> {
     checkUserId(userId)
-    const count = await this.#call(async () => await this.store.revokeUser(userId, this.now(), options.except))
+    let exceptId: string | undefined
+    if (options.except !== undefined) {
+      // The public id is one-way; the record it names is found among the user's own sessions.
+      const sessions = await this.#call(async () => await this.store.listUser(userId, this.now()))
+      exceptId = sessions.find((session) => publicIdOf(session.id) === options.except)?.id
+    }
+    const count = await this.#call(async () => await this.store.revokeUser(userId, this.now(), exceptId))
     this.emit('revoked', { userId, count })
     return count
   }
 
-  async listUserSessions (userId: string): Promise<SessionInfo[]> {
+  /** The live sessions of a user, oldest first, named by their public ids. */
+  async listUserSessions (userId: string): Promise<UserSessionInfo[]> {
     checkUserId(userId)
-    return await this.#call(async () => await this.store.listUser(userId, this.now()))
+    const sessions = await this.#call(async () => await this.store.listUser(userId, this.now()))
+    return sessions
+      .sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1))
+      .map((session) => ({ ...session, id: publicIdOf(session.id) }))
   }
 
   async close (): Promise<void> {
@@ -352,12 +420,19 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
   }
 }
 
+function checkGrace (value: Duration, option: string): number {
+  const ms = parseDuration(value, option)
+  if (ms > 60_000) throw badOption(option, 'must be at most 1 minute: grace is for requests in flight, not for keeping old tokens alive')
+  return ms
+}
+
 /** Opens the grace boxes one after another, from the presented token to the current one. */
-function followChain (token: string, chain: string[]): string | null {
-  let current: string | null = token
+function followChain (presented: ParsedToken, chain: string[]): string | null {
+  let current = presented.token
   for (const box of chain) {
-    current = openAsTokenHolder(current, box)
-    if (current === null) return null
+    const secret = openAsTokenHolder(current, box)
+    if (secret === null) return null
+    current = sessionTokenOf(presented.locator, secret)
   }
   return current
 }

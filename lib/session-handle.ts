@@ -1,9 +1,9 @@
 import type { Duration } from './duration.js'
-import type { XemsEngine } from './engine.js'
+import type { PresentedToken, XemsEngine } from './engine.js'
 import { XemsError } from './errors.js'
 import { decodeData, diffData, encodeData } from './session-data.js'
+import { parseSessionToken, publicIdOf, secretKeyOf } from './session-token.js'
 import type { EncodedData, StoredSession } from './store/contract.js'
-import { tokenKey } from './token.js'
 
 /** What the end of a request must do with the client's token. */
 export type Outcome =
@@ -13,7 +13,6 @@ export type Outcome =
 
 export interface FinishOptions {
   rotate: boolean
-  gracePeriod: number
 }
 
 export interface SessionMigrateOptions {
@@ -26,7 +25,7 @@ export interface SessionMigrateOptions {
 type Mode =
   /** Resolved by the session's current token: rotates at the end of the request. */
   | 'live'
-  /** Resolved by a rotated token within its grace: answered with the current token, no new rotation. */
+  /** Resolved by a rotated token within its window: answered with the current token, no new rotation. */
   | 'grace'
   /** A token issued during this request (new session, regenerate, migrate): sent as is. */
   | 'issued'
@@ -43,7 +42,7 @@ type Mode =
  * when changed, plus regenerate / destroy / migrate. Framework-free; the plugin calls `finish`.
  */
 export class XemsSession<Data = Record<string, unknown>> {
-  /** The session's stable id. Not a credential: it opens nothing. */
+  /** The session's public id, stable for its whole life: for logs and device lists. It opens nothing. */
   readonly id: string
   sandbox: string
   data: Data
@@ -55,17 +54,19 @@ export class XemsSession<Data = Record<string, unknown>> {
   readonly absoluteExpiresAt: number
 
   readonly #engine: XemsEngine
+  /** The store's name of the session (never shown: with it, logs could aim at a session's record). */
+  readonly #recordId: string
   #original: EncodedData
   #mode: Mode
-  #presentedToken: string
-  #presentedKey: string
+  #presented: PresentedToken
   /** The token the client must hold from now on, when known. */
   #token: string | null
   #touched = false
 
-  constructor (engine: XemsEngine, stored: StoredSession, mode: 'live' | 'grace' | 'issued', presentedToken: string, currentToken: string | null, presentedKey = tokenKey(presentedToken)) {
+  constructor (engine: XemsEngine, stored: StoredSession, mode: 'live' | 'grace' | 'issued', presented: PresentedToken, currentToken: string | null) {
     this.#engine = engine
-    this.id = stored.sid
+    this.#recordId = stored.id
+    this.id = publicIdOf(stored.id)
     this.sandbox = stored.sandbox
     this.data = decodeData(stored.data) as Data
     if (stored.userId !== undefined) this.userId = stored.userId
@@ -74,8 +75,7 @@ export class XemsSession<Data = Record<string, unknown>> {
     this.expiresAt = Math.min(stored.lastSeenAt + stored.idleTtl, stored.absoluteExpiresAt)
     this.#original = stored.data
     this.#mode = mode
-    this.#presentedToken = presentedToken
-    this.#presentedKey = presentedKey
+    this.#presented = presented
     this.#token = currentToken
   }
 
@@ -99,12 +99,12 @@ export class XemsSession<Data = Record<string, unknown>> {
 
   /**
    * Moves the session to another sandbox (pending → active after MFA) with a new token; every earlier
-   * token dies at once. Concurrent migrations of one session: exactly one succeeds; the others get
-   * FST_XEMS_NO_SESSION (401).
+   * token stops working at once. Concurrent migrations or regenerations of one session: exactly one
+   * succeeds; the others get FST_XEMS_NO_SESSION (401), and no response carries a token that died.
    */
   async migrate (to: string, options: SessionMigrateOptions = {}): Promise<void> {
     this.#assertUsable()
-    const token = await this.#engine.migrateById(this.id, { from: this.sandbox, to, ...options })
+    const token = await this.#engine.migrateById(this.#recordId, this.#presented, { from: this.sandbox, to, ...options })
     if (token === null) {
       this.#mode = 'lost'
       throw new XemsError('FST_XEMS_NO_SESSION', 'fastify-xems: the session ended or was already moved', 401)
@@ -117,8 +117,7 @@ export class XemsSession<Data = Record<string, unknown>> {
     if (options.userId !== undefined) this.userId = options.userId
     this.sandbox = to
     this.#mode = 'issued'
-    this.#presentedToken = token
-    this.#presentedKey = tokenKey(token)
+    this.#presented = presentedOf(token)
     this.#token = token
   }
 
@@ -126,7 +125,7 @@ export class XemsSession<Data = Record<string, unknown>> {
   async destroy (): Promise<void> {
     if (this.#mode === 'destroyed') return
     this.#mode = 'destroyed'
-    await this.#engine.destroyById(this.id, this.sandbox)
+    await this.#engine.destroyById(this.#recordId, this.sandbox)
   }
 
   /** Ends the request: commits changed data and rotates in one store step, and says what to send. */
@@ -140,22 +139,25 @@ export class XemsSession<Data = Record<string, unknown>> {
         ? { action: 'keep' }
         : { action: 'set', token: this.#token, absoluteExpiresAt: this.absoluteExpiresAt }
     }
-    const committed = await this.#engine.commit(
-      { sid: this.id, sandbox: this.sandbox, presentedKey: this.#presentedKey, presentedToken: this.#presentedToken },
-      patch,
-      rotate ? { gracePeriod: options.gracePeriod } : null
-    )
+    const committed = await this.#engine.commit({ id: this.#recordId, sandbox: this.sandbox, presented: this.#presented }, patch, rotate)
     if (committed.status === 'gone') {
       this.#mode = 'lost'
       return { action: 'keep' }
     }
     this.expiresAt = committed.expiresAt
     const token = committed.token ?? (this.#mode === 'live' ? null : this.#token)
-    if (token === null || (token === this.#presentedToken && this.#mode === 'live')) return { action: 'keep' }
+    if (token === null || (token === this.#presented.token && this.#mode === 'live')) return { action: 'keep' }
     return { action: 'set', token, absoluteExpiresAt: this.absoluteExpiresAt }
   }
 
   #assertUsable (): void {
     if (this.destroyed) throw new XemsError('FST_XEMS_NO_SESSION', 'fastify-xems: the session has ended', 401)
   }
+}
+
+/** A token this process just issued, in the shape the engine takes a presented one. */
+export function presentedOf (token: string): PresentedToken {
+  const parsed = parseSessionToken(token)
+  if (parsed === null) throw new TypeError('presentedOf: not a session token')
+  return { ...parsed, key: secretKeyOf(token) }
 }

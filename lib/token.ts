@@ -16,7 +16,8 @@ const POOL_BYTES = 4096
 const pool = Buffer.alloc(POOL_BYTES)
 let poolOffset = POOL_BYTES
 
-function randomBase64url (bytes: number): string {
+/** `bytes` CSPRNG bytes as base64url (without padding). */
+export function randomBase64url (bytes: number): string {
   if (poolOffset + bytes > POOL_BYTES) {
     randomFillSync(pool)
     poolOffset = 0

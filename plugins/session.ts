@@ -4,7 +4,7 @@ import fp from 'fastify-plugin'
 import { parsePositiveDuration, type Duration } from '../lib/duration.js'
 import { XemsEngine, type EngineOptions } from '../lib/engine.js'
 import { badOption, isXemsError, XemsError } from '../lib/errors.js'
-import { XemsSession, type Outcome } from '../lib/session-handle.js'
+import { presentedOf, XemsSession, type Outcome } from '../lib/session-handle.js'
 import { createSessionGuard } from './guard.js'
 import { StoreOutage } from './store-outage.js'
 
@@ -229,10 +229,10 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
     outage.succeeded()
     if (opened.status === 'reused') {
       state.clear = true
-      request.log.warn({ xems: 'token-reuse', sid: opened.sid, sandbox: opened.sandbox, userId: opened.userId, revoked: opened.revoked }, 'xems: a rotated token was replayed after its grace period')
+      request.log.warn({ xems: 'token-reuse', id: opened.id, sandbox: opened.sandbox, userId: opened.userId, revoked: opened.revoked }, 'xems: an earlier token of a session was replayed after its window (theft signal)')
       throw new XemsError('FST_XEMS_TOKEN_REUSED', 'This session token was already replaced: sign in again', 401)
     } else if (opened.status !== 'none') {
-      request.session = new XemsSession(engine, opened.session, opened.status, presented, opened.token, opened.presentedKey)
+      request.session = new XemsSession(engine, opened.session, opened.status, opened.presented, opened.token)
     }
   })
 
@@ -243,10 +243,12 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
     let outcome: Outcome = state.clear ? { action: 'clear' } : { action: 'keep' }
     if (request.session !== null) {
       try {
-        outcome = await request.session.finish({ rotate: autoRotation, gracePeriod: engine.gracePeriod })
+        outcome = await request.session.finish({ rotate: autoRotation })
       } catch (err) {
         if (!outage.failed(err)) throw err
-        // Nothing was saved and no new token was issued: the client keeps its token, which stays valid.
+        // The store did not confirm: the commit may still run (a timeout, a stall). Either way the client's
+        // token stays valid: a rotation it never learnt of leaves that token working until the new one
+        // is presented (the unseen window), and it is then answered with the new one.
         reply.code(503).header('retry-after', '1').type('application/json; charset=utf-8')
         return unavailable(err)
       }
@@ -286,7 +288,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
       ...(link.userId === undefined ? {} : { userId: link.userId }),
       ...(link.ttl === undefined ? {} : { ttl: link.ttl })
     })
-    request.session = new XemsSession(engine, session, 'issued', token, token)
+    request.session = new XemsSession(engine, session, 'issued', presentedOf(token), token)
     return token
   }
 

@@ -1,7 +1,12 @@
 /**
  * The contract every session store fulfils. Operations are at session level so that each one is a
- * single atomic step (one Lua script on Redis, one synchronous section in memory). Stores never see a
- * token: only token keys (SHA-256 of a token) and grace boxes that only the old token's holder can open.
+ * single atomic step (one Lua script on Redis, one synchronous section in memory). One record per
+ * session: a session is filed under its record id (see lib/session-token.ts), and everything the store
+ * knows about its tokens lives in that record, in O(1) space however often it rotates.
+ *
+ * Stores never see a token or a locator: only record ids, token keys (SHA-256 of a token) and grace
+ * boxes that only the holder of the token they were sealed for can open. The rotation rules themselves
+ * are in lib/store/rotation.ts; a store applies them atomically to its record.
  *
  * Times are milliseconds since the epoch, passed in by the engine (one clock for the whole request).
  * Session data travels as a map from top-level key to its JSON text, so that a commit can apply the
@@ -9,10 +14,11 @@
  */
 
 /**
- * How many rotated tokens of a session are remembered to recognise their replay (a theft signal).
- * Older ones are forgotten: replayed, they are simply unknown ("no session"), never accepted.
+ * At most this many rotated tokens of a session are still within their window at once. It bounds the
+ * record, not the theft signal: when it is full, the session simply does not rotate until one expires,
+ * and every earlier token, remembered or not, is the theft signal once its window has passed.
  */
-export const ROTATED_TOKENS_KEPT = 16
+export const MAX_PAST_TOKENS = 8
 
 /** Top-level key → JSON text of its value. */
 export type EncodedData = Record<string, string>
@@ -20,7 +26,8 @@ export type EncodedData = Record<string, string>
 export type DataPatch = Record<string, string | null>
 
 export interface StoredSession {
-  sid: string
+  /** The record id (never the locator; see lib/session-token.ts). */
+  id: string
   sandbox: string
   userId?: string
   data: EncodedData
@@ -33,7 +40,8 @@ export interface StoredSession {
 }
 
 export interface SessionInfo {
-  sid: string
+  /** The record id. The engine turns it into the public id before anything leaves it. */
+  id: string
   sandbox: string
   userId?: string
   createdAt: number
@@ -43,7 +51,7 @@ export interface SessionInfo {
 }
 
 export interface CreateInput {
-  sid: string
+  id: string
   sandbox: string
   tokenKey: string
   data: EncodedData
@@ -54,36 +62,47 @@ export interface CreateInput {
 }
 
 export interface ResolveInput {
+  id: string
+  /** The key of the presented token. */
   tokenKey: string
   /** Only a session of this sandbox resolves; undefined: any sandbox. */
   sandbox?: string
   now: number
-  /** A rotated token replayed after its grace: revoke the whole session in the same step. */
+  /**
+   * How long the session's previous token keeps working once this, its successor, has been presented
+   * for the first time (set in the same step).
+   */
+  gracePeriod: number
+  /** A theft signal revokes the whole session in the same step. */
   revokeOnReuse: boolean
 }
 
 export type ResolveResult =
+  /** No such session, another sandbox, or a token retired by a migration within its window. */
   | { status: 'none' }
   /** The token is the session's current one. The session's lastSeenAt is now `now`. */
   | { status: 'live', session: StoredSession }
   /**
-   * The token was rotated less than its grace period ago. `chain` holds the grace boxes from the
-   * presented token to the current one: the first opens with the presented token and yields the next.
+   * A rotated token within its window. `chain` holds the grace boxes from the presented token to the
+   * current one: the first opens with the presented token and yields the next.
    */
   | { status: 'grace', session: StoredSession, chain: string[] }
-  /** A rotated token after its grace: a theft signal. */
-  | { status: 'reused', sid: string, sandbox: string, userId?: string, revoked: boolean }
+  /** Any other token of the session: an earlier one replayed after its window, the theft signal. */
+  | { status: 'reused', id: string, sandbox: string, userId?: string, revoked: boolean }
 
 export interface RotateInput {
   newKey: string
-  /** The new token sealed for the holder of the presented token (see sealForTokenHolder). */
+  /** The new token's secret sealed for the holder of the presented token (see sealForTokenHolder). */
   box: string
-  /** Until when the presented token still resolves; `now` or earlier for none. */
-  graceUntil: number
+  /**
+   * How long the presented token keeps working while nobody has presented the new one (a lost
+   * response, a backlog, a stalled commit). Once the new one is presented, the grace period applies.
+   */
+  unseenWindow: number
 }
 
 export interface CommitInput {
-  sid: string
+  id: string
   /** The token key the request presented. */
   tokenKey: string
   patch: DataPatch | null
@@ -94,16 +113,24 @@ export interface CommitInput {
 
 export type CommitResult =
   | { status: 'gone' }
-  /** rotated: the presented key was current and is now rotated. Otherwise `chain` leads from it to the current token. */
+  /** The presented key was current and is now rotated. */
   | { status: 'ok', rotated: true, expiresAt: number }
+  /**
+   * Not rotated. `chain` leads from the presented token to the current one ([] when it is the current
+   * one), or is null when the presented token can no longer lead there (retired by a migration).
+   */
   | { status: 'ok', rotated: false, chain: string[] | null, expiresAt: number }
 
 export interface MigrateInput {
-  sid: string
+  id: string
+  /** The token key the request presented: only a current or rotated token of the session may migrate it. */
+  tokenKey: string
   from: string
   to: string
-  /** The token key of the migrated session; every earlier token of it dies. */
+  /** The token key of the migrated session. */
   newKey: string
+  /** Until when the session's earlier tokens answer "no session" instead of being the theft signal. */
+  retiredUntil: number
   /** Replaces all data when given. */
   data: EncodedData | null
   idleTtl: number
@@ -120,12 +147,16 @@ export interface SessionStore {
   create: (input: CreateInput) => Promise<void>
   resolve: (input: ResolveInput) => Promise<ResolveResult>
   commit: (input: CommitInput) => Promise<CommitResult>
-  /** Moves a session of sandbox `from` to sandbox `to`. False when no such live session is there. */
+  /**
+   * Moves a session of sandbox `from` to sandbox `to` with a new token; every earlier token stops
+   * working at once. False when there is no such live session, or the presented token no longer may
+   * (of concurrent migrations, exactly one succeeds).
+   */
   migrate: (input: MigrateInput) => Promise<boolean>
   /** Ends a session and every token of it. False when there was none. */
-  destroy: (sid: string) => Promise<boolean>
-  /** Ends every session of a user (but `exceptSid`); returns how many ended. */
-  revokeUser: (userId: string, now: number, exceptSid?: string) => Promise<number>
+  destroy: (id: string) => Promise<boolean>
+  /** Ends every session of a user (but `exceptId`); returns how many ended. */
+  revokeUser: (userId: string, now: number, exceptId?: string) => Promise<number>
   listUser: (userId: string, now: number) => Promise<SessionInfo[]>
   kvGet: (sandbox: string, key: string, now: number) => Promise<string | null>
   kvSet: (sandbox: string, key: string, value: string, ttl: number, now: number) => Promise<void>

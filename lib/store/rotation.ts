@@ -1,0 +1,128 @@
+import { MAX_PAST_TOKENS } from './contract.js'
+
+/**
+ * The rotation rules, as one small state per session that a store keeps in the session's record and
+ * changes atomically. MemoryStore runs these functions; RedisStore runs the same rules in Lua
+ * (redis-scripts.ts), and the conformance suite holds every store to them.
+ *
+ * A session has one current token and at most MAX_PAST_TOKENS earlier ones that still work, each until
+ * its own deadline `until`:
+ * - A rotated token works while nobody has presented its successor, for the unseen window (a lost
+ *   response, a backlog, a commit whose answer never arrived); it is answered with the current token.
+ * - The first time the successor is presented, the rotated token's deadline becomes that moment plus
+ *   the grace period (requests still in flight).
+ * - A token retired by a migration (regenerate, pending → active) answers "no session" until its
+ *   deadline: it never reaches the migrated session.
+ * - Any other token of the session, remembered or not, however many rotations ago, is the theft signal.
+ */
+export interface PastToken {
+  key: string
+  /** Opens with this token to the next one; null for a token retired by a migration. */
+  box: string | null
+  until: number
+}
+
+export interface RotationState {
+  /** The current token's key. */
+  cur: string
+  /** Whether the current token has been presented since it was issued. */
+  seen: boolean
+  /** Oldest first. Treat as immutable: every change assigns a new array. */
+  past: readonly PastToken[]
+}
+
+export type TokenMatch =
+  | { kind: 'current' }
+  /** A rotated token within its deadline; `chain` opens from it to the current token. */
+  | { kind: 'rotated', chain: string[] }
+  /** Retired by a migration, within its deadline. */
+  | { kind: 'retired' }
+  /** Anything else: the theft signal. */
+  | { kind: 'reused' }
+
+/** Shared by every session with no earlier token (most of them): one array less per session. */
+export const NO_PAST: readonly PastToken[] = Object.freeze([])
+
+export function newRotationState (key: string): RotationState {
+  return { cur: key, seen: false, past: NO_PAST }
+}
+
+/** What the presented token `key` is to the session at `now`. */
+export function matchToken (state: RotationState, key: string, now: number): TokenMatch {
+  if (key === state.cur) return { kind: 'current' }
+  const past = state.past
+  for (let i = past.length - 1; i >= 0; i--) {
+    const entry = past[i]!
+    if (entry.key !== key) continue
+    if (entry.until <= now) return { kind: 'reused' }
+    if (entry.box === null) return { kind: 'retired' }
+    return { kind: 'rotated', chain: chainFrom(past, i) }
+  }
+  return { kind: 'reused' }
+}
+
+/**
+ * The grace boxes from past[i] to the current token; for a rotated token outside its deadline too
+ * (a request that was admitted in time and commits late still learns the current token). Null when
+ * the key is retired or unknown.
+ */
+export function chainOf (state: RotationState, key: string): string[] | null {
+  if (key === state.cur) return []
+  const i = state.past.findIndex((entry) => entry.key === key)
+  if (i === -1 || state.past[i]!.box === null) return null
+  return chainFrom(state.past, i)
+}
+
+function chainFrom (past: readonly PastToken[], i: number): string[] {
+  const chain: string[] = []
+  for (let j = i; j < past.length; j++) chain.push(past[j]!.box!)
+  return chain
+}
+
+/**
+ * The current token was presented: the first time, its predecessor gets the grace period from now on.
+ * True when the state changed.
+ */
+export function markPresented (state: RotationState, now: number, gracePeriod: number): boolean {
+  if (state.seen) return false
+  state.seen = true
+  const last = state.past[state.past.length - 1]
+  if (last !== undefined && last.box !== null) {
+    const until = Math.min(last.until, now + gracePeriod)
+    state.past = [...state.past.slice(0, -1), { key: last.key, box: last.box, until }]
+  }
+  return true
+}
+
+/** Drops earlier tokens past their deadline (replayed, they are the theft signal all the same). */
+function pruned (past: readonly PastToken[], now: number): PastToken[] {
+  return past.filter((entry) => entry.until > now)
+}
+
+/**
+ * Rotates the current token to `newKey`; false (nothing changed) when MAX_PAST_TOKENS earlier tokens are
+ * still within their deadlines, so none of them is cut short.
+ */
+export function rotate (state: RotationState, newKey: string, box: string, now: number, unseenWindow: number): boolean {
+  const past = pruned(state.past, now)
+  if (past.length >= MAX_PAST_TOKENS) return false
+  past.push({ key: state.cur, box, until: now + unseenWindow })
+  state.past = past
+  state.cur = newKey
+  state.seen = false
+  return true
+}
+
+/** May a request that presented `key` migrate the session? Only with the current or a rotated token. */
+export function mayMigrate (state: RotationState, key: string): boolean {
+  return key === state.cur || state.past.some((entry) => entry.key === key && entry.box !== null)
+}
+
+/** A migration: a new current token, and every token still working retired until `retiredUntil`. */
+export function retireAll (state: RotationState, newKey: string, now: number, retiredUntil: number): void {
+  const retired: PastToken[] = [{ key: state.cur, box: null, until: retiredUntil }]
+  for (const entry of state.past) if (entry.until > now) retired.push({ key: entry.key, box: null, until: retiredUntil })
+  state.past = retired.slice(-MAX_PAST_TOKENS)
+  state.cur = newKey
+  state.seen = false
+}
