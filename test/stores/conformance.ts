@@ -174,8 +174,10 @@ export function runStoreConformance (t: Test, makeStore: () => Promise<StoreUnde
     const next = newKey()
     t.same(await commit({ id, tokenKey: key, patch: null, rotate: next, window: 5000, now: t0 }), { status: 'ok', rotated: true, expiresAt: t0 + HOUR })
     t.equal((await resolve(id, key, t0 + 4999)).status, 'grace')
-    t.equal((await resolve(id, key, t0 + 5000, { revoke: false })).status, 'reused', 'past the window')
-    t.equal((await resolve(id, next, t0 + 5001)).status, 'live', 'the current token is untouched by a rejected replay')
+    t.same(await resolve(id, key, t0 + 5000), { status: 'none' }, 'past the window: no session, but no theft signal (nobody used the session since)')
+    t.equal((await resolve(id, next, t0 + 5001)).status, 'live', 'the current token is untouched')
+    t.same(await resolve(id, key, t0 + 5002, { revoke: false }), { status: 'reused', id, sandbox: 'auth-active', revoked: false },
+      'once the successor was presented, the old token is the theft signal')
   })
 
   t.test('reuse is recognised whatever sandbox the caller asks for', async (t) => {
