@@ -3,7 +3,7 @@ import { parseSecret } from '../cipher.js'
 import { parsePositiveDuration, type Duration } from '../duration.js'
 import { badOption, XemsError } from '../errors.js'
 import type {
-  CommitInput, CommitResult, CounterResult, CreateInput, MigrateInput,
+  CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, MigrateInput,
   ResolveInput, ResolveResult, SessionInfo, SessionStore, StoredSession
 } from './contract.js'
 import { chainOf, markPresented, matchToken, mayMigrate, NO_PAST, retireAll, rotate, type RotationState } from './rotation.js'
@@ -65,8 +65,35 @@ export interface MemoryStoreOptions {
 
 const DEFAULT_COMPACT_AFTER = 8 * 1024 * 1024
 
-/** One record per session: its fields and its rotation state (lib/store/rotation.ts), nothing else. */
-interface MemorySession extends StoredSession, RotationState {}
+/**
+ * One record per session: its fields and its rotation state (lib/store/rotation.ts), nothing else. Times
+ * other than createdAt are kept as offsets from it: small integers, which V8 stores in the object itself,
+ * where a timestamp would be a 16-byte heap number of its own (a million sessions: 32 MB).
+ */
+interface MemorySession extends RotationState {
+  id: string
+  sandbox: string
+  userId?: string
+  data: EncodedData
+  createdAt: number
+  /** lastSeenAt − createdAt. */
+  seenOffset: number
+  idleTtl: number
+  /** absoluteExpiresAt − createdAt. */
+  lifeSpan: number
+}
+
+function lastSeenOf (session: MemorySession): number {
+  return session.createdAt + session.seenOffset
+}
+
+function absoluteOf (session: MemorySession): number {
+  return session.createdAt + session.lifeSpan
+}
+
+function seen (session: MemorySession, now: number): void {
+  session.seenOffset = now - session.createdAt
+}
 
 interface TimedValue {
   value: string
@@ -84,8 +111,8 @@ const NONE: ResolveResult = Object.freeze({ status: 'none' })
 const Change = { Touch: 0, Presented: 1, Core: 2 } as const
 type Change = typeof Change[keyof typeof Change]
 
-function sessionExpiresAt (session: StoredSession): number {
-  return Math.min(session.lastSeenAt + session.idleTtl, session.absoluteExpiresAt)
+function sessionExpiresAt (session: MemorySession): number {
+  return session.createdAt + Math.min(session.seenOffset + session.idleTtl, session.lifeSpan)
 }
 
 /**
@@ -196,9 +223,9 @@ export class MemoryStore implements SessionStore {
       sandbox: input.sandbox,
       data: flatData(input.data),
       createdAt: input.now,
-      lastSeenAt: input.now,
+      seenOffset: 0,
       idleTtl: input.idleTtl,
-      absoluteExpiresAt: input.absoluteExpiresAt,
+      lifeSpan: input.absoluteExpiresAt - input.now,
       cur: input.tokenKey,
       seen: false,
       past: NO_PAST
@@ -229,7 +256,7 @@ export class MemoryStore implements SessionStore {
       return reused
     }
     if (match.kind === 'retired' || (input.sandbox !== undefined && session.sandbox !== input.sandbox)) return NONE
-    session.lastSeenAt = input.now
+    seen(session, input.now)
     if (match.kind === 'current') {
       if (markPresented(session, input.now, input.gracePeriod)) this.#presented(session.id)
       else this.#touched(session.id)
@@ -255,7 +282,7 @@ export class MemoryStore implements SessionStore {
         this.#dataChanged(session.id, key)
       }
     }
-    session.lastSeenAt = input.now
+    seen(session, input.now)
     if (input.rotate !== null && session.cur === input.tokenKey &&
       rotate(session, input.rotate.newKey, input.rotate.box, input.now, input.rotate.unseenWindow)) {
       this.#coreChanged(session.id)
@@ -277,7 +304,7 @@ export class MemoryStore implements SessionStore {
     retireAll(session, input.newKey, input.now, input.retiredUntil)
     session.sandbox = input.to
     session.idleTtl = input.idleTtl
-    session.lastSeenAt = input.now
+    seen(session, input.now)
     if (input.data !== null) {
       session.data = flatData(input.data)
       this.#dataChanged(session.id, null)
@@ -337,7 +364,7 @@ export class MemoryStore implements SessionStore {
         sandbox: session.sandbox,
         userId,
         createdAt: session.createdAt,
-        lastSeenAt: session.lastSeenAt,
+        lastSeenAt: lastSeenOf(session),
         expiresAt: sessionExpiresAt(session)
       })
     }
@@ -518,7 +545,7 @@ export class MemoryStore implements SessionStore {
     for (const [id, change] of this.#dirtySessions) {
       const session = this.#sessions.get(id)
       if (session === undefined) entries.push(encodeSessionRemoved(id))
-      else if (change === Change.Touch) entries.push(encodeTouch(id, session.lastSeenAt))
+      else if (change === Change.Touch) entries.push(encodeTouch(id, lastSeenOf(session)))
       else entries.push(encodeCore(coreOf(session)))
       durable ||= change === Change.Core || session === undefined
     }
@@ -556,9 +583,9 @@ export class MemoryStore implements SessionStore {
             sandbox: core.sandbox,
             data: {},
             createdAt: core.createdAt,
-            lastSeenAt: core.lastSeenAt,
+            seenOffset: core.lastSeenAt - core.createdAt,
             idleTtl: core.idleTtl,
-            absoluteExpiresAt: core.absoluteExpiresAt,
+            lifeSpan: core.absoluteExpiresAt - core.createdAt,
             cur: core.cur,
             seen: core.seen,
             past: core.past.length === 0 ? NO_PAST : core.past
@@ -572,9 +599,9 @@ export class MemoryStore implements SessionStore {
         }
         session.sandbox = core.sandbox
         session.createdAt = core.createdAt
-        session.lastSeenAt = core.lastSeenAt
+        session.seenOffset = core.lastSeenAt - core.createdAt
         session.idleTtl = core.idleTtl
-        session.absoluteExpiresAt = core.absoluteExpiresAt
+        session.lifeSpan = core.absoluteExpiresAt - core.createdAt
         session.cur = core.cur
         session.seen = core.seen
         session.past = core.past.length === 0 ? NO_PAST : core.past
@@ -590,7 +617,7 @@ export class MemoryStore implements SessionStore {
       }
       case 'T': {
         const session = this.#sessions.get(entry.id)
-        if (session !== undefined) session.lastSeenAt = entry.lastSeenAt
+        if (session !== undefined) seen(session, entry.lastSeenAt)
         break
       }
       case 'D': {
@@ -724,10 +751,13 @@ function flat (text: string): string {
   return text
 }
 
+/**
+ * A session's data as it is kept: JSON.parse makes an object with exactly as many in-object slots as it
+ * has keys (a literal `{}` reserves four) and flat strings; `__proto__` stays an own key, as JSON.parse
+ * defines every key as an own data property.
+ */
 function flatData (data: Record<string, string>): Record<string, string> {
-  const copy: Record<string, string> = {}
-  for (const key of Object.keys(data)) setDataKey(copy, key, data[key]!)
-  return copy
+  return JSON.parse(JSON.stringify(data)) as Record<string, string>
 }
 
 function valueKey (sandbox: string, key: string): string {
@@ -740,9 +770,9 @@ function coreOf (session: MemorySession): SessionCore {
     sandbox: session.sandbox,
     userId: session.userId ?? null,
     createdAt: session.createdAt,
-    lastSeenAt: session.lastSeenAt,
+    lastSeenAt: lastSeenOf(session),
     idleTtl: session.idleTtl,
-    absoluteExpiresAt: session.absoluteExpiresAt,
+    absoluteExpiresAt: absoluteOf(session),
     cur: session.cur,
     seen: session.seen,
     past: session.past
@@ -755,9 +785,9 @@ function snapshot (session: MemorySession): StoredSession {
     sandbox: session.sandbox,
     data: { ...session.data },
     createdAt: session.createdAt,
-    lastSeenAt: session.lastSeenAt,
+    lastSeenAt: lastSeenOf(session),
     idleTtl: session.idleTtl,
-    absoluteExpiresAt: session.absoluteExpiresAt
+    absoluteExpiresAt: absoluteOf(session)
   }
   if (session.userId !== undefined) copy.userId = session.userId
   return copy
