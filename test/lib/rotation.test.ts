@@ -228,14 +228,14 @@ t.test('an older token with a longer grace than its successor keeps a whole chai
 
 t.test('the same through the engine: a token within a longer grace resolves to the current token', async (t) => {
   const clock = { now: Date.now() }
-  const engine = new XemsEngine({ store: new MemoryStore(), clock: () => clock.now, onReuse: 'reject' })
+  const engine = new XemsEngine({ store: new MemoryStore(), clock: () => clock.now, gracePeriod: '2s', onReuse: 'reject' })
   t.teardown(async () => { await engine.close() })
   const t0 = await engine.createSession('auth-active', { n: 1 })
   const t1 = (await engine.resolveSession(t0, { rotate: true }))!.token
   clock.now += 10
   const t2 = (await engine.resolveSession(t1, { rotate: true, gracePeriod: '60s' }))!.token // t0 now has a minute
   clock.now += 10
-  const t3 = (await engine.resolveSession(t2, { rotate: true }))!.token // t1 has the default 2 s
+  const t3 = (await engine.resolveSession(t2, { rotate: true }))!.token // t1 has the engine's 2 s
   clock.now += 3000
   const t4 = (await engine.resolveSession(t3, { rotate: true }))!.token
   t.equal(await engine.resolveSession(t1), null, 't1 is past its grace')
