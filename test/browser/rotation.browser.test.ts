@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
 import t, { type Test } from 'tap'
-import { xemsSession } from '../../index.js'
+import { xemsSession, type Duration } from '../../index.js'
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const SLOW_MS = 1500
@@ -124,7 +124,7 @@ interface TestApp {
   describe: (hit: Hit) => string
 }
 
-async function startApp (gracePeriod?: string): Promise<TestApp> {
+async function startApp (gracePeriod?: Duration): Promise<TestApp> {
   const app = Fastify({ logger: false })
   const started = Date.now()
   const generations = new Map<string, number>()
@@ -240,7 +240,7 @@ async function heldGeneration (context: BrowserContext, app: TestApp): Promise<n
 }
 
 /** A signed-in page; `gracePeriod` (default: the plugin's) short, to prove a case is carried by the unseen window, not by grace. */
-async function signedIn (t: Test, browser: Browser, gracePeriod?: string): Promise<{ app: TestApp, context: BrowserContext, page: Page }> {
+async function signedIn (t: Test, browser: Browser, gracePeriod?: Duration): Promise<{ app: TestApp, context: BrowserContext, page: Page }> {
   const app = await startApp(gracePeriod)
   const context = await browser.newContext()
   t.teardown(async () => { await context.close(); await app.app.close() })
