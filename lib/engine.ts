@@ -280,7 +280,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     }
     if (result.status === 'gone') return result
     if (result.rotated) {
-      this.emit('rotated', { id: publicIdOf(session.id), sandbox: session.sandbox })
+      if (this.listenerCount('rotated') > 0) this.emit('rotated', { id: publicIdOf(session.id), sandbox: session.sandbox })
       return { status: 'ok', token: newToken, expiresAt: result.expiresAt }
     }
     const token = result.chain === null ? null : followChain(presented, result.chain)

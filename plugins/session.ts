@@ -192,7 +192,8 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
   fastify.decorateReply('xUnlink', xUnlink)
 
   engine.on('created', (event) => fastify.log.info({ xems: 'session-created', ...event }, 'xems: session created'))
-  engine.on('rotated', (event) => fastify.log.debug({ xems: 'session-rotated', ...event }, 'xems: token rotated'))
+  // Logged at debug only; not listened to otherwise, so a rotation does not derive a public id for nothing.
+  if (['trace', 'debug'].includes(fastify.log.level)) engine.on('rotated', (event) => fastify.log.debug({ xems: 'session-rotated', ...event }, 'xems: token rotated'))
   engine.on('migrated', (event) => fastify.log.info({ xems: 'session-migrated', ...event }, 'xems: session migrated'))
   engine.on('destroyed', (event) => fastify.log.info({ xems: 'session-destroyed', ...event }, 'xems: session destroyed'))
   engine.on('revoked', (event) => fastify.log.info({ xems: 'user-revoked', ...event }, 'xems: sessions of a user revoked'))
