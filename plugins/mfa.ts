@@ -246,13 +246,18 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
   async function admit (userId: string, known: boolean, log: FastifyBaseLogger, reply?: FastifyReply): Promise<Admitted> {
     const inWindow = await engine.hit(windowKey(userId), lockWindow)
     if (inWindow.count > maxFailures) {
-      if (inWindow.count === maxFailures + 1) log.warn({ xems: 'user-locked', ...who(userId, known), until: inWindow.resetAt, reason: 'window' }, 'xems: user throttled')
+      if (inWindow.count === maxFailures + 1) {
+        log.warn({ xems: 'user-locked', ...who(userId, known), until: inWindow.resetAt, reason: 'window' }, 'xems: user throttled')
+        await mark(userId, known, inWindow.resetAt, log)
+      }
       throw refuse(lockedError(inWindow.resetAt), reply)
     }
     if (!known) return { inWindow: inWindow.count, consecutive: null, resetAt: inWindow.resetAt }
     const consecutive = await engine.hit(consecutiveKey(userId), MAX_AGE_CAP_MS)
     if (consecutive.count > maxConsecutive) {
       if (consecutive.count === maxConsecutive + 1) log.warn({ xems: 'user-locked', ...who(userId, known), until: consecutive.resetAt, reason: 'consecutive' }, 'xems: user locked after too many consecutive failures')
+      // Once per window at most: the marker may be shorter-lived (maxAge) than the lock itself.
+      if (consecutive.count === maxConsecutive + 1 || inWindow.count === 1) await mark(userId, known, consecutive.resetAt, log)
       throw refuse(lockedError(consecutive.resetAt), reply)
     }
     return { inWindow: inWindow.count, consecutive: consecutive.count, resetAt: inWindow.resetAt }
@@ -266,11 +271,14 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
   /** After an evaluated guess failed: the log line, and the advisory marker once the budget is spent. */
   async function failed (userId: string, known: boolean, factor: string, admitted: Admitted, log: FastifyBaseLogger): Promise<void> {
     log.warn({ xems: 'auth-failure', factor, ...who(userId, known), failures: admitted.inWindow }, 'xems: authentication failure')
-    const spent = admitted.inWindow >= maxFailures || (admitted.consecutive !== null && admitted.consecutive >= maxConsecutive)
-    if (!spent) return
+    if (admitted.consecutive !== null && admitted.consecutive >= maxConsecutive) await mark(userId, known, engine.now() + MAX_AGE_CAP_MS, log)
+    else if (admitted.inWindow >= maxFailures) await mark(userId, known, admitted.resetAt, log)
+  }
+
+  /** The advisory marker that assertNotLocked reads; written only when a budget runs out, never fails the request. */
+  async function mark (userId: string, known: boolean, until: number, log: FastifyBaseLogger): Promise<void> {
     try {
       // The lifetime is computed now, after the store calls, and capped: it can never exceed maxAge.
-      const until = admitted.consecutive !== null && admitted.consecutive >= maxConsecutive ? engine.now() + MAX_AGE_CAP_MS : admitted.resetAt
       const ttl = Math.min(engine.maxAge, Math.max(1, until - engine.now()))
       await mfaState.set(lockKey(userId), engine.now() + ttl, ttl)
     } catch (err) {
