@@ -10,6 +10,7 @@ import { MAX_PASSWORD_LENGTH, verifyPassword as verifyArgon2, type PasswordHashO
 import { findRecoveryCode, generateRecoveryCodes, hashRecoveryCodes, normalizeRecoveryCode } from '../lib/recovery-codes.js'
 import { generateToken, isWellFormedToken, tokenKey } from '../lib/token.js'
 import { generateTotpSecret, totpUri, verifyTotp, type TotpAlgorithm } from '../lib/totp.js'
+import { readRawCookie } from './raw-cookie.js'
 import type { XemsDecorator } from './session.js'
 
 /** A user's second factors, as the application stores them (in its own user database). */
@@ -377,7 +378,9 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
 
   async function rememberedFor (request: FastifyRequest, userId: string): Promise<boolean> {
     if (remember === null) return false
-    const token = request.cookies?.[remember.cookieName]
+    // Raw, as for the session cookie: no percent-decoding, and two different values count as none.
+    const raw = readRawCookie(request.headers.cookie, remember.cookieName)
+    const token = raw.status === 'one' ? raw.value : undefined
     if (!isWellFormedToken(token)) return false
     const device = await devices.get<{ userId: string, createdAt: number }>(tokenKey(token))
     if (device === null || device.userId !== userId) return false
