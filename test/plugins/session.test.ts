@@ -8,8 +8,8 @@ t.test('xLink opens a session: HttpOnly, Secure-by-default cookie, no-store, no 
   t.teardown(async () => { await app.close() })
   const response = await app.inject({ method: 'POST', url: '/login' })
   t.equal(response.statusCode, 200)
-  const token = setCookieToken(response)!
-  t.ok(isWellFormedToken(token), 'a locator.secret token of 66 base64url characters')
+  const token = setCookieToken(response, '__Host-xems')!
+  t.ok(isWellFormedToken(token), 'a locator.secret token of 66 base64url characters, named __Host-xems by default when secure')
   const header = setCookieHeader(response)
   t.match(header, /; HttpOnly/)
   t.match(header, /; Secure/, 'secure by default')

@@ -192,7 +192,7 @@ t.test('a damaged vault gives a clean start-up error, or the written state minus
     return states.find((state) => state.answers.join(',') === answers)?.name ?? `an impossible state: ${answers}`
   }
   // The close marker is not a framed file; its damage is tested on its own below.
-  const names = (await readdir(pristineDir)).filter((name) => name.startsWith('xems.') && name !== 'xems.lock' && name !== 'xems.closed').sort()
+  const names = (await readdir(pristineDir)).filter((name) => name.startsWith('xems.') && !name.startsWith('xems.lock') && name !== 'xems.closed').sort()
   t.equal(names.length, 2, `a snapshot and a journal (${names.join(', ')})`)
   const pristine = new Map(await Promise.all(names.map(async (name): Promise<[string, Buffer]> => [name, await readFile(join(pristineDir, name))])))
 
