@@ -17,6 +17,8 @@ export type XemsErrorCode =
   | 'FST_XEMS_MISSING_SESSION_PLUGIN'
   /** A vault file of a persistent MemoryStore is damaged or tampered with (start-up stops, files untouched). */
   | 'FST_XEMS_VAULT_CORRUPT'
+  /** A vault file is in another format version (written by another version of fastify-xems). */
+  | 'FST_XEMS_VAULT_FORMAT'
   /** A vault file is bound to another host (bindToHost) and does not open on this one. */
   | 'FST_XEMS_VAULT_OTHER_HOST'
   /** The vault directory is in use by another store or process. */

@@ -24,7 +24,7 @@ export type VaultSecret = string | Uint8Array
 export interface PersistenceOptions {
   /**
    * The vault directory, used by this store alone (created with mode 0700 if missing; a relative path
-   * is resolved at construction). It holds `xems.snapshot`, `xems.journal.<generation>` and `xems.lock`.
+   * is resolved at construction). It holds `xems.snapshot`, `xems.journal.<generation>` and the lease `xems.lock.<generation>`.
    */
   path: string
   /**
@@ -214,7 +214,7 @@ export class MemoryStore implements SessionStore {
   /**
    * Resolves once the store can serve: at once without persistence; with it, once the vault has been
    * loaded and compacted. Rejects with the reason it cannot start (FST_XEMS_BAD_SECRET,
-   * FST_XEMS_VAULT_CORRUPT, FST_XEMS_VAULT_OTHER_HOST, FST_XEMS_VAULT_LOCKED, FST_XEMS_VAULT_IO).
+   * FST_XEMS_VAULT_CORRUPT, FST_XEMS_VAULT_FORMAT, FST_XEMS_VAULT_OTHER_HOST, FST_XEMS_VAULT_LOCKED, FST_XEMS_VAULT_IO).
    */
   async ready (): Promise<void> {
     await this.#ready

@@ -58,6 +58,11 @@ export function encodeHeader (header: VaultHeader): Buffer {
   return out
 }
 
+/** The format version a file with our magic declares, or null when it has no vault header at all. */
+export function formatVersionOf (file: Buffer): number | null {
+  return file.length >= 10 && file.subarray(0, 8).equals(VAULT_MAGIC) ? file.readUInt16BE(8) : null
+}
+
 /** Reads a header; a string describes what is wrong with it. */
 export function decodeHeader (file: Buffer): VaultHeader | string {
   if (file.length < HEADER_BYTES) return 'it is shorter than a vault header'

@@ -2,7 +2,7 @@ import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 
 import { join } from 'node:path'
 import { XemsError } from '../errors.js'
 import {
-  decodeHeader, encodeHeader, frame, HEADER_BYTES, newVaultId, recordAad, scanFrames,
+  decodeHeader, encodeHeader, formatVersionOf, frame, HEADER_BYTES, newVaultId, recordAad, scanFrames, VAULT_FORMAT_VERSION,
   type VaultFileKind, type VaultHeader
 } from './vault-format.js'
 import { VaultKeys, type OpenOutcome } from './vault-keys.js'
@@ -256,6 +256,13 @@ export class Vault {
   async #readFile (name: string, kind: VaultFileKind): Promise<{ header: VaultHeader, records: Buffer[], torn: { offset: number, bytes: number } | null }> {
     const path = join(this.#options.dir, name)
     const file = await readFile(path)
+    const format = formatVersionOf(file)
+    if (format !== null && format !== VAULT_FORMAT_VERSION) {
+      throw new XemsError('FST_XEMS_VAULT_FORMAT',
+        `fastify-xems: the vault file ${path} is in format version ${format}; this version of fastify-xems reads format ${VAULT_FORMAT_VERSION}. ` +
+        'Sessions cannot be carried over from another format: the store did not start and left the files untouched; ' +
+        'move the vault directory away to start with an empty store.', 500)
+    }
     const header = decodeHeader(file)
     if (typeof header === 'string') throw corrupt(path, header)
     if (header.kind !== kind) throw corrupt(path, `is a ${header.kind} file, not a ${kind}`)
@@ -623,7 +630,7 @@ function checkMeta (plain: Buffer, kind: VaultFileKind, generation: number, path
 
 function corrupt (path: string, problem: string, cause?: unknown): XemsError {
   return new XemsError('FST_XEMS_VAULT_CORRUPT',
-    `fastify-xems: the vault file ${path} ${problem}. The store did not start and left the files untouched; ` +
+    `fastify-xems: the vault file ${path} cannot be read: ${problem}. The store did not start and left the files untouched; ` +
     'restore them from a backup, or move the directory away to start empty.', 500, cause === undefined ? {} : { cause })
 }
 
