@@ -6,7 +6,7 @@ import { decodeData, encodeData, encodeValue } from './session-data.js'
 import {
   generateLocator, parseSessionToken, publicIdOf, recordIdOf, secretKeyOf, sessionTokenOf, type ParsedToken
 } from './session-token.js'
-import type { CommitResult, DataPatch, EncodedData, SessionStore, StoredSession } from './store/contract.js'
+import type { CommitResult, DataPatch, EncodedData, SessionInfo, SessionStore, StoredSession } from './store/contract.js'
 import { MemoryStore } from './store/memory-store.js'
 import { generateToken } from './token.js'
 
@@ -64,16 +64,8 @@ export interface ResolvedSession {
   token: string
 }
 
-/** A session of a user, as `listUserSessions` returns it. */
-export interface UserSessionInfo {
-  /** The public id. */
-  id: string
-  sandbox: string
-  userId?: string
-  createdAt: number
-  lastSeenAt: number
-  expiresAt: number
-}
+/** A session of a user, as `listUserSessions` returns it: the store's SessionInfo with `id` the public id. */
+export type UserSessionInfo = SessionInfo
 
 export interface CreateSessionOptions {
   ttl?: Duration
