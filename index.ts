@@ -9,7 +9,7 @@ export type { MemoryStoreOptions, PersistenceOptions, VaultSecret, FsyncPolicy, 
 export { RedisStore, REDIS_SEAL_PURPOSE } from './lib/store/redis-store.js'
 export type { RedisStoreOptions, RedisStoreSecret } from './lib/store/redis-store.js'
 export type * from './lib/store/contract.js'
-export { ROTATED_TOKENS_KEPT } from './lib/store/contract.js'
+export { MAX_PAST_TOKENS } from './lib/store/contract.js'
 export { XemsError, isXemsError } from './lib/errors.js'
 export type { XemsErrorCode } from './lib/errors.js'
 export { parseDuration } from './lib/duration.js'

@@ -2,17 +2,17 @@ import { resolve as resolvePath } from 'node:path'
 import { parseSecret } from '../cipher.js'
 import { parsePositiveDuration, type Duration } from '../duration.js'
 import { badOption, XemsError } from '../errors.js'
-import {
-  ROTATED_TOKENS_KEPT,
-  type CommitInput, type CommitResult, type CounterResult, type CreateInput, type MigrateInput,
-  type ResolveInput, type ResolveResult, type SessionInfo, type SessionStore, type StoredSession
+import type {
+  CommitInput, CommitResult, CounterResult, CreateInput, MigrateInput,
+  ResolveInput, ResolveResult, SessionInfo, SessionStore, StoredSession
 } from './contract.js'
+import { chainOf, markPresented, matchToken, mayMigrate, NO_PAST, retireAll, rotate, type RotationState } from './rotation.js'
 import { ShardedMap } from './sharded-map.js'
 import { IncrementalSweeper } from './sweeper.js'
 import { Vault, type FsyncPolicy, type VaultOptions, type VaultWarning } from './vault.js'
 import {
   decodeEntry, encodeAllData, encodeCore, encodeCounter, encodeCounterRemoved, encodeDataKey, encodeSessionRemoved,
-  encodeToken, encodeTokenRemoved, encodeTouch, encodeValue, encodeValueRemoved, type SessionCore
+  encodeTouch, encodeValue, encodeValueRemoved, type SessionCore
 } from './vault-entries.js'
 
 export type { FsyncPolicy, VaultWarning }
@@ -65,17 +65,8 @@ export interface MemoryStoreOptions {
 
 const DEFAULT_COMPACT_AFTER = 8 * 1024 * 1024
 
-interface MemorySession extends StoredSession {
-  currentKey: string
-  /** Keys of rotated tokens, oldest first, at most ROTATED_TOKENS_KEPT. */
-  rotatedKeys: string[]
-}
-
-interface TokenEntry {
-  sid: string
-  /** Set once the token has been rotated away. */
-  next: { key: string, box: string, graceUntil: number } | null
-}
+/** One record per session: its fields and its rotation state (lib/store/rotation.ts), nothing else. */
+interface MemorySession extends StoredSession, RotationState {}
 
 interface TimedValue {
   value: string
@@ -87,10 +78,11 @@ interface Counter {
   resetAt: number
 }
 
-/** Shared by every session not rotated yet (most, at rest): one array less per session. Never mutated. */
-const NO_ROTATED_KEYS: string[] = Object.freeze([]) as unknown as string[]
-
 const NONE: ResolveResult = Object.freeze({ status: 'none' })
+
+/** What an operation changed of a session, for the journal; a larger one includes the smaller. */
+const Change = { Touch: 0, Presented: 1, Core: 2 } as const
+type Change = typeof Change[keyof typeof Change]
 
 function sessionExpiresAt (session: StoredSession): number {
   return Math.min(session.lastSeenAt + session.idleTtl, session.absoluteExpiresAt)
@@ -107,7 +99,6 @@ function sessionExpiresAt (session: StoredSession): number {
  */
 export class MemoryStore implements SessionStore {
   readonly #sessions = new ShardedMap<MemorySession>()
-  readonly #tokens = new ShardedMap<TokenEntry>()
   readonly #values = new ShardedMap<TimedValue>()
   readonly #counters = new ShardedMap<Counter>()
   readonly #users = new Map<string, Set<string>>()
@@ -119,11 +110,10 @@ export class MemoryStore implements SessionStore {
   /** Settles (never rejects) when loading ends; null once it has. */
   #opening: Promise<void> | null = null
   #startError: unknown = null
-  /** What the current operation changed: sid → its core (true) or only lastSeenAt (false). */
-  readonly #dirtySessions = new Map<string, boolean>()
-  /** sid → the data keys changed, or null for all of them. */
+  /** What the current operation changed, per session id (see Change). */
+  readonly #dirtySessions = new Map<string, Change>()
+  /** id → the data keys changed, or null for all of them. */
   readonly #dirtyData = new Map<string, Set<string> | null>()
-  readonly #dirtyTokens = new Set<string>()
   readonly #dirtyValues = new Set<string>()
   readonly #dirtyCounters = new Set<string>()
   #timer: NodeJS.Timeout | null
@@ -182,9 +172,9 @@ export class MemoryStore implements SessionStore {
     await this.#ready
   }
 
-  /** Number of live entries (sessions, token keys, values, counters), for monitoring and tests. */
-  get size (): { sessions: number, tokens: number, values: number, counters: number } {
-    return { sessions: this.#sessions.size, tokens: this.#tokens.size, values: this.#values.size, counters: this.#counters.size }
+  /** Number of live entries (sessions, values, counters), for monitoring and tests. */
+  get size (): { sessions: number, values: number, counters: number } {
+    return { sessions: this.#sessions.size, values: this.#values.size, counters: this.#counters.size }
   }
 
   /** One bounded sweep step (about 2 ms at most); the store runs it on its own timer. */
@@ -199,26 +189,27 @@ export class MemoryStore implements SessionStore {
   }
 
   #create (input: CreateInput): void {
+    const old = this.#sessions.get(input.id)
+    if (old !== undefined) this.#forgetSession(old)
     const session: MemorySession = {
-      sid: input.sid,
+      id: input.id,
       sandbox: input.sandbox,
       data: flatData(input.data),
       createdAt: input.now,
       lastSeenAt: input.now,
       idleTtl: input.idleTtl,
       absoluteExpiresAt: input.absoluteExpiresAt,
-      currentKey: input.tokenKey,
-      rotatedKeys: NO_ROTATED_KEYS
+      cur: input.tokenKey,
+      seen: false,
+      past: NO_PAST
     }
     if (input.userId !== undefined) {
       session.userId = input.userId
-      this.#indexUser(input.userId, input.sid)
+      this.#indexUser(input.userId, input.id)
     }
-    this.#sessions.set(input.sid, session)
-    this.#tokens.set(input.tokenKey, { sid: input.sid, next: null })
-    this.#coreChanged(input.sid)
-    this.#dataChanged(input.sid, null)
-    this.#tokenChanged(input.tokenKey)
+    this.#sessions.set(input.id, session)
+    this.#coreChanged(input.id)
+    this.#dataChanged(input.id, null)
   }
 
   async resolve (input: ResolveInput): Promise<ResolveResult> {
@@ -228,21 +219,24 @@ export class MemoryStore implements SessionStore {
   }
 
   #resolve (input: ResolveInput): ResolveResult {
-    const entry = this.#tokens.get(input.tokenKey)
-    if (entry === undefined) return NONE
-    const session = this.#liveSession(entry.sid, input.now)
+    const session = this.#liveSession(input.id, input.now)
     if (session === null) return NONE
-    if (entry.next !== null && entry.next.graceUntil <= input.now) {
+    const match = matchToken(session, input.tokenKey, input.now)
+    if (match.kind === 'reused') {
       if (input.revokeOnReuse) this.#removeSession(session)
-      const reused: ResolveResult = { status: 'reused', sid: session.sid, sandbox: session.sandbox, revoked: input.revokeOnReuse }
+      const reused: ResolveResult = { status: 'reused', id: session.id, sandbox: session.sandbox, revoked: input.revokeOnReuse }
       if (session.userId !== undefined) reused.userId = session.userId
       return reused
     }
-    if (input.sandbox !== undefined && session.sandbox !== input.sandbox) return NONE
+    if (match.kind === 'retired' || (input.sandbox !== undefined && session.sandbox !== input.sandbox)) return NONE
     session.lastSeenAt = input.now
-    this.#touched(session.sid)
-    if (entry.next === null) return { status: 'live', session: snapshot(session) }
-    return { status: 'grace', session: snapshot(session), chain: this.#chainFrom(input.tokenKey) ?? [] }
+    if (match.kind === 'current') {
+      if (markPresented(session, input.now, input.gracePeriod)) this.#presented(session.id)
+      else this.#touched(session.id)
+      return { status: 'live', session: snapshot(session) }
+    }
+    this.#touched(session.id)
+    return { status: 'grace', session: snapshot(session), chain: match.chain }
   }
 
   async commit (input: CommitInput): Promise<CommitResult> {
@@ -252,36 +246,23 @@ export class MemoryStore implements SessionStore {
   }
 
   #commit (input: CommitInput): CommitResult {
-    const session = this.#liveSession(input.sid, input.now)
+    const session = this.#liveSession(input.id, input.now)
     if (session === null) return { status: 'gone' }
     if (input.patch !== null) {
       for (const [key, value] of Object.entries(input.patch)) {
         if (value === null) delete session.data[key]
         else setDataKey(session.data, key, value)
-        this.#dataChanged(session.sid, key)
+        this.#dataChanged(session.id, key)
       }
     }
     session.lastSeenAt = input.now
-    if (input.rotate !== null && session.currentKey === input.tokenKey) {
-      const old = this.#tokens.get(input.tokenKey)!
-      old.next = { key: input.rotate.newKey, box: input.rotate.box, graceUntil: input.rotate.graceUntil }
-      this.#tokens.set(input.rotate.newKey, { sid: session.sid, next: null })
-      session.currentKey = input.rotate.newKey
-      if (session.rotatedKeys === NO_ROTATED_KEYS) session.rotatedKeys = [input.tokenKey]
-      else session.rotatedKeys.push(input.tokenKey)
-      this.#coreChanged(session.sid)
-      this.#tokenChanged(input.tokenKey)
-      this.#tokenChanged(input.rotate.newKey)
-      if (session.rotatedKeys.length > ROTATED_TOKENS_KEPT) {
-        const forgotten = session.rotatedKeys.shift()!
-        this.#tokens.delete(forgotten)
-        this.#tokenChanged(forgotten)
-      }
+    if (input.rotate !== null && session.cur === input.tokenKey &&
+      rotate(session, input.rotate.newKey, input.rotate.box, input.now, input.rotate.unseenWindow)) {
+      this.#coreChanged(session.id)
       return { status: 'ok', rotated: true, expiresAt: sessionExpiresAt(session) }
     }
-    this.#touched(session.sid)
-    const chain = session.currentKey === input.tokenKey ? [] : this.#chainFrom(input.tokenKey)
-    return { status: 'ok', rotated: false, chain, expiresAt: sessionExpiresAt(session) }
+    this.#touched(session.id)
+    return { status: 'ok', rotated: false, chain: chainOf(session, input.tokenKey), expiresAt: sessionExpiresAt(session) }
   }
 
   async migrate (input: MigrateInput): Promise<boolean> {
@@ -291,54 +272,49 @@ export class MemoryStore implements SessionStore {
   }
 
   #migrate (input: MigrateInput): boolean {
-    const session = this.#liveSession(input.sid, input.now)
-    if (session === null || session.sandbox !== input.from) return false
-    this.#tokenChanged(session.currentKey)
-    for (const key of session.rotatedKeys) this.#tokenChanged(key)
-    this.#dropTokens(session)
+    const session = this.#liveSession(input.id, input.now)
+    if (session === null || session.sandbox !== input.from || !mayMigrate(session, input.tokenKey)) return false
+    retireAll(session, input.newKey, input.now, input.retiredUntil)
     session.sandbox = input.to
     session.idleTtl = input.idleTtl
     session.lastSeenAt = input.now
     if (input.data !== null) {
       session.data = flatData(input.data)
-      this.#dataChanged(session.sid, null)
+      this.#dataChanged(session.id, null)
     }
     if (input.userId !== undefined && input.userId !== session.userId) {
       this.#unindexUser(session)
       session.userId = input.userId
-      this.#indexUser(input.userId, session.sid)
+      this.#indexUser(input.userId, session.id)
     }
-    session.currentKey = input.newKey
-    this.#tokens.set(input.newKey, { sid: session.sid, next: null })
-    this.#coreChanged(session.sid)
-    this.#tokenChanged(input.newKey)
+    this.#coreChanged(session.id)
     return true
   }
 
-  async destroy (sid: string): Promise<boolean> {
-    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#destroy(sid))
+  async destroy (id: string): Promise<boolean> {
+    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#destroy(id))
     this.#assertOpen()
-    return this.#destroy(sid)
+    return this.#destroy(id)
   }
 
-  #destroy (sid: string): boolean {
-    const session = this.#sessions.get(sid)
+  #destroy (id: string): boolean {
+    const session = this.#sessions.get(id)
     if (session === undefined) return false
     this.#removeSession(session)
     return true
   }
 
-  async revokeUser (userId: string, now: number, exceptSid?: string): Promise<number> {
-    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#revokeUser(userId, now, exceptSid))
+  async revokeUser (userId: string, now: number, exceptId?: string): Promise<number> {
+    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#revokeUser(userId, now, exceptId))
     this.#assertOpen()
-    return this.#revokeUser(userId, now, exceptSid)
+    return this.#revokeUser(userId, now, exceptId)
   }
 
-  #revokeUser (userId: string, now: number, exceptSid?: string): number {
+  #revokeUser (userId: string, now: number, exceptId?: string): number {
     let ended = 0
-    for (const sid of [...(this.#users.get(userId) ?? [])]) {
-      if (sid === exceptSid) continue
-      const session = this.#sessions.get(sid)!
+    for (const id of [...(this.#users.get(userId) ?? [])]) {
+      if (id === exceptId) continue
+      const session = this.#sessions.get(id)!
       if (sessionExpiresAt(session) > now) ended++
       this.#removeSession(session)
     }
@@ -353,11 +329,11 @@ export class MemoryStore implements SessionStore {
 
   #listUser (userId: string, now: number): SessionInfo[] {
     const infos: SessionInfo[] = []
-    for (const sid of [...(this.#users.get(userId) ?? [])]) {
-      const session = this.#liveSession(sid, now)
+    for (const id of [...(this.#users.get(userId) ?? [])]) {
+      const session = this.#liveSession(id, now)
       if (session === null) continue
       infos.push({
-        sid,
+        id,
         sandbox: session.sandbox,
         userId,
         createdAt: session.createdAt,
@@ -497,25 +473,30 @@ export class MemoryStore implements SessionStore {
 
   // ---- persistence ----
 
-  #coreChanged (sid: string): void {
-    if (this.#vault !== null) this.#dirtySessions.set(sid, true)
+  /** Fields of a session changed (journaled and waited for). */
+  #coreChanged (id: string): void {
+    if (this.#vault !== null) this.#dirtySessions.set(id, Change.Core)
   }
 
-  #touched (sid: string): void {
-    if (this.#vault !== null && !this.#dirtySessions.has(sid)) this.#dirtySessions.set(sid, false)
+  /**
+   * A token was presented for the first time (journaled, not waited for: lost in a crash, the previous
+   * token keeps its unseen window instead of the grace period; it never makes a thief of anyone).
+   */
+  #presented (id: string): void {
+    if (this.#vault !== null && (this.#dirtySessions.get(id) ?? Change.Touch) < Change.Presented) this.#dirtySessions.set(id, Change.Presented)
+  }
+
+  #touched (id: string): void {
+    if (this.#vault !== null && !this.#dirtySessions.has(id)) this.#dirtySessions.set(id, Change.Touch)
   }
 
   /** A data key of a session changed; `key` null: all its data was replaced. */
-  #dataChanged (sid: string, key: string | null): void {
+  #dataChanged (id: string, key: string | null): void {
     if (this.#vault === null) return
-    const keys = this.#dirtyData.get(sid)
-    if (key === null) this.#dirtyData.set(sid, null)
-    else if (keys === undefined) this.#dirtyData.set(sid, new Set([key]))
+    const keys = this.#dirtyData.get(id)
+    if (key === null) this.#dirtyData.set(id, null)
+    else if (keys === undefined) this.#dirtyData.set(id, new Set([key]))
     else if (keys !== null) keys.add(key)
-  }
-
-  #tokenChanged (key: string): void {
-    if (this.#vault !== null) this.#dirtyTokens.add(key)
   }
 
   #valueChanged (key: string): void {
@@ -528,30 +509,24 @@ export class MemoryStore implements SessionStore {
 
   /** Encodes the resulting state of everything the operation changed and queues it in the journal. */
   #persistChanges (vault: Vault): Promise<void> | undefined {
-    if (this.#dirtySessions.size === 0 && this.#dirtyData.size === 0 && this.#dirtyTokens.size === 0 &&
-      this.#dirtyValues.size === 0 && this.#dirtyCounters.size === 0) return undefined
+    if (this.#dirtySessions.size === 0 && this.#dirtyData.size === 0 && this.#dirtyValues.size === 0 && this.#dirtyCounters.size === 0) return undefined
     const entries: string[] = []
     // A change that only refreshed lastSeenAt is not waited for: lost in a crash, it can only make
     // the session expire earlier, never later.
-    let durable = this.#dirtyData.size > 0 || this.#dirtyTokens.size > 0 || this.#dirtyValues.size > 0 || this.#dirtyCounters.size > 0
-    // Order matters for replay: a session's core comes before its data and tokens.
-    for (const [sid, core] of this.#dirtySessions) {
-      const session = this.#sessions.get(sid)
-      if (session === undefined) entries.push(encodeSessionRemoved(sid))
-      else if (core) entries.push(encodeCore(coreOf(session)))
-      else entries.push(encodeTouch(sid, session.lastSeenAt))
-      durable ||= core || session === undefined
+    let durable = this.#dirtyData.size > 0 || this.#dirtyValues.size > 0 || this.#dirtyCounters.size > 0
+    // Order matters for replay: a session's core comes before its data.
+    for (const [id, change] of this.#dirtySessions) {
+      const session = this.#sessions.get(id)
+      if (session === undefined) entries.push(encodeSessionRemoved(id))
+      else if (change === Change.Touch) entries.push(encodeTouch(id, session.lastSeenAt))
+      else entries.push(encodeCore(coreOf(session)))
+      durable ||= change === Change.Core || session === undefined
     }
-    for (const [sid, keys] of this.#dirtyData) {
-      const session = this.#sessions.get(sid)
+    for (const [id, keys] of this.#dirtyData) {
+      const session = this.#sessions.get(id)
       if (session === undefined) continue
-      if (keys === null) entries.push(encodeAllData(sid, session.data))
-      else for (const key of keys) entries.push(encodeDataKey(sid, key, Object.hasOwn(session.data, key) ? session.data[key]! : null))
-    }
-    for (const key of this.#dirtyTokens) {
-      const token = this.#tokens.get(key)
-      if (token === undefined) entries.push(encodeTokenRemoved(key))
-      else if (this.#sessions.has(token.sid)) entries.push(encodeToken(key, token.sid, token.next))
+      if (keys === null) entries.push(encodeAllData(id, session.data))
+      else for (const key of keys) entries.push(encodeDataKey(id, key, Object.hasOwn(session.data, key) ? session.data[key]! : null))
     }
     for (const key of this.#dirtyValues) {
       const value = this.#values.get(key)
@@ -563,36 +538,36 @@ export class MemoryStore implements SessionStore {
     }
     this.#dirtySessions.clear()
     this.#dirtyData.clear()
-    this.#dirtyTokens.clear()
     this.#dirtyValues.clear()
     this.#dirtyCounters.clear()
     return vault.append(entries.join(','), durable)
   }
 
-  /** Replays one vault entry (a resulting state), as loading does; rotatedKeys are rebuilt once all is read. */
+  /** Replays one vault entry (a resulting state), as loading does. */
   #applyEntry (raw: unknown): void {
     const entry = decodeEntry(raw)
     switch (entry.tag) {
       case 'S': {
         const core = entry.core
-        const session = this.#sessions.get(core.sid)
+        const session = this.#sessions.get(core.id)
         if (session === undefined) {
           const created: MemorySession = {
-            sid: core.sid,
+            id: core.id,
             sandbox: core.sandbox,
             data: {},
             createdAt: core.createdAt,
             lastSeenAt: core.lastSeenAt,
             idleTtl: core.idleTtl,
             absoluteExpiresAt: core.absoluteExpiresAt,
-            currentKey: core.currentKey,
-            rotatedKeys: NO_ROTATED_KEYS
+            cur: core.cur,
+            seen: core.seen,
+            past: core.past.length === 0 ? NO_PAST : core.past
           }
           if (core.userId !== null) {
             created.userId = core.userId
-            this.#indexUser(core.userId, core.sid)
+            this.#indexUser(core.userId, core.id)
           }
-          this.#sessions.set(core.sid, created)
+          this.#sessions.set(core.id, created)
           break
         }
         session.sandbox = core.sandbox
@@ -600,46 +575,41 @@ export class MemoryStore implements SessionStore {
         session.lastSeenAt = core.lastSeenAt
         session.idleTtl = core.idleTtl
         session.absoluteExpiresAt = core.absoluteExpiresAt
-        session.currentKey = core.currentKey
+        session.cur = core.cur
+        session.seen = core.seen
+        session.past = core.past.length === 0 ? NO_PAST : core.past
         if ((core.userId ?? undefined) !== session.userId) {
           this.#unindexUser(session)
           delete session.userId
           if (core.userId !== null) {
             session.userId = core.userId
-            this.#indexUser(core.userId, core.sid)
+            this.#indexUser(core.userId, core.id)
           }
         }
         break
       }
       case 'T': {
-        const session = this.#sessions.get(entry.sid)
+        const session = this.#sessions.get(entry.id)
         if (session !== undefined) session.lastSeenAt = entry.lastSeenAt
         break
       }
       case 'D': {
-        // Its tokens are dropped with every token no session holds, once all is read.
-        const session = this.#sessions.get(entry.sid)
+        const session = this.#sessions.get(entry.id)
         if (session !== undefined) this.#forgetSession(session)
         break
       }
       case 'A': {
-        const session = this.#sessions.get(entry.sid)
+        const session = this.#sessions.get(entry.id)
         if (session !== undefined) session.data = flatData(entry.data)
         break
       }
       case 'P': {
-        const session = this.#sessions.get(entry.sid)
+        const session = this.#sessions.get(entry.id)
         if (session === undefined) break
         if (entry.value === null) delete session.data[entry.key]
         else setDataKey(session.data, entry.key, entry.value)
         break
       }
-      case 'K':
-        if (this.#sessions.has(entry.sid)) this.#tokens.set(entry.key, { sid: entry.sid, next: entry.next })
-        break
-      case 'Y':
-        this.#tokens.delete(entry.key)
-        break
       case 'V':
         this.#values.set(entry.key, { value: entry.value, expiresAt: entry.expiresAt })
         break
@@ -655,25 +625,8 @@ export class MemoryStore implements SessionStore {
     }
   }
 
-  /**
-   * After loading: rebuilds each session's rotated tokens (oldest first) by walking back the chain
-   * from its current token, drops tokens no session holds, and drops what has expired at `now`.
-   */
+  /** After loading: drops what has expired at `now`. */
   #finishLoading (now: number): void {
-    const previous = new Map<string, string>()
-    for (const [key, token] of this.#tokens) if (token.next !== null) previous.set(token.next.key, key)
-    const held = new Set<string>()
-    for (const session of this.#sessions.values()) {
-      held.add(session.currentKey)
-      const rotated: string[] = []
-      for (let key = previous.get(session.currentKey); key !== undefined && rotated.length < ROTATED_TOKENS_KEPT; key = previous.get(key)) {
-        if (this.#tokens.get(key)!.sid !== session.sid) break
-        rotated.push(key)
-        held.add(key)
-      }
-      session.rotatedKeys = rotated.reverse()
-    }
-    for (const key of this.#tokens.keys()) if (!held.has(key)) this.#tokens.delete(key)
     this.#dropExpired(now)
   }
 
@@ -693,12 +646,7 @@ export class MemoryStore implements SessionStore {
     const now = this.#clock()
     for (const session of this.#sessions.values()) {
       if (sessionExpiresAt(session) <= now) continue
-      const entries = [encodeCore(coreOf(session)), encodeAllData(session.sid, session.data), encodeToken(session.currentKey, session.sid, null)]
-      for (const key of session.rotatedKeys) {
-        const next = this.#tokens.get(key)?.next
-        if (next != null) entries.push(encodeToken(key, session.sid, next))
-      }
-      yield entries.join(',')
+      yield encodeCore(coreOf(session)) + ',' + encodeAllData(session.id, session.data)
     }
     for (const [key, value] of this.#values) {
       if (value.expiresAt > now) yield encodeValue(key, value.value, value.expiresAt)
@@ -709,8 +657,8 @@ export class MemoryStore implements SessionStore {
   }
 
 
-  #liveSession (sid: string, now: number): MemorySession | null {
-    const session = this.#sessions.get(sid)
+  #liveSession (id: string, now: number): MemorySession | null {
+    const session = this.#sessions.get(id)
     if (session === undefined) return null
     if (sessionExpiresAt(session) <= now) {
       this.#removeSession(session)
@@ -730,49 +678,30 @@ export class MemoryStore implements SessionStore {
     return entry
   }
 
-  /** Grace boxes from `key` to the session's current token; null when a link was forgotten. */
-  #chainFrom (key: string): string[] | null {
-    const chain: string[] = []
-    let entry = this.#tokens.get(key)
-    while (entry !== undefined && entry.next !== null) {
-      if (chain.length > ROTATED_TOKENS_KEPT) return null
-      chain.push(entry.next.box)
-      entry = this.#tokens.get(entry.next.key)
-    }
-    return entry === undefined ? null : chain
-  }
-
-  #dropTokens (session: MemorySession): void {
-    this.#tokens.delete(session.currentKey)
-    for (const key of session.rotatedKeys) this.#tokens.delete(key)
-    session.rotatedKeys = NO_ROTATED_KEYS
-  }
-
   /** Ends a session within an operation (journaled). */
   #removeSession (session: MemorySession): void {
     this.#forgetSession(session)
-    this.#coreChanged(session.sid)
+    this.#coreChanged(session.id)
   }
 
   /** Drops a session from memory without journaling it (expiry sweeps, replay). */
   #forgetSession (session: MemorySession): void {
-    this.#dropTokens(session)
-    this.#sessions.delete(session.sid)
+    this.#sessions.delete(session.id)
     this.#unindexUser(session)
   }
 
-  #indexUser (userId: string, sid: string): void {
-    let sids = this.#users.get(userId)
-    if (sids === undefined) this.#users.set(userId, sids = new Set())
-    sids.add(sid)
+  #indexUser (userId: string, id: string): void {
+    let ids = this.#users.get(userId)
+    if (ids === undefined) this.#users.set(userId, ids = new Set())
+    ids.add(id)
   }
 
   #unindexUser (session: MemorySession): void {
     if (session.userId === undefined) return
-    const sids = this.#users.get(session.userId)
-    if (sids === undefined) return
-    sids.delete(session.sid)
-    if (sids.size === 0) this.#users.delete(session.userId)
+    const ids = this.#users.get(session.userId)
+    if (ids === undefined) return
+    ids.delete(session.id)
+    if (ids.size === 0) this.#users.delete(session.userId)
   }
 }
 
@@ -807,20 +736,22 @@ function valueKey (sandbox: string, key: string): string {
 
 function coreOf (session: MemorySession): SessionCore {
   return {
-    sid: session.sid,
+    id: session.id,
     sandbox: session.sandbox,
     userId: session.userId ?? null,
     createdAt: session.createdAt,
     lastSeenAt: session.lastSeenAt,
     idleTtl: session.idleTtl,
     absoluteExpiresAt: session.absoluteExpiresAt,
-    currentKey: session.currentKey
+    cur: session.cur,
+    seen: session.seen,
+    past: session.past
   }
 }
 
 function snapshot (session: MemorySession): StoredSession {
   const copy: StoredSession = {
-    sid: session.sid,
+    id: session.id,
     sandbox: session.sandbox,
     data: { ...session.data },
     createdAt: session.createdAt,

@@ -13,6 +13,8 @@ import { MAX_PAST_TOKENS } from './contract.js'
  *   the grace period (requests still in flight).
  * - A token retired by a migration (regenerate, pending → active) answers "no session" until its
  *   deadline: it never reaches the migrated session.
+ * - A rotated token whose successor was never presented answers "no session" once its window is over:
+ *   nobody used the session since, so there is no theft to signal (a lost response, then silence).
  * - Any other token of the session, remembered or not, however many rotations ago, is the theft signal.
  */
 export interface PastToken {
@@ -35,7 +37,7 @@ export type TokenMatch =
   | { kind: 'current' }
   /** A rotated token within its deadline; `chain` opens from it to the current token. */
   | { kind: 'rotated', chain: string[] }
-  /** Retired by a migration, within its deadline. */
+  /** Retired by a migration within its deadline, or rotated to a successor never presented, after its window. */
   | { kind: 'retired' }
   /** Anything else: the theft signal. */
   | { kind: 'reused' }
@@ -54,7 +56,7 @@ export function matchToken (state: RotationState, key: string, now: number): Tok
   for (let i = past.length - 1; i >= 0; i--) {
     const entry = past[i]!
     if (entry.key !== key) continue
-    if (entry.until <= now) return { kind: 'reused' }
+    if (entry.until <= now) return i === past.length - 1 && entry.box !== null && !state.seen ? { kind: 'retired' } : { kind: 'reused' }
     if (entry.box === null) return { kind: 'retired' }
     return { kind: 'rotated', chain: chainFrom(past, i) }
   }

@@ -1,86 +1,70 @@
+import type { PastToken } from './rotation.js'
+
 /**
  * The entries a MemoryStore vault holds. Every entry is the resulting state of one keyed item (a
- * session's core fields, its data, one data key, one token, a value, a counter) or its removal, so
- * applying entries is idempotent and a replay ends in exactly the state that was written. Keeping
- * tokens and data keys as items of their own keeps a rotation small (its core, two tokens and the
- * patched keys, not the whole session with its sixteen remembered tokens).
+ * session's core fields with its rotation state, its data, one data key, a value, a counter) or its
+ * removal, so applying entries is idempotent and a replay ends in exactly the state that was written.
+ * Keeping data keys as items of their own keeps a rotation small (the core and the patched keys, not
+ * the whole session).
  *
  * A snapshot holds puts only; a journal record holds what a group of operations changed. Encoded as
  * JSON arrays, tag first:
  *
  * ```
- * ["S", sid, sandbox, userId|null, createdAt, lastSeenAt, idleTtl, absoluteExpiresAt, currentKey]  session core
- * ["T", sid, lastSeenAt]                          a session was used (only lastSeenAt changed)
- * ["D", sid]                                      a session ended: its core, data and tokens are gone
- * ["A", sid, {key: json, ...}]                    all the data of a session
- * ["P", sid, key, json|null]                      one data key set, or deleted
- * ["K", tokenKey, sid]                            a token (the session's current one)
- * ["K", tokenKey, sid, nextKey, graceBox, graceUntil]   a rotated token, with what it rotated to
- * ["Y", tokenKey]                                 a token forgotten
+ * ["S", id, sandbox, userId|null, createdAt, lastSeenAt, idleTtl, absoluteExpiresAt, cur, seen 0|1,
+ *   [[tokenKey, box|null, until], ...]]          session core and rotation state (lib/store/rotation.ts)
+ * ["T", id, lastSeenAt]                          a session was used (only lastSeenAt changed)
+ * ["D", id]                                      a session ended: its core and data are gone
+ * ["A", id, {key: json, ...}]                    all the data of a session
+ * ["P", id, key, json|null]                      one data key set, or deleted
  * ["V", valueKey, value, expiresAt]   ["X", valueKey]    a value set / removed
  * ["C", key, count, resetAt]          ["Z", key]         a counter set / removed
  * ```
- *
- * A session's rotated tokens are not listed in order anywhere: each one names the token it rotated
- * to, so the order is the chain walked back from the current token.
  */
 
 export interface SessionCore {
-  sid: string
+  id: string
   sandbox: string
   userId: string | null
   createdAt: number
   lastSeenAt: number
   idleTtl: number
   absoluteExpiresAt: number
-  currentKey: string
-}
-
-export interface TokenNext {
-  key: string
-  box: string
-  graceUntil: number
+  cur: string
+  seen: boolean
+  past: readonly PastToken[]
 }
 
 export type VaultEntry =
   | { tag: 'S', core: SessionCore }
-  | { tag: 'T', sid: string, lastSeenAt: number }
-  | { tag: 'D', sid: string }
-  | { tag: 'A', sid: string, data: Record<string, string> }
-  | { tag: 'P', sid: string, key: string, value: string | null }
-  | { tag: 'K', key: string, sid: string, next: TokenNext | null }
-  | { tag: 'Y', key: string }
+  | { tag: 'T', id: string, lastSeenAt: number }
+  | { tag: 'D', id: string }
+  | { tag: 'A', id: string, data: Record<string, string> }
+  | { tag: 'P', id: string, key: string, value: string | null }
   | { tag: 'V', key: string, value: string, expiresAt: number }
   | { tag: 'X', key: string }
   | { tag: 'C', key: string, count: number, resetAt: number }
   | { tag: 'Z', key: string }
 
 export function encodeCore (s: SessionCore): string {
-  return JSON.stringify(['S', s.sid, s.sandbox, s.userId, s.createdAt, s.lastSeenAt, s.idleTtl, s.absoluteExpiresAt, s.currentKey])
+  const past = s.past.map((entry) => [entry.key, entry.box, entry.until])
+  return JSON.stringify(['S', s.id, s.sandbox, s.userId, s.createdAt, s.lastSeenAt, s.idleTtl, s.absoluteExpiresAt, s.cur, s.seen ? 1 : 0, past])
 }
 
-export function encodeTouch (sid: string, lastSeenAt: number): string {
-  return JSON.stringify(['T', sid, lastSeenAt])
+export function encodeTouch (id: string, lastSeenAt: number): string {
+  return JSON.stringify(['T', id, lastSeenAt])
 }
 
-export function encodeSessionRemoved (sid: string): string {
-  return JSON.stringify(['D', sid])
+export function encodeSessionRemoved (id: string): string {
+  return JSON.stringify(['D', id])
 }
 
-export function encodeAllData (sid: string, data: Record<string, string>): string {
-  return JSON.stringify(['A', sid, data])
+export function encodeAllData (id: string, data: Record<string, string>): string {
+  return JSON.stringify(['A', id, data])
 }
 
-export function encodeDataKey (sid: string, key: string, value: string | null): string {
-  return JSON.stringify(['P', sid, key, value])
-}
-
-export function encodeToken (key: string, sid: string, next: TokenNext | null): string {
-  return JSON.stringify(next === null ? ['K', key, sid] : ['K', key, sid, next.key, next.box, next.graceUntil])
-}
-
-export function encodeTokenRemoved (key: string): string {
-  return JSON.stringify(['Y', key])
+export function encodeDataKey (id: string, key: string, value: string | null): string {
+  return JSON.stringify(['P', id, key, value])
 }
 
 export function encodeValue (key: string, value: string, expiresAt: number): string {
@@ -108,33 +92,27 @@ export function decodeEntry (raw: unknown): VaultEntry {
   const a = raw as unknown[]
   switch (a[0]) {
     case 'S': {
-      const [, sid, sandbox, userId, createdAt, lastSeenAt, idleTtl, absoluteExpiresAt, currentKey] = a
-      if (a.length !== 9 || !isString(sid) || !isString(sandbox) || !(userId === null || isString(userId)) || !isTime(createdAt) ||
-        !isTime(lastSeenAt) || !isTime(idleTtl) || !isTime(absoluteExpiresAt) || !isString(currentKey)) throw malformed()
-      return { tag: 'S', core: { sid, sandbox, userId, createdAt, lastSeenAt, idleTtl, absoluteExpiresAt, currentKey } }
+      const [, id, sandbox, userId, createdAt, lastSeenAt, idleTtl, absoluteExpiresAt, cur, seen, past] = a
+      if (a.length !== 11 || !isString(id) || !isString(sandbox) || !(userId === null || isString(userId)) || !isTime(createdAt) ||
+        !isTime(lastSeenAt) || !isTime(idleTtl) || !isTime(absoluteExpiresAt) || !isString(cur) || (seen !== 0 && seen !== 1) ||
+        !Array.isArray(past)) throw malformed()
+      return { tag: 'S', core: { id, sandbox, userId, createdAt, lastSeenAt, idleTtl, absoluteExpiresAt, cur, seen: seen === 1, past: past.map(decodePast) } }
     }
     case 'T':
       if (a.length !== 3 || !isString(a[1]) || !isTime(a[2])) throw malformed()
-      return { tag: 'T', sid: a[1], lastSeenAt: a[2] }
+      return { tag: 'T', id: a[1], lastSeenAt: a[2] }
     case 'D':
       if (a.length !== 2 || !isString(a[1])) throw malformed()
-      return { tag: 'D', sid: a[1] }
+      return { tag: 'D', id: a[1] }
     case 'A': {
       const data = a[2]
       if (a.length !== 3 || !isString(a[1]) || data === null || typeof data !== 'object' || Array.isArray(data) || !Object.values(data).every(isString)) throw malformed()
       // Spread defines own properties, so a key named __proto__ stays a key (as in MemoryStore.create).
-      return { tag: 'A', sid: a[1], data: { ...(data as Record<string, string>) } }
+      return { tag: 'A', id: a[1], data: { ...(data as Record<string, string>) } }
     }
     case 'P':
       if (a.length !== 4 || !isString(a[1]) || !isString(a[2]) || !(a[3] === null || isString(a[3]))) throw malformed()
-      return { tag: 'P', sid: a[1], key: a[2], value: a[3] }
-    case 'K':
-      if (a.length === 3 && isString(a[1]) && isString(a[2])) return { tag: 'K', key: a[1], sid: a[2], next: null }
-      if (a.length !== 6 || !isString(a[1]) || !isString(a[2]) || !isString(a[3]) || !isString(a[4]) || !isTime(a[5])) throw malformed()
-      return { tag: 'K', key: a[1], sid: a[2], next: { key: a[3], box: a[4], graceUntil: a[5] } }
-    case 'Y':
-      if (a.length !== 2 || !isString(a[1])) throw malformed()
-      return { tag: 'Y', key: a[1] }
+      return { tag: 'P', id: a[1], key: a[2], value: a[3] }
     case 'V':
       if (a.length !== 4 || !isString(a[1]) || !isString(a[2]) || !isTime(a[3])) throw malformed()
       return { tag: 'V', key: a[1], value: a[2], expiresAt: a[3] }
@@ -150,6 +128,11 @@ export function decodeEntry (raw: unknown): VaultEntry {
     default:
       throw malformed()
   }
+}
+
+function decodePast (raw: unknown): PastToken {
+  if (!Array.isArray(raw) || raw.length !== 3 || !isString(raw[0]) || !(raw[1] === null || isString(raw[1])) || !isTime(raw[2])) throw malformed()
+  return { key: raw[0], box: raw[1], until: raw[2] }
 }
 
 function isString (value: unknown): value is string {

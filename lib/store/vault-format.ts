@@ -18,7 +18,7 @@ import { crc32 } from 'node:zlib'
  * (kind, generation, vault, host binding) and at the position (sequence) it was written for.
  */
 export const VAULT_MAGIC = Buffer.from('XEMSVLT\n', 'latin1')
-export const VAULT_FORMAT_VERSION = 1
+export const VAULT_FORMAT_VERSION = 2
 export const HEADER_BYTES = 48
 export const FRAME_HEADER_BYTES = 8
 export const VAULT_ID_BYTES = 16
@@ -63,7 +63,10 @@ export function decodeHeader (file: Buffer): VaultHeader | string {
   if (file.length < HEADER_BYTES) return 'it is shorter than a vault header'
   if (!file.subarray(0, 8).equals(VAULT_MAGIC)) return 'it is not a fastify-xems vault file (bad magic)'
   const version = file.readUInt16BE(8)
-  if (version !== VAULT_FORMAT_VERSION) return `its format version ${version} is not supported (expected ${VAULT_FORMAT_VERSION})`
+  if (version !== VAULT_FORMAT_VERSION) {
+    return `its format version ${version} is not the one this version of fastify-xems reads (${VAULT_FORMAT_VERSION}); ` +
+      'sessions from another format cannot be carried over: move the vault directory away to start with an empty store'
+  }
   const kind = file[10] === KIND_BYTE.snapshot ? 'snapshot' : file[10] === KIND_BYTE.journal ? 'journal' : null
   if (kind === null) return 'its header names an unknown file kind'
   const flags = file[11]!

@@ -44,7 +44,10 @@ t.test('createSession / resolveSession / migrate / destroySession / revokeUser /
 
   const rotated = await x.resolveSession(pending, { sandbox: 'otp-pending', rotate: true, gracePeriod: '1s' })
   t.not(rotated!.token, pending, 'rotate: true issues a new token')
-  t.equal((await x.resolveSession(pending, { sandbox: 'otp-pending' }))!.token, rotated!.token, 'in grace the old token yields the current one')
+  t.equal((await x.resolveSession(pending, { sandbox: 'otp-pending' }))!.token, rotated!.token, 'until the new token is used, the old one yields it')
+  clock.advance(60_000)
+  t.equal((await x.resolveSession(pending, { sandbox: 'otp-pending' }))!.token, rotated!.token, 'a minute later too (its successor was never presented)')
+  t.ok(await x.resolveSession(rotated!.token, { sandbox: 'otp-pending', gracePeriod: '1s' }), 'the successor presented, with a 1 s grace for the old one')
   clock.advance(1001)
   t.equal(await x.resolveSession(pending, { sandbox: 'otp-pending' }), null, 'after the given grace: refused')
   t.equal(await x.resolveSession(rotated!.token, { sandbox: 'otp-pending' }), null, 'and the session was revoked (theft signal)')

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { buildApp, login, setCookieHeader, setCookieToken } from '../helpers.js'
-import { generateToken, isWellFormedToken } from '../../lib/token.js'
+import { generateToken } from '../../lib/token.js'
+import { generateLocator, isWellFormedSessionToken as isWellFormedToken, sessionTokenOf } from '../../lib/session-token.js'
 
 t.test('xLink opens a session: HttpOnly, Secure-by-default cookie, no-store, no token in the body', async (t) => {
   const { app } = await buildApp({ cookie: {} })
@@ -8,7 +9,7 @@ t.test('xLink opens a session: HttpOnly, Secure-by-default cookie, no-store, no 
   const response = await app.inject({ method: 'POST', url: '/login' })
   t.equal(response.statusCode, 200)
   const token = setCookieToken(response)!
-  t.ok(isWellFormedToken(token), 'a 43-character base64url token')
+  t.ok(isWellFormedToken(token), 'a locator.secret token of 66 base64url characters')
   const header = setCookieHeader(response)
   t.match(header, /; HttpOnly/)
   t.match(header, /; Secure/, 'secure by default')
@@ -103,24 +104,53 @@ t.test('grace follows several rotations to the newest token', async (t) => {
   t.equal(setCookieToken(await app.inject({ url: '/me', cookies: { xems: first } })), third)
 })
 
+t.test('a rotated token keeps working while its successor has not been presented (a lost response), then dies once it has', async (t) => {
+  const { app, clock } = await buildApp({ gracePeriod: '2s', unseenWindow: '10m' })
+  t.teardown(async () => { await app.close() })
+  const first = await login(app)
+  const lost = await app.inject({ url: '/me', cookies: { xems: first } })
+  const current = setCookieToken(lost)!
+  clock.advance(9 * 60_000)
+  const retry = await app.inject({ url: '/me', cookies: { xems: first } })
+  t.equal(retry.statusCode, 200, 'nine minutes later the client that never got the response is still signed in')
+  t.equal(setCookieToken(retry), current, 'and is handed the current token')
+  const used = await app.inject({ url: '/me', cookies: { xems: current } })
+  t.equal(used.statusCode, 200)
+  clock.advance(2001)
+  t.equal((await app.inject({ url: '/me', cookies: { xems: first } })).statusCode, 401, 'once the successor was used and the grace is over: the theft signal')
+})
+
+t.test('a rotated token whose successor is never presented stops working after the unseen window', async (t) => {
+  const { app, clock } = await buildApp({ unseenWindow: '5m', onReuse: 'reject' })
+  t.teardown(async () => { await app.close() })
+  const first = await login(app)
+  const current = setCookieToken(await app.inject({ url: '/me', cookies: { xems: first } }))!
+  clock.advance(5 * 60_000)
+  t.equal((await app.inject({ url: '/me', cookies: { xems: first } })).statusCode, 401)
+  t.equal((await app.inject({ url: '/me', cookies: { xems: current } })).statusCode, 200, 'the holder of the current token is not affected')
+})
+
 t.test("reuse after grace: 401, and with onReuse 'revoke' the whole session dies", async (t) => {
   const { app, clock, logs } = await buildApp({ gracePeriod: '2s' })
   t.teardown(async () => { await app.close() })
   const stolen = await login(app, { userId: 'u1' })
   const current = setCookieToken(await app.inject({ url: '/me', cookies: { xems: stolen } }))!
+  const next = setCookieToken(await app.inject({ url: '/me', cookies: { xems: current } }))!
   clock.advance(2001)
   const replay = await app.inject({ url: '/public', cookies: { xems: stolen } })
   t.equal(replay.statusCode, 401)
   t.equal(replay.json().code, 'FST_XEMS_TOKEN_REUSED')
   t.equal(setCookieToken(replay), '', 'the cookie is cleared')
   t.equal(replay.headers['cache-control'], 'no-store')
-  const victim = await app.inject({ url: '/me', cookies: { xems: current } })
+  const victim = await app.inject({ url: '/me', cookies: { xems: next } })
   t.equal(victim.statusCode, 401, 'the current token was revoked with the session')
   const event = logs.map((line) => JSON.parse(line)).find((entry) => entry.xems === 'token-reuse')
   t.ok(event, 'the reuse is logged as an event')
   t.equal(event.revoked, true)
   t.ok(event.reqId, 'logged with the request id, so it can be tied to the client')
   t.equal(event.userId, 'u1')
+  t.match(event.id, /^[A-Za-z0-9_-]{22}$/, 'the session is named by its public id')
+  t.notMatch(logs.join('\n'), stolen.split('.')[0]!, 'the locator never reaches a log line')
 })
 
 t.test("reuse with onReuse 'reject' refuses the replayed token only", async (t) => {
@@ -128,17 +158,20 @@ t.test("reuse with onReuse 'reject' refuses the replayed token only", async (t) 
   t.teardown(async () => { await app.close() })
   const old = await login(app)
   const current = setCookieToken(await app.inject({ url: '/me', cookies: { xems: old } }))!
+  const next = setCookieToken(await app.inject({ url: '/me', cookies: { xems: current } }))!
   clock.advance(3000)
   t.equal((await app.inject({ url: '/me', cookies: { xems: old } })).statusCode, 401)
-  t.equal((await app.inject({ url: '/me', cookies: { xems: current } })).statusCode, 200)
+  t.equal((await app.inject({ url: '/me', cookies: { xems: next } })).statusCode, 200)
 })
 
 t.test('junk, oversized, non-canonical and unknown tokens are "no session", never adopted, never a 500', async (t) => {
   const { app } = await buildApp()
   t.teardown(async () => { await app.close() })
   const token = await login(app)
-  const unknown = generateToken()
-  const junk = ['', 'junk', 'A'.repeat(43), token.slice(0, 42) + 'B', token + 'A', 'x'.repeat(3000), '%00' + token, unknown]
+  const unknown = sessionTokenOf(generateLocator(), generateToken())
+  const [locator, secret] = token.split('.') as [string, string]
+  const junk = ['', 'junk', 'A'.repeat(43), generateToken(), token.slice(0, 65) + 'B', locator.slice(0, 21) + 'B.' + secret, token + 'A', `${locator}:${secret}`,
+    'x'.repeat(3000), '%00' + token, unknown]
   for (const value of junk) {
     const guarded = await app.inject({ url: '/me', cookies: { xems: value } })
     t.equal(guarded.statusCode, 401, `guarded route refuses ${value.slice(0, 10)}…`)

@@ -115,8 +115,9 @@ t.test('a full MFA login with every kind of failure logs no secret and answers n
   const replay = await call('POST', '/mfa/verify', { code: accepted }, { token: tokenOf(await call('POST', '/login', { user: 'ada', password })) })
   t.equal(replay.statusCode, 401)
 
-  // A rotated token replayed after its grace: reuse, the session is revoked.
+  // A rotated token replayed after its successor was used and its grace passed: reuse, the session is revoked.
   const rotatedAway = token
+  token = tokenOf(await call('GET', '/me', undefined, { token }))
   token = tokenOf(await call('GET', '/me', undefined, { token }))
   clock.advance(3000)
   const reuse = await call('GET', '/me', undefined, { token: rotatedAway })

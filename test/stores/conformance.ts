@@ -4,17 +4,23 @@
  * by passing later `now` values instead of sleeping.
  */
 import type { Test } from 'tap'
-import { ROTATED_TOKENS_KEPT, type SessionStore } from '../../lib/store/contract.js'
-import { generateSessionId, generateToken, tokenKey } from '../../lib/token.js'
+import { sealForTokenHolder } from '../../lib/cipher.js'
+import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session-token.js'
+import { MAX_PAST_TOKENS, type CommitInput, type SessionStore } from '../../lib/store/contract.js'
+import { generateToken } from '../../lib/token.js'
 
 export interface StoreUnderTest {
   store: SessionStore
   cleanup: () => Promise<void>
 }
 
-const newKey = (): string => tokenKey(generateToken())
+const newKey = (): string => secretKeyOf(sessionTokenOf(generateLocator(), generateToken()))
+/** A grace box as the engine makes them (the store treats it as opaque text). */
+const newBox = (): string => sealForTokenHolder(generateToken(), generateToken())
 const HOUR = 3_600_000
 const DAY = 24 * HOUR
+const GRACE = 2000
+const WINDOW = 600_000
 
 export function runStoreConformance (t: Test, makeStore: () => Promise<StoreUnderTest>): void {
   let store: SessionStore
@@ -25,12 +31,12 @@ export function runStoreConformance (t: Test, makeStore: () => Promise<StoreUnde
   t.afterEach(async () => { await cleanup() })
 
   const t0 = Date.now()
-  async function create (options: { sandbox?: string, idleTtl?: number, absolute?: number, userId?: string, data?: Record<string, string>, now?: number } = {}): Promise<{ sid: string, key: string }> {
-    const sid = generateSessionId()
+  async function create (options: { sandbox?: string, idleTtl?: number, absolute?: number, userId?: string, data?: Record<string, string>, now?: number } = {}): Promise<{ id: string, key: string }> {
+    const id = recordIdOf(generateLocator())
     const key = newKey()
     const now = options.now ?? t0
     await store.create({
-      sid,
+      id,
       sandbox: options.sandbox ?? 'auth-active',
       tokenKey: key,
       data: options.data ?? { user: '"ada"', n: '1' },
@@ -39,17 +45,48 @@ export function runStoreConformance (t: Test, makeStore: () => Promise<StoreUnde
       absoluteExpiresAt: now + (options.absolute ?? 5 * DAY),
       ...(options.userId === undefined ? {} : { userId: options.userId })
     })
-    return { sid, key }
+    return { id, key }
   }
-  const resolve = async (key: string, now = t0, sandbox?: string, revokeOnReuse = true) =>
-    await store.resolve({ tokenKey: key, now, revokeOnReuse, ...(sandbox === undefined ? {} : { sandbox }) })
+  const resolve = async (id: string, key: string, now = t0, options: { sandbox?: string, revoke?: boolean, grace?: number } = {}) =>
+    await store.resolve({
+      id, tokenKey: key, now, gracePeriod: options.grace ?? GRACE, revokeOnReuse: options.revoke ?? true, ...(options.sandbox === undefined ? {} : { sandbox: options.sandbox })
+    })
+  const commit = async (input: Omit<CommitInput, 'rotate'> & { rotate?: string | null, window?: number, box?: string }) =>
+    await store.commit({
+      id: input.id,
+      tokenKey: input.tokenKey,
+      patch: input.patch,
+      now: input.now,
+      rotate: input.rotate === undefined || input.rotate === null ? null : { newKey: input.rotate, box: input.box ?? newBox(), unseenWindow: input.window ?? WINDOW }
+    })
+  /** Rotates from `key` (presenting it first, as a request does) and returns the new key. */
+  async function rotateFrom (id: string, key: string, now: number, box = newBox()): Promise<string> {
+    t.equal((await resolve(id, key, now)).status, 'live', 'the rotating token is current')
+    const next = newKey()
+    const result = await commit({ id, tokenKey: key, patch: null, rotate: next, box, now })
+    if (result.status !== 'ok' || !result.rotated) throw new Error(`rotation from a current token did not happen: ${JSON.stringify(result)}`)
+    return next
+  }
+  const migrate = async (id: string, key: string, options: { from: string, to: string, newKey?: string, data?: Record<string, string> | null, userId?: string, now?: number, retiredUntil?: number }) =>
+    await store.migrate({
+      id,
+      tokenKey: key,
+      from: options.from,
+      to: options.to,
+      newKey: options.newKey ?? newKey(),
+      retiredUntil: options.retiredUntil ?? (options.now ?? t0) + WINDOW,
+      data: options.data ?? null,
+      idleTtl: HOUR,
+      now: options.now ?? t0,
+      ...(options.userId === undefined ? {} : { userId: options.userId })
+    })
 
-  t.test('a created session resolves by its token key, with its data, sandbox and user', async (t) => {
-    const { sid, key } = await create({ userId: 'u1' })
-    const result = await resolve(key, t0 + 10)
+  t.test('a created session resolves by its record id and token key, with its data, sandbox and user', async (t) => {
+    const { id, key } = await create({ userId: 'u1' })
+    const result = await resolve(id, key, t0 + 10)
     t.equal(result.status, 'live')
     if (result.status !== 'live') return
-    t.equal(result.session.sid, sid)
+    t.equal(result.session.id, id)
     t.equal(result.session.sandbox, 'auth-active')
     t.equal(result.session.userId, 'u1')
     t.same({ ...result.session.data }, { user: '"ada"', n: '1' })
@@ -58,39 +95,42 @@ export function runStoreConformance (t: Test, makeStore: () => Promise<StoreUnde
     t.equal(result.session.absoluteExpiresAt, t0 + 5 * DAY)
   })
 
-  t.test('an unknown key, or a key of another sandbox, resolves to nothing', async (t) => {
-    const { key } = await create({ sandbox: 'auth-pending' })
-    t.same(await resolve(newKey()), { status: 'none' })
-    t.same(await resolve(key, t0, 'auth-active'), { status: 'none' })
-    t.equal((await resolve(key, t0, 'auth-pending')).status, 'live')
-    t.equal((await resolve(key, t0)).status, 'live', 'no sandbox given: any sandbox')
+  t.test('an unknown record or another sandbox resolves to nothing; a wrong key of a known record is the theft signal', async (t) => {
+    const { id, key } = await create({ sandbox: 'auth-pending' })
+    t.same(await resolve(recordIdOf(generateLocator()), key), { status: 'none' })
+    t.same(await resolve(id, key, t0, { sandbox: 'auth-active' }), { status: 'none' })
+    t.equal((await resolve(id, key, t0, { sandbox: 'auth-pending' })).status, 'live')
+    t.equal((await resolve(id, key, t0)).status, 'live', 'no sandbox given: any sandbox')
+    t.same(await resolve(id, newKey(), t0 + 1, { revoke: false }), { status: 'reused', id, sandbox: 'auth-pending', revoked: false },
+      'only a holder of one of its tokens knows the record: any other key is an earlier token')
+    t.equal((await resolve(id, key, t0 + 2)).status, 'live', 'not revoked when told not to')
   })
 
   t.test('idle expiry is refreshed by use; the absolute cap is not', async (t) => {
-    const { key } = await create({ idleTtl: 1000, absolute: 2500 })
-    t.equal((await resolve(key, t0 + 900)).status, 'live')
-    t.equal((await resolve(key, t0 + 1800)).status, 'live', 'idle deadline moved by the last use')
-    t.equal((await resolve(key, t0 + 2499)).status, 'live')
-    t.same(await resolve(key, t0 + 2500), { status: 'none' }, 'absolute cap reached though used 700 ms ago')
+    const { id, key } = await create({ idleTtl: 1000, absolute: 2500 })
+    t.equal((await resolve(id, key, t0 + 900)).status, 'live')
+    t.equal((await resolve(id, key, t0 + 1800)).status, 'live', 'idle deadline moved by the last use')
+    t.equal((await resolve(id, key, t0 + 2499)).status, 'live')
+    t.same(await resolve(id, key, t0 + 2500), { status: 'none' }, 'absolute cap reached though used 700 ms ago')
     const idle = await create({ idleTtl: 1000 })
-    t.same(await resolve(idle.key, t0 + 1000), { status: 'none' }, 'idle for its whole ttl')
-    t.same(await resolve(idle.key, t0 + 10), { status: 'none' }, 'an expired session stays gone even if asked about earlier')
+    t.same(await resolve(idle.id, idle.key, t0 + 1000), { status: 'none' }, 'idle for its whole ttl')
+    t.same(await resolve(idle.id, idle.key, t0 + 10), { status: 'none' }, 'an expired session stays gone even if asked about earlier')
   })
 
   t.test('commit applies a patch of top-level keys and refreshes the session', async (t) => {
-    const { sid, key } = await create({ idleTtl: 1000 })
-    const committed = await store.commit({ sid, tokenKey: key, patch: { n: '2', cart: '["x"]', user: null }, rotate: null, now: t0 + 900 })
+    const { id, key } = await create({ idleTtl: 1000 })
+    const committed = await commit({ id, tokenKey: key, patch: { n: '2', cart: '["x"]', user: null }, now: t0 + 900 })
     t.same(committed, { status: 'ok', rotated: false, chain: [], expiresAt: t0 + 1900 })
-    const result = await resolve(key, t0 + 1800)
+    const result = await resolve(id, key, t0 + 1800)
     t.equal(result.status, 'live')
     if (result.status === 'live') t.same({ ...result.session.data }, { n: '2', cart: '["x"]' })
   })
 
   t.test('data keys that name Object.prototype members are plain keys', async (t) => {
-    const { sid, key } = await create({ data: {} })
+    const { id, key } = await create({ data: {} })
     const patch = JSON.parse('{"__proto__":"{\\"admin\\":true}","constructor":"1","toString":"\\"x\\""}') as Record<string, string>
-    await store.commit({ sid, tokenKey: key, patch, rotate: null, now: t0 })
-    const result = await resolve(key, t0 + 1)
+    await commit({ id, tokenKey: key, patch, now: t0 })
+    const result = await resolve(id, key, t0 + 1)
     if (result.status !== 'live') return t.fail('not live')
     t.same(Object.keys(result.session.data).sort(), ['__proto__', 'constructor', 'toString'])
     t.equal(Object.getOwnPropertyDescriptor(result.session.data, '__proto__')?.value, '{"admin":true}')
@@ -98,85 +138,117 @@ export function runStoreConformance (t: Test, makeStore: () => Promise<StoreUnde
   })
 
   t.test('commit on a session that ended answers gone', async (t) => {
-    const { sid, key } = await create({ idleTtl: 1000 })
-    t.same(await store.commit({ sid, tokenKey: key, patch: { n: '2' }, rotate: null, now: t0 + 1000 }), { status: 'gone' })
-    t.same(await store.commit({ sid: generateSessionId(), tokenKey: newKey(), patch: null, rotate: null, now: t0 }), { status: 'gone' })
+    const { id, key } = await create({ idleTtl: 1000 })
+    t.same(await commit({ id, tokenKey: key, patch: { n: '2' }, now: t0 + 1000 }), { status: 'gone' })
+    t.same(await commit({ id: recordIdOf(generateLocator()), tokenKey: newKey(), patch: null, now: t0 }), { status: 'gone' })
   })
 
-  t.test('rotation: new key live, old key in grace with a chain, then a reuse that revokes', async (t) => {
-    const { sid, key } = await create()
+  t.test('a rotated token works until its successor is presented, then for the grace period, then it is the theft signal', async (t) => {
+    const { id, key } = await create({ userId: 'u1' })
+    const box = newBox()
+    const next = await rotateFrom(id, key, t0, box)
+    for (const at of [t0 + 1, t0 + GRACE + 1, t0 + WINDOW / 2]) {
+      const grace = await resolve(id, key, at)
+      t.equal(grace.status, 'grace', `successor unseen: the old token still resolves ${at - t0} ms later`)
+      if (grace.status === 'grace') t.same(grace.chain, [box], 'and leads to the current token')
+    }
+    const seenAt = t0 + WINDOW / 2 + 10
+    t.equal((await resolve(id, next, seenAt)).status, 'live', 'the successor is presented')
+    t.equal((await resolve(id, key, seenAt + GRACE - 1)).status, 'grace', 'grace for requests in flight')
+    t.same(await resolve(id, key, seenAt + GRACE), { status: 'reused', id, sandbox: 'auth-active', userId: 'u1', revoked: true })
+    t.same(await resolve(id, next, seenAt + GRACE + 1), { status: 'none' }, 'the current token died with the session')
+  })
+
+  t.test('the grace period starts when the successor is presented for the first time, as the resolve call says', async (t) => {
+    const { id, key } = await create()
+    const next = await rotateFrom(id, key, t0)
+    t.equal((await resolve(id, next, t0 + 100, { grace: 500 })).status, 'live')
+    t.equal((await resolve(id, next, t0 + 300, { grace: 60_000 })).status, 'live', 'a later presentation does not extend it')
+    t.equal((await resolve(id, key, t0 + 599)).status, 'grace')
+    t.equal((await resolve(id, key, t0 + 600, { revoke: false })).status, 'reused')
+  })
+
+  t.test('an unseen successor keeps the old token working only for the window given at rotation', async (t) => {
+    const { id, key } = await create()
+    t.equal((await resolve(id, key, t0)).status, 'live')
     const next = newKey()
-    const rotated = await store.commit({ sid, tokenKey: key, patch: { n: '2' }, rotate: { newKey: next, box: 'box-1', graceUntil: t0 + 2000 }, now: t0 })
-    t.same(rotated, { status: 'ok', rotated: true, expiresAt: t0 + HOUR })
-    const live = await resolve(next, t0 + 1)
-    t.equal(live.status, 'live')
-    const grace = await resolve(key, t0 + 1999)
+    t.same(await commit({ id, tokenKey: key, patch: null, rotate: next, window: 5000, now: t0 }), { status: 'ok', rotated: true, expiresAt: t0 + HOUR })
+    t.equal((await resolve(id, key, t0 + 4999)).status, 'grace')
+    t.same(await resolve(id, key, t0 + 5000), { status: 'none' }, 'past the window: no session, but no theft signal (nobody used the session since)')
+    t.equal((await resolve(id, next, t0 + 5001)).status, 'live', 'the current token is untouched')
+    t.same(await resolve(id, key, t0 + 5002, { revoke: false }), { status: 'reused', id, sandbox: 'auth-active', revoked: false },
+      'once the successor was presented, the old token is the theft signal')
+  })
+
+  t.test('reuse is recognised whatever sandbox the caller asks for', async (t) => {
+    const { id, key } = await create({ sandbox: 'otp-pending' })
+    const next = await rotateFrom(id, key, t0)
+    await resolve(id, next, t0 + 1)
+    t.equal((await resolve(id, key, t0 + GRACE + 2, { sandbox: 'auth-active', revoke: false })).status, 'reused')
+  })
+
+  t.test('a late commit with a rotated token does not rotate; it saves its data and learns the current token', async (t) => {
+    const { id, key } = await create()
+    const ab = newBox()
+    const bc = newBox()
+    const b = await rotateFrom(id, key, t0, ab)
+    const c = await rotateFrom(id, b, t0 + 1, bc)
+    const late = await commit({ id, tokenKey: key, patch: { late: '1' }, rotate: newKey(), now: t0 + 2 })
+    t.same(late, { status: 'ok', rotated: false, chain: [ab, bc], expiresAt: t0 + 2 + HOUR })
+    const grace = await resolve(id, key, t0 + 3)
     t.equal(grace.status, 'grace')
     if (grace.status === 'grace') {
-      t.same(grace.chain, ['box-1'])
-      t.equal(grace.session.sid, sid)
-      t.equal(grace.session.data.n, '2', 'grace sees the committed data')
+      t.same(grace.chain, [ab, bc])
+      t.equal(grace.session.data.late, '1', 'the late request saved its data')
     }
-    const reused = await resolve(key, t0 + 2000)
-    t.same(reused, { status: 'reused', sid, sandbox: 'auth-active', revoked: true })
-    t.same(await resolve(next, t0 + 2001), { status: 'none' }, 'the current token died with the session')
-    t.same(await resolve(key, t0 + 2002), { status: 'none' }, 'and the replayed one is now simply unknown')
+    t.equal((await resolve(id, c, t0 + 4)).status, 'live')
+    const slow = await commit({ id, tokenKey: key, patch: { slow: '1' }, now: t0 + 4 + GRACE })
+    t.same(slow, { status: 'ok', rotated: false, chain: [ab, bc], expiresAt: t0 + 4 + GRACE + HOUR },
+      'a request admitted in time that commits after the grace period keeps its write and learns the current token')
   })
 
-  t.test('reuse with revokeOnReuse false rejects the old token only', async (t) => {
-    const { sid, key } = await create({ userId: 'u9' })
-    const next = newKey()
-    await store.commit({ sid, tokenKey: key, patch: null, rotate: { newKey: next, box: 'b', graceUntil: t0 + 5 }, now: t0 })
-    t.same(await resolve(key, t0 + 10, undefined, false), { status: 'reused', sid, sandbox: 'auth-active', userId: 'u9', revoked: false })
-    t.equal((await resolve(next, t0 + 11)).status, 'live')
-  })
-
-  t.test('a rotated token of another sandbox is still recognised as reused', async (t) => {
-    const { sid, key } = await create({ sandbox: 'otp-pending' })
-    await store.commit({ sid, tokenKey: key, patch: null, rotate: { newKey: newKey(), box: 'b', graceUntil: t0 }, now: t0 })
-    t.equal((await resolve(key, t0 + 1, 'auth-active', false)).status, 'reused')
-  })
-
-  t.test('rotating from a token that is no longer current does not rotate; the chain leads to the current token', async (t) => {
-    const { sid, key } = await create()
-    const b = newKey()
-    const c = newKey()
-    await store.commit({ sid, tokenKey: key, patch: null, rotate: { newKey: b, box: 'a→b', graceUntil: t0 + 2000 }, now: t0 })
-    await store.commit({ sid, tokenKey: b, patch: null, rotate: { newKey: c, box: 'b→c', graceUntil: t0 + 2000 }, now: t0 + 1 })
-    const late = await store.commit({ sid, tokenKey: key, patch: { late: '1' }, rotate: { newKey: newKey(), box: 'x', graceUntil: t0 + 2000 }, now: t0 + 2 })
-    t.same(late, { status: 'ok', rotated: false, chain: ['a→b', 'b→c'], expiresAt: t0 + 2 + HOUR })
-    const grace = await resolve(key, t0 + 3)
-    t.equal(grace.status, 'grace')
-    if (grace.status === 'grace') {
-      t.same(grace.chain, ['a→b', 'b→c'])
-      t.equal(grace.session.data.late, '1', 'the late request still saved its data')
-    }
-    t.equal((await resolve(c, t0 + 4)).status, 'live')
-  })
-
-  t.test(`only the last ${ROTATED_TOKENS_KEPT} rotated tokens are remembered`, async (t) => {
-    const { sid, key } = await create()
+  t.test('no history bound: a token rotated a thousand times ago is still the theft signal', async (t) => {
+    const { id, key } = await create()
     const keys = [key]
-    for (let i = 0; i <= ROTATED_TOKENS_KEPT; i++) {
-      const next = newKey()
-      await store.commit({ sid, tokenKey: keys.at(-1)!, patch: null, rotate: { newKey: next, box: `b${i}`, graceUntil: t0 }, now: t0 })
-      keys.push(next)
+    let now = t0
+    for (let i = 0; i < 1000; i++) {
+      now += GRACE + 1
+      keys.push(await rotateFrom(id, keys.at(-1)!, now))
     }
-    t.same(await resolve(keys[0]!, t0 + 1, undefined, false), { status: 'none' }, 'the oldest is forgotten')
-    t.equal((await resolve(keys[1]!, t0 + 1, undefined, false)).status, 'reused')
-    t.equal((await resolve(keys.at(-1)!, t0 + 1)).status, 'live')
+    now += GRACE + 1
+    t.equal((await resolve(id, keys.at(-1)!, now)).status, 'live')
+    t.equal((await resolve(id, keys[500]!, now + GRACE + 1, { revoke: false })).status, 'reused')
+    t.same(await resolve(id, keys[0]!, now + GRACE + 2), { status: 'reused', id, sandbox: 'auth-active', revoked: true })
+    t.same(await resolve(id, keys.at(-1)!, now + GRACE + 3), { status: 'none' }, 'revoked')
   })
 
-  t.test('migration moves a session, kills every earlier token, and happens once', async (t) => {
-    const { sid, key } = await create({ sandbox: 'otp-pending', idleTtl: 60_000 })
-    const rotatedTo = newKey()
-    await store.commit({ sid, tokenKey: key, patch: null, rotate: { newKey: rotatedTo, box: 'b', graceUntil: t0 + 60_000 }, now: t0 })
-    t.equal(await store.migrate({ sid, from: 'auth-active', to: 'auth-active', newKey: newKey(), data: null, idleTtl: HOUR, now: t0 + 1 }), false, 'not in that sandbox')
+  t.test(`at most ${MAX_PAST_TOKENS} rotated tokens within their window: further rotations wait, none is cut short`, async (t) => {
+    const { id, key } = await create()
+    const keys = [key]
+    for (let i = 0; i < MAX_PAST_TOKENS; i++) keys.push(await rotateFrom(id, keys.at(-1)!, t0 + i))
+    const current = keys.at(-1)!
+    t.equal((await resolve(id, current, t0 + 100)).status, 'live')
+    t.same(await commit({ id, tokenKey: current, patch: null, rotate: newKey(), now: t0 + 101 }), { status: 'ok', rotated: false, chain: [], expiresAt: t0 + 101 + HOUR },
+      'the full record does not rotate')
+    for (const old of keys.slice(0, -1)) t.equal((await resolve(id, old, t0 + 102)).status, 'grace', 'every earlier token still within its window works')
+    const later = t0 + 100 + GRACE
+    const next = newKey()
+    t.same(await commit({ id, tokenKey: current, patch: null, rotate: next, now: later }), { status: 'ok', rotated: true, expiresAt: later + HOUR },
+      'once the grace of the older ones is over, rotation resumes')
+    t.equal((await resolve(id, keys.at(-2)!, later + 1, { revoke: false })).status, 'reused')
+  })
+
+  t.test('migration moves a session, retires every earlier token, and happens once', async (t) => {
+    const { id, key } = await create({ sandbox: 'otp-pending', idleTtl: 60_000 })
+    const rotatedTo = await rotateFrom(id, key, t0)
+    t.equal(await migrate(id, rotatedTo, { from: 'auth-active', to: 'auth-active', now: t0 + 1 }), false, 'not in that sandbox')
+    t.equal(await migrate(id, newKey(), { from: 'otp-pending', to: 'auth-active', now: t0 + 1 }), false, 'not with a token the session never had')
     const active = newKey()
-    t.equal(await store.migrate({ sid, from: 'otp-pending', to: 'auth-active', newKey: active, data: { user: '"ada"', mfa: 'true' }, idleTtl: HOUR, userId: 'u1', now: t0 + 2 }), true)
-    t.same(await resolve(key, t0 + 3), { status: 'none' }, 'the first token is dead')
-    t.same(await resolve(rotatedTo, t0 + 3), { status: 'none' }, 'the token in grace is dead too: grace never crosses a migration')
-    const result = await resolve(active, t0 + 3, 'auth-active')
+    t.equal(await migrate(id, key, { from: 'otp-pending', to: 'auth-active', newKey: active, data: { user: '"ada"', mfa: 'true' }, userId: 'u1', now: t0 + 2, retiredUntil: t0 + 5000 }), true,
+      'a rotated token within its window may migrate')
+    t.same(await resolve(id, key, t0 + 3), { status: 'none' }, 'the first token is retired: no session, and no theft signal')
+    t.same(await resolve(id, rotatedTo, t0 + 3), { status: 'none' }, 'the token in its window too: grace never crosses a migration')
+    const result = await resolve(id, active, t0 + 3, { sandbox: 'auth-active' })
     t.equal(result.status, 'live')
     if (result.status === 'live') {
       t.same({ ...result.session.data }, { user: '"ada"', mfa: 'true' })
@@ -184,27 +256,30 @@ export function runStoreConformance (t: Test, makeStore: () => Promise<StoreUnde
       t.equal(result.session.userId, 'u1')
       t.equal(result.session.createdAt, t0, 'creation time, and so the absolute cap, is kept')
     }
-    t.equal(await store.migrate({ sid, from: 'otp-pending', to: 'auth-active', newKey: newKey(), data: null, idleTtl: HOUR, now: t0 + 4 }), false, 'a second migration fails')
-    t.same((await store.listUser('u1', t0 + 5)).map((info) => info.sid), [sid])
+    t.equal(await migrate(id, rotatedTo, { from: 'otp-pending', to: 'auth-active', now: t0 + 4 }), false, 'a second migration with an old token fails')
+    t.same(await commit({ id, tokenKey: rotatedTo, patch: { stale: '1' }, rotate: newKey(), now: t0 + 4 }), { status: 'ok', rotated: false, chain: null, expiresAt: t0 + 4 + HOUR },
+      'a request that was in flight across the migration gets no token')
+    t.same((await store.listUser('u1', t0 + 5)).map((info) => info.id), [id])
+    t.same(await resolve(id, key, t0 + 5000, { revoke: false }), { status: 'reused', id, sandbox: 'auth-active', userId: 'u1', revoked: false },
+      'after its window a retired token is the theft signal like any other')
   })
 
   t.test('migration without data keeps it', async (t) => {
-    const { sid } = await create({ sandbox: 'auth-active' })
+    const { id, key } = await create({ sandbox: 'auth-active' })
     const next = newKey()
-    t.equal(await store.migrate({ sid, from: 'auth-active', to: 'auth-active', newKey: next, data: null, idleTtl: HOUR, now: t0 }), true)
-    const result = await resolve(next, t0)
+    t.equal(await migrate(id, key, { from: 'auth-active', to: 'auth-active', newKey: next }), true)
+    const result = await resolve(id, next, t0)
     if (result.status === 'live') t.same({ ...result.session.data }, { user: '"ada"', n: '1' })
     else t.fail('not live')
   })
 
   t.test('destroy ends a session and all its tokens', async (t) => {
-    const { sid, key } = await create()
-    const next = newKey()
-    await store.commit({ sid, tokenKey: key, patch: null, rotate: { newKey: next, box: 'b', graceUntil: t0 + 60_000 }, now: t0 })
-    t.equal(await store.destroy(sid), true)
-    t.equal(await store.destroy(sid), false)
-    t.same(await resolve(key, t0 + 1), { status: 'none' })
-    t.same(await resolve(next, t0 + 1), { status: 'none' })
+    const { id, key } = await create()
+    const next = await rotateFrom(id, key, t0)
+    t.equal(await store.destroy(id), true)
+    t.equal(await store.destroy(id), false)
+    t.same(await resolve(id, key, t0 + 1), { status: 'none' })
+    t.same(await resolve(id, next, t0 + 1), { status: 'none' })
   })
 
   t.test('user index: list, revoke all, revoke all but one', async (t) => {
@@ -213,17 +288,26 @@ export function runStoreConformance (t: Test, makeStore: () => Promise<StoreUnde
     const c = await create({ userId: 'u1', idleTtl: 1000 })
     const other = await create({ userId: 'u2' })
     const listed = await store.listUser('u1', t0 + 5000)
-    t.same(listed.map((info) => info.sid).sort(), [a.sid, b.sid].sort(), 'expired sessions are not listed')
-    const info = listed.find((entry) => entry.sid === b.sid)!
-    t.same(info, { sid: b.sid, sandbox: 'otp-pending', userId: 'u1', createdAt: t0, lastSeenAt: t0, expiresAt: t0 + HOUR })
-    t.equal(await store.revokeUser('u1', t0 + 5000, a.sid), 1, 'all but the current one')
-    t.equal((await resolve(a.key, t0 + 5001)).status, 'live')
-    t.same(await resolve(b.key, t0 + 5001), { status: 'none' })
-    t.same(await resolve(c.key, t0 + 1), { status: 'none' }, 'the expired one is gone as well')
+    t.same(listed.map((info) => info.id).sort(), [a.id, b.id].sort(), 'expired sessions are not listed')
+    const info = listed.find((entry) => entry.id === b.id)!
+    t.same(info, { id: b.id, sandbox: 'otp-pending', userId: 'u1', createdAt: t0, lastSeenAt: t0, expiresAt: t0 + HOUR })
+    t.equal(await store.revokeUser('u1', t0 + 5000, a.id), 1, 'all but the current one')
+    t.equal((await resolve(a.id, a.key, t0 + 5001)).status, 'live')
+    t.same(await resolve(b.id, b.key, t0 + 5001), { status: 'none' })
+    t.same(await resolve(c.id, c.key, t0 + 1), { status: 'none' }, 'the expired one is gone as well')
     t.equal(await store.revokeUser('u1', t0 + 5002), 1)
-    t.same(await resolve(a.key, t0 + 5003), { status: 'none' })
-    t.equal((await resolve(other.key, t0 + 5003)).status, 'live', 'other users are untouched')
+    t.same(await resolve(a.id, a.key, t0 + 5003), { status: 'none' })
+    t.equal((await resolve(other.id, other.key, t0 + 5003)).status, 'live', 'other users are untouched')
     t.same(await store.listUser('nobody', t0), [])
+  })
+
+  t.test('a session that gains a user by migration is listed and revoked with that user', async (t) => {
+    const { id, key } = await create({ sandbox: 'otp-pending' })
+    const active = newKey()
+    t.equal(await migrate(id, key, { from: 'otp-pending', to: 'auth-active', newKey: active, userId: 'u7' }), true)
+    t.same((await store.listUser('u7', t0 + 1)).map((info) => info.id), [id])
+    t.equal(await store.revokeUser('u7', t0 + 2), 1)
+    t.same(await resolve(id, active, t0 + 3), { status: 'none' })
   })
 
   t.test('values: set, get, delete, expire, and sandboxes are separate', async (t) => {
@@ -257,14 +341,16 @@ export function runStoreConformance (t: Test, makeStore: () => Promise<StoreUnde
   })
 
   t.test('parallel: one rotation wins, every other commit keeps its data and learns the current token', async (t) => {
-    const { sid, key } = await create()
-    const results = await Promise.all(Array.from({ length: 50 }, async (_, i) =>
-      await store.commit({ sid, tokenKey: key, patch: { [`k${i}`]: String(i) }, rotate: { newKey: newKey(), box: `box-${i}`, graceUntil: t0 + 2000 }, now: t0 })))
+    const { id, key } = await create()
+    await resolve(id, key, t0)
+    const boxes = Array.from({ length: 50 }, newBox)
+    const results = await Promise.all(boxes.map(async (box, i) =>
+      await commit({ id, tokenKey: key, patch: { [`k${i}`]: String(i) }, rotate: newKey(), box, now: t0 })))
     const winners = results.filter((r) => r.status === 'ok' && r.rotated)
     t.equal(winners.length, 1, 'exactly one rotation')
-    const chains = new Set(results.map((r) => r.status === 'ok' && !r.rotated ? JSON.stringify(r.chain) : 'winner'))
-    t.equal(chains.size, 2, 'all others got the same chain')
-    const grace = await resolve(key, t0 + 1)
+    const winnerBox = boxes[results.findIndex((r) => r.status === 'ok' && r.rotated)]
+    for (const r of results) if (r.status === 'ok' && !r.rotated) t.same(r.chain, [winnerBox], 'every other request learns the winner\'s token')
+    const grace = await resolve(id, key, t0 + 1)
     if (grace.status !== 'grace') return t.fail('expected grace')
     for (let i = 0; i < 50; i++) t.equal(grace.session.data[`k${i}`], String(i))
   })
@@ -275,9 +361,10 @@ export function runStoreConformance (t: Test, makeStore: () => Promise<StoreUnde
     await store.kvSet('s', 'code', 'c', 1000, t0)
     const takes = await Promise.all(Array.from({ length: 30 }, async () => await store.kvTake('s', 'code', t0)))
     t.equal(takes.filter((v) => v !== null).length, 1)
-    const { sid } = await create({ sandbox: 'otp-pending' })
-    const moves = await Promise.all(Array.from({ length: 30 }, async () =>
-      await store.migrate({ sid, from: 'otp-pending', to: 'auth-active', newKey: newKey(), data: null, idleTtl: HOUR, now: t0 })))
+    const { id, key } = await create({ sandbox: 'otp-pending' })
+    const moves = await Promise.all(Array.from({ length: 30 }, async () => await migrate(id, key, { from: 'otp-pending', to: 'auth-active' })))
     t.equal(moves.filter(Boolean).length, 1)
+    const regenerations = await Promise.all(Array.from({ length: 30 }, async () => await migrate(id, key, { from: 'auth-active', to: 'auth-active' })))
+    t.equal(regenerations.filter(Boolean).length, 0, 'the retired token cannot migrate again')
   })
 }
