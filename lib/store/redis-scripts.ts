@@ -8,7 +8,7 @@
  *   sb  sandbox              ca  createdAt             ls  lastSeenAt
  *   it  idle ttl (ms)        ax  absoluteExpiresAt      xp  how far the key's Redis expiry reaches (see touch)
  *   k   current token key    s   '1' once the current token has been presented, else '0'
- *   p   earlier tokens still within their deadline, oldest first (at most MAX_PAST), encoded by encodePast
+ *   p   earlier tokens, oldest first (at most MAX_PAST), fixed-width entries (see the prelude)
  *   uk  digest of the user id (names the user index key), when the session has a user
  *   u   sealed user id       ms  seal binding sandbox + idle ttl     mt  seal binding createdAt + absolute
  *   d:<field>   one sealed top-level data key (field = digest of the key's name)
@@ -28,50 +28,47 @@
  */
 import { MAX_PAST_TOKENS } from './contract.js'
 
+/** Length of a token key as the store passes it to Lua (SHA-256, base64url; see redis-store.ts keyArg). */
+export const KEY_LENGTH = 43
+/** Length of a grace box (sealForTokenHolder: 49 bytes, base64url); redis-store.ts checks every box. */
+export const BOX_LENGTH = 66
+/** One earlier token in the `p` field: deadline (15 digits), flag, key, box. */
+export const ENTRY_WIDTH = 15 + 1 + KEY_LENGTH + BOX_LENGTH
+
 const PRELUDE = `
 local MAX_PAST = ${MAX_PAST_TOKENS}
+local W = ${ENTRY_WIDTH}
+local RETIRED_FILL = string.rep('.', ${BOX_LENGTH})
 local function int (n) return string.format('%d', n) end
 
--- The earlier tokens, oldest first, as { key, box (false: retired by a migration), u (deadline) }.
--- Each entry is '<deadline>,<key length>,<box length or -1>;<key><box>' (lengths, so any string fits).
--- nil when the field is damaged.
-local function decodePast (p)
-  local out = {}
-  if not p or p == '' then return out end
-  local i, n = 1, #p
-  while i <= n do
-    local _, e, u, kl, bl = string.find(p, '^(%d+),(%d+),(%-?%d+);', i)
-    if not e then return nil end
-    kl, bl = tonumber(kl), tonumber(bl)
-    local ks = e + 1
-    local entry = { key = string.sub(p, ks, ks + kl - 1), box = false, u = tonumber(u) }
-    i = ks + kl
-    if bl >= 0 then
-      entry.box = string.sub(p, i, i + bl - 1)
-      i = i + bl
-    end
-    if i > n + 1 then return nil end
-    out[#out + 1] = entry
-  end
-  return out
+-- The earlier tokens live in one string field, p: fixed-width entries, oldest first, each
+--   deadline (15 digits, zero-padded) .. flag ('r' rotated, with a box; 'x' retired) .. key .. box
+-- (a retired entry has filler for a box). Fixed width, so the scripts slice instead of parsing: the
+-- hot path never decodes the list (Redis's Lua is slow at building strings and tables, C is not).
+local function pastCount (p)
+  if not p then return 0 end
+  local n = #p / W
+  if n ~= math.floor(n) then return nil end
+  return n
+end
+local function untilAt (p, i) local o = (i - 1) * W return tonumber(string.sub(p, o + 1, o + 15)) end
+local function rotatedAt (p, i) return string.byte(p, (i - 1) * W + 16) == 114 end
+local function keyAt (p, i) local o = (i - 1) * W return string.sub(p, o + 17, o + 16 + ${KEY_LENGTH}) end
+local function boxAt (p, i) local o = (i - 1) * W return string.sub(p, o + 17 + ${KEY_LENGTH}, o + W) end
+local function entryOf (u, key, box)
+  if box then return string.format('%015d', u) .. 'r' .. key .. box end
+  return string.format('%015d', u) .. 'x' .. key .. RETIRED_FILL
+end
+-- p with the deadline of entry i replaced
+local function withUntil (p, i, u)
+  local o = (i - 1) * W
+  return string.sub(p, 1, o) .. string.format('%015d', u) .. string.sub(p, o + 16)
 end
 
-local function encodePast (past)
-  local parts = {}
-  for j, e in ipairs(past) do
-    if e.box then
-      parts[j] = int(e.u) .. ',' .. int(#e.key) .. ',' .. int(#e.box) .. ';' .. e.key .. e.box
-    else
-      parts[j] = int(e.u) .. ',' .. int(#e.key) .. ',-1;' .. e.key
-    end
-  end
-  return table.concat(parts)
-end
-
--- chainFrom: the boxes from past[i] to the current token
-local function chainFrom (past, i)
+-- chainFrom: the boxes from entry i to the current token
+local function chainFrom (p, n, i)
   local chain = {}
-  for j = i, #past do chain[#chain + 1] = past[j].box end
+  for j = i, n do chain[#chain + 1] = boxAt(p, j) end
   return chain
 end
 
@@ -166,22 +163,21 @@ if deadline(s) <= now then
   return { 0 }
 end
 -- matchToken
-local kind, chain, past = 'reused', nil, nil
+local n = pastCount(h.p)
+if n == nil then return { 0 } end
+local kind, chain = 'reused', nil
 if tk == h.k then
   kind = 'current'
 else
-  past = decodePast(h.p)
-  if past == nil then return { 0 } end
-  for i = #past, 1, -1 do
-    local e = past[i]
-    if e.key == tk then
-      if e.u <= now then
+  for i = n, 1, -1 do
+    if keyAt(h.p, i) == tk then
+      if untilAt(h.p, i) <= now then
         -- the last rotation, its successor never presented: nobody used the session since, no theft
-        if i == #past and e.box and h.s ~= '1' then kind = 'retired' else kind = 'reused' end
-      elseif not e.box then kind = 'retired'
+        if i == n and rotatedAt(h.p, i) and h.s ~= '1' then kind = 'retired' else kind = 'reused' end
+      elseif not rotatedAt(h.p, i) then kind = 'retired'
       else
         kind = 'rotated'
-        chain = chainFrom(past, i)
+        chain = chainFrom(h.p, n, i)
       end
       break
     end
@@ -198,13 +194,9 @@ if kind == 'current' and h.s ~= '1' then
   -- markPresented: the first time, the predecessor gets the grace period from now on
   fields[1] = 's'
   fields[2] = '1'
-  past = decodePast(h.p)
-  if past == nil then return { 0 } end
-  local last = past[#past]
-  if last and last.box then
-    last.u = math.min(last.u, now + grace)
+  if n > 0 and rotatedAt(h.p, n) then
     fields[3] = 'p'
-    fields[4] = encodePast(past)
+    fields[4] = withUntil(h.p, n, math.min(untilAt(h.p, n), now + grace))
   end
 end
 touch(key, s, now, fields)
@@ -227,9 +219,9 @@ if deadline(s) <= now then
   redis.call('DEL', key)
   return { 0 }
 end
-local cur = v[6]
-local past = decodePast(v[7])
-if past == nil then return { 0 } end
+local cur, p = v[6], v[7] or ''
+local n = pastCount(p)
+if n == nil then return { 0 } end
 local nDel = tonumber(ARGV[7])
 if nDel > 0 then
   local deleted = {}
@@ -238,24 +230,34 @@ if nDel > 0 then
 end
 hsetPairs(key, 8 + nDel, #ARGV)
 if ARGV[3] == '1' and tk == cur then
-  -- rotate: earlier tokens past their deadline are dropped; with MAX_PAST still within theirs, no rotation
-  local kept = {}
-  for _, e in ipairs(past) do
-    if e.u > now then kept[#kept + 1] = e end
+  -- rotate: earlier tokens past their deadline are dropped; with MAX_PAST still within theirs, no rotation.
+  -- Usually the expired ones are the oldest: then the rest is one slice.
+  local live, prefix = 0, 0
+  for i = 1, n do
+    if untilAt(p, i) > now then live = live + 1 elseif prefix == i - 1 then prefix = i end
   end
-  if #kept < MAX_PAST then
-    kept[#kept + 1] = { key = cur, box = ARGV[5], u = now + tonumber(ARGV[6]) }
-    touch(key, s, now, { 'k', ARGV[4], 's', '0', 'p', encodePast(kept) })
+  if live < MAX_PAST then
+    local kept
+    if live == n - prefix then
+      kept = string.sub(p, prefix * W + 1)
+    else
+      local parts = {}
+      for i = 1, n do
+        if untilAt(p, i) > now then parts[#parts + 1] = string.sub(p, (i - 1) * W + 1, i * W) end
+      end
+      kept = table.concat(parts)
+    end
+    touch(key, s, now, { 'k', ARGV[4], 's', '0', 'p', kept .. entryOf(now + tonumber(ARGV[6]), cur, ARGV[5]) })
     return { 1, deadline(s) }
   end
 end
 touch(key, s, now, {})
 if tk == cur then return { 2, deadline(s), {} } end
 -- chainOf
-for i = 1, #past do
-  if past[i].key == tk then
-    if not past[i].box then return { 2, deadline(s), false } end
-    return { 2, deadline(s), chainFrom(past, i) }
+for i = 1, n do
+  if keyAt(p, i) == tk then
+    if not rotatedAt(p, i) then return { 2, deadline(s), false } end
+    return { 2, deadline(s), chainFrom(p, n, i) }
   end
 end
 return { 2, deadline(s), false }
@@ -280,25 +282,24 @@ if deadline(s) <= now then
   return 0
 end
 if v[1] ~= ARGV[2] then return 0 end
-local cur = v[6]
-local past = decodePast(v[7])
-if past == nil then return 0 end
+local cur, p = v[6], v[7] or ''
+local n = pastCount(p)
+if n == nil then return 0 end
 -- mayMigrate: the current token, or a rotated one (retired ones may not)
 local may = tk == cur
 if not may then
-  for _, e in ipairs(past) do
-    if e.key == tk and e.box then may = true end
+  for i = 1, n do
+    if keyAt(p, i) == tk and rotatedAt(p, i) then may = true end
   end
 end
 if not may then return 0 end
--- retireAll
-local retired = { { key = cur, box = false, u = retiredUntil } }
-for _, e in ipairs(past) do
-  if e.u > now then retired[#retired + 1] = { key = e.key, box = false, u = retiredUntil } end
+-- retireAll: the current token and every one still within its deadline, retired until retiredUntil
+local retired = { entryOf(retiredUntil, cur, false) }
+for i = 1, n do
+  if untilAt(p, i) > now then retired[#retired + 1] = entryOf(retiredUntil, keyAt(p, i), false) end
 end
-local first = math.max(1, #retired - MAX_PAST + 1)
 local kept = {}
-for i = first, #retired do kept[#kept + 1] = retired[i] end
+for i = math.max(1, #retired - MAX_PAST + 1), #retired do kept[#kept + 1] = retired[i] end
 if ARGV[9] == '1' then
   local old = {}
   for _, f in ipairs(redis.call('HKEYS', key)) do
@@ -307,7 +308,7 @@ if ARGV[9] == '1' then
   chunked('HDEL', key, old)
   hsetPairs(key, 12, #ARGV)
 end
-local fields = { 'sb', ARGV[3], 'it', ARGV[6], 'k', ARGV[4], 's', '0', 'p', encodePast(kept), 'ms', ARGV[8] }
+local fields = { 'sb', ARGV[3], 'it', ARGV[6], 'k', ARGV[4], 's', '0', 'p', table.concat(kept), 'ms', ARGV[8] }
 if ARGV[10] ~= '' and ARGV[10] ~= v[9] then
   fields[#fields + 1] = 'uk'
   fields[#fields + 1] = ARGV[10]

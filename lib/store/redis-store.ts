@@ -6,7 +6,7 @@ import type {
   CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, MigrateInput, ResolveInput,
   ResolveResult, SessionInfo, SessionStore, StoredSession
 } from './contract.js'
-import { SCRIPTS, type ScriptName } from './redis-scripts.js'
+import { BOX_LENGTH, KEY_LENGTH, SCRIPTS, type ScriptName } from './redis-scripts.js'
 
 /** A 32-byte secret as `parseSecret` reads it: 32 bytes, 64 hex characters, base64 of 32 bytes, 32 ASCII characters. */
 export type RedisStoreSecret = string | Uint8Array
@@ -77,6 +77,24 @@ function list (reply: Reply | undefined): Reply[] {
 
 function buffer (reply: Reply | undefined): Buffer | null {
   return Buffer.isBuffer(reply) ? reply : null
+}
+
+const KEY_SHAPE = new RegExp(`^[A-Za-z0-9_-]{${KEY_LENGTH}}$`)
+const BOX_SHAPE = new RegExp(`^[A-Za-z0-9_-]{${BOX_LENGTH}}$`)
+
+/**
+ * A token key as the scripts store it: fixed width, so the rotation state is sliced, not parsed. The
+ * engine's keys (SHA-256, base64url) pass as they are; any other string is mapped to its digest, which
+ * changes nothing, since keys are only ever compared for equality.
+ */
+function keyArg (key: string): string {
+  return KEY_SHAPE.test(key) ? key : digest('token-key', key)
+}
+
+/** A grace box as sealForTokenHolder makes it; the scripts store boxes at a fixed width. */
+function boxArg (box: string): string {
+  if (!BOX_SHAPE.test(box)) throw new TypeError(`RedisStore: a grace box must be what sealForTokenHolder returns (${BOX_LENGTH} base64url characters)`)
+  return box
 }
 
 /** An integer field read as a Buffer, or NaN. */
@@ -167,7 +185,7 @@ export class RedisStore implements SessionStore {
       sealedUser = this.#seal(input.userId, 'session', id, 'user')
     }
     await this.#run('create', this.#sessionKey(id), [
-      input.sandbox, input.tokenKey, String(input.now), String(input.idleTtl), String(input.absoluteExpiresAt),
+      input.sandbox, keyArg(input.tokenKey), String(input.now), String(input.idleTtl), String(input.absoluteExpiresAt),
       uk, sealedUser,
       this.#sandboxSeal(id, input.sandbox, input.idleTtl),
       this.#seal('', 'session', id, 'times', input.now, input.absoluteExpiresAt),
@@ -179,7 +197,7 @@ export class RedisStore implements SessionStore {
     await this.ready()
     const { id } = input
     const reply = list(await this.#run('resolve', this.#sessionKey(id), [
-      input.tokenKey, String(input.now), input.sandbox ?? '', input.revokeOnReuse ? '1' : '0', String(input.gracePeriod)
+      keyArg(input.tokenKey), String(input.now), input.sandbox ?? '', input.revokeOnReuse ? '1' : '0', String(input.gracePeriod)
     ]))
     const status = num(reply[0])
     if (status === 3) {
@@ -213,9 +231,9 @@ export class RedisStore implements SessionStore {
     }
     const rotate = input.rotate === null
       ? ['0', '', '', '0']
-      : ['1', input.rotate.newKey, input.rotate.box, String(input.rotate.unseenWindow)]
+      : ['1', keyArg(input.rotate.newKey), boxArg(input.rotate.box), String(input.rotate.unseenWindow)]
     const reply = list(await this.#run('commit', this.#sessionKey(id), [
-      input.tokenKey, String(input.now), ...rotate, String(deleted.length), ...deleted, ...written
+      keyArg(input.tokenKey), String(input.now), ...rotate, String(deleted.length), ...deleted, ...written
     ]))
     const status = num(reply[0])
     if (status === 0) return { status: 'gone' }
@@ -237,7 +255,7 @@ export class RedisStore implements SessionStore {
       sealedUser = this.#seal(input.userId, 'session', id, 'user')
     }
     const moved = await this.#run('migrate', this.#sessionKey(id), [
-      input.tokenKey, input.from, input.to, input.newKey, String(input.retiredUntil), String(input.idleTtl), String(input.now),
+      keyArg(input.tokenKey), input.from, input.to, keyArg(input.newKey), String(input.retiredUntil), String(input.idleTtl), String(input.now),
       this.#sandboxSeal(id, input.to, input.idleTtl),
       input.data === null ? '0' : '1', uk, sealedUser,
       ...(input.data === null ? [] : this.#dataPairs(id, input.data))

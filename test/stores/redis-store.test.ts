@@ -13,7 +13,7 @@ import t, { type Test } from 'tap'
 import { Keyring, sealForTokenHolder } from '../../lib/cipher.js'
 import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session-token.js'
 import type { SessionStore } from '../../lib/store/contract.js'
-import { SCRIPTS } from '../../lib/store/redis-scripts.js'
+import { BOX_LENGTH, SCRIPTS } from '../../lib/store/redis-scripts.js'
 import { REDIS_FORMAT_VERSION, REDIS_SEAL_PURPOSE, RedisStore, SESSION_LIFETIME_BOUND_MS } from '../../lib/store/redis-store.js'
 import { generateToken } from '../../lib/token.js'
 import { clusterFromEnv, connect, deleteUnder, deleteUnderCluster, IN_CI, keysUnder, newPrefix, REDIS_URL } from '../redis/redis-helpers.js'
@@ -223,8 +223,28 @@ if (typeof connected === 'string') {
     t.equal(session.k, key, 'k: the current token key')
     t.equal(session.uk, userDigest(userId), 'uk: the digest that names the user index')
     t.equal(Object.keys(session).filter((field) => field.startsWith('d:')).length, 7, 'one sealed field per top-level data key')
-    t.match(session.p, /^(\d{13},43,\d+;[A-Za-z0-9_-]{43}[A-Za-z0-9_-]+)+$/, 'p: deadline, lengths, key and box of each earlier token')
+    t.match(session.p, /^(\d{15}r[A-Za-z0-9_-]{43}[A-Za-z0-9_-]{66}){5}$/, "p: five fixed-width entries, each deadline, flag, key and box")
     t.same(await client.zrange(userKey(prefix, userId), 0, -1, 'WITHSCORES'), [c.id, String(Number(session.ca) + 5 * DAY)], 'the user index: record id scored by its absolute deadline')
+  })
+
+  t.test('token keys of any shape work (stored at a fixed width); a grace box must be the engine\'s', async (t) => {
+    t.equal(newBox().length, BOX_LENGTH, 'the scripts store boxes at the width sealForTokenHolder makes them')
+    const { store, prefix } = scratch(t)
+    const now = Date.now()
+    const id = recordIdOf(generateLocator())
+    await store.create({ id, sandbox: 'a', tokenKey: 'first key, not a digest ✓', data: {}, now, idleTtl: HOUR, absoluteExpiresAt: now + DAY })
+    t.equal((await resolveWith(store, id, 'first key, not a digest ✓', now)).status, 'live')
+    t.equal((await resolveWith(store, id, 'first key, not a digest', now + 1)).status, 'reused', 'a different key is another key')
+    const again = recordIdOf(generateLocator())
+    await store.create({ id: again, sandbox: 'a', tokenKey: 'k1', data: {}, now, idleTtl: HOUR, absoluteExpiresAt: now + DAY })
+    t.equal((await resolveWith(store, again, 'k1', now)).status, 'live')
+    const box = newBox()
+    t.match(await store.commit({ id: again, tokenKey: 'k1', patch: null, rotate: { newKey: 'k2', box, unseenWindow: WINDOW }, now }), { rotated: true })
+    const grace = await resolveWith(store, again, 'k1', now + 1)
+    t.same(grace.status === 'grace' ? grace.chain : null, [box])
+    t.equal((await client.hget(sessionKey(prefix, again), 'k'))!.length, 43, 'stored as its digest')
+    await t.rejects(store.commit({ id: again, tokenKey: 'k2', patch: null, rotate: { newKey: 'k3', box: 'opaque-box', unseenWindow: WINDOW }, now }), /grace box must be what sealForTokenHolder returns/)
+    t.equal((await resolveWith(store, again, 'k2', now + 2)).status, 'live', 'refused before anything was sent')
   })
 
   t.test('sessions, moved or tampered with in Redis, do not resolve', async (t) => {
