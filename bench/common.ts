@@ -19,7 +19,7 @@ export const SERVERS: ServerSpec[] = [
   { id: 'fastify-session', label: '@fastify/session (memory)', description: '@fastify/session + @fastify/cookie, default in-memory store, default options (rolling: true saves and re-sends the cookie on every response).', sessions: true },
   { id: 'secure-session', label: '@fastify/secure-session', description: '@fastify/secure-session: stateless, the data sealed (libsodium secretbox) in the cookie.', sessions: true },
   { id: 'xems-static', label: 'fastify-xems memory, autoRotation false', description: 'xemsSession on the default MemoryStore, autoRotation: false (the token stays).', sessions: true },
-  { id: 'xems-rotate', label: 'fastify-xems memory, rotation', description: 'xemsSession on the default MemoryStore, autoRotation: true (a new token on every response).', sessions: true },
+  { id: 'xems-rotate', label: 'fastify-xems memory, rotation', description: 'xemsSession on the default MemoryStore, autoRotation: true, gracePeriod 0 (a new token on every response).', sessions: true },
   { id: 'xems-persist', label: 'fastify-xems memory+vault everysec, rotation', description: "xemsSession on MemoryStore with persistence { fsync: 'everysec' } (encrypted journal on disk), rotation on.", sessions: true },
   { id: 'xems-redis', label: 'fastify-xems RedisStore, rotation', description: 'xemsSession on RedisStore (ioredis, 127.0.0.1:6379), rotation on.', sessions: true },
   { id: 'fastify-session-redis', label: '@fastify/session + connect-redis', description: '@fastify/session with connect-redis 8 on ioredis (127.0.0.1:6379), default options.', sessions: true }

@@ -1,8 +1,9 @@
 /**
  * What one Map.set / Map.delete can cost when a JavaScript Map of a million entries grows or shrinks:
- * V8 rehashes the whole table in that one call. MemoryStore keeps sessions and token keys in such Maps,
- * so a login that crosses a power of two (or a sweep step that empties one) stalls the event loop.
- * Compared with the same keys spread over 64 smaller Maps (by the key's first character).
+ * V8 rehashes the whole table in that one call. MemoryStore keeps its sessions (one record each, by
+ * record id) in such Maps, so a login that crosses a power of two (or a sweep step that empties one)
+ * stalls the event loop. Compared with the same keys spread over 64 smaller Maps (by the key's first
+ * character).
  *
  * `npm run bench:build && node --expose-gc dist/bench/map-rehash.js [--entries 1000000]`. Each layout runs
  * three times; the figure is the smallest of the three longest calls, which leaves out the machine's
@@ -17,8 +18,9 @@ const gcs: Array<{ start: number, ms: number }> = []
 new PerformanceObserver((list) => { for (const e of list.getEntries()) gcs.push({ start: e.startTime, ms: e.duration }) }).observe({ entryTypes: ['gc'] })
 const gcIn = (start: number, end: number): boolean => gcs.some((g) => g.start >= start - 0.5 && g.start <= end)
 
-const keys = Array.from({ length: ENTRIES }, () => randomBytes(32).toString('base64url').slice(0, 43))
-const value = { sid: 'x', next: null }
+/** Record ids: 16 bytes, 22 base64url characters (lib/session-token.ts). */
+const keys = Array.from({ length: ENTRIES }, () => randomBytes(16).toString('base64url'))
+const value = { id: 'x', next: null }
 
 /** The longest single set and delete without a GC in it, in ms, and where. */
 function run (shards: number): { set: number, setAt: number, del: number, delAt: number } {
@@ -42,7 +44,7 @@ function run (shards: number): { set: number, setAt: number, del: number, delAt:
   return slowest
 }
 
-console.log(`${ENTRIES.toLocaleString('en')} keys of 43 characters; longest single call without GC, smallest of 3 runs`)
+console.log(`${ENTRIES.toLocaleString('en')} keys of 22 characters (record ids); longest single call without GC, smallest of 3 runs`)
 for (const shards of [1, 64]) {
   const runs = [run(shards), run(shards), run(shards)]
   const best = (k: 'set' | 'del'): typeof runs[number] => runs.reduce((a, b) => a[k] <= b[k] ? a : b)

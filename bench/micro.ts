@@ -1,6 +1,7 @@
 /**
  * Micro-benchmarks of what a rotating request costs, piece by piece, without HTTP: the crypto helpers of
- * fastify-xems as built in dist/lib (SHA-256 token keys, random tokens, the grace box),
+ * fastify-xems as built in dist/lib (session tokens `locator.secret`: random locators and secrets, the
+ * syntax check, SHA-256 record ids, token keys and public ids; the grace box),
  * the session-data codec, cookie parse / serialize, and whole engine cycles (open + commit) on a
  * MemoryStore, with and without rotation. Next to them, cheaper ways to compute the same thing, checked
  * to give byte-identical results where they claim to, as evidence for the suggestions in
@@ -19,8 +20,15 @@ import { profileFor, round } from './common.js'
 
 interface TokenModule {
   generateToken: () => string
-  tokenKey: (token: string) => string
-  isWellFormedToken: (value: unknown) => boolean
+}
+interface SessionTokenModule {
+  generateLocator: () => string
+  sessionTokenOf: (locator: string, secret: string) => string
+  isWellFormedSessionToken: (value: unknown) => boolean
+  parseSessionToken: (value: unknown) => { token: string, locator: string, secret: string } | null
+  recordIdOf: (locator: string) => string
+  secretKeyOf: (token: string) => string
+  publicIdOf: (recordId: string) => string
 }
 interface CipherModule {
   sealForTokenHolder: (holder: string, secret: string) => string
@@ -118,28 +126,37 @@ function sealFast (holder: string, secret: string): string {
 
 async function main (): Promise<void> {
   const token = await lib<TokenModule>('token.js')
+  const sessionToken = await lib<SessionTokenModule>('session-token.js')
   const cipher = await lib<CipherModule>('cipher.js')
   const data = await lib<DataModule>('session-data.js')
   const hash = (nodeCrypto as unknown as { hash?: (algorithm: string, data: string, encoding: string) => string }).hash
 
   console.log(`micro-benchmarks, Node ${process.version}: µs of CPU per call (fastest of 7 runs)`)
   console.log('')
-  const t = token.generateToken()
+  const locator = sessionToken.generateLocator()
+  /** A session token (the holder of a grace box) and the next secret (what the box seals). */
+  const t = sessionToken.sessionTokenOf(locator, token.generateToken())
   const t2 = token.generateToken()
 
   console.log('— tokens')
-  measure('generateToken (randomBytes(32) → base64url)', () => token.generateToken())
-  measure('  alternative: 32 bytes from a 4 KiB randomFillSync pool', () => pooledRandom(32).toString('base64url'))
-  measure('tokenKey (createHash sha256 → base64url)', () => token.tokenKey(t))
+  measure('generateToken: a secret (32 bytes from the CSPRNG pool → base64url)', () => token.generateToken())
+  measure('generateLocator (16 bytes from the CSPRNG pool → base64url)', () => sessionToken.generateLocator())
+  measure('  for comparison: 32 bytes from randomBytes, no pool', () => randomBytes(32).toString('base64url'))
+  measure('secretKeyOf (SHA-256 of the token → 16 bytes base64url)', () => sessionToken.secretKeyOf(t))
+  measure('recordIdOf (SHA-256 of the locator → 16 bytes base64url)', () => sessionToken.recordIdOf(locator))
+  const recordId = sessionToken.recordIdOf(locator)
+  measure('publicIdOf (SHA-256 of the record id, for logs and events)', () => sessionToken.publicIdOf(recordId))
   if (typeof hash === 'function') {
-    if (hash('sha256', t, 'base64url') !== token.tokenKey(t)) throw new Error('crypto.hash differs from tokenKey')
-    measure('  alternative: crypto.hash(sha256) one-shot (same output)', () => hash('sha256', t, 'base64url'))
+    measure('  for comparison: crypto.hash(sha256) one-shot, full 32 bytes', () => hash('sha256', t, 'base64url'))
   }
-  measure('isWellFormedToken', () => token.isWellFormedToken(t))
+  measure('  for comparison: createHash(sha256), full 32 bytes', () => createHash('sha256').update(t).digest('base64url'))
+  measure('isWellFormedSessionToken', () => sessionToken.isWellFormedSessionToken(t))
+  measure('parseSessionToken', () => sessionToken.parseSessionToken(t))
 
   console.log('— grace box (once per rotation; opened only on a grace hit)')
   measure('sealForTokenHolder (SHA-512 pad + SHA-256 tag)', () => cipher.sealForTokenHolder(t, t2))
   const box = cipher.sealForTokenHolder(t, t2)
+  if (cipher.openAsTokenHolder(t, box) !== t2) throw new Error('the grace box does not open')
   measure('openAsTokenHolder (grace hits only)', () => cipher.openAsTokenHolder(t, box))
   const ikm = Buffer.from(t, 'utf8')
   if (!hkdfByHmac(ikm, GRACE, Buffer.alloc(0)).equals(Buffer.from(hkdfSync('sha256', ikm, Buffer.alloc(0), GRACE, 32)))) throw new Error('HKDF by HMAC differs')
@@ -168,14 +185,19 @@ async function main (): Promise<void> {
 
   console.log('— engine cycles on a MemoryStore (what one GET /me does, without HTTP)')
   const store = new MemoryStore({ sweepInterval: '1h' })
-  const engine = new XemsEngine({ store })
+  // No grace: each rotated token is dropped at the next rotation. With one, a loop this fast would fill
+  // the record (MAX_PAST_TOKENS rotated tokens within their grace) and later rotations would be refused.
+  const engine = new XemsEngine({ store, gracePeriod: 0 })
   let current = await engine.createSession('auth-active', profile)
   const cycle = async (rotate: boolean): Promise<void> => {
     const opened = await engine.open(current)
     if (opened.status !== 'live') throw new Error(`session lost: ${opened.status}`)
-    const done = await engine.commit({ sid: opened.session.sid, sandbox: opened.session.sandbox, presentedKey: opened.presentedKey, presentedToken: current }, null, rotate ? { gracePeriod: 2000 } : null)
+    const done = await engine.commit({ id: opened.session.id, sandbox: opened.session.sandbox, presented: opened.presented }, null, rotate)
     if (done.status !== 'ok') throw new Error('commit failed')
-    if (rotate) current = done.token!
+    if (rotate) {
+      if (done.token === null || done.token === current) throw new Error('no rotation')
+      current = done.token
+    }
   }
   const staticCycle = await measureAsync('open + commit, no rotation (touch)', async () => await cycle(false), 10_000)
   const rotateCycle = await measureAsync('open + commit with rotation', async () => await cycle(true), 10_000)

@@ -25,7 +25,7 @@ export interface ProfileSummary {
   topSelf: Array<{ name: string, ms: number, share: number }>
 }
 
-/** Path of a frame's script relative to the repo (`dist/lib/token.js`, `node_modules/fastify/...`, `node:net`). */
+/** Path of a frame's script relative to the repo (`dist/lib/session-token.js`, `node_modules/fastify/...`, `node:net`). */
 function where (frame: CallFrame, repo: string): string {
   const url = frame.url
   if (url.startsWith('file://')) {
@@ -46,12 +46,18 @@ function bucketOf (frame: CallFrame, file: string): string | null {
   if (name === '(idle)') return 'idle'
   if (name === '(program)') return 'V8 / native (program)'
   if (name === '(root)') return null
-  if (file.startsWith('dist/lib/token.js')) {
-    if (name === 'tokenKey') return 'xems: SHA-256 token keys (tokenKey)'
-    if (name === 'generateToken' || name === 'generateSessionId') return 'xems: randomBytes (new tokens)'
+  if (file.startsWith('dist/lib/session-token.js')) {
+    if (/^(recordIdOf|secretKeyOf|publicIdOf)$/.test(name)) return 'xems: SHA-256 names (record id, token key, public id)'
+    if (name === 'generateLocator') return 'xems: CSPRNG (new tokens)'
     return 'xems: token syntax check'
   }
-  if (file.startsWith('dist/lib/cipher.js')) return 'xems: grace box (HKDF + AES-256-GCM)'
+  if (file.startsWith('dist/lib/token.js')) return 'xems: CSPRNG (new tokens)'
+  if (file.startsWith('dist/lib/cipher.js')) {
+    // The one-shot digest helper serves the names and the grace box alike: its caller says which.
+    if (name === 'sha') return null
+    return 'xems: grace box (SHA-512 pad + SHA-256 tag)'
+  }
+  if (file.startsWith('dist/lib/store/rotation.js')) return 'xems: rotation rules'
   if (file.startsWith('dist/lib/session-data.js')) {
     return name === 'decodeData' ? 'xems: session data decode (JSON.parse)' : 'xems: session data diff (JSON.stringify)'
   }
@@ -102,15 +108,18 @@ function stepRules (repo: string): StepRule[] {
   if (onRequest !== undefined) rules.push({ name: 'xems onRequest hook (resolve)', file: 'dist/plugins/session.js', line: onRequest })
   if (onSend !== undefined) rules.push({ name: 'xems onSend hook (finish: commit + rotate + Set-Cookie)', file: 'dist/plugins/session.js', line: onSend })
   rules.push(
-    { name: '  engine.open (token check, SHA-256, store.resolve)', file: 'dist/lib/engine.js', functionName: 'open' },
-    { name: '  new XemsSession (decode data, SHA-256 again)', file: 'dist/lib/session-handle.js', functionName: 'XemsSession' },
+    { name: '  engine.open (token check, record id and token key, store.resolve)', file: 'dist/lib/engine.js', functionName: 'open' },
+    { name: '  new XemsSession (decode data, public id)', file: 'dist/lib/session-handle.js', functionName: 'XemsSession' },
     { name: '  XemsSession.finish (diff data, engine.commit)', file: 'dist/lib/session-handle.js', functionName: 'finish' },
-    { name: '  engine.commit (new token, grace box, SHA-256, store.commit)', file: 'dist/lib/engine.js', functionName: 'commit' },
+    { name: '  engine.commit (new secret, grace box, token key, store.commit)', file: 'dist/lib/engine.js', functionName: 'commit' },
     { name: '  applyOutcome (reply.setCookie)', file: 'dist/plugins/session.js', functionName: 'applyOutcome' },
     { name: 'store.resolve', file: 'dist/lib/store/', functionName: 'resolve' },
     { name: 'store.commit', file: 'dist/lib/store/', functionName: 'commit' },
-    { name: 'tokenKey (SHA-256)', file: 'dist/lib/token.js', functionName: 'tokenKey' },
-    { name: 'generateToken (randomBytes 32)', file: 'dist/lib/token.js', functionName: 'generateToken' },
+    { name: 'secretKeyOf (SHA-256 token key)', file: 'dist/lib/session-token.js', functionName: 'secretKeyOf' },
+    { name: 'recordIdOf (SHA-256 record id)', file: 'dist/lib/session-token.js', functionName: 'recordIdOf' },
+    { name: 'publicIdOf (SHA-256 public id)', file: 'dist/lib/session-token.js', functionName: 'publicIdOf' },
+    { name: 'generateToken (a new secret)', file: 'dist/lib/token.js', functionName: 'generateToken' },
+    { name: 'rotation rules (match, present, rotate)', file: 'dist/lib/store/rotation.js' },
     { name: 'sealForTokenHolder (grace box)', file: 'dist/lib/cipher.js', functionName: 'sealForTokenHolder' },
     { name: 'decodeData', file: 'dist/lib/session-data.js', functionName: 'decodeData' },
     { name: 'diffData', file: 'dist/lib/session-data.js', functionName: 'diffData' },

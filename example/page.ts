@@ -75,9 +75,18 @@ export const PAGE = `<!doctype html>
   <pre id="account"></pre>
   <p>What page scripts see in <code>document.cookie</code>: <code id="cookies"></code></p>
   <button id="refresh">Refresh</button>
-  <button id="enrol-button">Set up authenticator</button>
   <button id="logout">Sign out</button>
   <button id="logout-everywhere">Sign out everywhere</button>
+  <h3>How you sign in</h3>
+  <p>Changes need your password and, once an authenticator is set up, a code from it (confirm first).</p>
+  <label>Password <input type="password" id="account-password" autocomplete="current-password"></label>
+  <button id="enrol-button">Set up authenticator</button>
+  <span id="factor-actions">
+    <form id="step-up-form"><label>Code <input type="text" name="code" inputmode="numeric" autocomplete="one-time-code" required></label><button type="submit">Confirm with a code</button></form>
+    <button id="reenrol-button">Replace authenticator</button>
+    <button id="new-codes-button">New recovery codes</button>
+    <button id="disable-button">Remove authenticator</button>
+  </span>
 </section>
 
 <script>
@@ -103,6 +112,7 @@ async function showAccount () {
   document.getElementById('account').textContent = JSON.stringify(me.data, null, 2)
   document.getElementById('cookies').textContent = JSON.stringify(document.cookie)
   document.getElementById('enrol-button').hidden = me.data.mfaEnrolled
+  document.getElementById('factor-actions').hidden = !me.data.mfaEnrolled
   show('account')
   return true
 }
@@ -135,13 +145,39 @@ document.getElementById('code-form').addEventListener('submit', async (event) =>
   await showAccount()
 })
 
-document.getElementById('enrol-button').addEventListener('click', async () => {
-  const result = await call('POST', '/api/mfa/enrol')
-  if (result.status !== 200) return say(result.data.message, 'error')
+const accountPassword = () => { const input = document.getElementById('account-password'); const value = input.value; input.value = ''; return value }
+async function enrol () {
+  const result = await call('POST', '/api/mfa/enrol', { password: accountPassword() })
+  if (result.status !== 200) return say(result.data.error || result.data.message, 'error')
   document.getElementById('qr').innerHTML = result.data.qrSvg
   document.getElementById('secret').textContent = result.data.secret
   say('')
   show('enrol')
+}
+document.getElementById('enrol-button').addEventListener('click', enrol)
+document.getElementById('reenrol-button').addEventListener('click', enrol)
+document.getElementById('step-up-form').addEventListener('submit', async (event) => {
+  event.preventDefault()
+  const result = await call('POST', '/api/mfa/step-up', { code: fields(event.target).code.trim() })
+  event.target.reset()
+  say(result.status === 200 ? 'Confirmed: you can change how you sign in for 10 minutes.' : result.data.message, result.status === 200 ? 'ok' : 'error')
+})
+function showCodes (codes) {
+  const list = document.getElementById('recovery-codes')
+  list.replaceChildren(...codes.map((code) => { const li = document.createElement('li'); li.textContent = code; return li }))
+  show('recovery')
+}
+document.getElementById('new-codes-button').addEventListener('click', async () => {
+  const result = await call('POST', '/api/mfa/recovery-codes', { password: accountPassword() })
+  if (result.status !== 200) return say(result.data.error || result.data.message, 'error')
+  say('New recovery codes: the old ones no longer work.', 'ok')
+  showCodes(result.data.recoveryCodes)
+})
+document.getElementById('disable-button').addEventListener('click', async () => {
+  const result = await call('POST', '/api/mfa/disable', { password: accountPassword() })
+  if (result.status !== 200) return say(result.data.error || result.data.message, 'error')
+  say('Authenticator removed. Your other sessions were signed out.', 'ok')
+  await showAccount()
 })
 
 document.getElementById('confirm-form').addEventListener('submit', async (event) => {
@@ -149,10 +185,8 @@ document.getElementById('confirm-form').addEventListener('submit', async (event)
   const result = await call('POST', '/api/mfa/confirm', { code: fields(event.target).code.trim() })
   event.target.reset()
   if (result.status !== 200) return say(result.data.message, 'error')
-  const list = document.getElementById('recovery-codes')
-  list.replaceChildren(...result.data.recoveryCodes.map((code) => { const li = document.createElement('li'); li.textContent = code; return li }))
   say('Authenticator enrolled. Your other sessions were signed out.', 'ok')
-  show('recovery')
+  showCodes(result.data.recoveryCodes)
 })
 
 document.getElementById('recovery-done').addEventListener('click', async () => { document.getElementById('recovery-codes').replaceChildren(); say(''); await showAccount() })

@@ -8,7 +8,7 @@
  * Redis (see example/store.ts). Only the package's public exports are used.
  */
 import { createHash } from 'node:crypto'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { hashPassword, xemsMfa, xemsSession, type MfaRecord, type SessionStore } from 'fastify-xems'
 import { openStore } from './store.js'
 import { PAGE } from './page.js'
@@ -33,18 +33,27 @@ export interface ExampleOptions {
   store?: SessionStore
   /** Logger level (default info; 'silent' in tests). */
   logLevel?: string
+  /**
+   * Secure cookies (default true; XEMS_COOKIE_SECURE=false turns them off): the session cookie is then
+   * `__Host-xems`. Chromium (156, Debian) keeps Secure and __Host- cookies on plain http://localhost
+   * and http://127.0.0.1; turn this off only for a browser that drops them there.
+   */
+  secureCookies?: boolean
 }
 
 export async function buildExample (options: ExampleOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({ logger: { level: options.logLevel ?? process.env.LOG_LEVEL ?? 'info' }, bodyLimit: 16 * 1024 })
+  const secure = options.secureCookies ?? process.env.XEMS_COOKIE_SECURE !== 'false'
+  // The plugin's default name: __Host-xems when secure (path /, no domain), xems otherwise.
+  const cookieName = secure ? '__Host-xems' : 'xems'
   await app.register(xemsSession, {
     sandbox: 'auth-active',
     ttl: '1h',
     maxAge: '5d',
     sandboxes: { 'otp-pending': { ttl: '10m' }, 'users-registry': { ttl: '5d' } },
-    // Plain http://localhost: browsers drop Secure cookies on http, so the example turns it off
-    // explicitly. Behind HTTPS keep the default (secure: true).
-    cookie: { name: 'xems', secure: false, sameSite: 'lax' },
+    // Secure by default, also on http://localhost (Chromium keeps Secure cookies there): no sibling
+    // subdomain can set or shadow a __Host- cookie.
+    cookie: { secure, sameSite: 'lax' },
     createLimit: { max: 30, window: '1m' },
     ...(options.store === undefined ? {} : { store: options.store })
   })
@@ -55,7 +64,7 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Fasti
   await app.register(async (routes) => {
     await routes.register(xemsMfa, {
       issuer: 'fastify-xems example',
-      rememberDevice: { secure: false },
+      rememberDevice: { secure },
       users: {
         load: async (email) => (await registry.get<UserRecord>(email))?.mfa ?? null,
         save: async (email, mfa) => {
@@ -82,7 +91,8 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Fasti
       const login = email.toLowerCase()
       const user = await registry.get<UserRecord>(login)
       // The name tried, known or not: failures lock unknown names alike, so nothing tells which exist.
-      if (!await mfa.verifyPassword(login.slice(0, 256), password, user?.passwordHash, request)) {
+      // Over-long names (> 256) or passwords (> 1024) are a 400 before any store work.
+      if (!await mfa.verifyPassword(login, password, user?.passwordHash, request)) {
         return await reply.code(401).send({ error: 'wrong email or password' })
       }
       return await mfa.begin(request, reply, { userId: user!.email, data: { email: user!.email } })
@@ -91,14 +101,41 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Fasti
     routes.post<{ Body: { code?: unknown, remember?: unknown } }>('/api/mfa/verify', async (request, reply) =>
       await mfa.verify(request, reply, request.body?.code, { remember: request.body?.remember === true }))
 
-    routes.post('/api/mfa/enrol', { preHandler: signedIn }, async (request) => await mfa.startEnrolment(request, { label: request.session!.userId! }))
+    /**
+     * Changing the factors needs the password again (checked and throttled like a login) and, once a
+     * factor exists, a code verified within the last 10 minutes (the plugin checks that itself: a
+     * login on a remembered device, or a stolen cookie, is not enough).
+     */
+    async function passwordAgain (request: FastifyRequest<{ Body: { password?: unknown } }>, reply: FastifyReply): Promise<boolean> {
+      const password = request.body?.password
+      const user = await registry.get<UserRecord>(request.session!.userId!)
+      if (typeof password === 'string' && await mfa.verifyPassword(request.session!.userId!, password, user?.passwordHash, request)) return true
+      await reply.code(401).send({ error: 'enter your password to change how you sign in' })
+      return false
+    }
+
+    routes.post<{ Body: { password?: unknown } }>('/api/mfa/enrol', { preHandler: signedIn }, async (request, reply) => {
+      if (!await passwordAgain(request, reply)) return reply
+      return await mfa.startEnrolment(request, { label: request.session!.userId! })
+    })
     routes.post<{ Body: { code?: unknown } }>('/api/mfa/confirm', { preHandler: signedIn }, async (request) =>
       await mfa.confirmEnrolment(request, request.body?.code))
+    routes.post<{ Body: { code?: unknown } }>('/api/mfa/step-up', { preHandler: signedIn }, async (request, reply) =>
+      await mfa.stepUp(request, reply, request.body?.code))
+    routes.post<{ Body: { password?: unknown } }>('/api/mfa/recovery-codes', { preHandler: signedIn }, async (request, reply) => {
+      if (!await passwordAgain(request, reply)) return reply
+      return { recoveryCodes: await mfa.regenerateRecoveryCodes(request) }
+    })
+    routes.post<{ Body: { password?: unknown } }>('/api/mfa/disable', { preHandler: signedIn }, async (request, reply) => {
+      if (!await passwordAgain(request, reply)) return reply
+      await mfa.disable(request)
+      return { ok: true }
+    })
 
     routes.get('/api/me', { preHandler: signedIn }, async (request) => {
       const session = request.session!
       const user = await registry.get<UserRecord>(session.userId!)
-      const presented = request.cookies.xems ?? request.headers['x-xems-token']
+      const presented = request.cookies[cookieName] ?? request.headers['x-xems-token']
       return {
         email: session.data.email,
         mfaEnrolled: user?.mfa.totp !== undefined && user.mfa.totp !== null,

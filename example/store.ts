@@ -6,7 +6,7 @@
  *                   so sessions and users survive a restart.
  * - neither       → MemoryStore in memory: everything ends with the process. Nothing leaves the process,
  *                   so nothing is sealed and no secret is needed.
- * XEMS_SECRET is 32 bytes: 64 hex characters (node -e "console.log(crypto.randomBytes(32).toString('hex'))").
+ * XEMS_SECRET is 32 bytes: 64 hex characters (openssl rand -hex 32) or base64 (openssl rand -base64 32).
  */
 import { randomBytes } from 'node:crypto'
 import { resolve } from 'node:path'

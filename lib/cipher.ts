@@ -26,13 +26,24 @@ export function deriveKey (ikm: Buffer, info: string, salt: Buffer = Buffer.allo
   return Buffer.from(hkdfSync('sha256', ikm, salt, Buffer.from(info, 'utf8'), 32))
 }
 
+const MAKE_ONE = 'make one with `openssl rand -base64 32` (or `node -e "console.log(require(\'crypto\').randomBytes(32).toString(\'base64\'))"`)'
+
 /**
- * Reads a 32-byte secret given as a Buffer/Uint8Array of 32 bytes, 64 hex characters, base64 or
- * base64url of 32 bytes, or a string of exactly 32 ASCII characters. Anything else fails with
- * FST_XEMS_BAD_SECRET naming `option`, without echoing the value.
+ * Reads a 32-byte secret. Each accepted form, and how it is read:
+ *
+ * - a Buffer or Uint8Array of exactly 32 bytes: those bytes;
+ * - 64 hex characters (`openssl rand -hex 32`): decoded from hex;
+ * - 43 or 44 characters of base64 or base64url of 32 bytes (`openssl rand -base64 32`): decoded;
+ * - any other string of exactly 32 printable ASCII characters: its ASCII bytes, as typed.
+ *
+ * Secrets with obviously no entropy are refused: all one byte (32 zero bytes, 32 × `a`), a short
+ * repeated pattern (`password` × 4), a run of consecutive bytes (`abcd…`), fewer than 12 distinct
+ * bytes, and 32 hex characters (16 bytes of hex, which would be read as ASCII: use 64). Anything
+ * else fails with FST_XEMS_BAD_SECRET naming `option`, without echoing the value.
  */
 export function parseSecret (value: unknown, option: string): Buffer {
   let bytes: Buffer | undefined
+  let ascii = false
   if (value instanceof Uint8Array) {
     if (value.length === SECRET_BYTES) bytes = Buffer.from(value)
   } else if (typeof value === 'string') {
@@ -43,15 +54,47 @@ export function parseSecret (value: unknown, option: string): Buffer {
       if (decoded.length === SECRET_BYTES) bytes = decoded
     } else if (/^[\x21-\x7e]{32}$/.test(value)) {
       bytes = Buffer.from(value, 'ascii')
+      ascii = true
     }
   }
   if (bytes === undefined) {
     throw new XemsError('FST_XEMS_BAD_SECRET',
       `fastify-xems: option "${option}" must be exactly 32 bytes: a Buffer of 32 bytes, 64 hex characters, ` +
-      'base64 of 32 bytes, or 32 printable ASCII characters (generate one with ' +
-      '`node -e "console.log(require(\'crypto\').randomBytes(32).toString(\'hex\'))"`)')
+      `base64 of 32 bytes, or 32 printable ASCII characters; ${MAKE_ONE}`)
+  }
+  const weakness = weaknessOf(bytes)
+  if (weakness !== null) {
+    bytes.fill(0)
+    throw new XemsError('FST_XEMS_BAD_SECRET',
+      `fastify-xems: option "${option}" is not a secret: ${weakness}${ascii ? ' (read as 32 ASCII characters)' : ''}; ${MAKE_ONE}`)
+  }
+  if (ascii && /^[0-9a-fA-F]{32}$/.test(value as string)) {
+    bytes.fill(0)
+    throw new XemsError('FST_XEMS_BAD_SECRET',
+      `fastify-xems: option "${option}" is 32 hex characters: that is 16 bytes, not 32, and would be read as ASCII; ` +
+      `give 64 hex characters (\`openssl rand -hex 32\`), or ${MAKE_ONE}`)
   }
   return bytes
+}
+
+/** Fewest distinct byte values accepted: 32 random bytes have about 30; fewer than 12 happens with odds below 1e-20. */
+const MIN_DISTINCT_BYTES = 12
+
+/** Why 32 bytes are obviously not random, or null. Random bytes pass every check with overwhelming odds. */
+function weaknessOf (bytes: Buffer): string | null {
+  const distinct = new Set(bytes).size
+  if (distinct === 1) return 'all its bytes are the same'
+  for (let period = 2; period <= 16; period++) {
+    let repeats = true
+    for (let i = period; i < bytes.length && repeats; i++) repeats = bytes[i] === bytes[i - period]
+    if (repeats) return `it repeats a pattern of ${period} bytes`
+  }
+  const step = (bytes[1]! - bytes[0]! + 256) % 256
+  let run = true
+  for (let i = 2; i < bytes.length && run; i++) run = (bytes[i]! - bytes[i - 1]! + 256) % 256 === step
+  if (run) return 'its bytes are a run of evenly spaced values'
+  if (distinct < MIN_DISTINCT_BYTES) return `it has only ${distinct} distinct bytes`
+  return null
 }
 
 function keyIdOf (key: Buffer): Buffer {

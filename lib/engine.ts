@@ -33,7 +33,7 @@ export interface EngineOptions {
   maxAge?: Duration
   /**
    * How long a rotated token keeps working once its successor has been presented: requests that were
-   * already in flight (default `2s`, at most 1 minute).
+   * already in flight, or waiting in the browser's own queues (default `10s`, at most 1 minute).
    */
   gracePeriod?: Duration
   /**
@@ -154,7 +154,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     this.maxAge = parsePositiveDuration(options.maxAge ?? MAX_AGE_CAP_MS, 'maxAge')
     if (this.maxAge > MAX_AGE_CAP_MS) throw badOption('maxAge', 'must be at most 5 days (5d): no session lives longer')
     this.#defaultTtl = this.#checkTtl(options.ttl ?? '1h', 'ttl')
-    this.gracePeriod = checkGrace(options.gracePeriod ?? '2s', 'gracePeriod')
+    this.gracePeriod = checkGrace(options.gracePeriod ?? '10s', 'gracePeriod')
     this.unseenWindow = parsePositiveDuration(options.unseenWindow ?? '10m', 'unseenWindow')
     if (this.unseenWindow < this.gracePeriod) throw badOption('unseenWindow', `must be at least gracePeriod (${this.gracePeriod} ms)`)
     if (this.unseenWindow > this.maxAge) throw badOption('unseenWindow', `must not exceed maxAge (${this.maxAge} ms)`)
@@ -280,7 +280,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     }
     if (result.status === 'gone') return result
     if (result.rotated) {
-      this.emit('rotated', { id: publicIdOf(session.id), sandbox: session.sandbox })
+      if (this.listenerCount('rotated') > 0) this.emit('rotated', { id: publicIdOf(session.id), sandbox: session.sandbox })
       return { status: 'ok', token: newToken, expiresAt: result.expiresAt }
     }
     const token = result.chain === null ? null : followChain(presented, result.chain)

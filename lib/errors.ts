@@ -26,6 +26,8 @@ export type XemsErrorCode =
   /** The vault directory could not be read or written at start-up. */
   | 'FST_XEMS_VAULT_IO'
   | 'FST_XEMS_MFA_INVALID'
+  /** A user name or password outside the accepted lengths (400), refused before any store work. */
+  | 'FST_XEMS_MFA_BAD_INPUT'
   | 'FST_XEMS_MFA_LOCKED'
   | 'FST_XEMS_MFA_ATTEMPTS'
   | 'FST_XEMS_MFA_REQUIRED'

@@ -42,8 +42,7 @@ type Mode =
  * when changed, plus regenerate / destroy / migrate. Framework-free; the plugin calls `finish`.
  */
 export class XemsSession<Data = Record<string, unknown>> {
-  /** The session's public id, stable for its whole life: for logs and device lists. It opens nothing. */
-  readonly id: string
+  #publicId: string | null = null
   sandbox: string
   data: Data
   userId?: string
@@ -66,7 +65,6 @@ export class XemsSession<Data = Record<string, unknown>> {
   constructor (engine: XemsEngine, stored: StoredSession, mode: 'live' | 'grace' | 'issued', presented: PresentedToken, currentToken: string | null) {
     this.#engine = engine
     this.#recordId = stored.id
-    this.id = publicIdOf(stored.id)
     this.sandbox = stored.sandbox
     this.data = decodeData(stored.data) as Data
     if (stored.userId !== undefined) this.userId = stored.userId
@@ -77,6 +75,12 @@ export class XemsSession<Data = Record<string, unknown>> {
     this.#mode = mode
     this.#presented = presented
     this.#token = currentToken
+  }
+
+  /** The session's public id, stable for its whole life: for logs and device lists. It opens nothing. */
+  get id (): string {
+    this.#publicId ??= publicIdOf(this.#recordId)
+    return this.#publicId
   }
 
   /** True once the session ended (destroyed by this request, or ended elsewhere meanwhile). */

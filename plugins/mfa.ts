@@ -3,11 +3,14 @@ import fp from 'fastify-plugin'
 import { renderSVG } from 'uqr'
 import { parsePositiveDuration, type Duration } from '../lib/duration.js'
 import { checkSandbox, MAX_AGE_CAP_MS } from '../lib/engine.js'
+import { createHmac, randomBytes } from 'node:crypto'
+import { sha } from '../lib/cipher.js'
 import { badOption, XemsError } from '../lib/errors.js'
-import { verifyPassword as verifyArgon2, type PasswordHashOptions } from '../lib/password.js'
+import { MAX_PASSWORD_LENGTH, verifyPassword as verifyArgon2, type PasswordHashOptions } from '../lib/password.js'
 import { findRecoveryCode, generateRecoveryCodes, hashRecoveryCodes, normalizeRecoveryCode } from '../lib/recovery-codes.js'
 import { generateToken, isWellFormedToken, tokenKey } from '../lib/token.js'
 import { generateTotpSecret, totpUri, verifyTotp, type TotpAlgorithm } from '../lib/totp.js'
+import { readRawCookie } from './raw-cookie.js'
 import type { XemsDecorator } from './session.js'
 
 /** A user's second factors, as the application stores them (in its own user database). */
@@ -24,11 +27,18 @@ export interface MfaUserAdapter {
 }
 
 export interface MfaLockoutOptions {
-  /** Failures (password or second factor) within `window` that lock the user (default 10, at most 10). */
+  /**
+   * Guesses (password, code, enrolment or step-up) evaluated per user within `window` (default 10, at
+   * most 10). Each guess is counted before it is evaluated; past this number the user is throttled
+   * (429 with Retry-After) until the window ends, whatever is tried, so no parallel burst gets more.
+   */
   maxFailures?: number
-  /** The window of `maxFailures`, and how long a lock lasts (default `15m`). */
+  /** The throttling window, fixed from its first guess (default `15m`, at most 5 days). */
   window?: Duration
-  /** Consecutive failures, across windows, after which the user stays locked until the cap expires (default 100, at most 100). */
+  /**
+   * Guesses without a successful sign-in, across windows, after which the account accepts none until
+   * 5 days after the first of them (default 100, at most 100: NIST 800-63B 5.2.2). `unlock` lifts it.
+   */
   maxConsecutive?: number
 }
 
@@ -55,6 +65,11 @@ export interface XemsMfaOptions {
   totp?: { algorithm?: TotpAlgorithm, digits?: number, period?: number }
   /** argon2id parameters for recovery-code hashes and password checks. */
   argon2?: PasswordHashOptions
+  /**
+   * How recent a second-factor verification must be to change or remove an existing factor
+   * (re-enrolment, disable, new recovery codes). Default `10m`, at most 1 hour.
+   */
+  freshFor?: Duration
 }
 
 export interface BeginOptions {
@@ -86,26 +101,43 @@ export interface Enrolment {
 export interface XemsMfa {
   /**
    * Checks a password (argon2id). Pass the login name the client tried as `userId` even when no such
-   * user exists, with `hash` null: the check takes the same time and fails, and failures count toward
-   * the lockout of that name either way, so neither time nor a 429 tells which accounts exist.
-   * Pass the request to log through its logger (with its request id).
+   * user exists, with `hash` null: the check takes the same time and fails, and the guess is throttled
+   * per name either way, so neither time nor a 429 tells which accounts exist. The guess is counted
+   * before it is evaluated: past the limit it answers 429 FST_XEMS_MFA_LOCKED without evaluating.
+   * A name over 256 characters, or a password that is empty or over 1024 characters, is refused with
+   * 400 FST_XEMS_MFA_BAD_INPUT before any store work. Pass the request to log through its logger.
    */
   verifyPassword: (userId: string | null, password: string, hash: string | null | undefined, request?: FastifyRequest) => Promise<boolean>
-  /** Throws 429 FST_XEMS_MFA_LOCKED (with Retry-After) when the user is locked. */
+  /**
+   * Throws 429 FST_XEMS_MFA_LOCKED (with Retry-After) when the user is known to be throttled or locked.
+   * Advisory, for answering early: the decision is made, atomically, by each guess itself.
+   */
   assertNotLocked: (userId: string, reply?: FastifyReply) => Promise<void>
+  /** Lifts a user's throttling and lock (e.g. after an out-of-band check such as an email link). */
+  unlock: (userId: string) => Promise<void>
   /** After the password step: opens the pending session (or, without a second factor or on a remembered device, the active one). */
   begin: (request: FastifyRequest, reply: FastifyReply, options: BeginOptions) => Promise<BeginResult>
   /** Verifies a TOTP or recovery code against the request's pending session and, on success, moves it to the active sandbox. */
   verify: (request: FastifyRequest, reply: FastifyReply, code: unknown, options?: { remember?: boolean }) => Promise<VerifyResult>
-  /** Starts (or restarts) TOTP enrolment for the signed-in user; nothing is stored for the user until confirmEnrolment. */
+  /**
+   * Starts (or restarts) TOTP enrolment for the signed-in user; nothing is stored for the user until
+   * confirmEnrolment. When the user already has a factor, both steps need a second factor verified
+   * within `freshFor` (401 FST_XEMS_MFA_REQUIRED otherwise).
+   */
   startEnrolment: (request: FastifyRequest, options?: { label?: string }) => Promise<Enrolment>
-  /** Confirms enrolment with a first valid code; stores it, returns the recovery codes (show them once), ends the user's other sessions. */
+  /**
+   * Confirms enrolment with a first valid code; stores it, returns the recovery codes (show them once),
+   * ends the user's other sessions. It does not make the session's second factor fresh.
+   */
   confirmEnrolment: (request: FastifyRequest, code: unknown) => Promise<{ recoveryCodes: string[] }>
   /** Re-verifies a code for the signed-in user (step-up); refreshes the session's mfaVerifiedAt. */
   stepUp: (request: FastifyRequest, reply: FastifyReply, code: unknown) => Promise<VerifyResult>
-  /** Removes the user's second factors; ends the user's other sessions and remembered devices. Guard it with requireFreshMfa. */
+  /**
+   * Removes the user's second factors; ends the user's other sessions and remembered devices. Needs a
+   * second factor verified within `freshFor` (401 FST_XEMS_MFA_REQUIRED otherwise); check the password in the route.
+   */
   disable: (request: FastifyRequest) => Promise<void>
-  /** New recovery codes (the old ones die). Guard it with requireFreshMfa. */
+  /** New recovery codes (the old ones die). Needs a second factor verified within `freshFor`. */
   regenerateRecoveryCodes: (request: FastifyRequest) => Promise<string[]>
   /** A preHandler: 401 FST_XEMS_MFA_REQUIRED unless the active session verified a second factor within `maxAge`. */
   requireFreshMfa: (maxAge: Duration) => preHandlerAsyncHookHandler
@@ -130,6 +162,9 @@ declare module 'fastify' {
 const MFA_SANDBOX = 'xems-mfa'
 const DEVICE_SANDBOX = 'xems-devices'
 const FIFTEEN_MINUTES = 15 * 60_000
+const ONE_HOUR = 60 * 60_000
+/** Longest login name accepted: enough for any email address (254), far below the store's key limit. */
+export const MAX_LOGIN_NAME_LENGTH = 256
 
 function checkWhole (value: unknown, option: string, min: number, max: number, fallback: number): number {
   const n = value ?? fallback
@@ -177,42 +212,104 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
   if (remember !== null && remember.ttl > MAX_AGE_CAP_MS) throw badOption('rememberDevice.ttl', 'must be at most 5 days: nothing lives longer')
   if (remember !== null && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/.test(remember.cookieName)) throw badOption('rememberDevice.cookieName', 'must be a cookie name')
   const argon2 = options.argon2
+  const freshFor = parsePositiveDuration(options.freshFor ?? '10m', 'freshFor')
+  if (freshFor > ONE_HOUR) throw badOption('freshFor', 'must be at most 1 hour: a change of factor needs a recent second factor')
+  // Names that are no account are logged as a keyed digest: a password typed into the name field
+  // never reaches the logs, and the key (new for every process) keeps the digest from being reversed.
+  const nameKey = randomBytes(32)
 
   const mfaState = engine.from(MFA_SANDBOX)
   const devices = engine.from(DEVICE_SANDBOX)
 
-  // ---- lockout -------------------------------------------------------------------------------
+  // ---- lockout ----------------------------------------------------------------------------
+  //
+  // Every guess is counted before it is evaluated, with one atomic increment per counter (engine.hit),
+  // and evaluated only when the count it got is within the limit: of any number of parallel guesses,
+  // on one process or many on one Redis, at most maxFailures per window reach argon2 or TOTP. The
+  // counters are the lock: nothing is written after the guess, so nothing can fail to be written.
 
-  async function lockedUntil (userId: string): Promise<number | null> {
-    const until = await mfaState.get<number>(`locked:${userId}`)
-    return until !== null && until > engine.now() ? until : null
+  const windowKey = (userId: string): string => `xems-mfa:window:${userId}`
+  const consecutiveKey = (userId: string): string => `xems-mfa:consecutive:${userId}`
+  const lockKey = (userId: string): string => `locked:${userId}`
+
+  interface Admitted { inWindow: number, consecutive: number | null, resetAt: number }
+
+  function lockedError (resetAt: number): XemsError {
+    const retryAfter = Math.max(1, Math.ceil((resetAt - engine.now()) / 1000))
+    return new XemsError('FST_XEMS_MFA_LOCKED', 'Too many failed attempts: this account is locked for a while', 429, { retryAfter })
   }
 
-  async function assertNotLocked (userId: string, reply?: FastifyReply): Promise<void> {
-    const until = await lockedUntil(userId)
-    if (until === null) return
-    const retryAfter = Math.max(1, Math.ceil((until - engine.now()) / 1000))
-    reply?.header('retry-after', String(retryAfter))
-    throw new XemsError('FST_XEMS_MFA_LOCKED', 'Too many failed attempts: this account is locked for a while', 429, { retryAfter })
+  /**
+   * Counts one guess for `userId` and answers whether it may be evaluated (429 when not). `known`:
+   * the name is an account; only accounts get the 5-day consecutive counter, so a client spraying
+   * names leaves nothing that outlives `lockout.window`.
+   */
+  async function admit (userId: string, known: boolean, log: FastifyBaseLogger, reply?: FastifyReply): Promise<Admitted> {
+    const inWindow = await engine.hit(windowKey(userId), lockWindow)
+    if (inWindow.count > maxFailures) {
+      if (inWindow.count === maxFailures + 1) {
+        log.warn({ xems: 'user-locked', ...who(userId, known), until: inWindow.resetAt, reason: 'window' }, 'xems: user throttled')
+        await mark(userId, known, inWindow.resetAt, log)
+      }
+      throw refuse(lockedError(inWindow.resetAt), reply)
+    }
+    if (!known) return { inWindow: inWindow.count, consecutive: null, resetAt: inWindow.resetAt }
+    const consecutive = await engine.hit(consecutiveKey(userId), MAX_AGE_CAP_MS)
+    if (consecutive.count > maxConsecutive) {
+      if (consecutive.count === maxConsecutive + 1) log.warn({ xems: 'user-locked', ...who(userId, known), until: consecutive.resetAt, reason: 'consecutive' }, 'xems: user locked after too many consecutive failures')
+      // Once per window at most: the marker may be shorter-lived (maxAge) than the lock itself.
+      if (consecutive.count === maxConsecutive + 1 || inWindow.count === 1) await mark(userId, known, consecutive.resetAt, log)
+      throw refuse(lockedError(consecutive.resetAt), reply)
+    }
+    return { inWindow: inWindow.count, consecutive: consecutive.count, resetAt: inWindow.resetAt }
   }
 
-  async function recordFailure (userId: string, factor: string, log: FastifyBaseLogger): Promise<void> {
-    const now = engine.now()
-    const inWindow = await engine.hit(`xems-mfa:fail:${userId}`, lockWindow)
-    const consecutive = await engine.hit(`xems-mfa:consecutive:${userId}`, MAX_AGE_CAP_MS)
-    log.warn({ xems: 'auth-failure', factor, userId, failures: inWindow.count }, 'xems: authentication failure')
-    if (consecutive.count >= maxConsecutive) {
-      await mfaState.set(`locked:${userId}`, consecutive.resetAt, consecutive.resetAt - now)
-      log.warn({ xems: 'user-locked', userId, until: consecutive.resetAt }, 'xems: user locked after too many consecutive failures')
-    } else if (inWindow.count >= maxFailures) {
-      await mfaState.set(`locked:${userId}`, now + lockWindow, lockWindow)
-      log.warn({ xems: 'user-locked', userId, until: now + lockWindow }, 'xems: user locked')
+  function refuse (err: XemsError, reply?: FastifyReply): XemsError {
+    reply?.header('retry-after', String(err.retryAfter))
+    return err
+  }
+
+  /** After an evaluated guess failed: the log line, and the advisory marker once the budget is spent. */
+  async function failed (userId: string, known: boolean, factor: string, admitted: Admitted, log: FastifyBaseLogger): Promise<void> {
+    log.warn({ xems: 'auth-failure', factor, ...who(userId, known), failures: admitted.inWindow }, 'xems: authentication failure')
+    if (admitted.consecutive !== null && admitted.consecutive >= maxConsecutive) await mark(userId, known, engine.now() + MAX_AGE_CAP_MS, log)
+    else if (admitted.inWindow >= maxFailures) await mark(userId, known, admitted.resetAt, log)
+  }
+
+  /** The advisory marker that assertNotLocked reads; written only when a budget runs out, never fails the request. */
+  async function mark (userId: string, known: boolean, until: number, log: FastifyBaseLogger): Promise<void> {
+    try {
+      // The lifetime is computed now, after the store calls, and capped: it can never exceed maxAge.
+      const ttl = Math.min(engine.maxAge, Math.max(1, until - engine.now()))
+      await mfaState.set(lockKey(userId), engine.now() + ttl, ttl)
+    } catch (err) {
+      // Only the early answer of assertNotLocked depends on it; the counters already hold the lock.
+      log.warn({ xems: 'lock-marker-failed', ...who(userId, known), err: { code: (err as { code?: unknown }).code } }, 'xems: the lock marker could not be written')
     }
   }
 
+  function who (userId: string, known: boolean): { userId: string } | { userHash: string } {
+    return known ? { userId } : { userHash: createHmac('sha256', nameKey).update(userId).digest('base64url').slice(0, 16) }
+  }
+
+  async function assertNotLocked (userId: string, reply?: FastifyReply): Promise<void> {
+    const until = await mfaState.get<number>(lockKey(userId))
+    if (until === null || until <= engine.now()) return
+    throw refuse(lockedError(until), reply)
+  }
+
   async function recordSuccess (userId: string): Promise<void> {
-    await engine.resetCounter(`xems-mfa:fail:${userId}`)
-    await engine.resetCounter(`xems-mfa:consecutive:${userId}`)
+    await engine.resetCounter(windowKey(userId))
+    await engine.resetCounter(consecutiveKey(userId))
+    await mfaState.del(lockKey(userId))
+  }
+
+  function checkCredentialsInput (userId: unknown, password: unknown): void {
+    const nameOk = userId === null || (typeof userId === 'string' && userId.length > 0 && userId.length <= MAX_LOGIN_NAME_LENGTH)
+    const passwordOk = typeof password === 'string' && password.length > 0 && password.length <= MAX_PASSWORD_LENGTH
+    if (!nameOk || !passwordOk) {
+      throw new XemsError('FST_XEMS_MFA_BAD_INPUT', `A user name must be 1 to ${MAX_LOGIN_NAME_LENGTH} characters and a password 1 to ${MAX_PASSWORD_LENGTH} characters`, 400)
+    }
   }
 
   // ---- second factors ------------------------------------------------------------------------
@@ -242,7 +339,9 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
     const index = await findRecoveryCode(hashes, code)
     if (index < 0) return null
     // Of parallel requests with the same code, exactly one claims it.
-    if (!await mfaState.add(`recovery-used:${userId}:${index}`, true, MAX_AGE_CAP_MS)) {
+    // The claim is keyed by the code's own hash (a random salt each), so it dies with the code: codes
+    // issued later, at the same position, are new codes.
+    if (!await mfaState.add(`recovery-used:${userId}:${sha('sha256', hashes[index]!).toString('base64url')}`, true, MAX_AGE_CAP_MS)) {
       log.warn({ xems: 'recovery-replay', userId }, 'xems: a used recovery code was replayed')
       return null
     }
@@ -279,7 +378,9 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
 
   async function rememberedFor (request: FastifyRequest, userId: string): Promise<boolean> {
     if (remember === null) return false
-    const token = request.cookies?.[remember.cookieName]
+    // Raw, as for the session cookie: no percent-decoding, and two different values count as none.
+    const raw = readRawCookie(request.headers.cookie, remember.cookieName)
+    const token = raw.status === 'one' ? raw.value : undefined
     if (!isWellFormedToken(token)) return false
     const device = await devices.get<{ userId: string, createdAt: number }>(tokenKey(token))
     if (device === null || device.userId !== userId) return false
@@ -313,33 +414,48 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
     await request.session!.migrate(activeSandbox, { data: { ...data, mfaVerifiedAt: engine.now() }, userId })
   }
 
+  /** 401 FST_XEMS_MFA_REQUIRED unless this session verified a second factor within `limit`. */
+  function assertFresh (request: FastifyRequest, limit: number): void {
+    const at = request.session!.data.mfaVerifiedAt
+    const now = engine.now()
+    if (typeof at !== 'number' || at > now || now - at > limit) {
+      throw new XemsError('FST_XEMS_MFA_REQUIRED', 'Confirm with a code from your authenticator to continue', 401)
+    }
+  }
+
+  const isEnrolled = (record: MfaRecord | null): boolean => record?.totp !== undefined && record?.totp !== null
+
   const mfa: XemsMfa = {
     async verifyPassword (userId, password, hash, request) {
       const log = request?.log ?? fastify.log
+      checkCredentialsInput(userId, password)
       if (userId === null) return await verifyArgon2(null, password, argon2)
-      if (await lockedUntil(userId) !== null) {
-        // Same work as a real check before answering, so a locked account is not told apart by time.
-        await verifyArgon2(null, password, argon2)
-        await assertNotLocked(userId)
-      }
-      const ok = await verifyArgon2(hash, password, argon2)
       // Failures count for any login name, known or not: a lock does not reveal that an account exists.
-      if (!ok) await recordFailure(userId, 'password', log)
+      const known = typeof hash === 'string'
+      const admitted = await admit(userId, known, log)
+      const ok = await verifyArgon2(hash, password, argon2)
+      if (!ok) await failed(userId, known, 'password', admitted, log)
       return ok
     },
 
     assertNotLocked,
 
+    async unlock (userId) {
+      await recordSuccess(userId)
+    },
+
     async begin (request, reply, { userId, data = {} }) {
-      await assertNotLocked(userId, reply)
+      // No lock check here: the password guess that led here was admitted by verifyPassword.
       const record = await users.load(userId)
-      const enrolled = record?.totp !== undefined && record?.totp !== null
+      const enrolled = isEnrolled(record)
+      // Only a verified second factor makes a session fresh: never data handed in, never a device.
+      const { mfaVerifiedAt: _ignored, ...carried } = data as Record<string, unknown>
       if (!enrolled || await rememberedFor(request, userId)) {
-        await reply.xLink(data, { sandbox: activeSandbox, userId })
+        await reply.xLink(carried, { sandbox: activeSandbox, userId })
         await recordSuccess(userId)
         return { next: 'active', enrolled, remembered: enrolled }
       }
-      await reply.xLink(data, { sandbox: pendingSandbox, userId, ttl: pendingTtl })
+      await reply.xLink(carried, { sandbox: pendingSandbox, userId, ttl: pendingTtl })
       return { next: 'totp', enrolled, remembered: false }
     },
 
@@ -349,16 +465,16 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
         throw new XemsError('FST_XEMS_NO_SESSION', 'No sign-in is waiting for a code: sign in with your password first', 401)
       }
       const userId = session.userId
-      await assertNotLocked(userId, reply)
       // The counter outlives the pending session, so once spent the session is a dead end: the user
       // signs in again. It is not destroyed here: a concurrent request may just have promoted it.
       const attempts = await engine.hit(`xems-mfa:attempts:${session.id}`, pendingTtl)
       if (attempts.count > maxAttempts) {
         throw new XemsError('FST_XEMS_MFA_ATTEMPTS', 'Too many wrong codes: sign in again', 401)
       }
+      const admitted = await admit(userId, true, request.log, reply)
       const result = await checkCode(userId, code, request.log)
       if (result === null) {
-        await recordFailure(userId, 'second-factor', request.log)
+        await failed(userId, true, 'second-factor', admitted, request.log)
         const left = maxAttempts - attempts.count
         throw new XemsError('FST_XEMS_MFA_INVALID', left > 0 ? `Wrong or used code: ${left} attempt${left === 1 ? '' : 's'} left` : 'Wrong or used code: sign in again', 401)
       }
@@ -371,6 +487,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
 
     async startEnrolment (request, enrolOptions = {}) {
       const { userId } = activeSessionOf(request)
+      if (isEnrolled(await users.load(userId))) assertFresh(request, freshFor)
       const secret = generateTotpSecret()
       await mfaState.set(`enrol:${userId}`, secret, FIFTEEN_MINUTES)
       const label = enrolOptions.label ?? userId
@@ -382,12 +499,14 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
       const { userId } = activeSessionOf(request)
       const secret = await mfaState.get<string>(`enrol:${userId}`)
       if (secret === null) throw new XemsError('FST_XEMS_MFA_NO_ENROLMENT', 'No enrolment is waiting: start it again', 400)
-      await assertNotLocked(userId)
+      // Replacing a factor needs the current one, verified recently, at confirmation too.
+      if (isEnrolled(await users.load(userId))) assertFresh(request, freshFor)
+      const admitted = await admit(userId, true, request.log)
       const result = typeof code === 'string'
         ? await verifyTotp({ secret, token: code, window, at: engine.now(), ...totpParams })
         : { valid: false, step: null }
       if (!result.valid || result.step === null || !await claimStep(userId, result.step, totpParams.period, request.log)) {
-        await recordFailure(userId, 'enrolment', request.log)
+        await failed(userId, true, 'enrolment', admitted, request.log)
         throw new XemsError('FST_XEMS_MFA_INVALID', 'Wrong code: check the time on your device and try again', 401)
       }
       if (await mfaState.take(`enrol:${userId}`) === null) throw new XemsError('FST_XEMS_MFA_NO_ENROLMENT', 'This enrolment was already confirmed', 409)
@@ -406,10 +525,10 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
 
     async stepUp (request, reply, code) {
       const { userId } = activeSessionOf(request)
-      await assertNotLocked(userId, reply)
+      const admitted = await admit(userId, true, request.log, reply)
       const result = await checkCode(userId, code, request.log)
       if (result === null) {
-        await recordFailure(userId, 'step-up', request.log)
+        await failed(userId, true, 'step-up', admitted, request.log)
         throw new XemsError('FST_XEMS_MFA_INVALID', 'Wrong or used code', 401)
       }
       await recordSuccess(userId)
@@ -419,8 +538,9 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
 
     async disable (request) {
       const { userId } = activeSessionOf(request)
-      const record = await users.load(userId) ?? {}
-      await users.save(userId, { ...record, totp: null, recoveryCodes: [] })
+      const record = await users.load(userId)
+      if (isEnrolled(record)) assertFresh(request, freshFor)
+      await users.save(userId, { ...(record ?? {}), totp: null, recoveryCodes: [] })
       await afterFactorChange(request, userId)
       request.log.info({ xems: 'mfa-disabled', userId }, 'xems: second factor removed')
     },
@@ -428,7 +548,8 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
     async regenerateRecoveryCodes (request) {
       const { userId } = activeSessionOf(request)
       const record = await users.load(userId)
-      if (record?.totp === undefined || record.totp === null) throw new XemsError('FST_XEMS_MFA_NOT_ENROLLED', 'Enrol an authenticator first', 409)
+      if (record === null || !isEnrolled(record)) throw new XemsError('FST_XEMS_MFA_NOT_ENROLLED', 'Enrol an authenticator first', 409)
+      assertFresh(request, freshFor)
       const codes = generateRecoveryCodes(recoveryCount)
       await users.save(userId, { ...record, recoveryCodes: await hashRecoveryCodes(codes, argon2) })
       request.log.info({ xems: 'recovery-codes-regenerated', userId }, 'xems: recovery codes replaced')
@@ -439,10 +560,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
       const limit = parsePositiveDuration(maxAge, 'requireFreshMfa(maxAge)')
       return async function xemsFreshMfaGuard (request: FastifyRequest): Promise<void> {
         activeSessionOf(request)
-        const at = request.session!.data.mfaVerifiedAt
-        if (typeof at !== 'number' || engine.now() - at > limit) {
-          throw new XemsError('FST_XEMS_MFA_REQUIRED', 'Confirm with a code from your authenticator to continue', 401)
-        }
+        assertFresh(request, limit)
       }
     },
 
@@ -452,12 +570,16 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
     }
   }
 
-  /** After a change of factors: other sessions and remembered devices end; this session gets a new token. */
+  /**
+   * After a change of factors: other sessions and remembered devices end; this session gets a new
+   * token, and its second factor is no longer fresh (it was verified with the factor that changed, or
+   * with none): the next sensitive step asks for a code of the new factor.
+   */
   async function afterFactorChange (request: FastifyRequest, userId: string): Promise<void> {
     const session = request.session!
     await mfa.revokeUser(userId, { except: session.id })
     await session.regenerate()
-    session.data.mfaVerifiedAt = engine.now()
+    delete session.data.mfaVerifiedAt
   }
 
   fastify.decorate('xemsMfa', mfa)

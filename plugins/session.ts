@@ -6,6 +6,7 @@ import { XemsEngine, type EngineOptions } from '../lib/engine.js'
 import { badOption, isXemsError, XemsError } from '../lib/errors.js'
 import { presentedOf, XemsSession, type Outcome } from '../lib/session-handle.js'
 import { createSessionGuard } from './guard.js'
+import { readRawCookie } from './raw-cookie.js'
 import { StoreOutage } from './store-outage.js'
 
 /**
@@ -22,7 +23,11 @@ export interface XemsSessionData {
 }
 
 export interface XemsCookieOptions {
-  /** Cookie name (default `xems`). A `__Host-` name requires secure, path `/` and no domain. */
+  /**
+   * Cookie name. Default `__Host-xems` when the cookie is secure with path `/` and no domain (no
+   * sibling subdomain can then set or shadow it), `__Secure-xems` when secure otherwise, `xems` when
+   * not secure. A `__Host-` name requires secure, path `/` and no domain.
+   */
   name?: string
   path?: string
   domain?: string
@@ -124,10 +129,12 @@ function checkCookie (cookie: XemsCookieOptions | false | undefined): CookieSett
   if ('httpOnly' in options && (options as { httpOnly?: unknown }).httpOnly !== true) {
     throw badOption('cookie.httpOnly', 'cannot be turned off: the session cookie is always HttpOnly, so page scripts never see the token')
   }
+  const secure = options.secure ?? true
+  const path = options.path ?? '/'
   const settings: CookieSettings = {
-    name: options.name ?? 'xems',
-    path: options.path ?? '/',
-    secure: options.secure ?? true,
+    name: options.name ?? (!secure ? 'xems' : path === '/' && options.domain === undefined ? '__Host-xems' : '__Secure-xems'),
+    path,
+    secure,
     sameSite: options.sameSite ?? 'lax',
     persistent: options.persistent ?? false
   }
@@ -192,7 +199,8 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
   fastify.decorateReply('xUnlink', xUnlink)
 
   engine.on('created', (event) => fastify.log.info({ xems: 'session-created', ...event }, 'xems: session created'))
-  engine.on('rotated', (event) => fastify.log.debug({ xems: 'session-rotated', ...event }, 'xems: token rotated'))
+  // Logged at debug only; not listened to otherwise, so a rotation does not derive a public id for nothing.
+  if (['trace', 'debug'].includes(fastify.log.level)) engine.on('rotated', (event) => fastify.log.debug({ xems: 'session-rotated', ...event }, 'xems: token rotated'))
   engine.on('migrated', (event) => fastify.log.info({ xems: 'session-migrated', ...event }, 'xems: session migrated'))
   engine.on('destroyed', (event) => fastify.log.info({ xems: 'session-destroyed', ...event }, 'xems: session destroyed'))
   engine.on('revoked', (event) => fastify.log.info({ xems: 'user-revoked', ...event }, 'xems: sessions of a user revoked'))
@@ -214,7 +222,10 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
       state.headerClient = true
       presented = Array.isArray(fromHeader) ? '' : fromHeader
     } else if (cookie !== null) {
-      presented = request.cookies[cookie.name]
+      // Raw, not percent-decoded; two different session cookies (cookie tossing) are no session.
+      const raw = readRawCookie(request.headers.cookie, cookie.name)
+      if (raw.status === 'one') presented = raw.value
+      else if (raw.status === 'ambiguous') request.log.warn({ xems: 'duplicate-session-cookie', count: raw.count }, 'xems: several different session cookies: none is used')
     }
     if (presented === undefined) return
     let opened
@@ -261,11 +272,13 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
   function applyOutcome (reply: FastifyReply, state: RequestState, outcome: Outcome): void {
     if (outcome.action === 'keep') return
     reply.header('cache-control', 'no-store')
+    // A request that presented the header is answered by header only: its session is never written
+    // into (nor cleared from) the cookie, which may hold the browser's own session.
     if (outcome.action === 'clear') {
-      if (cookie !== null) reply.clearCookie(cookie.name, cookieAttributes(cookie))
+      if (cookie !== null && !state.headerClient) reply.clearCookie(cookie.name, cookieAttributes(cookie))
       return
     }
-    if (cookie !== null) {
+    if (cookie !== null && !state.headerClient) {
       const maxAge = Math.max(1, Math.floor((outcome.absoluteExpiresAt - engine.now()) / 1000))
       reply.setCookie(cookie.name, outcome.token, cookie.persistent ? { ...cookieAttributes(cookie), maxAge } : cookieAttributes(cookie))
     }

@@ -3,7 +3,8 @@ import type { LightMyRequestResponse } from 'fastify'
 import { buildExample } from '../example/server.js'
 import { generateTotp } from '../lib/totp.js'
 
-const token = (response: LightMyRequestResponse): string | undefined => response.cookies.find((c) => c.name === 'xems')?.value
+// Secure cookies by default: the plugin's __Host-xems.
+const token = (response: LightMyRequestResponse): string | undefined => response.cookies.find((c) => c.name === '__Host-xems')?.value
 
 t.test('the example app: register → enrol → sign in with TOTP → account → sign out everywhere → recovery code', async (t) => {
   const app = await buildExample({ logLevel: 'silent' })
@@ -20,10 +21,12 @@ t.test('the example app: register → enrol → sign in with TOTP → account �
 
   const first = await app.inject({ method: 'POST', url: '/api/login', payload: credentials })
   t.same(first.json(), { next: 'active', enrolled: false, remembered: false }, 'no factor yet: signed in directly')
-  const enrol = await app.inject({ method: 'POST', url: '/api/mfa/enrol', cookies: { xems: token(first)! } })
+  const noPassword = await app.inject({ method: 'POST', url: '/api/mfa/enrol', cookies: { '__Host-xems': token(first)! } })
+  t.equal(noPassword.statusCode, 401, 'enrolment needs the password again')
+  const enrol = await app.inject({ method: 'POST', url: '/api/mfa/enrol', cookies: { '__Host-xems': token(noPassword)! }, payload: { password: credentials.password } })
   const { secret, qrSvg } = enrol.json()
   t.match(qrSvg, /^<svg/)
-  const confirm = await app.inject({ method: 'POST', url: '/api/mfa/confirm', cookies: { xems: token(enrol)! }, payload: { code: await generateTotp({ secret }) } })
+  const confirm = await app.inject({ method: 'POST', url: '/api/mfa/confirm', cookies: { '__Host-xems': token(enrol)! }, payload: { code: await generateTotp({ secret }) } })
   t.equal(confirm.statusCode, 200)
   const recoveryCodes: string[] = confirm.json().recoveryCodes
   t.equal(recoveryCodes.length, 10)
@@ -31,7 +34,7 @@ t.test('the example app: register → enrol → sign in with TOTP → account �
   let current = token(confirm)!
   const fingerprints = new Set<string>()
   for (let i = 0; i < 3; i++) {
-    const me = await app.inject({ url: '/api/me', cookies: { xems: current } })
+    const me = await app.inject({ url: '/api/me', cookies: { '__Host-xems': current } })
     t.equal(me.json().mfaEnrolled, true)
     fingerprints.add(me.json().tokenFingerprint)
     current = token(me)!
@@ -41,13 +44,13 @@ t.test('the example app: register → enrol → sign in with TOTP → account �
   const pendingLogin = await app.inject({ method: 'POST', url: '/api/login', payload: credentials })
   t.same(pendingLogin.json().next, 'totp')
   const pending = token(pendingLogin)!
-  t.equal((await app.inject({ url: '/api/me', cookies: { xems: pending } })).statusCode, 401, 'pending is not signed in')
-  const recovered = await app.inject({ method: 'POST', url: '/api/mfa/verify', cookies: { xems: pending }, payload: { code: recoveryCodes[0] } })
+  t.equal((await app.inject({ url: '/api/me', cookies: { '__Host-xems': pending } })).statusCode, 401, 'pending is not signed in')
+  const recovered = await app.inject({ method: 'POST', url: '/api/mfa/verify', cookies: { '__Host-xems': pending }, payload: { code: recoveryCodes[0] } })
   t.same(recovered.json(), { method: 'recovery', recoveryCodesLeft: 9 })
-  const everywhere = await app.inject({ method: 'POST', url: '/api/logout-everywhere', cookies: { xems: token(recovered)! } })
+  const everywhere = await app.inject({ method: 'POST', url: '/api/logout-everywhere', cookies: { '__Host-xems': token(recovered)! } })
   t.equal(everywhere.json().ended, 2, 'both signed-in sessions ended')
-  t.equal((await app.inject({ url: '/api/me', cookies: { xems: current } })).statusCode, 401)
-  t.equal((await app.inject({ url: '/api/me', cookies: { xems: token(recovered)! } })).statusCode, 401)
+  t.equal((await app.inject({ url: '/api/me', cookies: { '__Host-xems': current } })).statusCode, 401)
+  t.equal((await app.inject({ url: '/api/me', cookies: { '__Host-xems': token(recovered)! } })).statusCode, 401)
 })
 
 t.test('the example picks its store from the environment', async (t) => {
@@ -93,4 +96,38 @@ t.test('the example picks its store from the environment', async (t) => {
   const keys = await cleaner.keys(`${prefix}*`)
   if (keys.length > 0) await cleaner.del(...keys)
   cleaner.disconnect()
+})
+
+t.test('the example guards factor changes with the password and a fresh code', async (t) => {
+  const app = await buildExample({ logLevel: 'silent' })
+  t.teardown(async () => { await app.close() })
+  const credentials = { email: 'ada@example.com', password: 'correct horse battery staple' }
+  await app.inject({ method: 'POST', url: '/api/register', payload: credentials })
+  const first = await app.inject({ method: 'POST', url: '/api/login', payload: credentials })
+  const enrol = await app.inject({ method: 'POST', url: '/api/mfa/enrol', cookies: { '__Host-xems': token(first)! }, payload: { password: credentials.password } })
+  const { secret } = enrol.json()
+  const confirm = await app.inject({ method: 'POST', url: '/api/mfa/confirm', cookies: { '__Host-xems': token(enrol)! }, payload: { code: await generateTotp({ secret }) } })
+  t.equal(confirm.statusCode, 200)
+  // The enrolling session (or a thief holding its cookie) has the password but no fresh code.
+  let current = token(confirm)!
+  for (const url of ['/api/mfa/enrol', '/api/mfa/recovery-codes', '/api/mfa/disable']) {
+    const refused = await app.inject({ method: 'POST', url, cookies: { '__Host-xems': current }, payload: { password: credentials.password } })
+    t.equal(refused.statusCode, 401, `${url}: refused without a fresh code`)
+    t.equal(refused.json().code, 'FST_XEMS_MFA_REQUIRED')
+    current = token(refused) ?? current
+  }
+  const stepUp = await app.inject({ method: 'POST', url: '/api/mfa/step-up', cookies: { '__Host-xems': current }, payload: { code: await generateTotp({ secret, at: Date.now() + 30_000 }) } })
+  t.equal(stepUp.statusCode, 200)
+  current = token(stepUp)!
+  const wrongPassword = await app.inject({ method: 'POST', url: '/api/mfa/disable', cookies: { '__Host-xems': current }, payload: { password: 'wrong password' } })
+  t.equal(wrongPassword.statusCode, 401, 'a fresh code without the password is not enough')
+  current = token(wrongPassword) ?? current
+  const codes = await app.inject({ method: 'POST', url: '/api/mfa/recovery-codes', cookies: { '__Host-xems': current }, payload: { password: credentials.password } })
+  t.equal(codes.statusCode, 200)
+  t.equal(codes.json().recoveryCodes.length, 10)
+  current = token(codes)!
+  const disabled = await app.inject({ method: 'POST', url: '/api/mfa/disable', cookies: { '__Host-xems': current }, payload: { password: credentials.password } })
+  t.equal(disabled.statusCode, 200, 'password + fresh code: the factor is removed')
+  const me = await app.inject({ url: '/api/me', cookies: { '__Host-xems': token(disabled)! } })
+  t.equal(me.json().mfaEnrolled, false)
 })

@@ -5,7 +5,7 @@
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
 import { xemsSession, type XemsSessionOptions } from '../index.js'
 import { hashPassword } from '../lib/password.js'
-import { xemsMfa, type MfaRecord, type XemsMfaOptions } from '../plugins/mfa.js'
+import { xemsMfa, type MfaRecord, type XemsMfa, type XemsMfaOptions } from '../plugins/mfa.js'
 import { makeClock, type Clock } from './helpers.js'
 
 export interface User { passwordHash: string, mfa: MfaRecord }
@@ -15,6 +15,8 @@ export interface MfaApp {
   clock: Clock
   users: Map<string, User>
   logs: string[]
+  /** The routes context's xemsMfa (it is not on `app`: the plugin decorates its own context). */
+  mfa: XemsMfa
 }
 
 export interface MfaAppOptions {
@@ -32,6 +34,7 @@ export async function buildMfaApp (options: MfaAppOptions = {}): Promise<MfaApp>
   const clock = options.clock ?? makeClock(Math.floor(Date.now() / 30_000) * 30_000 + 1000)
   const users = options.users ?? new Map<string, User>()
   const logs: string[] = []
+  let mfaApi: XemsMfa | undefined
   const app = Fastify({ logger: { level: options.logLevel ?? 'info', stream: { write: (line: string) => { logs.push(line) } } } })
   await app.register(xemsSession, {
     cookie: { secure: false },
@@ -57,6 +60,7 @@ export async function buildMfaApp (options: MfaAppOptions = {}): Promise<MfaApp>
       ...options.mfa
     })
     const mfa = routes.xemsMfa
+    mfaApi = mfa
     routes.post<{ Body: { user: string, password: string } }>('/register', async (request) => {
       users.set(request.body.user, { passwordHash: await hashPassword(request.body.password), mfa: {} })
       return { ok: true }
@@ -77,7 +81,13 @@ export async function buildMfaApp (options: MfaAppOptions = {}): Promise<MfaApp>
     routes.post('/mfa/recovery-codes', { preHandler: mfa.requireFreshMfa('10m') }, async (request) => ({ codes: await mfa.regenerateRecoveryCodes(request) }))
     routes.post<{ Params: { user: string } }>('/revoke/:user', async (request) => ({ count: await mfa.revokeUser(request.params.user) }))
   })
-  return { app, clock, users, logs }
+  return {
+    app, clock, users, logs,
+    get mfa (): XemsMfa {
+      if (mfaApi === undefined) throw new Error('the app has not loaded its plugins yet: await app.ready() first')
+      return mfaApi
+    }
+  }
 }
 
 export async function post (app: FastifyInstance, url: string, payload: unknown, token?: string, cookies: Record<string, string> = {}): Promise<LightMyRequestResponse> {

@@ -3,7 +3,7 @@ import { parseSecret } from '../cipher.js'
 import { parsePositiveDuration, type Duration } from '../duration.js'
 import { badOption, XemsError } from '../errors.js'
 import type {
-  CommitInput, CommitResult, CounterResult, CreateInput, MigrateInput,
+  CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, MigrateInput,
   ResolveInput, ResolveResult, SessionInfo, SessionStore, StoredSession
 } from './contract.js'
 import { chainOf, markPresented, matchToken, mayMigrate, NO_PAST, retireAll, rotate, type RotationState } from './rotation.js'
@@ -65,8 +65,55 @@ export interface MemoryStoreOptions {
 
 const DEFAULT_COMPACT_AFTER = 8 * 1024 * 1024
 
-/** One record per session: its fields and its rotation state (lib/store/rotation.ts), nothing else. */
-interface MemorySession extends StoredSession, RotationState {}
+/**
+ * One record per session: its fields and its rotation state (lib/store/rotation.ts), nothing else. Times
+ * are kept as offsets: small integers, which V8 keeps in the object itself, where a timestamp would be a
+ * 16-byte heap number of its own (a million sessions: 48 MB).
+ */
+interface MemorySession extends RotationState {
+  id: string
+  sandbox: string
+  /** Always present (undefined without a user): one object shape for every session, fields in place. */
+  userId: string | undefined
+  data: EncodedData
+  /** createdAt − EPOCH (a small integer for about 24 days either side of the process's start). */
+  created: number
+  /** lastSeenAt − createdAt. */
+  seenOffset: number
+  idleTtl: number
+  /** absoluteExpiresAt − createdAt. */
+  lifeSpan: number
+}
+
+const EPOCH = Date.now()
+
+/** `n` as a small integer (V8's Smi, stored in place) whenever it is one; any other number as it is. */
+function small (n: number): number {
+  return n >= -0x80000000 && n <= 0x7fffffff && Number.isInteger(n) ? n | 0 : n
+}
+
+function createdOf (session: MemorySession): number {
+  return EPOCH + session.created
+}
+
+function lastSeenOf (session: MemorySession): number {
+  return EPOCH + session.created + session.seenOffset
+}
+
+function absoluteOf (session: MemorySession): number {
+  return EPOCH + session.created + session.lifeSpan
+}
+
+function seen (session: MemorySession, now: number): void {
+  session.seenOffset = small(now - createdOf(session))
+}
+
+/** Sets the times of a session (its offsets), as created or as loaded. */
+function setTimes (session: MemorySession, createdAt: number, lastSeenAt: number, absoluteExpiresAt: number): void {
+  session.created = small(createdAt - EPOCH)
+  session.seenOffset = small(lastSeenAt - createdAt)
+  session.lifeSpan = small(absoluteExpiresAt - createdAt)
+}
 
 interface TimedValue {
   value: string
@@ -84,8 +131,8 @@ const NONE: ResolveResult = Object.freeze({ status: 'none' })
 const Change = { Touch: 0, Presented: 1, Core: 2 } as const
 type Change = typeof Change[keyof typeof Change]
 
-function sessionExpiresAt (session: StoredSession): number {
-  return Math.min(session.lastSeenAt + session.idleTtl, session.absoluteExpiresAt)
+function sessionExpiresAt (session: MemorySession): number {
+  return EPOCH + session.created + Math.min(session.seenOffset + session.idleTtl, session.lifeSpan)
 }
 
 /**
@@ -101,7 +148,8 @@ export class MemoryStore implements SessionStore {
   readonly #sessions = new ShardedMap<MemorySession>()
   readonly #values = new ShardedMap<TimedValue>()
   readonly #counters = new ShardedMap<Counter>()
-  readonly #users = new Map<string, Set<string>>()
+  /** userId → the id of its one session, or a set of ids once it has several (most users have one). */
+  readonly #users = new Map<string, string | Set<string>>()
   readonly #sweeper: IncrementalSweeper
   readonly #clock: () => number
   readonly #vault: Vault | null
@@ -194,19 +242,18 @@ export class MemoryStore implements SessionStore {
     const session: MemorySession = {
       id: input.id,
       sandbox: input.sandbox,
+      userId: input.userId,
       data: flatData(input.data),
-      createdAt: input.now,
-      lastSeenAt: input.now,
-      idleTtl: input.idleTtl,
-      absoluteExpiresAt: input.absoluteExpiresAt,
+      created: 0,
+      seenOffset: 0,
+      idleTtl: small(input.idleTtl),
+      lifeSpan: 0,
       cur: input.tokenKey,
       seen: false,
       past: NO_PAST
     }
-    if (input.userId !== undefined) {
-      session.userId = input.userId
-      this.#indexUser(input.userId, input.id)
-    }
+    setTimes(session, input.now, input.now, input.absoluteExpiresAt)
+    if (input.userId !== undefined) this.#indexUser(input.userId, input.id)
     this.#sessions.set(input.id, session)
     this.#coreChanged(input.id)
     this.#dataChanged(input.id, null)
@@ -229,7 +276,7 @@ export class MemoryStore implements SessionStore {
       return reused
     }
     if (match.kind === 'retired' || (input.sandbox !== undefined && session.sandbox !== input.sandbox)) return NONE
-    session.lastSeenAt = input.now
+    seen(session, input.now)
     if (match.kind === 'current') {
       if (markPresented(session, input.now, input.gracePeriod)) this.#presented(session.id)
       else this.#touched(session.id)
@@ -255,7 +302,7 @@ export class MemoryStore implements SessionStore {
         this.#dataChanged(session.id, key)
       }
     }
-    session.lastSeenAt = input.now
+    seen(session, input.now)
     if (input.rotate !== null && session.cur === input.tokenKey &&
       rotate(session, input.rotate.newKey, input.rotate.box, input.now, input.rotate.unseenWindow)) {
       this.#coreChanged(session.id)
@@ -276,8 +323,8 @@ export class MemoryStore implements SessionStore {
     if (session === null || session.sandbox !== input.from || !mayMigrate(session, input.tokenKey)) return false
     retireAll(session, input.newKey, input.now, input.retiredUntil)
     session.sandbox = input.to
-    session.idleTtl = input.idleTtl
-    session.lastSeenAt = input.now
+    session.idleTtl = small(input.idleTtl)
+    seen(session, input.now)
     if (input.data !== null) {
       session.data = flatData(input.data)
       this.#dataChanged(session.id, null)
@@ -312,7 +359,7 @@ export class MemoryStore implements SessionStore {
 
   #revokeUser (userId: string, now: number, exceptId?: string): number {
     let ended = 0
-    for (const id of [...(this.#users.get(userId) ?? [])]) {
+    for (const id of this.#userIds(userId)) {
       if (id === exceptId) continue
       const session = this.#sessions.get(id)!
       if (sessionExpiresAt(session) > now) ended++
@@ -329,15 +376,15 @@ export class MemoryStore implements SessionStore {
 
   #listUser (userId: string, now: number): SessionInfo[] {
     const infos: SessionInfo[] = []
-    for (const id of [...(this.#users.get(userId) ?? [])]) {
+    for (const id of this.#userIds(userId)) {
       const session = this.#liveSession(id, now)
       if (session === null) continue
       infos.push({
         id,
         sandbox: session.sandbox,
         userId,
-        createdAt: session.createdAt,
-        lastSeenAt: session.lastSeenAt,
+        createdAt: createdOf(session),
+        lastSeenAt: lastSeenOf(session),
         expiresAt: sessionExpiresAt(session)
       })
     }
@@ -518,7 +565,7 @@ export class MemoryStore implements SessionStore {
     for (const [id, change] of this.#dirtySessions) {
       const session = this.#sessions.get(id)
       if (session === undefined) entries.push(encodeSessionRemoved(id))
-      else if (change === Change.Touch) entries.push(encodeTouch(id, session.lastSeenAt))
+      else if (change === Change.Touch) entries.push(encodeTouch(id, lastSeenOf(session)))
       else entries.push(encodeCore(coreOf(session)))
       durable ||= change === Change.Core || session === undefined
     }
@@ -554,33 +601,30 @@ export class MemoryStore implements SessionStore {
           const created: MemorySession = {
             id: core.id,
             sandbox: core.sandbox,
+            userId: core.userId ?? undefined,
             data: {},
-            createdAt: core.createdAt,
-            lastSeenAt: core.lastSeenAt,
-            idleTtl: core.idleTtl,
-            absoluteExpiresAt: core.absoluteExpiresAt,
+            created: 0,
+            seenOffset: 0,
+            idleTtl: small(core.idleTtl),
+            lifeSpan: 0,
             cur: core.cur,
             seen: core.seen,
             past: core.past.length === 0 ? NO_PAST : core.past
           }
-          if (core.userId !== null) {
-            created.userId = core.userId
-            this.#indexUser(core.userId, core.id)
-          }
+          setTimes(created, core.createdAt, core.lastSeenAt, core.absoluteExpiresAt)
+          if (core.userId !== null) this.#indexUser(core.userId, core.id)
           this.#sessions.set(core.id, created)
           break
         }
         session.sandbox = core.sandbox
-        session.createdAt = core.createdAt
-        session.lastSeenAt = core.lastSeenAt
-        session.idleTtl = core.idleTtl
-        session.absoluteExpiresAt = core.absoluteExpiresAt
+        setTimes(session, core.createdAt, core.lastSeenAt, core.absoluteExpiresAt)
+        session.idleTtl = small(core.idleTtl)
         session.cur = core.cur
         session.seen = core.seen
         session.past = core.past.length === 0 ? NO_PAST : core.past
         if ((core.userId ?? undefined) !== session.userId) {
           this.#unindexUser(session)
-          delete session.userId
+          session.userId = undefined
           if (core.userId !== null) {
             session.userId = core.userId
             this.#indexUser(core.userId, core.id)
@@ -590,7 +634,7 @@ export class MemoryStore implements SessionStore {
       }
       case 'T': {
         const session = this.#sessions.get(entry.id)
-        if (session !== undefined) session.lastSeenAt = entry.lastSeenAt
+        if (session !== undefined) seen(session, entry.lastSeenAt)
         break
       }
       case 'D': {
@@ -690,18 +734,29 @@ export class MemoryStore implements SessionStore {
     this.#unindexUser(session)
   }
 
+  /** A copy of the ids of a user's sessions (callers remove sessions while they go through them). */
+  #userIds (userId: string): string[] {
+    const ids = this.#users.get(userId)
+    return ids === undefined ? [] : typeof ids === 'string' ? [ids] : [...ids]
+  }
+
   #indexUser (userId: string, id: string): void {
-    let ids = this.#users.get(userId)
-    if (ids === undefined) this.#users.set(userId, ids = new Set())
-    ids.add(id)
+    const ids = this.#users.get(userId)
+    if (ids === undefined || ids === id) this.#users.set(userId, id)
+    else if (typeof ids === 'string') this.#users.set(userId, new Set([ids, id]))
+    else ids.add(id)
   }
 
   #unindexUser (session: MemorySession): void {
     if (session.userId === undefined) return
     const ids = this.#users.get(session.userId)
     if (ids === undefined) return
+    if (typeof ids === 'string') {
+      if (ids === session.id) this.#users.delete(session.userId)
+      return
+    }
     ids.delete(session.id)
-    if (ids.size === 0) this.#users.delete(session.userId)
+    if (ids.size === 1) this.#users.set(session.userId, ids.values().next().value!)
   }
 }
 
@@ -724,10 +779,13 @@ function flat (text: string): string {
   return text
 }
 
+/**
+ * A session's data as it is kept: JSON.parse makes an object with exactly as many in-object slots as it
+ * has keys (a literal `{}` reserves four) and flat strings; `__proto__` stays an own key, as JSON.parse
+ * defines every key as an own data property.
+ */
 function flatData (data: Record<string, string>): Record<string, string> {
-  const copy: Record<string, string> = {}
-  for (const key of Object.keys(data)) setDataKey(copy, key, data[key]!)
-  return copy
+  return JSON.parse(JSON.stringify(data)) as Record<string, string>
 }
 
 function valueKey (sandbox: string, key: string): string {
@@ -739,10 +797,10 @@ function coreOf (session: MemorySession): SessionCore {
     id: session.id,
     sandbox: session.sandbox,
     userId: session.userId ?? null,
-    createdAt: session.createdAt,
-    lastSeenAt: session.lastSeenAt,
+    createdAt: createdOf(session),
+    lastSeenAt: lastSeenOf(session),
     idleTtl: session.idleTtl,
-    absoluteExpiresAt: session.absoluteExpiresAt,
+    absoluteExpiresAt: absoluteOf(session),
     cur: session.cur,
     seen: session.seen,
     past: session.past
@@ -754,10 +812,10 @@ function snapshot (session: MemorySession): StoredSession {
     id: session.id,
     sandbox: session.sandbox,
     data: { ...session.data },
-    createdAt: session.createdAt,
-    lastSeenAt: session.lastSeenAt,
+    createdAt: createdOf(session),
+    lastSeenAt: lastSeenOf(session),
     idleTtl: session.idleTtl,
-    absoluteExpiresAt: session.absoluteExpiresAt
+    absoluteExpiresAt: absoluteOf(session)
   }
   if (session.userId !== undefined) copy.userId = session.userId
   return copy

@@ -96,18 +96,36 @@ export function markPresented (state: RotationState, now: number, gracePeriod: n
   return true
 }
 
-/** Drops earlier tokens past their deadline (replayed, they are the theft signal all the same). */
+/**
+ * Drops earlier tokens past their deadline. Retired ones go one by one; rotated ones only as a leading
+ * run: a rotated token past its deadline that stands between two others still carries the box that
+ * leads the older one on to the current token (its own key is refused all the same, by its deadline).
+ * Replayed, a dropped token is the theft signal like any other. (Retired tokens always come before
+ * rotated ones: a migration retires them all, rotations append.)
+ */
 function pruned (past: readonly PastToken[], now: number): PastToken[] {
-  return past.filter((entry) => entry.until > now)
+  const kept: PastToken[] = []
+  let leading = true
+  for (const entry of past) {
+    if (entry.box === null) {
+      if (entry.until > now) kept.push(entry)
+    } else if (!leading || entry.until > now) {
+      leading = false
+      kept.push(entry)
+    }
+  }
+  return kept
 }
 
 /**
- * Rotates the current token to `newKey`; false (nothing changed) when MAX_PAST_TOKENS earlier tokens are
- * still within their deadlines, so none of them is cut short.
+ * Rotates the current token to `newKey`; false (nothing changed) when MAX_PAST_TOKENS rotated tokens are
+ * still kept, so none of them is cut short.
  */
 export function rotate (state: RotationState, newKey: string, box: string, now: number, unseenWindow: number): boolean {
   const past = pruned(state.past, now)
-  if (past.length >= MAX_PAST_TOKENS) return false
+  let rotated = 0
+  for (const entry of past) if (entry.box !== null) rotated++
+  if (rotated >= MAX_PAST_TOKENS) return false
   past.push({ key: state.cur, box, until: now + unseenWindow })
   state.past = past
   state.cur = newKey
@@ -120,11 +138,22 @@ export function mayMigrate (state: RotationState, key: string): boolean {
   return key === state.cur || state.past.some((entry) => entry.key === key && entry.box !== null)
 }
 
-/** A migration: a new current token, and every token still working retired until `retiredUntil`. */
+/** Retired tokens kept at most: those of more migrations in a row than this within the window go, oldest first. */
+export const MAX_RETIRED_TOKENS = 2 * MAX_PAST_TOKENS + 1
+
+/**
+ * A migration: a new current token, and every token still working retired until `retiredUntil` (those
+ * retired before keep their own deadline), so a request in flight with any of them is never taken for a
+ * thief. At most MAX_RETIRED_TOKENS are kept, the oldest dropped first.
+ */
 export function retireAll (state: RotationState, newKey: string, now: number, retiredUntil: number): void {
-  const retired: PastToken[] = [{ key: state.cur, box: null, until: retiredUntil }]
-  for (const entry of state.past) if (entry.until > now) retired.push({ key: entry.key, box: null, until: retiredUntil })
-  state.past = retired.slice(-MAX_PAST_TOKENS)
+  const retired: PastToken[] = []
+  for (const entry of state.past) {
+    if (entry.until <= now) continue
+    retired.push(entry.box === null ? entry : { key: entry.key, box: null, until: retiredUntil })
+  }
+  retired.push({ key: state.cur, box: null, until: retiredUntil })
+  state.past = retired.slice(-MAX_RETIRED_TOKENS)
   state.cur = newKey
   state.seen = false
 }

@@ -15,7 +15,7 @@ import { acquireVaultLock, type VaultLock } from './vault-lock.js'
  * - `xems.snapshot`: the state at the start of generation N (header, meta record, chunks of entries,
  *   end record), replaced only by a complete new one (temp file, fsync, rename, fsync of the directory);
  * - `xems.journal.N`: what changed since generation N began, one sealed record per group commit;
- * - `xems.lock`: the pid of the process that has the vault open.
+ * - `xems.lock.<n>`: the lease of the store that has the vault open, refreshed every second (vault-lock.ts).
  *
  * Start-up replays the snapshot and every journal from its generation on, then compacts at once
  * (fresh journal, new snapshot under the first secret, without expired entries), so old journals,
@@ -45,6 +45,8 @@ export interface VaultOptions {
   bindToHost: boolean
   hostId?: string
   onWarning: (warning: VaultWarning) => void
+  /** Lease timings of the directory lock (default 1 s refresh, 10 s until stale); for tests. */
+  lease?: { refreshMs: number, staleMs: number }
 }
 
 /** What the vault asks of the state it keeps. */
@@ -122,7 +124,11 @@ export class Vault {
     const { dir } = this.#options
     try {
       await mkdir(dir, { recursive: true, mode: 0o700 })
-      this.#lock = await acquireVaultLock(dir)
+      this.#lock = await acquireVaultLock(dir, {
+        ...this.#options.lease,
+        // Lost (a later generation exists): stop writing at once; the store answers 503 until restarted.
+        onLost: (err) => { this.#fail(err) }
+      })
       await this.#keys.prepare()
       const nextGeneration = await this.#load(state)
       state.loaded()
@@ -131,10 +137,11 @@ export class Vault {
       const bytes = await this.#writeSnapshot(nextGeneration, state.scan())
       this.#rotateAt = Math.max(this.#options.compactAfter, bytes)
       await this.#removeObsolete(nextGeneration, true)
+      await this.#lock.settle()
     } catch (err) {
       await this.#journal?.handle.close().catch(() => {})
       this.#journal = null
-      await this.#lock?.release()
+      await this.#lock?.release({ discard: true })
       this.#lock = null
       if (err instanceof XemsError) throw err
       throw new XemsError('FST_XEMS_VAULT_IO', `fastify-xems: the vault in ${dir} could not be opened (${describeIoError(err)})`, 500, { cause: err })
@@ -418,12 +425,14 @@ export class Vault {
       await handle.close()
       if (!written) await unlink(temp).catch(() => {})
     }
+    this.#assertLocked()
     await rename(temp, join(dir, name))
     await fsyncDirectory(dir)
   }
 
   /** Removes journals older than `generation` (their changes are in the snapshot) and leftover temp files. */
   async #removeObsolete (generation: number, temps: boolean): Promise<void> {
+    this.#assertLocked()
     const { dir } = this.#options
     let removed = false
     for (const name of await readdir(dir)) {
@@ -475,6 +484,7 @@ export class Vault {
     this.#pending = []
     this.#waiters = []
     try {
+      this.#assertLocked()
       const frames: Buffer[] = []
       let group: string[] = []
       let chars = 0
@@ -511,6 +521,7 @@ export class Vault {
    * not operations, so replaying what the new snapshot already holds changes nothing.
    */
   async #rotate (old: Journal): Promise<void> {
+    this.#assertLocked()
     await old.handle.datasync()
     this.#unsynced = false
     let next: Journal
@@ -541,6 +552,13 @@ export class Vault {
           this.#kick()
         }
       })
+  }
+
+  /** Nothing is written or removed unless this store still holds the directory's lease. */
+  #assertLocked (): void {
+    if (this.#lock !== null && !this.#lock.held()) {
+      throw new XemsError('FST_XEMS_VAULT_LOCKED', `fastify-xems: this store lost the lock on the vault directory ${this.#options.dir}; it stopped writing and must be restarted`, 503)
+    }
   }
 
   #fail (err: unknown): XemsError {

@@ -32,7 +32,7 @@ if (!existsSync(CHROMIUM)) {
     const context = await browser.newContext()
     const page: Page = await context.newPage()
     const sessionCookie = async (): Promise<{ value: string, httpOnly: boolean } | undefined> =>
-      (await context.cookies(base)).find((cookie) => cookie.name === 'xems')
+      (await context.cookies(base)).find((cookie) => cookie.name === '__Host-xems')
 
     await page.goto(base + '/')
     await page.locator('#view-signed-out').waitFor({ state: 'visible' })
@@ -49,6 +49,7 @@ if (!existsSync(CHROMIUM)) {
     await page.click('#login-form button')
     await page.locator('#view-account').waitFor({ state: 'visible' })
 
+    await page.fill('#account-password', password)
     await page.click('#enrol-button')
     await page.locator('#view-enrol').waitFor({ state: 'visible' })
     t.equal(await page.locator('#qr svg').count(), 1, 'the QR code is shown')
@@ -79,7 +80,7 @@ if (!existsSync(CHROMIUM)) {
     await page.click('#logout')
     await page.locator('#view-signed-out').waitFor({ state: 'visible' })
     t.equal(await sessionCookie(), undefined, 'signing out clears the cookie')
-    const replay = await app.inject({ url: '/api/me', cookies: { xems: afterRefresh!.value } })
+    const replay = await app.inject({ url: '/api/me', cookies: { '__Host-xems': afterRefresh!.value } })
     t.equal(replay.statusCode, 401, 'the old cookie no longer works')
 
     await page.fill('#login-form input[name=email]', email)

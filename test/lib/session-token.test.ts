@@ -128,12 +128,12 @@ t.test('record id, public id and token key: fixed domain-separated hashes, one-w
   const publicId = publicIdOf(recordId)
   const key = secretKeyOf(token)
   // The exact derivations, computed here independently.
-  t.equal(recordId, sha256('xems/record|' + locator).toString('base64url'))
+  t.equal(recordId, sha256('xems/record|' + locator).subarray(0, 16).toString('base64url'))
   t.equal(publicId, sha256('xems/public|' + recordId).subarray(0, 16).toString('base64url'))
-  t.equal(key, sha256(token).toString('base64url'))
-  t.equal(recordId.length, 43)
+  t.equal(key, sha256(token).subarray(0, 16).toString('base64url'))
+  t.equal(recordId.length, 22)
   t.equal(publicId.length, 22)
-  t.equal(key.length, 43)
+  t.equal(key.length, 22)
   t.equal(recordIdOf(locator), recordId, 'deterministic')
 
   const names = [locator, token, recordId, publicId, key]
@@ -144,8 +144,7 @@ t.test('record id, public id and token key: fixed domain-separated hashes, one-w
   }
   t.not(recordId, sha256(locator).toString('base64url'), 'the record id is not a bare hash of the locator')
   t.not(recordIdOf(locator), secretKeyOf(locator), 'record ids and token keys are different hashes of the same text')
-  t.not(publicIdOf(recordId), recordIdOf(recordId).slice(0, 22), 'public ids are not record ids of record ids')
-  t.notOk(isWellFormedSessionToken(`${recordId.slice(0, 22)}.${key}`), 'derived names do not combine into a token of this session')
+  t.not(publicIdOf(recordId), recordIdOf(recordId), 'public ids are not record ids of record ids')
 
   // Tokens of one session: one record, one public id, a key each. The key covers the whole token.
   const secret = generateToken()
@@ -167,7 +166,8 @@ t.test('a name found in a log or a store dump used as a locator opens nothing an
   t.not(publicId, parseSessionToken(token)!.locator, 'never the locator')
   const reuses: unknown[] = []
   engine.on('reuse', (event) => reuses.push(event))
-  for (const fake of [publicId, recordId.slice(0, 21) + 'A']) {
+  // Record ids (a store dump) and public ids (logs, lists) have the shape of a locator; neither is one.
+  for (const fake of [publicId, recordId]) {
     const crafted = sessionTokenOf(fake, generateToken())
     t.ok(isWellFormedSessionToken(crafted), 'well formed, so it does reach the store')
     t.same(await engine.open(crafted), { status: 'none' }, 'it names another record: no session')

@@ -188,9 +188,11 @@ t.test('recovery codes: each works once, also under 30 parallel requests', async
   t.equal(first.statusCode, 200, 'case does not matter')
   t.same(first.json(), { method: 'recovery', recoveryCodesLeft: 9 })
   t.equal((await post(ctx.app, '/mfa/verify', { code: recoveryCodes[3] }, setCookieToken(await passwordStep(ctx)))).statusCode, 401, 'used twice: refused')
-  const pendings = await Promise.all(Array.from({ length: 30 }, async () => setCookieToken(await passwordStep(ctx))!))
+  // 30 pending sessions straight from the engine: 30 password steps would be throttled (10 per window).
+  const pendings = await Promise.all(Array.from({ length: 30 }, async () => await ctx.app.xems.createSession('otp-pending', {}, { userId: 'ada', ttl: '15m' })))
   const results = await Promise.all(pendings.map(async (pending) => await post(ctx.app, '/mfa/verify', { code: recoveryCodes[7] }, pending)))
   t.equal(results.filter((r) => r.statusCode === 200).length, 1, 'one of 30 parallel uses succeeds')
+  t.ok(results.every((r) => [200, 401, 429].includes(r.statusCode)), 'the others are refused (used, or throttled)')
   t.equal(ctx.users.get('ada')!.mfa.recoveryCodes!.filter((hash) => hash === null).length, 2)
 })
 
@@ -216,6 +218,13 @@ t.test('enrolment is stored only after a first valid code; re-enrolment starts u
   t.equal(right.statusCode, 200)
   t.equal(users.get('ada')!.mfa.totp!.secret, secret)
   token = setCookieToken(right)!
+  const unverified = await post(app, '/mfa/enrol', {}, token)
+  t.equal(unverified.statusCode, 401, 're-enrolment needs a fresh second factor: enrolment itself gives none')
+  t.equal(unverified.json().code, 'FST_XEMS_MFA_REQUIRED')
+  token = setCookieToken(unverified) ?? token
+  const stepUp = await post(app, '/mfa/step-up', { code: await generateTotp({ secret, at: clock.now + 30_000 }) }, token)
+  t.equal(stepUp.statusCode, 200)
+  token = setCookieToken(stepUp)!
   const again = await post(app, '/mfa/enrol', {}, token)
   const second = again.json().secret
   t.not(second, secret)

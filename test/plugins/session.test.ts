@@ -8,8 +8,8 @@ t.test('xLink opens a session: HttpOnly, Secure-by-default cookie, no-store, no 
   t.teardown(async () => { await app.close() })
   const response = await app.inject({ method: 'POST', url: '/login' })
   t.equal(response.statusCode, 200)
-  const token = setCookieToken(response)!
-  t.ok(isWellFormedToken(token), 'a locator.secret token of 66 base64url characters')
+  const token = setCookieToken(response, '__Host-xems')!
+  t.ok(isWellFormedToken(token), 'a locator.secret token of 66 base64url characters, named __Host-xems by default when secure')
   const header = setCookieHeader(response)
   t.match(header, /; HttpOnly/)
   t.match(header, /; Secure/, 'secure by default')
@@ -159,7 +159,7 @@ t.test("reuse with onReuse 'reject' refuses the replayed token only", async (t) 
   const old = await login(app)
   const current = setCookieToken(await app.inject({ url: '/me', cookies: { xems: old } }))!
   const next = setCookieToken(await app.inject({ url: '/me', cookies: { xems: current } }))!
-  clock.advance(3000)
+  clock.advance(10_001)
   t.equal((await app.inject({ url: '/me', cookies: { xems: old } })).statusCode, 401)
   t.equal((await app.inject({ url: '/me', cookies: { xems: next } })).statusCode, 200)
 })
@@ -353,7 +353,7 @@ t.test('logs never contain a token', async (t) => {
   const tokens: string[] = []
   tokens.push(await login(app, { userId: 'u1' }))
   for (let i = 0; i < 3; i++) tokens.push(setCookieToken(await app.inject({ url: '/me', cookies: { xems: tokens.at(-1)! } }))!)
-  clock.advance(5000)
+  clock.advance(10_001)
   await app.inject({ url: '/me', cookies: { xems: tokens[0]! } })
   await app.inject({ method: 'POST', url: '/logout', cookies: { xems: tokens.at(-1)! } })
   const text = logs.join('\n')

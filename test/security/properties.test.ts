@@ -1,6 +1,7 @@
 /**
- * Property-based tests (fast-check) over every parser that sees client input: the token syntax check,
- * the plugin's cookie and header paths, durations, the AES-GCM keyring and the grace boxes, session
+ * Property-based tests (fast-check) over every parser that sees client input: the syntax checks of
+ * session tokens (`locator.secret`) and of bare 256-bit secrets (lib/token.ts, still used by the MFA
+ * plugin), the plugin's cookie and header paths, durations, the AES-GCM keyring and the grace boxes, session
  * data encoding and diffing, TOTP verification and the MFA code route. Vault files (disk input) are
  * in vault-fuzz.test.ts.
  *
@@ -15,6 +16,7 @@ import { parseDuration } from '../../lib/duration.js'
 import { XemsError } from '../../lib/errors.js'
 import { hashRecoveryCodes, normalizeRecoveryCode } from '../../lib/recovery-codes.js'
 import { decodeData, diffData, encodeData } from '../../lib/session-data.js'
+import { generateLocator, isWellFormedSessionToken, parseSessionToken, sessionTokenOf } from '../../lib/session-token.js'
 import type { SessionStore } from '../../lib/store/contract.js'
 import { MemoryStore } from '../../lib/store/memory-store.js'
 import { generateToken, isWellFormedToken } from '../../lib/token.js'
@@ -34,18 +36,34 @@ function isCanonicalToken (value: string): boolean {
   return bytes.length === 32 && bytes.toString('base64url') === value
 }
 
+/** An oracle for session tokens, also without the regular expression: two canonical parts around one dot. */
+function isCanonicalSessionToken (value: string): boolean {
+  const parts = value.split('.')
+  if (parts.length !== 2 || parts[0]!.length !== 22 || !/^[A-Za-z0-9_-]+$/.test(parts[0]!)) return false
+  const locator = Buffer.from(parts[0]!, 'base64url')
+  return locator.length === 16 && locator.toString('base64url') === parts[0] && isCanonicalToken(parts[1]!)
+}
+
+const newSessionToken = (): string => sessionTokenOf(generateLocator(), generateToken())
+
 /** Edits of a real token: one character replaced, inserted or deleted, or a prefix/suffix added. */
-const nearToken = fc.tuple(fc.nat({ max: 42 }), fc.string({ unit: 'binary', minLength: 1, maxLength: 3 }), fc.constantFrom('replace', 'insert', 'delete', 'prefix', 'suffix'))
-  .map(([at, text, edit]) => {
-    const token = generateToken()
-    switch (edit) {
-      case 'replace': return token.slice(0, at) + text + token.slice(at + text.length)
-      case 'insert': return token.slice(0, at) + text + token.slice(at)
-      case 'delete': return token.slice(0, at) + token.slice(at + 1)
-      case 'prefix': return text + token
-      default: return token + text
-    }
-  })
+const edited = (make: () => string, length: number): fc.Arbitrary<string> =>
+  fc.tuple(fc.nat({ max: length - 1 }), fc.string({ unit: 'binary', minLength: 1, maxLength: 3 }), fc.constantFrom('replace', 'insert', 'delete', 'prefix', 'suffix'))
+    .map(([at, text, edit]) => {
+      const token = make()
+      switch (edit) {
+        case 'replace': return token.slice(0, at) + text + token.slice(at + text.length)
+        case 'insert': return token.slice(0, at) + text + token.slice(at)
+        case 'delete': return token.slice(0, at) + token.slice(at + 1)
+        case 'prefix': return text + token
+        default: return token + text
+      }
+    })
+const nearToken = edited(generateToken, 43)
+const nearSessionToken = edited(newSessionToken, 66)
+/** 66 characters of the base64url alphabet with a dot at the separator's place: canonical or not at random. */
+const sessionShaped = fc.tuple(fc.string({ unit: fc.constantFrom(...B64URL), minLength: 22, maxLength: 22 }), fc.string({ unit: fc.constantFrom(...B64URL), minLength: 43, maxLength: 43 }))
+  .map(([locator, secret]) => `${locator}.${secret}`)
 
 /** Junk a client can send: any code points, control characters, near-tokens, huge values. */
 const junk = fc.oneof(
@@ -53,12 +71,31 @@ const junk = fc.oneof(
   fc.string({ unit: 'binary-ascii', maxLength: 120 }),
   fc.string({ unit: 'grapheme', maxLength: 60 }),
   fc.string({ unit: fc.constantFrom(...B64URL), minLength: 40, maxLength: 46 }),
+  fc.string({ unit: fc.constantFrom(...B64URL, '.'), minLength: 62, maxLength: 70 }),
   fc.string({ unit: fc.constantFrom('\u0000', '\r', '\n', '\t', ';', '=', ',', '"', '%', '\\', ' ', '\u007f', '\uffff'), maxLength: 50 }),
   nearToken,
+  nearSessionToken,
+  nearSessionToken.map((value) => encodeURIComponent(value)),
+  fc.constant(null).map(() => generateToken()), // a bare secret, the old token shape
+  fc.constant(null).map(newSessionToken), // well formed, never issued: reaches the store, an unknown record
+  sessionShaped,
   fc.tuple(fc.string({ unit: 'binary', minLength: 1, maxLength: 3 }), fc.integer({ min: 5_000, max: 40_000 })).map(([text, n]) => text.repeat(n))
 )
 
-t.test('isWellFormedToken agrees with a canonical-base64url-of-32-bytes oracle, on any input', async (t) => {
+t.test('isWellFormedSessionToken and parseSessionToken agree with an oracle of two canonical parts, on any input', async (t) => {
+  fc.assert(fc.property(fc.oneof(junk, sessionShaped, fc.anything()), (value) => {
+    const expected = typeof value === 'string' && isCanonicalSessionToken(value)
+    const parsed = parseSessionToken(value)
+    return isWellFormedSessionToken(value) === expected &&
+      (expected ? parsed !== null && parsed.token === value && `${parsed.locator}.${parsed.secret}` === value : parsed === null)
+  }), runs(5000))
+  let ok = 0
+  for (let i = 0; i < 1000; i++) if (isWellFormedSessionToken(newSessionToken())) ok++
+  t.equal(ok, 1000, 'every issued token passes')
+  t.notOk(isWellFormedSessionToken(generateToken()), 'a bare secret is not a session token')
+})
+
+t.test('isWellFormedToken (bare secrets, lib/token.ts) agrees with a canonical-base64url-of-32-bytes oracle, on any input', async (t) => {
   fc.assert(fc.property(fc.oneof(junk, fc.string({ unit: fc.constantFrom(...B64URL), minLength: 43, maxLength: 43 }), fc.anything()), (value) => {
     return isWellFormedToken(value) === (typeof value === 'string' && isCanonicalToken(value))
   }), runs(5000))
@@ -85,8 +122,9 @@ t.test('cookie and header paths: junk never gives a 5xx, a session, a cookie, or
   const valid = setCookieToken(await app.inject({ method: 'POST', url: '/login' }))!
 
   const decode = (value: string): string => { try { return decodeURIComponent(value) } catch { return value } }
-  /** Could the plugin's parsers turn this into a well-formed token? Then a store lookup is allowed. */
-  const mayLookUp = (value: string): boolean => [value, value.trim(), decode(value), decode(value).trim()].some(isWellFormedToken)
+  /** Could the plugin's parsers turn this into a well-formed session token? Then a store lookup is allowed. */
+  const mayLookUp = (value: string): boolean => [value, value.trim(), decode(value), decode(value).trim()].some(isWellFormedSessionToken)
+  let lookupsAllowed = 0
 
   const failures: string[] = []
   await fc.assert(fc.asyncProperty(junk, fc.constantFrom('cookie', 'header', 'raw-cookie-header', 'both'), async (value, how) => {
@@ -104,10 +142,12 @@ t.test('cookie and header paths: junk never gives a 5xx, a session, a cookie, or
     if (guarded.statusCode !== 401) problems.push(`guarded route answered ${guarded.statusCode}`)
     for (const r of [open, guarded]) if (r.headers['set-cookie'] !== undefined || r.headers['x-xems-token'] !== undefined) problems.push('a token set or cleared')
     if (how !== 'raw-cookie-header' && lookups !== before && !mayLookUp(value)) problems.push('a store lookup for a value that is not a token')
+    if (lookups !== before) lookupsAllowed++
     if (problems.length > 0) failures.push(`${how} ${JSON.stringify(value.slice(0, 60))}: ${problems.join(', ')}`)
     return problems.length === 0
   }), runs(600))
   t.same(failures, [])
+  t.ok(lookupsAllowed > 10, `some junk was well-formed and reached the store (${lookupsAllowed} times), resolving to nothing`)
   t.equal((await app.inject({ url: '/me', cookies: { xems: valid } })).statusCode, 200, 'the valid session was never disturbed by junk')
 })
 
@@ -179,13 +219,14 @@ t.test('Keyring.open: random bytes, truncations, bit flips, extensions, other ke
 })
 
 t.test('openAsTokenHolder: junk gives null, never a throw; a damaged box or another holder never opens', async (t) => {
-  fc.assert(fc.property(fc.oneof(junk, fc.constant(generateToken())), fc.oneof(junk, fc.base64String()), (holder, box) => {
+  fc.assert(fc.property(fc.oneof(junk, fc.constant(null).map(newSessionToken)), fc.oneof(junk, fc.base64String()), (holder, box) => {
     const opened = openAsTokenHolder(holder, box)
     return opened === null || typeof opened === 'string'
   }), runs(1000))
 
+  // As the engine seals them: the next secret, for the holder of the whole presented token.
   fc.assert(fc.property(fc.oneof(fc.constant(null), junk), fc.nat(), fc.array(fc.nat(), { minLength: 1, maxLength: 4 }), (otherHolder, cut, flips) => {
-    const holder = generateToken()
+    const holder = newSessionToken()
     const next = generateToken()
     const box = sealForTokenHolder(holder, next)
     if (openAsTokenHolder(holder, box) !== next) return false
@@ -195,15 +236,19 @@ t.test('openAsTokenHolder: junk gives null, never a throw; a damaged box or anot
     for (const bit of flips) flipped[(bit >> 3) % flipped.length]! ^= 1 << (bit & 7)
     const wrong = otherHolder ?? generateToken()
     const sameHolder = Buffer.from(wrong, 'utf8').equals(Buffer.from(holder, 'utf8'))
+    const { locator, secret } = parseSessionToken(holder)!
     return openAsTokenHolder(holder, truncated) === null &&
       (flipped.equals(bytes) || openAsTokenHolder(holder, flipped.toString('base64url')) === null) &&
-      (sameHolder || openAsTokenHolder(wrong, box) === null)
+      (sameHolder || openAsTokenHolder(wrong, box) === null) &&
+      openAsTokenHolder(sessionTokenOf(locator, generateToken()), box) === null && // another token of the same session
+      openAsTokenHolder(secret, box) === null && // the secret without its locator
+      openAsTokenHolder(sessionTokenOf(generateLocator(), secret), box) === null // the secret under another locator
   }), runs(1000))
   t.pass('no counterexample')
 })
 
 t.test('every bit of a grace box is authenticated: any single flipped bit is refused', async (t) => {
-  const holder = generateToken()
+  const holder = newSessionToken()
   const next = generateToken()
   const bytes = Buffer.from(sealForTokenHolder(holder, next), 'base64url')
   let opened = 0

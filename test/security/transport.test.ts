@@ -127,8 +127,8 @@ t.test('a narrowed cookie carries the configured Path and Domain, also when clea
   t.match(header, /; SameSite=Strict/)
   t.match(header, /; Secure/)
   t.match(header, /; HttpOnly/)
-  const cleared = setCookieHeader(await app.inject({ method: 'POST', url: '/logout', cookies: { xems: setCookieToken(opened)! } }))
-  t.match(cleared, /^xems=;.*; Path=\/app(;|$)/)
+  const cleared = setCookieHeader(await app.inject({ method: 'POST', url: '/logout', cookies: { '__Secure-xems': setCookieToken(opened, '__Secure-xems')! } }))
+  t.match(cleared, /^__Secure-xems=;.*; Path=\/app(;|$)/, 'named __Secure-xems by default: secure, but a __Host- name cannot carry a Domain')
   t.match(cleared, /; Domain=example\.com(;|$)/)
 })
 
@@ -163,10 +163,12 @@ t.test('disabling MFA ends the user\'s other sessions and gives this one a new t
   t.equal(confirm.statusCode, 200)
   clock.advance(30_000)
   const secret = enrol.json().secret as string
-  const otherPending = setCookieToken(await post(app, '/login', { user: 'ada', password: 'correct horse battery staple' }))!
-  const elsewhere = setCookieToken(await post(app, '/mfa/verify', { code: await generateTotp({ secret, at: clock.now }) }, otherPending))!
+  // Disabling needs a fresh second factor (enrolment gives none): this session signs in with a code.
+  const pending = setCookieToken(await post(app, '/login', { user: 'ada', password: 'correct horse battery staple' }))!
+  const here2 = setCookieToken(await post(app, '/mfa/verify', { code: await generateTotp({ secret, at: clock.now }) }, pending))!
+  const elsewhere = setCookieToken(await app.inject({ url: '/me', cookies: { xems: setCookieToken(confirm)! } }))!
   t.equal((await app.inject({ url: '/me', cookies: { xems: elsewhere } })).statusCode, 200, 'a second signed-in session')
-  const me = await app.inject({ url: '/me', cookies: { xems: setCookieToken(confirm)! } })
+  const me = await app.inject({ url: '/me', cookies: { xems: here2 } })
   const beforeDisable = setCookieToken(me)!
   const disabled = await post(app, '/mfa/disable', {}, beforeDisable)
   t.equal(disabled.statusCode, 200)

@@ -264,6 +264,40 @@ export function runStoreConformance (t: Test, makeStore: () => Promise<StoreUnde
       'after its window a retired token is the theft signal like any other')
   })
 
+  t.test('migrations in a row keep every retired token as "no session" within its deadline; retired tokens never hold rotation back', async (t) => {
+    const { id, key } = await create()
+    const first = newKey()
+    t.equal(await migrate(id, key, { from: 'auth-active', to: 'auth-active', newKey: first, retiredUntil: t0 + 5000 }), true)
+    const second = newKey()
+    t.equal(await migrate(id, first, { from: 'auth-active', to: 'auth-active', newKey: second, retiredUntil: t0 + 9000 }), true)
+    t.same(await resolve(id, key, t0 + 4000), { status: 'none' }, 'retired by the first migration, within its own deadline')
+    t.same(await resolve(id, first, t0 + 8000), { status: 'none' }, 'retired by the second')
+    t.equal((await resolve(id, key, t0 + 5000, { revoke: false })).status, 'reused', 'each by its own deadline')
+    const keys = [second]
+    for (let i = 0; i < MAX_PAST_TOKENS; i++) keys.push(await rotateFrom(id, keys.at(-1)!, t0 + 10 + i))
+    t.equal(keys.length, MAX_PAST_TOKENS + 1, `${MAX_PAST_TOKENS} rotations right after migrations: the retired tokens took no room`)
+  })
+
+  t.test('an older rotated token with a longer grace than a newer one still leads to the current token', async (t) => {
+    const { id, key } = await create()
+    const ab = newBox()
+    const bc = newBox()
+    const cd = newBox()
+    const b = await rotateFrom(id, key, t0, ab)
+    t.equal((await resolve(id, b, t0 + 1, { grace: 60_000 })).status, 'live', 'b presented: a gets a minute')
+    const c = newKey()
+    t.equal((await commit({ id, tokenKey: b, patch: null, rotate: c, box: bc, now: t0 + 1 })).status, 'ok')
+    t.equal((await resolve(id, c, t0 + 2, { grace: 1000 })).status, 'live', 'c presented: b gets a second')
+    const d = newKey()
+    t.equal((await commit({ id, tokenKey: c, patch: null, rotate: d, box: cd, now: t0 + 2 })).status, 'ok')
+    t.equal((await resolve(id, d, t0 + 3000)).status, 'live')
+    t.same(await commit({ id, tokenKey: d, patch: null, rotate: newKey(), now: t0 + 3000 }).then((r) => r.status), 'ok', 'a rotation after b expired')
+    t.equal((await resolve(id, b, t0 + 3001, { revoke: false })).status, 'reused', 'b is past its second')
+    const late = await resolve(id, key, t0 + 3002)
+    t.equal(late.status, 'grace', 'a is still within its minute')
+    if (late.status === 'grace') t.same(late.chain.slice(0, 3), [ab, bc, cd], 'and its chain still passes through b')
+  })
+
   t.test('migration without data keeps it', async (t) => {
     const { id, key } = await create({ sandbox: 'auth-active' })
     const next = newKey()

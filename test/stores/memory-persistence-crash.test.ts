@@ -16,6 +16,7 @@ import { MemoryStore, type VaultWarning } from '../../lib/store/memory-store.js'
 const HOUR = 3_600_000
 const WORKERS = 16
 const ROTATIONS = 3
+const GRACE = 2000
 
 const childDir = process.env.XEMS_CRASH_DIR
 if (childDir !== undefined) {
@@ -33,16 +34,19 @@ async function writer (dir: string, secret: string, now: number): Promise<void> 
   const work = async (): Promise<void> => {
     for (;;) {
       const i = next++
-      const sid = `s${i}`
+      const id = `s${i}`
       let key = `k${i}.0`
-      await store.create({ sid, sandbox: 'auth-active', tokenKey: key, data: { r: '0' }, userId: `u${i % 7}`, now, idleTtl: HOUR, absoluteExpiresAt: now + 24 * HOUR })
-      ack(`session ${sid} ${key} 0`)
+      await store.create({ id, sandbox: 'auth-active', tokenKey: key, data: { r: '0' }, userId: `u${i % 7}`, now, idleTtl: HOUR, absoluteExpiresAt: now + 24 * HOUR })
+      ack(`session ${id} ${key} 0`)
       for (let r = 1; r <= ROTATIONS; r++) {
+        // As a request does: present the current token (its predecessor gets the grace), then rotate.
+        const resolved = await store.resolve({ id, tokenKey: key, now, gracePeriod: GRACE, revokeOnReuse: false })
+        if (resolved.status !== 'live') throw new Error(`the current token resolved ${resolved.status}`)
         const newKey = `k${i}.${r}`
-        const result = await store.commit({ sid, tokenKey: key, patch: { r: String(r) }, rotate: { newKey, box: `box${r}`, graceUntil: now + HOUR }, now })
+        const result = await store.commit({ id, tokenKey: key, patch: { r: String(r) }, rotate: { newKey, box: `box${r}`, unseenWindow: HOUR }, now })
         if (result.status !== 'ok' || !result.rotated) throw new Error('rotation failed')
         key = newKey
-        ack(`session ${sid} ${key} ${r}`)
+        ack(`session ${id} ${key} ${r}`)
       }
       await store.kvSet('crash', `v${i}`, String(i), HOUR, now)
       ack(`value v${i} ${i}`)
@@ -100,16 +104,24 @@ async function parent (): Promise<void> {
       const store = await MemoryStore.open({ onWarning: (w) => warnings.push(w), persistence: { path: dir, secret, fsync: 'always' } })
       t.teardown(async () => { await store.close() })
       let missing = 0
-      for (const [sid, { key, r }] of sessions) {
-        const result = await store.resolve({ tokenKey: key, now: now + 1, revokeOnReuse: false })
-        const ok = (result.status === 'live' || result.status === 'grace') && result.session.sid === sid && Number(result.session.data.r) >= r
-        if (!ok && missing++ < 3) t.fail(`session ${sid}: acknowledged token ${key} (rotation ${r}) resolved to ${JSON.stringify(result)}`)
+      for (const [id, { key, r }] of sessions) {
+        const result = await store.resolve({ id, tokenKey: key, now: now + 1, gracePeriod: GRACE, revokeOnReuse: false })
+        const ok = (result.status === 'live' || result.status === 'grace') && result.session.id === id && Number(result.session.data.r) >= r
+        if (!ok && missing++ < 3) t.fail(`session ${id}: acknowledged token ${key} (rotation ${r}) resolved to ${JSON.stringify(result)}`)
+        if (r > 0) {
+          // Its predecessor was rotated away from by an acknowledged write: still within its grace.
+          const before = `${key.split('.')[0]!}.${r - 1}`
+          const previous = await store.resolve({ id, tokenKey: before, now: now + 1, gracePeriod: GRACE, revokeOnReuse: false })
+          if (previous.status !== 'grace' && missing++ < 3) t.fail(`session ${id}: the predecessor ${before} of an acknowledged rotation resolved to ${previous.status}`)
+        }
+        const stranger = await store.resolve({ id, tokenKey: 'never-issued', now: now + 1, gracePeriod: GRACE, revokeOnReuse: false })
+        if (stranger.status !== 'reused' && missing++ < 3) t.fail(`session ${id}: a key it never had resolved to ${stranger.status}`)
       }
       for (const [name, value] of values) {
         const stored = await store.kvGet('crash', name, now + 1)
         if (stored !== value && missing++ < 6) t.fail(`value ${name}: expected ${value}, got ${String(stored)}`)
       }
-      t.equal(missing, 0, `all ${sessions.size} sessions (at their last acknowledged rotation) and ${values.size} values are there`)
+      t.equal(missing, 0, `all ${sessions.size} sessions (at their last acknowledged rotation, with its predecessor in grace) and ${values.size} values are there`)
       const { count } = await store.increment('hits', HOUR, now + 1)
       t.ok(count > maxCount, `the counter kept at least its ${maxCount} acknowledged hits (now ${count - 1})`)
       t.equal(warnings.length, 1, 'the crash is reported once')

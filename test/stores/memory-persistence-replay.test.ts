@@ -10,11 +10,14 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { ROTATED_TOKENS_KEPT, type SessionInfo, type SessionStore } from '../../lib/store/contract.js'
+import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session-token.js'
+import { MAX_PAST_TOKENS, type SessionInfo, type SessionStore } from '../../lib/store/contract.js'
 import { MemoryStore, type FsyncPolicy, type VaultWarning } from '../../lib/store/memory-store.js'
-import { generateToken, tokenKey } from '../../lib/token.js'
+import { generateToken } from '../../lib/token.js'
 
 type Op = (store: SessionStore) => Promise<unknown>
+
+const newKey = (): string => secretKeyOf(sessionTokenOf(generateLocator(), generateToken()))
 
 function prng (seed: number): () => number {
   return () => {
@@ -47,54 +50,71 @@ for (const [seed, fsync] of [[1, 'always'], [2, 'everysec'], [7, 'always']] as A
     })
     const reference = new MemoryStore({ clock, sweepInterval: '20d' })
     let persistent = await open()
-    const sessions: Array<{ sid: string, keys: string[] }> = []
-    const allKeys = (): string[] => sessions.flatMap((s) => s.keys)
+    const sessions: Array<{ id: string, keys: string[] }> = []
+    /** Sessions only heavyOps uses (random operations on them would leave its idea of the current token behind). */
+    const heavySessions: Array<{ id: string, keys: string[] }> = []
+    const statuses = new Map<string, number>()
+    /** Rotations that happened, per session (on the reference). */
+    const rotations = new Map<string, number>()
+    const allKeys = (): Array<[string, string]> => [...sessions, ...heavySessions].flatMap((s) => s.keys.map((key): [string, string] => [s.id, key]))
 
     function nextOp (): Op {
       const roll = random()
       if (roll < 0.06 || sessions.length === 0) {
-        const sid = `sid${sessions.length}`
-        const key = tokenKey(generateToken())
-        sessions.push({ sid, keys: [key] })
+        const id = recordIdOf(generateLocator())
+        const key = newKey()
+        sessions.push({ id, keys: [key] })
         const userId = chance(0.7) ? pick(USERS) : undefined
         const sandbox = pick(SANDBOXES)
-        const idleTtl = 500 + Math.floor(random() * 20_000)
+        const idleTtl = 2000 + Math.floor(random() * 30_000)
         const absolute = now + 1000 + Math.floor(random() * 60_000)
         const at = now
-        return async (s) => { await s.create({ sid, sandbox, tokenKey: key, data: { a: `"${sid}"` }, now: at, idleTtl, absoluteExpiresAt: absolute, ...(userId === undefined ? {} : { userId }) }) }
+        return async (s) => { await s.create({ id, sandbox, tokenKey: key, data: { a: `"${id.slice(0, 8)}"` }, now: at, idleTtl, absoluteExpiresAt: absolute, ...(userId === undefined ? {} : { userId }) }) }
       }
-      // Favour recent sessions, so that some rotate past the 16 tokens remembered.
-      const session = chance(0.6) ? sessions.at(-1)! : pick(sessions)
-      const key = chance(0.85) ? session.keys.at(-1)! : pick(session.keys)
+      // Favour recent sessions and their current token, so that some rotate many times (and some
+      // rotations are refused while the record is full).
+      const session = chance(0.5) ? sessions.at(-1)! : chance(0.7) ? pick(sessions.slice(-5)) : pick(sessions)
+      const which = random()
+      const key = which < 0.7 ? session.keys.at(-1)! : which < 0.9 ? session.keys.at(-2 - Math.floor(random() * 2)) ?? session.keys[0]! : which < 0.95 ? newKey() : pick(session.keys)
       const at = now
       if (roll < 0.35) {
-        const revokeOnReuse = chance(0.5)
+        const revokeOnReuse = chance(0.3)
         const sandbox = chance(0.5) ? pick(SANDBOXES) : undefined
-        return async (s) => await s.resolve({ tokenKey: key, now: at, revokeOnReuse, ...(sandbox === undefined ? {} : { sandbox }) })
+        const gracePeriod = Math.floor(random() * 3000)
+        return async (s) => {
+          const result = await s.resolve({ id: session.id, tokenKey: key, now: at, gracePeriod, revokeOnReuse, ...(sandbox === undefined ? {} : { sandbox }) })
+          if (s === reference) statuses.set(result.status, (statuses.get(result.status) ?? 0) + 1)
+          return result
+        }
       }
       if (roll < 0.55) {
         const patch = chance(0.6) ? { [`k${Math.floor(random() * 5)}`]: chance(0.2) ? null : String(random()) } : null
         let rotate = null
         if (chance(0.7)) {
-          const newKey = tokenKey(generateToken())
-          session.keys.push(newKey)
-          rotate = { newKey, box: `box-${newKey.slice(0, 6)}`, graceUntil: at + Math.floor(random() * 3000) }
+          const newKey_ = newKey()
+          session.keys.push(newKey_)
+          rotate = { newKey: newKey_, box: `box-${newKey_.slice(0, 6)}`, unseenWindow: 1 + Math.floor(random() * 6000) }
         }
-        return async (s) => await s.commit({ sid: session.sid, tokenKey: key, patch, rotate, now: at })
+        return async (s) => {
+          const result = await s.commit({ id: session.id, tokenKey: key, patch, rotate, now: at })
+          if (s === reference && result.status === 'ok' && result.rotated) rotations.set(session.id, (rotations.get(session.id) ?? 0) + 1)
+          return result
+        }
       }
       if (roll < 0.6) {
-        const newKey = tokenKey(generateToken())
-        session.keys.push(newKey)
+        const newKey_ = newKey()
+        session.keys.push(newKey_)
         const from = pick(SANDBOXES)
         const to = pick(SANDBOXES)
         const data = chance(0.5) ? { m: '"migrated"' } : null
         const userId = chance(0.5) ? pick(USERS) : undefined
-        return async (s) => await s.migrate({ sid: session.sid, from, to, newKey, data, idleTtl: 10_000, now: at, ...(userId === undefined ? {} : { userId }) })
+        const retiredUntil = at + Math.floor(random() * 6000)
+        return async (s) => await s.migrate({ id: session.id, tokenKey: key, from, to, newKey: newKey_, retiredUntil, data, idleTtl: 10_000, now: at, ...(userId === undefined ? {} : { userId }) })
       }
-      if (roll < 0.63) return async (s) => await s.destroy(session.sid)
+      if (roll < 0.63) return async (s) => await s.destroy(session.id)
       if (roll < 0.65) {
         const user = pick(USERS)
-        const except = chance(0.5) ? session.sid : undefined
+        const except = chance(0.5) ? session.id : undefined
         return async (s) => await s.revokeUser(user, at, except)
       }
       if (roll < 0.68) {
@@ -119,10 +139,48 @@ for (const [seed, fsync] of [[1, 'always'], [2, 'everysec'], [7, 'always']] as A
       return pick(kv)
     }
 
+    /**
+     * One session used as a client that follows rotation would: most groups present its current token
+     * (as the reference answered it) and commit a rotation, so it rotates hundreds of times, fills its
+     * record at times (a refused rotation), and has its old tokens replayed.
+     */
+    let heavy = { id: '', keys: [] as string[], current: '' }
+    function heavyOps (): Op[] {
+      if (heavy.id === '' || chance(0.01)) {
+        heavy = { id: recordIdOf(generateLocator()), keys: [newKey()], current: '' }
+        heavy.current = heavy.keys[0]!
+        heavySessions.push(heavy)
+        const { id, current } = heavy
+        const at = now
+        return [async (s) => { await s.create({ id, sandbox: 'auth-active', tokenKey: current, data: {}, now: at, idleTtl: 600_000, absoluteExpiresAt: at + 86_400_000 }) }]
+      }
+      const { id, current } = heavy
+      const next = newKey()
+      heavy.keys.push(next)
+      const at = now
+      const session = heavy
+      const ops: Op[] = [
+        async (s) => await s.resolve({ id, tokenKey: current, now: at, gracePeriod: 2000, revokeOnReuse: false }),
+        async (s) => {
+          const result = await s.commit({ id, tokenKey: current, patch: { h: String(at) }, rotate: { newKey: next, box: `box-${next.slice(0, 6)}`, unseenWindow: 3000 }, now: at })
+          if (s === reference && result.status === 'ok' && result.rotated) {
+            session.current = next
+            rotations.set(id, (rotations.get(id) ?? 0) + 1)
+          }
+          return result
+        }
+      ]
+      if (chance(0.15)) {
+        const old = pick(heavy.keys)
+        ops.push(async (s) => await s.resolve({ id, tokenKey: old, now: at, gracePeriod: 2000, revokeOnReuse: false }))
+      }
+      return ops
+    }
+
     let mismatches = 0
     let restarts = 0
     for (let group = 0; group < 800; group++) {
-      const ops = Array.from({ length: 1 + Math.floor(random() * 8) }, nextOp)
+      const ops = [...(chance(0.7) ? heavyOps() : []), ...Array.from({ length: 1 + Math.floor(random() * 8) }, nextOp)]
       const expected = JSON.stringify(await Promise.all(ops.map(async (op) => await op(reference))))
       const actual = JSON.stringify(await Promise.all(ops.map(async (op) => await op(persistent))))
       if (expected !== actual && mismatches++ < 3) t.equal(actual, expected, `group ${group}`)
@@ -135,7 +193,10 @@ for (const [seed, fsync] of [[1, 'always'], [2, 'everysec'], [7, 'always']] as A
       }
     }
     t.equal(mismatches, 0, `every answer identical across ${restarts} restarts`)
-    t.ok(sessions.some((s) => s.keys.length > ROTATED_TOKENS_KEPT + 2), `a session rotated ${Math.max(...sessions.map((s) => s.keys.length)) - 1} times`)
+    const most = Math.max(...rotations.values())
+    t.ok(most > 2 * MAX_PAST_TOKENS, `a session rotated ${most} times`)
+    t.comment(`resolve answers: ${JSON.stringify(Object.fromEntries(statuses))}`)
+    for (const status of ['none', 'live', 'grace', 'reused']) t.ok((statuses.get(status) ?? 0) > 10, `the run had '${status}' answers`)
     const journal = (await readdir(dir)).find((name) => name.startsWith('xems.journal.'))!
     const generations = Number(journal.split('.').at(-1))
     t.ok(generations - restarts - 1 >= 5, `and ${generations - restarts - 1} compactions while running`)
@@ -145,7 +206,7 @@ for (const [seed, fsync] of [[1, 'always'], [2, 'everysec'], [7, 'always']] as A
     persistent = await open()
     reference.sweep(now)
     const probe = async (s: SessionStore): Promise<string> => JSON.stringify([
-      await Promise.all(allKeys().map(async (key) => await s.resolve({ tokenKey: key, now, revokeOnReuse: false }))),
+      await Promise.all(allKeys().map(async ([id, key]) => await s.resolve({ id, tokenKey: key, now, gracePeriod: 2000, revokeOnReuse: false }))),
       await Promise.all(['s1', 's2'].flatMap((sb) => Array.from({ length: 20 }, async (_, i) => await s.kvGet(sb, `v${i}`, now)))),
       await Promise.all(USERS.map(async (user) => sortedInfos(await s.listUser(user, now)))),
       await Promise.all(Array.from({ length: 5 }, async (_, i) => await s.increment(`c${i}`, 1000, now)))
@@ -160,5 +221,5 @@ for (const [seed, fsync] of [[1, 'always'], [2, 'everysec'], [7, 'always']] as A
 
 
 function sortedInfos (infos: SessionInfo[]): SessionInfo[] {
-  return infos.sort((a, b) => a.sid < b.sid ? -1 : 1)
+  return infos.sort((a, b) => a.id < b.id ? -1 : 1)
 }

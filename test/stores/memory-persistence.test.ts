@@ -2,11 +2,15 @@ import { randomBytes } from 'node:crypto'
 import { appendFile, mkdtemp, readdir, readFile, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
+import Fastify from 'fastify'
 import t, { type Test } from 'tap'
+import { xemsSession } from '../../index.js'
 import type { SessionStore } from '../../lib/store/contract.js'
 import { MemoryStore, type MemoryStoreOptions, type VaultWarning } from '../../lib/store/memory-store.js'
 import { HEADER_BYTES, scanFrames } from '../../lib/store/vault-format.js'
-import { generateSessionId, generateToken, tokenKey } from '../../lib/token.js'
+import { sealForTokenHolder } from '../../lib/cipher.js'
+import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session-token.js'
+import { generateToken } from '../../lib/token.js'
 import { runStoreConformance } from './conformance.js'
 
 const SECRET = randomBytes(32).toString('hex')
@@ -14,7 +18,10 @@ const NEW_SECRET = randomBytes(32).toString('base64')
 const OTHER_SECRET = randomBytes(32)
 const HOUR = 3_600_000
 const DAY = 24 * HOUR
-const newKey = (): string => tokenKey(generateToken())
+const newId = (): string => recordIdOf(generateLocator())
+const newKey = (): string => secretKeyOf(sessionTokenOf(generateLocator(), generateToken()))
+/** A grace box as the engine makes them (the store keeps it as opaque text). */
+const newBox = (): string => sealForTokenHolder(generateToken(), generateToken())
 
 async function tempDir (t: Test): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'xems-vault-'))
@@ -76,93 +83,153 @@ t.test('the conformance suite passes with persistence on', async (t) => {
   }
 })
 
-t.test('a restart keeps sessions, rotation state and grace chains, values, sandboxes, users and counters', async (t) => {
+t.test('a restart keeps sessions and their rotation state: current token, seen flag, past tokens with boxes and deadlines', async (t) => {
   const dir = await tempDir(t)
   const now = Date.now()
   let store = await MemoryStore.open(options(dir))
-  const sid = generateSessionId()
+  const restart = async (): Promise<void> => {
+    await store.close()
+    store = await MemoryStore.open(options(dir))
+  }
+  t.teardown(async () => { await store.close() })
+  const resolve = async (id: string, tokenKey: string, at: number, extra: { grace?: number, sandbox?: string, revoke?: boolean } = {}) =>
+    await store.resolve({ id, tokenKey, now: at, gracePeriod: extra.grace ?? 2000, revokeOnReuse: extra.revoke ?? false, ...(extra.sandbox === undefined ? {} : { sandbox: extra.sandbox }) })
+
+  // s1: a → b (b presented, so a has a 5 s grace) → c (not presented yet: b has its unseen window).
+  const s1 = newId()
   const [a, b, c] = [newKey(), newKey(), newKey()]
-  await store.create({ sid, sandbox: 'auth-active', tokenKey: a, data: { user: '"ada"', n: '1' }, userId: 'u1', now, idleTtl: HOUR, absoluteExpiresAt: now + 5 * DAY })
-  await store.commit({ sid, tokenKey: a, patch: { n: '2', cart: '["x"]' }, rotate: { newKey: b, box: 'a→b', graceUntil: now + 60_000 }, now: now + 1 })
-  await store.commit({ sid, tokenKey: b, patch: { user: null }, rotate: { newKey: c, box: 'b→c', graceUntil: now + 10 }, now: now + 2 })
-  const pending = generateSessionId()
-  const pendingKey = newKey()
-  await store.create({ sid: pending, sandbox: 'otp-pending', tokenKey: pendingKey, data: {}, userId: 'u1', now, idleTtl: 600_000, absoluteExpiresAt: now + 5 * DAY })
+  const [ab, bc] = [newBox(), newBox()]
+  await store.create({ id: s1, sandbox: 'auth-active', tokenKey: a, data: { user: '"ada"', n: '1' }, userId: 'u1', now, idleTtl: HOUR, absoluteExpiresAt: now + 5 * DAY })
+  t.equal((await resolve(s1, a, now)).status, 'live')
+  t.match(await store.commit({ id: s1, tokenKey: a, patch: { n: '2', cart: '["x"]' }, rotate: { newKey: b, box: ab, unseenWindow: 60_000 }, now: now + 1 }), { rotated: true })
+  t.equal((await resolve(s1, b, now + 2, { grace: 5000 })).status, 'live', 'b presented: a keeps 5 s')
+  t.match(await store.commit({ id: s1, tokenKey: b, patch: { user: null }, rotate: { newKey: c, box: bc, unseenWindow: 600_000 }, now: now + 3 }), { rotated: true })
+  // s2: x → y with a 5 s window, y never presented.
+  const s2 = newId()
+  const [x, y] = [newKey(), newKey()]
+  await store.create({ id: s2, sandbox: 'auth-active', tokenKey: x, data: {}, now, idleTtl: HOUR, absoluteExpiresAt: now + 5 * DAY })
+  await resolve(s2, x, now)
+  t.match(await store.commit({ id: s2, tokenKey: x, patch: null, rotate: { newKey: y, box: newBox(), unseenWindow: 5000 }, now }), { rotated: true })
+  // s3: pending p0 → p1, then migrated to auth-active with p0 (within its window): p0 and p1 retired for 5 s.
+  const s3 = newId()
+  const [p0, p1, p2] = [newKey(), newKey(), newKey()]
+  await store.create({ id: s3, sandbox: 'otp-pending', tokenKey: p0, data: { step: '"otp"' }, now, idleTtl: 600_000, absoluteExpiresAt: now + 5 * DAY })
+  await resolve(s3, p0, now)
+  await store.commit({ id: s3, tokenKey: p0, patch: null, rotate: { newKey: p1, box: newBox(), unseenWindow: 600_000 }, now })
+  t.equal(await store.migrate({ id: s3, tokenKey: p0, from: 'otp-pending', to: 'auth-active', newKey: p2, retiredUntil: now + 5000, data: { user: '"ada"', mfa: 'true' }, idleTtl: HOUR, userId: 'u1', now: now + 1 }), true)
   await store.kvSet('users-registry', 'ada', '{"name":"Ada"}', HOUR, now)
   await store.kvSet('auth-active', 'ada', '"other sandbox"', HOUR, now)
   await store.increment('mfa:u1', 60_000, now)
   await store.increment('mfa:u1', 60_000, now)
-  t.equal((await store.resolve({ tokenKey: c, now: now + 3, revokeOnReuse: false })).status, 'live', 'a use refreshes lastSeenAt')
-  await store.close()
+  await restart()
 
-  store = await MemoryStore.open(options(dir))
-  t.teardown(async () => { await store.close() })
-  t.same(store.size, { sessions: 2, tokens: 4, values: 2, counters: 1 })
-  const live = await store.resolve({ tokenKey: c, now: now + 4, revokeOnReuse: false })
-  t.equal(live.status, 'live')
-  if (live.status === 'live') {
-    t.same({ ...live.session.data }, { n: '2', cart: '["x"]' })
-    t.equal(live.session.userId, 'u1')
-    t.equal(live.session.sandbox, 'auth-active')
-    t.equal(live.session.createdAt, now)
-    t.equal(live.session.absoluteExpiresAt, now + 5 * DAY)
-    t.equal(live.session.idleTtl, HOUR)
+  t.same(store.size, { sessions: 3, values: 2, counters: 1 }, 'one record per session, whatever its tokens')
+  // s1 after the restart, before c is presented.
+  const grace = await resolve(s1, b, now + 100_000)
+  t.equal(grace.status, 'grace', 'b still works long after its rotation: c was never presented')
+  if (grace.status === 'grace') {
+    t.same(grace.chain, [bc], 'with the box that leads to c')
+    t.same({ ...grace.session.data }, { n: '2', cart: '["x"]' })
+    t.equal(grace.session.userId, 'u1')
+    t.equal(grace.session.createdAt, now)
+    t.equal(grace.session.absoluteExpiresAt, now + 5 * DAY)
+    t.equal(grace.session.idleTtl, HOUR)
   }
-  const grace = await store.resolve({ tokenKey: a, now: now + 5, revokeOnReuse: false })
-  t.equal(grace.status, 'grace', 'the first token is still in its grace period')
-  if (grace.status === 'grace') t.same(grace.chain, ['a→b', 'b→c'], 'and its chain leads to the current token')
-  t.same(await store.resolve({ tokenKey: b, now: now + 11, revokeOnReuse: false }), { status: 'reused', sid, sandbox: 'auth-active', userId: 'u1', revoked: false },
-    'the second token, past its grace, is recognised as replayed')
-  t.same(await store.resolve({ tokenKey: pendingKey, now: now + 5, sandbox: 'auth-active', revokeOnReuse: false }), { status: 'none' }, 'sandboxes stay separate')
-  t.equal((await store.resolve({ tokenKey: pendingKey, now: now + 5, sandbox: 'otp-pending', revokeOnReuse: false })).status, 'live')
-  t.same((await store.listUser('u1', now + 6)).map((info) => info.sid).sort(), [sid, pending].sort(), 'the user index is rebuilt')
+  const older = await resolve(s1, a, now + 5001)
+  t.same(older.status === 'grace' ? older.chain : older, [ab, bc], 'a, within the grace b\'s presentation gave it, has the whole chain')
+  t.same(await resolve(s1, a, now + 5002), { status: 'reused', id: s1, sandbox: 'auth-active', userId: 'u1', revoked: false }, 'and its deadline held across the restart')
+  // s2: the unseen window given at rotation, and then the theft signal once y is presented.
+  t.equal((await resolve(s2, x, now + 4999)).status, 'grace')
+  t.same(await resolve(s2, x, now + 5000, { revoke: true }), { status: 'none' }, 'past its window, y never presented: no session, no theft signal')
+  t.equal((await resolve(s2, y, now + 5001)).status, 'live', 'y resolves')
+  t.same(await resolve(s2, x, now + 5002), { status: 'reused', id: s2, sandbox: 'auth-active', revoked: false })
+  // s3: retired tokens answer none until retiredUntil, the migrated session lives, its user index is rebuilt.
+  t.same(await resolve(s3, p0, now + 4999, { revoke: true }), { status: 'none' })
+  t.same(await resolve(s3, p1, now + 4999, { revoke: true }), { status: 'none' })
+  t.same(await store.commit({ id: s3, tokenKey: p1, patch: null, rotate: { newKey: newKey(), box: newBox(), unseenWindow: 600_000 }, now: now + 4999 }),
+    { status: 'ok', rotated: false, chain: null, expiresAt: now + 4999 + HOUR }, 'an in-flight commit with a retired token learns no token')
+  t.equal(await store.migrate({ id: s3, tokenKey: p1, from: 'auth-active', to: 'auth-active', newKey: newKey(), retiredUntil: now + 9000, data: null, idleTtl: HOUR, now: now + 4999 }), false,
+    'nor can it migrate the session again')
+  const migrated = await resolve(s3, p2, now + 4999, { sandbox: 'auth-active' })
+  t.equal(migrated.status, 'live')
+  if (migrated.status === 'live') t.same({ ...migrated.session.data }, { user: '"ada"', mfa: 'true' })
+  t.same(await resolve(s3, p0, now + 5000), { status: 'reused', id: s3, sandbox: 'auth-active', userId: 'u1', revoked: false }, 'after retiredUntil, the theft signal')
+  t.same((await store.listUser('u1', now + 6)).map((info) => info.id).sort(), [s1, s3].sort(), 'the user index is rebuilt')
   t.equal(await store.kvGet('users-registry', 'ada', now + 7), '{"name":"Ada"}')
-  t.equal(await store.kvGet('auth-active', 'ada', now + 7), '"other sandbox"')
+  t.equal(await store.kvGet('auth-active', 'ada', now + 7), '"other sandbox"', 'values of two sandboxes stay apart')
   t.same(await store.increment('mfa:u1', 60_000, now + 8), { count: 3, resetAt: now + 60_000 }, 'counters are persisted')
-  t.same(await store.resolve({ tokenKey: a, now: now + 60_000, revokeOnReuse: true }), { status: 'reused', sid, sandbox: 'auth-active', userId: 'u1', revoked: true })
-  await store.close()
 
-  store = await MemoryStore.open(options(dir))
-  t.same(await store.resolve({ tokenKey: c, now: now + 60_001, revokeOnReuse: false }), { status: 'none' }, 'a revocation survives a restart too')
-  t.equal((await store.resolve({ tokenKey: pendingKey, now: now + 60_001, revokeOnReuse: false })).status, 'live')
+  // The seen flag survives a restart: c presented with a 1 s grace, then presented again with more.
+  t.equal((await resolve(s1, c, now + 200_000, { grace: 1000 })).status, 'live')
+  await restart()
+  t.equal((await resolve(s1, c, now + 200_001, { grace: 60_000 })).status, 'live', 'a second presentation after the restart')
+  t.equal((await resolve(s1, b, now + 200_999)).status, 'grace', 'b keeps the grace of the first presentation…')
+  t.same(await resolve(s1, b, now + 201_000, { revoke: true }), { status: 'reused', id: s1, sandbox: 'auth-active', userId: 'u1', revoked: true }, '…and no more; the theft signal revokes')
+  await restart()
+  t.same(await resolve(s1, c, now + 201_001), { status: 'none' }, 'the revocation survived a restart')
+  t.equal((await resolve(s3, p2, now + 201_001)).status, 'live', 'the other sessions did not go with it')
+  t.same(store.size, { sessions: 2, values: 2, counters: 1 })
 })
 
-t.test('a restart keeps exactly the last 16 rotated tokens, in order, and migrations kill the old ones', async (t) => {
+t.test('a token rotated long ago is still the theft signal after restarts and compactions; the record stays the same size', async (t) => {
   const dir = await tempDir(t)
-  const now = Date.now()
-  let store = await MemoryStore.open(options(dir, {}, { compactAfter: 2000 }))
-  const sid = generateSessionId()
+  const t0 = Date.now()
+  const compacting = options(dir, {}, { compactAfter: 2000 })
+  let store = await MemoryStore.open(compacting)
+  const id = newId()
   const keys = [newKey()]
-  await store.create({ sid, sandbox: 'auth-active', tokenKey: keys[0]!, data: {}, now, idleTtl: HOUR, absoluteExpiresAt: now + DAY })
-  for (let i = 0; i < 20; i++) {
+  await store.create({ id, sandbox: 'auth-active', tokenKey: keys[0]!, data: {}, now: t0, idleTtl: HOUR, absoluteExpiresAt: t0 + DAY })
+  let now = t0
+  const snapshotSizes: number[] = []
+  for (let i = 0; i < 60; i++) {
+    t.equal((await store.resolve({ id, tokenKey: keys.at(-1)!, now, gracePeriod: 2000, revokeOnReuse: false })).status, 'live', `token ${i} is current`)
     const next = newKey()
-    await store.commit({ sid, tokenKey: keys.at(-1)!, patch: { [`k${i % 3}`]: String(i) }, rotate: { newKey: next, box: `box${i}`, graceUntil: now + 60_000 }, now })
+    const result = await store.commit({ id, tokenKey: keys.at(-1)!, patch: { [`k${i % 3}`]: String(i) }, rotate: { newKey: next, box: newBox(), unseenWindow: 600_000 }, now })
+    if (result.status !== 'ok' || !result.rotated) return t.fail(`rotation ${i} did not happen: ${JSON.stringify(result)}`)
     keys.push(next)
+    now += 2001
     if (i % 7 === 3) {
       await store.close()
-      store = await MemoryStore.open(options(dir, {}, { compactAfter: 2000 }))
+      store = await MemoryStore.open(compacting)
+      // A start folds the journal into a fresh snapshot: the whole state, now.
+      snapshotSizes.push((await stat(join(dir, 'xems.snapshot'))).size)
     }
   }
   await store.close()
   store = await MemoryStore.open(options(dir))
-  t.same(store.size, { sessions: 1, tokens: 17, values: 0, counters: 0 }, 'the current token and 16 rotated ones')
-  for (let i = 0; i < 4; i++) t.same(await store.resolve({ tokenKey: keys[i]!, now, revokeOnReuse: false }), { status: 'none' }, `token ${i} is forgotten`)
-  const grace = await store.resolve({ tokenKey: keys[4]!, now, revokeOnReuse: false })
-  if (grace.status !== 'grace') return t.fail(`expected grace, got ${grace.status}`)
-  t.same(grace.chain, Array.from({ length: 16 }, (_, i) => `box${i + 4}`), 'the chain from the oldest remembered token is whole and in order')
-  t.same({ ...grace.session.data }, { k0: '18', k1: '19', k2: '17' })
+  t.teardown(async () => { await store.close() })
+  t.same(store.size, { sessions: 1, values: 0, counters: 0 })
+  const spread = Math.max(...snapshotSizes) - Math.min(...snapshotSizes)
+  t.ok(spread < 200, `snapshot sizes after 4 to 60 rotations stay within ${spread} bytes of each other (${snapshotSizes.join(', ')})`)
+  const predecessor = await store.resolve({ id, tokenKey: keys.at(-2)!, now, gracePeriod: 2000, revokeOnReuse: false })
+  t.equal(predecessor.status, 'grace', 'the last rotated token is within its unseen window (its successor was never presented)')
+  if (predecessor.status === 'grace') t.same({ ...predecessor.session.data }, { k0: '57', k1: '58', k2: '59' })
+  for (const i of [0, 1, 20, 58]) {
+    t.same(await store.resolve({ id, tokenKey: keys[i]!, now, gracePeriod: 2000, revokeOnReuse: false }), { status: 'reused', id, sandbox: 'auth-active', revoked: false },
+      `token ${i}, rotated ${60 - i} times ago, is the theft signal`)
+  }
+  t.same(await store.resolve({ id, tokenKey: newKey(), now, gracePeriod: 2000, revokeOnReuse: false }), { status: 'reused', id, sandbox: 'auth-active', revoked: false },
+    'as is a key the session never had: only a holder of one of its tokens knows the record')
+
   const active = newKey()
-  t.equal(await store.migrate({ sid, from: 'auth-active', to: 'auth-active', newKey: active, data: { fresh: 'true' }, idleTtl: HOUR, userId: 'u9', now }), true)
+  t.equal(await store.migrate({ id, tokenKey: keys.at(-1)!, from: 'auth-active', to: 'auth-active', newKey: active, retiredUntil: now + 10_000, data: { fresh: 'true' }, idleTtl: HOUR, userId: 'u9', now }), true)
   await store.close()
   store = await MemoryStore.open(options(dir))
-  t.teardown(async () => { await store.close() })
-  t.same(store.size, { sessions: 1, tokens: 1, values: 0, counters: 0 }, 'after a migration only the new token is held')
-  t.same(await store.resolve({ tokenKey: keys.at(-1)!, now, revokeOnReuse: false }), { status: 'none' })
-  const live = await store.resolve({ tokenKey: active, now, revokeOnReuse: false })
+  t.same(await store.resolve({ id, tokenKey: keys.at(-1)!, now: now + 1, gracePeriod: 2000, revokeOnReuse: true }), { status: 'none' }, 'the token the migration replaced is retired')
+  t.same(await store.resolve({ id, tokenKey: keys.at(-2)!, now: now + 1, gracePeriod: 2000, revokeOnReuse: true }), { status: 'none' }, 'and so is the one within its window')
+  t.same(await store.resolve({ id, tokenKey: keys[10]!, now: now + 1, gracePeriod: 2000, revokeOnReuse: false }), { status: 'reused', id, sandbox: 'auth-active', userId: 'u9', revoked: false },
+    'an old one stays the theft signal')
+  const live = await store.resolve({ id, tokenKey: active, now: now + 2, gracePeriod: 2000, revokeOnReuse: false })
   if (live.status !== 'live') return t.fail('expected live')
   t.same({ ...live.session.data }, { fresh: 'true' })
   t.equal(live.session.userId, 'u9')
-  t.same((await store.listUser('u9', now)).map((info) => info.sid), [sid])
+  t.same((await store.listUser('u9', now)).map((info) => info.id), [id])
+  t.same(await store.resolve({ id, tokenKey: keys.at(-1)!, now: now + 10_000, gracePeriod: 2000, revokeOnReuse: true }), { status: 'reused', id, sandbox: 'auth-active', userId: 'u9', revoked: true },
+    'after retiredUntil the replaced token is the theft signal too, and revokes')
+  await store.close()
+  store = await MemoryStore.open(options(dir))
+  t.same(await store.resolve({ id, tokenKey: active, now: now + 10_001, gracePeriod: 2000, revokeOnReuse: false }), { status: 'none' }, 'the revocation survived the restart')
+  t.same(store.size, { sessions: 0, values: 0, counters: 0 })
 })
 
 t.test('operations called before the vault is loaded wait for it', async (t) => {
@@ -248,6 +315,67 @@ t.test('host binding: another host id does not open, the same one does', async (
   store = await MemoryStore.open(options(dir, { bindToHost: true }))
   t.equal(await store.kvGet('s', 'k', Date.now()), 'v', 'and opens with the machine id')
   await store.close()
+})
+
+t.test('a vault of another format version is refused at start-up, naming the version, and left untouched', async (t) => {
+  const dir = await tempDir(t)
+  const now = Date.now()
+  {
+    const store = await MemoryStore.open(options(dir))
+    await store.create({ id: newId(), sandbox: 'auth-active', tokenKey: newKey(), data: { user: '"ada"' }, now, idleTtl: HOUR, absoluteExpiresAt: now + DAY })
+    await store.kvSet('s', 'a', '1', HOUR, now)
+    await store.close()
+  }
+  const snapshot = join(dir, 'xems.snapshot')
+  const journal = join(dir, await journalName(dir))
+  const original = await contents(dir)
+  t.equal((await readFile(snapshot)).readUInt16BE(8), 2, 'this version writes format 2')
+  const setVersion = async (file: string, version: number): Promise<void> => {
+    const bytes = await readFile(file)
+    bytes.writeUInt16BE(version, 8)
+    await writeFile(file, bytes)
+  }
+  const restore = async (): Promise<void> => {
+    for (const [name, hex] of Object.entries(original)) await writeFile(join(dir, name), Buffer.from(hex, 'hex'))
+  }
+
+  // Format 1 (a token entry per token, rotation state outside the session core), in every file.
+  await setVersion(snapshot, 1)
+  await setVersion(journal, 1)
+  const before = await contents(dir)
+  const store = new MemoryStore(options(dir))
+  const early = store.kvGet('s', 'a', now)
+  const refused = /format version 1 is not the one this version of fastify-xems reads \(2\).*sessions from another format cannot be carried over: move the vault directory away/
+  await t.rejects(store.ready(), { code: 'FST_XEMS_VAULT_CORRUPT', message: refused })
+  await t.rejects(early, { code: 'FST_XEMS_VAULT_CORRUPT', message: refused }, 'an operation that waited for the start fails with the same error')
+  await store.close()
+  await t.rejects(MemoryStore.open(options(dir)), { message: /xems\.snapshot/ }, 'it names the file')
+  t.same(await contents(dir), before, 'not a byte changed, no file added or removed')
+
+  // What an application sees: the plugin's register fails with that message.
+  const app = Fastify()
+  const plugged = new MemoryStore(options(dir))
+  await t.rejects(async () => {
+    await app.register(xemsSession, { store: plugged, cookie: { secure: false } })
+    await app.ready()
+  }, { code: 'FST_XEMS_VAULT_CORRUPT', message: refused }, 'register fails: the server does not start')
+  await app.close().catch(() => {})
+  await plugged.close()
+
+  // One file of another version is enough; a newer version is named as well.
+  await restore()
+  await setVersion(journal, 1)
+  await t.rejects(MemoryStore.open(options(dir)), { code: 'FST_XEMS_VAULT_CORRUPT', message: /xems\.journal\.\d+\b.*format version 1 / }, 'a journal of format 1 beside a snapshot of format 2')
+  await restore()
+  await setVersion(snapshot, 3)
+  await t.rejects(MemoryStore.open(options(dir)), { code: 'FST_XEMS_VAULT_CORRUPT', message: /format version 3 is not the one this version of fastify-xems reads \(2\)/ })
+
+  // The version alone made the difference: restored, the same files open with everything in them.
+  await restore()
+  const good = await MemoryStore.open(options(dir))
+  t.equal(await good.kvGet('s', 'a', now), '1')
+  t.same(good.size, { sessions: 1, values: 1, counters: 0 })
+  await good.close()
 })
 
 t.test('a tampered byte in the snapshot stops start-up with FST_XEMS_VAULT_CORRUPT', async (t) => {
@@ -404,9 +532,10 @@ t.test('expired entries are not written back, and the absolute cap holds across 
   let clock = t0
   const open = async (): Promise<MemoryStore> => await MemoryStore.open(options(dir, { clock: () => clock }))
   let store = await open()
-  await store.create({ sid: 'short', sandbox: 's', tokenKey: newKey(), data: {}, now: t0, idleTtl: 1000, absoluteExpiresAt: t0 + 5 * DAY })
+  await store.create({ id: newId(), sandbox: 's', tokenKey: newKey(), data: {}, now: t0, idleTtl: 1000, absoluteExpiresAt: t0 + 5 * DAY })
+  const cappedId = newId()
   const capped = newKey()
-  await store.create({ sid: 'capped', sandbox: 's', tokenKey: capped, data: {}, now: t0, idleTtl: 10 * DAY, absoluteExpiresAt: t0 + 5 * DAY })
+  await store.create({ id: cappedId, sandbox: 's', tokenKey: capped, data: {}, now: t0, idleTtl: 10 * DAY, absoluteExpiresAt: t0 + 5 * DAY })
   await store.kvSet('s', 'brief', '1', 1000, t0)
   await store.kvSet('s', 'lasting', '2', DAY, t0)
   await store.increment('c', 1000, t0)
@@ -414,22 +543,22 @@ t.test('expired entries are not written back, and the absolute cap holds across 
 
   clock = t0 + 5000
   store = await open()
-  t.same(store.size, { sessions: 1, tokens: 1, values: 1, counters: 0 }, 'what expired is not loaded')
+  t.same(store.size, { sessions: 1, values: 1, counters: 0 }, 'what expired is not loaded')
   await store.close()
   clock = t0
   store = await open()
-  t.same(store.size, { sessions: 1, tokens: 1, values: 1, counters: 0 }, 'nor written back: back in time, it is still gone')
+  t.same(store.size, { sessions: 1, values: 1, counters: 0 }, 'nor written back: back in time, it is still gone')
   t.equal(await store.kvGet('s', 'brief', t0 + 1), null)
   await store.close()
 
   clock = t0 + 5 * DAY - 1000
   store = await open()
-  t.equal((await store.resolve({ tokenKey: capped, now: t0 + 5 * DAY - 500, revokeOnReuse: true })).status, 'live', 'used just before its cap')
+  t.equal((await store.resolve({ id: cappedId, tokenKey: capped, now: t0 + 5 * DAY - 500, gracePeriod: 2000, revokeOnReuse: true })).status, 'live', 'used just before its cap')
   await store.close()
   clock = t0 + 5 * DAY + 1
   store = await open()
   t.same(store.size.sessions, 0, 'the 5-day cap ends it although it was used and its idle ttl is 10 days')
-  t.same(await store.resolve({ tokenKey: capped, now: t0 + 5 * DAY + 2, revokeOnReuse: true }), { status: 'none' })
+  t.same(await store.resolve({ id: cappedId, tokenKey: capped, now: t0 + 5 * DAY + 2, gracePeriod: 2000, revokeOnReuse: true }), { status: 'none' })
   await store.close()
 })
 
