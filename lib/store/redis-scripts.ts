@@ -8,7 +8,7 @@
  *   sb  sandbox              ca  createdAt             ls  lastSeenAt
  *   it  idle ttl (ms)        ax  absoluteExpiresAt      xp  how far the key's Redis expiry reaches (see touch)
  *   k   current token key    s   '1' once the current token has been presented, else '0'
- *   p   earlier tokens, oldest first (at most MAX_PAST), fixed-width entries (see the prelude)
+ *   p   earlier tokens, oldest first (at most MAX_PAST rotated, MAX_RETIRED retired), fixed-width entries (see the prelude)
  *   uk  digest of the user id (names the user index key), when the session has a user
  *   u   sealed user id       ms  seal binding sandbox + idle ttl     mt  seal binding createdAt + absolute
  *   d:<field>   one sealed top-level data key (field = digest of the key's name)
@@ -27,9 +27,10 @@
  * string.format('%d') to keep them exact integers.
  */
 import { MAX_PAST_TOKENS } from './contract.js'
+import { MAX_RETIRED_TOKENS } from './rotation.js'
 
-/** Length of a token key as the store passes it to Lua (SHA-256, base64url; see redis-store.ts keyArg). */
-export const KEY_LENGTH = 43
+/** Length of a token key as the store passes it to Lua (secretKeyOf: 16 bytes, base64url; see redis-store.ts keyArg). */
+export const KEY_LENGTH = 22
 /** Length of a grace box (sealForTokenHolder: 49 bytes, base64url); redis-store.ts checks every box. */
 export const BOX_LENGTH = 66
 /** One earlier token in the `p` field: deadline (15 digits), flag, key, box. */
@@ -37,6 +38,7 @@ export const ENTRY_WIDTH = 15 + 1 + KEY_LENGTH + BOX_LENGTH
 
 const PRELUDE = `
 local MAX_PAST = ${MAX_PAST_TOKENS}
+local MAX_RETIRED = ${MAX_RETIRED_TOKENS}
 local W = ${ENTRY_WIDTH}
 local RETIRED_FILL = string.rep('.', ${BOX_LENGTH})
 local function int (n) return string.format('%d', n) end
@@ -230,20 +232,33 @@ if nDel > 0 then
 end
 hsetPairs(key, 8 + nDel, #ARGV)
 if ARGV[3] == '1' and tk == cur then
-  -- rotate: earlier tokens past their deadline are dropped; with MAX_PAST still within theirs, no rotation.
-  -- Usually the expired ones are the oldest: then the rest is one slice.
-  local live, prefix = 0, 0
+  -- rotate (rotation.ts pruned + rotate): retired tokens past their deadline go one by one, rotated
+  -- ones only as a leading run (a later one still carries the box an older one needs); with MAX_PAST
+  -- rotated tokens kept, no rotation. Usually what goes is a leading run: the rest is then one slice.
+  local leading, rotatedKept, firstKept, gap = true, 0, nil, false
+  local keep = {}
   for i = 1, n do
-    if untilAt(p, i) > now then live = live + 1 elseif prefix == i - 1 then prefix = i end
+    local k
+    if rotatedAt(p, i) then
+      k = not leading or untilAt(p, i) > now
+      if k then
+        leading = false
+        rotatedKept = rotatedKept + 1
+      end
+    else
+      k = untilAt(p, i) > now
+    end
+    keep[i] = k
+    if k then firstKept = firstKept or i elseif firstKept then gap = true end
   end
-  if live < MAX_PAST then
+  if rotatedKept < MAX_PAST then
     local kept
-    if live == n - prefix then
-      kept = string.sub(p, prefix * W + 1)
+    if not gap then
+      kept = firstKept and string.sub(p, (firstKept - 1) * W + 1) or ''
     else
       local parts = {}
       for i = 1, n do
-        if untilAt(p, i) > now then parts[#parts + 1] = string.sub(p, (i - 1) * W + 1, i * W) end
+        if keep[i] then parts[#parts + 1] = string.sub(p, (i - 1) * W + 1, i * W) end
       end
       kept = table.concat(parts)
     end
@@ -293,13 +308,18 @@ if not may then
   end
 end
 if not may then return 0 end
--- retireAll: the current token and every one still within its deadline, retired until retiredUntil
-local retired = { entryOf(retiredUntil, cur, false) }
+-- retireAll: every token still within its deadline retired (rotated ones until retiredUntil, retired ones
+-- keep their own deadline), then the current one; at most MAX_RETIRED, the oldest dropped first
+local retired = {}
 for i = 1, n do
-  if untilAt(p, i) > now then retired[#retired + 1] = entryOf(retiredUntil, keyAt(p, i), false) end
+  if untilAt(p, i) > now then
+    if rotatedAt(p, i) then retired[#retired + 1] = entryOf(retiredUntil, keyAt(p, i), false)
+    else retired[#retired + 1] = string.sub(p, (i - 1) * W + 1, i * W) end
+  end
 end
+retired[#retired + 1] = entryOf(retiredUntil, cur, false)
 local kept = {}
-for i = math.max(1, #retired - MAX_PAST + 1), #retired do kept[#kept + 1] = retired[i] end
+for i = math.max(1, #retired - MAX_RETIRED + 1), #retired do kept[#kept + 1] = retired[i] end
 if ARGV[9] == '1' then
   local old = {}
   for _, f in ipairs(redis.call('HKEYS', key)) do

@@ -84,11 +84,11 @@ const BOX_SHAPE = new RegExp(`^[A-Za-z0-9_-]{${BOX_LENGTH}}$`)
 
 /**
  * A token key as the scripts store it: fixed width, so the rotation state is sliced, not parsed. The
- * engine's keys (SHA-256, base64url) pass as they are; any other string is mapped to its digest, which
- * changes nothing, since keys are only ever compared for equality.
+ * engine's keys (secretKeyOf: 16 bytes, base64url) pass as they are; any other string is mapped to a
+ * 16-byte digest, which changes nothing, since keys are only ever compared for equality.
  */
 function keyArg (key: string): string {
-  return KEY_SHAPE.test(key) ? key : digest('token-key', key)
+  return KEY_SHAPE.test(key) ? key : digest('token-key', key).slice(0, KEY_LENGTH)
 }
 
 /** A grace box as sealForTokenHolder makes it; the scripts store boxes at a fixed width. */

@@ -6,6 +6,7 @@
  * the new token is never presented while the backlog drains, so the old one keeps working.)
  * Without Redis the test skips, unless CI is set: then it fails.
  */
+import { randomBytes } from 'node:crypto'
 import { Agent } from 'undici'
 import t from 'tap'
 import { RedisStore } from '../../lib/store/redis-store.js'
@@ -25,7 +26,7 @@ if (typeof connected === 'string') {
 
   t.test(`${REQUESTS} concurrent requests on one token, slower than the grace period in total: all 2xx, no write lost`, async (t) => {
     const prefix = newPrefix()
-    const store = new RedisStore({ client, prefix, secret: Buffer.alloc(32, 3) })
+    const store = new RedisStore({ client, prefix, secret: randomBytes(32) })
     t.teardown(async () => { await deleteUnder(client, prefix) })
     const served = await serve({ store, clock: Date.now, gracePeriod: GRACE_MS }, (app) => {
       app.post<{ Params: { i: string } }>('/write/:i', { preHandler: app.xems.requireSession() }, async (request) => {

@@ -8,6 +8,7 @@
  * behind the clients' backs), and every user's next request with the token it still holds works.
  * Without redis-server the test skips, unless CI is set: then it fails.
  */
+import { randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
 import t from 'tap'
 import { RedisStore } from '../../lib/store/redis-store.js'
@@ -29,7 +30,7 @@ if (typeof own === 'string') {
     client.on('error', () => {})
     t.teardown(() => { client.disconnect() })
     await new Promise((resolve, reject) => { client.once('ready', resolve); client.once('end', reject) })
-    const store = new RedisStore({ client, secret: Buffer.alloc(32, 7) })
+    const store = new RedisStore({ client, secret: randomBytes(32) })
     let waiting = 0
     const served = await serve({ store, clock: Date.now }, (app) => {
       // A request that is past its resolve and does some work before its commit.
