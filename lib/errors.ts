@@ -14,6 +14,8 @@ export type XemsErrorCode =
   | 'FST_XEMS_RATE_LIMITED'
   | 'FST_XEMS_STORE_UNAVAILABLE'
   | 'FST_XEMS_STORE_CLOSED'
+  /** A store holds data in a layout format this version does not read (start-up stops, nothing is read or changed). */
+  | 'FST_XEMS_STORE_FORMAT'
   | 'FST_XEMS_MISSING_SESSION_PLUGIN'
   /** A vault file of a persistent MemoryStore is damaged or tampered with (start-up stops, files untouched). */
   | 'FST_XEMS_VAULT_CORRUPT'

@@ -6,7 +6,7 @@ import type {
   CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, MigrateInput, ResolveInput,
   ResolveResult, SessionInfo, SessionStore, StoredSession
 } from './contract.js'
-import { SCRIPTS, type ScriptName } from './redis-scripts.js'
+import { BOX_LENGTH, KEY_LENGTH, SCRIPTS, type ScriptName } from './redis-scripts.js'
 
 /** A 32-byte secret as `parseSecret` reads it: 32 bytes, 64 hex characters, base64 of 32 bytes, 32 ASCII characters. */
 export type RedisStoreSecret = string | Uint8Array
@@ -29,16 +29,29 @@ export interface RedisStoreOptions {
 
 /** The HKDF purpose of the keys that seal what RedisStore writes (key ids in sealed values derive from it). */
 export const REDIS_SEAL_PURPOSE = 'xems/redis/v1'
+/**
+ * The layout of the keys under a prefix. 1: one hash tag per prefix, a key per token (never released).
+ * 2: one hash per session under a hash tag of its own, the rotation state inside it, user indexes apart.
+ * The canary records it; a store refuses a prefix written in another format (FST_XEMS_STORE_FORMAT).
+ */
+export const REDIS_FORMAT_VERSION = 2
+/**
+ * No session outlives this from any moment (the engine's MAX_AGE_CAP_MS, 5 days; kept here so the
+ * store does not import the engine): the index score of a migration, which does not know the deadline.
+ */
+export const SESSION_LIFETIME_BOUND_MS = 5 * 86_400_000
 const PREFIX_SYNTAX = /^[A-Za-z0-9:_./-]{1,64}$/
-const COMMAND_PREFIX = 'xemsRedisV1'
-const CANARY_TEXT = 'fastify-xems redis canary v1'
+const COMMAND_PREFIX = `xemsRedisF${REDIS_FORMAT_VERSION}`
+const CANARY_TEXT = `fastify-xems redis canary, format ${REDIS_FORMAT_VERSION}`
+/** The marker format 1 wrote (its canary had no `format` field). */
+const CANARY_TEXT_V1 = 'fastify-xems redis canary v1'
 
 type Arg = string | Buffer
 type Reply = Buffer | string | number | null | Reply[]
 type ScriptFunction = (...args: Arg[]) => Promise<Reply>
 
-/** A sealed field to rewrite under the newest key: which hash (1: session, 2: token entry), field, old, new. */
-type Reseal = [index: '1' | '2', field: string, old: Buffer, fresh: Buffer]
+/** A sealed field of one hash to rewrite under the newest key: field, old, new. */
+type Reseal = [field: string, old: Buffer, fresh: Buffer]
 
 const NONE: ResolveResult = Object.freeze({ status: 'none' })
 
@@ -66,11 +79,38 @@ function buffer (reply: Reply | undefined): Buffer | null {
   return Buffer.isBuffer(reply) ? reply : null
 }
 
+const KEY_SHAPE = new RegExp(`^[A-Za-z0-9_-]{${KEY_LENGTH}}$`)
+const BOX_SHAPE = new RegExp(`^[A-Za-z0-9_-]{${BOX_LENGTH}}$`)
+
+/**
+ * A token key as the scripts store it: fixed width, so the rotation state is sliced, not parsed. The
+ * engine's keys (secretKeyOf: 16 bytes, base64url) pass as they are; any other string is mapped to a
+ * 16-byte digest, which changes nothing, since keys are only ever compared for equality.
+ */
+function keyArg (key: string): string {
+  return KEY_SHAPE.test(key) ? key : digest('token-key', key).slice(0, KEY_LENGTH)
+}
+
+/** A grace box as sealForTokenHolder makes it; the scripts store boxes at a fixed width. */
+function boxArg (box: string): string {
+  if (!BOX_SHAPE.test(box)) throw new TypeError(`RedisStore: a grace box must be what sealForTokenHolder returns (${BOX_LENGTH} base64url characters)`)
+  return box
+}
+
+/** An integer field read as a Buffer, or NaN. */
+function intOf (reply: Buffer | undefined): number {
+  return reply === undefined ? Number.NaN : Number(reply.toString('latin1'))
+}
+
 /**
  * Sessions, values and counters in Redis (standalone, Sentinel or Cluster) through a client you supply.
- * Every multi-step operation is one Lua script (one atomic step, one round trip); every payload is sealed
- * with AES-256-GCM before it leaves the process, bound to its place by the associated data. The layout
- * and what a Redis operator can see are documented in docs/stores.md.
+ *
+ * Each session is one hash under a hash tag of its own, so sessions spread over every master of a
+ * cluster; resolve and commit are one Lua script each on that hash (one atomic step, one round trip).
+ * A user's sessions are indexed in a sorted set in another slot, written before the session so that
+ * revokeUser never misses one (see #indexAdd). Every payload is sealed with AES-256-GCM before it
+ * leaves the process, bound to its place by the associated data. The layout and what a Redis operator
+ * can see are documented in docs/stores.md.
  */
 export class RedisStore implements SessionStore {
   /** The key prefix. */
@@ -79,10 +119,6 @@ export class RedisStore implements SessionStore {
   readonly #keyring: Keyring
   /** One keyring per secret, newest first, with its key id (hex): for the canary. */
   readonly #rings: Array<{ id: string, ring: Keyring }>
-  /** Base of session keys as passed in KEYS (ioredis adds its own keyPrefix to those). */
-  readonly #base: string
-  /** Base of session keys as Lua builds them (the client's keyPrefix included). */
-  readonly #luaBase: string
   readonly #scripts = new Map<ScriptName, ScriptFunction>()
   #verified: Promise<void> | null = null
   #closed = false
@@ -95,7 +131,7 @@ export class RedisStore implements SessionStore {
     }
     const prefix = options.prefix ?? 'xems:'
     if (typeof prefix !== 'string' || !PREFIX_SYNTAX.test(prefix)) {
-      throw badOption('prefix', 'must be 1 to 64 characters from [A-Za-z0-9:_./-] (no braces: the store adds its own hash tag)')
+      throw badOption('prefix', 'must be 1 to 64 characters from [A-Za-z0-9:_./-] (no braces: the store adds its own hash tags)')
     }
     if (options.secret === undefined || options.secret === null) {
       throw badOption('secret', 'is required: a 32-byte secret (or [newest, ...older] while rotating) that seals everything written to Redis')
@@ -105,6 +141,9 @@ export class RedisStore implements SessionStore {
     const secrets = given.map((secret, i) => parseSecret(secret, Array.isArray(options.secret) ? `secret[${i}]` : 'secret'))
     const keyPrefix = (client.options as { keyPrefix?: unknown } | undefined)?.keyPrefix
     if (keyPrefix !== undefined && typeof keyPrefix !== 'string') throw badOption('client', 'has a keyPrefix that is not a string')
+    if (typeof keyPrefix === 'string' && /[{}]/.test(keyPrefix)) {
+      throw badOption('client', 'has a keyPrefix with a brace: it would put every key in one hash slot; the store adds its own hash tags')
+    }
 
     this.prefix = prefix
     this.#client = options.client
@@ -113,8 +152,6 @@ export class RedisStore implements SessionStore {
       const ring = new Keyring([secret], REDIS_SEAL_PURPOSE)
       return { id: ring.seal('', 'key-id').subarray(1, 5).toString('hex'), ring }
     })
-    this.#base = `${prefix}{${prefix}}`
-    this.#luaBase = (keyPrefix ?? '') + this.#base
     for (const [name, lua] of Object.entries(SCRIPTS) as Array<[ScriptName, string]>) {
       const command = COMMAND_PREFIX + name[0]!.toUpperCase() + name.slice(1)
       options.client.defineCommand(command, { lua })
@@ -124,9 +161,9 @@ export class RedisStore implements SessionStore {
   }
 
   /**
-   * Checks the secret against the canary the store keeps under `<prefix>canary`: fails with
-   * FST_XEMS_BAD_SECRET when the data under this prefix was written with another secret. The first
-   * operation runs it anyway; call it at start-up to fail before serving.
+   * Checks the canary the store keeps under `<prefix>canary`: fails with FST_XEMS_STORE_FORMAT when the
+   * prefix holds another layout format, FST_XEMS_BAD_SECRET when its data was written with another
+   * secret. The first operation runs it anyway; call it at start-up to fail before serving.
    */
   async ready (): Promise<void> {
     this.#assertOpen()
@@ -137,69 +174,66 @@ export class RedisStore implements SessionStore {
     await this.#verified
   }
 
-  /** For a session given a user: adds the user index key to `keys`; the key as Lua names it and the sealed id. */
-  #userArgs (sid: string, userId: string | undefined, keys: string[]): { userKey: string, sealedUser: Arg } {
-    if (userId === undefined) return { userKey: '', sealedUser: '' }
-    keys.push(this.#userKey(userId))
-    return { userKey: this.#luaUserKey(userId), sealedUser: this.#seal(userId, 'session', sid, 'user') }
-  }
-
   async create (input: CreateInput): Promise<void> {
     await this.ready()
-    const { sid } = input
-    const keys = [this.#sessionKey(sid), this.#tokenKey(input.tokenKey)]
-    const { userKey, sealedUser } = this.#userArgs(sid, input.userId, keys)
-    await this.#run('create', keys, [
-      this.#luaBase, sid, input.sandbox, input.tokenKey, String(input.now), String(input.idleTtl), String(input.absoluteExpiresAt),
-      userKey, sealedUser,
-      this.#sandboxSeal(sid, input.sandbox, input.idleTtl),
-      this.#seal('', 'session', sid, 'times', input.now, input.absoluteExpiresAt),
-      this.#tokenSeal(input.tokenKey, sid),
-      ...this.#dataPairs(sid, input.data)
+    const { id } = input
+    let uk = ''
+    let sealedUser: Arg = ''
+    if (input.userId !== undefined) {
+      uk = digest('user', input.userId)
+      await this.#indexAdd(uk, id, input.absoluteExpiresAt, input.now)
+      sealedUser = this.#seal(input.userId, 'session', id, 'user')
+    }
+    await this.#run('create', this.#sessionKey(id), [
+      input.sandbox, keyArg(input.tokenKey), String(input.now), String(input.idleTtl), String(input.absoluteExpiresAt),
+      uk, sealedUser,
+      this.#sandboxSeal(id, input.sandbox, input.idleTtl),
+      this.#seal('', 'session', id, 'times', input.now, input.absoluteExpiresAt),
+      ...this.#dataPairs(id, input.data)
     ])
   }
 
   async resolve (input: ResolveInput): Promise<ResolveResult> {
     await this.ready()
-    const reply = list(await this.#run('resolve', [this.#tokenKey(input.tokenKey)], [
-      this.#luaBase, String(input.now), input.sandbox ?? '', input.revokeOnReuse ? '1' : '0'
+    const { id } = input
+    const reply = list(await this.#run('resolve', this.#sessionKey(id), [
+      keyArg(input.tokenKey), String(input.now), input.sandbox ?? '', input.revokeOnReuse ? '1' : '0', String(input.gracePeriod)
     ]))
     const status = num(reply[0])
     if (status === 3) {
-      const sid = text(reply[1])
-      const reused: ResolveResult = { status: 'reused', sid, sandbox: text(reply[2]), revoked: num(reply[4]) === 1 }
-      const sealedUser = buffer(reply[3])
-      const userId = sealedUser === null ? null : this.#open(sealedUser, 'session', sid, 'user')
+      const revoked = num(reply[3]) === 1
+      const reused: ResolveResult = { status: 'reused', id, sandbox: text(reply[1]), revoked }
+      const sealedUser = buffer(reply[2])
+      const userId = sealedUser === null ? null : this.#open(sealedUser, 'session', id, 'user')
       if (userId !== null) reused.userId = userId.toString('utf8')
+      const uk = buffer(reply[4])
+      if (revoked && uk !== null) await this.#unindex(uk.toString('latin1'), id)
       return reused
     }
     if (status !== 1 && status !== 2) return NONE
-    const opened = this.#openSession(list(reply[1]), buffer(reply[2]), input.tokenKey)
+    const opened = this.#openSession(id, list(reply[1]), input.now)
     if (opened === null) return NONE
-    if (opened.reseal.length > 0) await this.#reseal([this.#sessionKey(opened.session.sid), this.#tokenKey(input.tokenKey)], opened.reseal)
+    if (opened.reseal.length > 0) await this.#reseal(this.#sessionKey(id), opened.reseal)
     if (status === 1) return { status: 'live', session: opened.session }
-    return { status: 'grace', session: opened.session, chain: list(reply[3]).map(text) }
+    return { status: 'grace', session: opened.session, chain: list(reply[2]).map(text) }
   }
 
   async commit (input: CommitInput): Promise<CommitResult> {
     await this.ready()
-    const { sid } = input
-    const keys = [this.#sessionKey(sid), this.#tokenKey(input.tokenKey)]
+    const { id } = input
     const deleted: string[] = []
     const written: Arg[] = []
     if (input.patch !== null) {
       for (const [key, value] of Object.entries(input.patch)) {
         if (value === null) deleted.push(`d:${digest('data', key)}`)
-        else written.push(...this.#dataPair(sid, key, value))
+        else written.push(...this.#dataPair(id, key, value))
       }
     }
-    let rotate: Arg[] = ['0', '', '', '', '']
-    if (input.rotate !== null) {
-      keys.push(this.#tokenKey(input.rotate.newKey))
-      rotate = ['1', input.rotate.newKey, input.rotate.box, String(input.rotate.graceUntil), this.#tokenSeal(input.rotate.newKey, sid)]
-    }
-    const reply = list(await this.#run('commit', keys, [
-      this.#luaBase, sid, input.tokenKey, String(input.now), ...rotate, String(deleted.length), ...deleted, ...written
+    const rotate = input.rotate === null
+      ? ['0', '', '', '0']
+      : ['1', keyArg(input.rotate.newKey), boxArg(input.rotate.box), String(input.rotate.unseenWindow)]
+    const reply = list(await this.#run('commit', this.#sessionKey(id), [
+      keyArg(input.tokenKey), String(input.now), ...rotate, String(deleted.length), ...deleted, ...written
     ]))
     const status = num(reply[0])
     if (status === 0) return { status: 'gone' }
@@ -211,52 +245,93 @@ export class RedisStore implements SessionStore {
 
   async migrate (input: MigrateInput): Promise<boolean> {
     await this.ready()
-    const { sid } = input
-    const keys = [this.#sessionKey(sid), this.#tokenKey(input.newKey)]
-    const { userKey, sealedUser } = this.#userArgs(sid, input.userId, keys)
-    const moved = await this.#run('migrate', keys, [
-      this.#luaBase, sid, input.from, input.to, input.newKey, String(input.idleTtl), String(input.now),
-      this.#sandboxSeal(sid, input.to, input.idleTtl), this.#tokenSeal(input.newKey, sid),
-      input.data === null ? '0' : '1', userKey, sealedUser,
-      ...(input.data === null ? [] : this.#dataPairs(sid, input.data))
+    const { id } = input
+    let uk = ''
+    let sealedUser: Arg = ''
+    if (input.userId !== undefined) {
+      uk = digest('user', input.userId)
+      // The absolute deadline is not part of a migration; no session outlives now + the engine's cap.
+      await this.#indexAdd(uk, id, input.now + SESSION_LIFETIME_BOUND_MS, input.now)
+      sealedUser = this.#seal(input.userId, 'session', id, 'user')
+    }
+    const moved = await this.#run('migrate', this.#sessionKey(id), [
+      keyArg(input.tokenKey), input.from, input.to, keyArg(input.newKey), String(input.retiredUntil), String(input.idleTtl), String(input.now),
+      this.#sandboxSeal(id, input.to, input.idleTtl),
+      input.data === null ? '0' : '1', uk, sealedUser,
+      ...(input.data === null ? [] : this.#dataPairs(id, input.data))
     ])
+    // A user the session no longer names keeps a dangling index entry: harmless (revokeUser and
+    // listUser check the record), gone with its score. Removing it here could race a later migration
+    // back to that user, whose index entry is written before its record.
     return num(moved) === 1
   }
 
-  async destroy (sid: string): Promise<boolean> {
+  async destroy (id: string): Promise<boolean> {
     await this.ready()
-    return num(await this.#run('destroy', [this.#sessionKey(sid)], [this.#luaBase, sid])) === 1
+    const reply = list(await this.#run('destroy', this.#sessionKey(id), []))
+    if (num(reply[0]) !== 1) return false
+    const uk = buffer(reply[1])
+    if (uk !== null) await this.#unindex(uk.toString('latin1'), id)
+    return true
   }
 
-  async revokeUser (userId: string, now: number, exceptSid?: string): Promise<number> {
+  /**
+   * Reads the user's index (one round trip), ends each of its sessions with one script on that
+   * session's own key (sent together: one round trip on a standalone Redis, one per master on a
+   * cluster), then drops the index entries of the records it ended or fenced.
+   */
+  async revokeUser (userId: string, now: number, exceptId?: string): Promise<number> {
     await this.ready()
-    return num(await this.#run('revokeUser', [this.#userKey(userId)], [this.#luaBase, String(now), exceptSid ?? '']))
+    const uk = digest('user', userId)
+    const entries = (await this.#indexRead(uk, now)).filter((entry) => entry.id !== exceptId)
+    const outcomes = await Promise.all(entries.map(async (entry) =>
+      num(await this.#run('revokeOne', this.#sessionKey(entry.id), [uk, String(now), String(entry.score)]))))
+    const gone = entries.filter((_, i) => outcomes[i] !== 0).map((entry) => entry.id)
+    if (gone.length > 0) await this.#client.zrem(this.#userKey(uk), ...gone)
+    return outcomes.filter((outcome) => outcome === 2).length
   }
 
+  /** Reads the user's index, then each session (read-only: no index entry is removed but by its score). */
   async listUser (userId: string, now: number): Promise<SessionInfo[]> {
     await this.ready()
-    const reply = list(await this.#run('listUser', [this.#userKey(userId)], [this.#luaBase, String(now)]))
-    const infos = reply.map((entry): SessionInfo => {
-      const [sid, sandbox, createdAt, lastSeenAt, expiresAt] = list(entry)
-      return { sid: text(sid), sandbox: text(sandbox), userId, createdAt: num(createdAt), lastSeenAt: num(lastSeenAt), expiresAt: num(expiresAt) }
+    const uk = digest('user', userId)
+    const entries = await this.#indexRead(uk, now)
+    const records = await Promise.all(entries.map(async (entry) =>
+      await this.#client.hmgetBuffer(this.#sessionKey(entry.id), 'sb', 'ca', 'ls', 'it', 'ax', 'uk', 'u', 'ms', 'mt', 'x')))
+    const infos: SessionInfo[] = []
+    entries.forEach((entry, i) => {
+      const [sb, ca, ls, it, ax, owner, u, ms, mt, x] = records[i]!
+      if (sb === null || sb === undefined || x !== null || owner?.toString('latin1') !== uk) return
+      const sandbox = sb.toString('utf8')
+      const createdAt = intOf(ca ?? undefined)
+      const lastSeenAt = intOf(ls ?? undefined)
+      const idleTtl = intOf(it ?? undefined)
+      const absoluteExpiresAt = intOf(ax ?? undefined)
+      const expiresAt = Math.min(lastSeenAt + idleTtl, absoluteExpiresAt)
+      if (!(expiresAt > now)) return
+      // Only what opens is listed: the user, and the bindings of what the list shows.
+      if (u === null || u === undefined || this.#open(u, 'session', entry.id, 'user')?.toString('utf8') !== userId) return
+      if (ms === null || ms === undefined || this.#open(ms, 'session', entry.id, 'sandbox', sandbox, idleTtl) === null) return
+      if (mt === null || mt === undefined || this.#open(mt, 'session', entry.id, 'times', createdAt, absoluteExpiresAt) === null) return
+      infos.push({ id: entry.id, sandbox, userId, createdAt, lastSeenAt, expiresAt })
     })
-    return infos.sort((a, b) => a.createdAt - b.createdAt || (a.sid < b.sid ? -1 : 1))
+    return infos.sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1))
   }
 
   async kvGet (sandbox: string, key: string, now: number): Promise<string | null> {
     await this.ready()
     const name = this.#valueKey(sandbox, key)
-    const sealed = buffer(await this.#run('kvGet', [name], [String(now)]))
+    const sealed = buffer(await this.#run('kvGet', name, [String(now)]))
     if (sealed === null) return null
     const plain = this.#open(sealed, 'value', sandbox, key)
     if (plain === null) return null
-    if (this.#keyring.isStale(sealed)) await this.#reseal([name], [['1', 'v', sealed, this.#seal(plain, 'value', sandbox, key)]])
+    if (this.#keyring.isStale(sealed)) await this.#reseal(name, [['v', sealed, this.#seal(plain, 'value', sandbox, key)]])
     return plain.toString('utf8')
   }
 
   async kvSet (sandbox: string, key: string, value: string, ttl: number, now: number): Promise<void> {
     await this.ready()
-    await this.#run('kvSet', [this.#valueKey(sandbox, key)], [String(now), String(ttl), this.#seal(value, 'value', sandbox, key)])
+    await this.#run('kvSet', this.#valueKey(sandbox, key), [String(now), String(ttl), this.#seal(value, 'value', sandbox, key)])
   }
 
   async kvDel (sandbox: string, key: string): Promise<boolean> {
@@ -266,20 +341,20 @@ export class RedisStore implements SessionStore {
 
   async kvAdd (sandbox: string, key: string, value: string, ttl: number, now: number): Promise<boolean> {
     await this.ready()
-    const added = await this.#run('kvAdd', [this.#valueKey(sandbox, key)], [String(now), String(ttl), this.#seal(value, 'value', sandbox, key)])
+    const added = await this.#run('kvAdd', this.#valueKey(sandbox, key), [String(now), String(ttl), this.#seal(value, 'value', sandbox, key)])
     return num(added) === 1
   }
 
   async kvTake (sandbox: string, key: string, now: number): Promise<string | null> {
     await this.ready()
-    const sealed = buffer(await this.#run('kvTake', [this.#valueKey(sandbox, key)], [String(now)]))
+    const sealed = buffer(await this.#run('kvTake', this.#valueKey(sandbox, key), [String(now)]))
     if (sealed === null) return null
     return this.#open(sealed, 'value', sandbox, key)?.toString('utf8') ?? null
   }
 
   async increment (key: string, window: number, now: number): Promise<CounterResult> {
     await this.ready()
-    const [count, resetAt] = list(await this.#run('increment', [this.#counterKey(key)], [String(now), String(window)]))
+    const [count, resetAt] = list(await this.#run('increment', this.#counterKey(key), [String(now), String(window)]))
     return { count: num(count), resetAt: num(resetAt) }
   }
 
@@ -297,24 +372,58 @@ export class RedisStore implements SessionStore {
     if (this.#closed) throw new XemsError('FST_XEMS_STORE_CLOSED', 'fastify-xems: the store has been closed', 503)
   }
 
-  async #run (script: ScriptName, keys: string[], args: Arg[]): Promise<Reply> {
-    return await this.#scripts.get(script)!(String(keys.length), ...keys, ...args)
+  /** Runs a script on one key. */
+  async #run (script: ScriptName, key: string, args: Arg[]): Promise<Reply> {
+    return await this.#scripts.get(script)!('1', key, ...args)
+  }
+
+  /**
+   * Adds a record to its user's index. Called BEFORE the session record names the user (create, and a
+   * migration that sets a user), so no record ever names a user without an index entry: if the record
+   * write then fails or never arrives, the entry dangles, which is harmless (revokeUser and listUser
+   * check each record) and ends with its score. `score` bounds the session's absolute deadline.
+   */
+  async #indexAdd (uk: string, id: string, score: number, now: number): Promise<void> {
+    await this.#run('indexAdd', this.#userKey(uk), [id, String(score), String(now)])
+  }
+
+  async #indexRead (uk: string, now: number): Promise<Array<{ id: string, score: number }>> {
+    const reply = list(await this.#run('indexRead', this.#userKey(uk), [String(now)]))
+    const entries: Array<{ id: string, score: number }> = []
+    for (let i = 0; i + 1 < reply.length; i += 2) entries.push({ id: text(reply[i]), score: num(reply[i + 1]) })
+    return entries
+  }
+
+  /**
+   * Drops the index entry of a record this store has just deleted (destroy, a reuse revocation). Records
+   * are never re-created, so this is always safe; it is tidying only, so a failure is not the caller's:
+   * the entry then dangles until revokeUser or its score removes it.
+   */
+  async #unindex (uk: string, id: string): Promise<void> {
+    await this.#client.zrem(this.#userKey(uk), id).catch(() => {})
   }
 
   async #checkCanary (): Promise<void> {
     const newest = this.#rings[0]!
     const marker = newest.ring.seal(CANARY_TEXT, this.#aad('canary', newest.id))
-    const reply = list(await this.#run('canary', [this.#canaryKey()], [newest.id, marker]))
+    const reply = list(await this.#run('canary', this.#canaryKey(), [newest.id, marker, String(REDIS_FORMAT_VERSION)]))
     if (reply.length === 0) return
+    const fields = new Map<string, Buffer | null>()
+    for (let i = 0; i + 1 < reply.length; i += 2) fields.set(text(reply[i]), buffer(reply[i + 1]))
+    const format = fields.get('format')
+    fields.delete('format')
+    // Format 1 kept no `format` field; a canary with markers and none is that layout.
+    const found = format === undefined ? '1' : format === null ? '?' : format.toString('utf8')
+    if (found !== String(REDIS_FORMAT_VERSION)) throw this.#formatError(found)
     let opened = false
     let hasNewest = false
-    for (let i = 0; i + 1 < reply.length; i += 2) {
-      const id = text(reply[i])
+    for (const [id, sealed] of fields) {
       const mine = this.#rings.find((entry) => entry.id === id)
       if (mine === undefined) continue
       if (id === newest.id) hasNewest = true
-      const plain = mine.ring.open(buffer(reply[i + 1]) ?? Buffer.alloc(0), this.#aad('canary', id))
-      if (plain === null || plain.toString('utf8') !== CANARY_TEXT) {
+      const plain = mine.ring.open(sealed ?? Buffer.alloc(0), this.#aad('canary', id))?.toString('utf8')
+      if (plain === CANARY_TEXT_V1) throw this.#formatError('1')
+      if (plain !== CANARY_TEXT) {
         throw new XemsError('FST_XEMS_BAD_SECRET', `fastify-xems: the RedisStore canary "${this.#canaryKey()}" does not open although its key id matches option "secret": it was tampered with`)
       }
       opened = true
@@ -325,6 +434,13 @@ export class RedisStore implements SessionStore {
         'another secret. Use that secret (or list it as an older one: [new, old]), or choose another prefix.')
     }
     if (!hasNewest) await this.#client.hsetnx(this.#canaryKey(), newest.id, marker)
+  }
+
+  #formatError (found: string): XemsError {
+    return new XemsError('FST_XEMS_STORE_FORMAT',
+      `fastify-xems: the keys under RedisStore prefix "${this.prefix}" are in layout format ${found}; this version reads format ` +
+      `${REDIS_FORMAT_VERSION} only and will not read them. Delete every key under the prefix (they are sessions of the old ` +
+      'layout: their users sign in again) or choose another prefix. See docs/stores.md, "Layout format".')
   }
 
   #aad (...parts: Array<string | number>): string {
@@ -339,69 +455,85 @@ export class RedisStore implements SessionStore {
     return this.#keyring.open(sealed, this.#aad(...place))
   }
 
-  #sandboxSeal (sid: string, sandbox: string, idleTtl: number): Buffer {
-    return this.#seal('', 'session', sid, 'sandbox', sandbox, idleTtl)
-  }
-
-  #tokenSeal (tokenKey: string, sid: string): Buffer {
-    return this.#seal('', 'token', tokenKey, sid)
+  #sandboxSeal (id: string, sandbox: string, idleTtl: number): Buffer {
+    return this.#seal('', 'session', id, 'sandbox', sandbox, idleTtl)
   }
 
   /** One top-level data key: field `d:<digest of the key>`, value sealing the key's name and its JSON text. */
-  #dataPair (sid: string, key: string, json: string): [string, Buffer] {
+  #dataPair (id: string, key: string, json: string): [string, Buffer] {
     const field = digest('data', key)
     const name = Buffer.from(key, 'utf8')
     const length = Buffer.alloc(4)
     length.writeUInt32BE(name.length)
-    return [`d:${field}`, this.#seal(Buffer.concat([length, name, Buffer.from(json, 'utf8')]), 'session', sid, 'data', field)]
+    return [`d:${field}`, this.#seal(Buffer.concat([length, name, Buffer.from(json, 'utf8')]), 'session', id, 'data', field)]
   }
 
-  #dataPairs (sid: string, data: EncodedData): Arg[] {
+  #dataPairs (id: string, data: EncodedData): Arg[] {
     const pairs: Arg[] = []
-    for (const [key, json] of Object.entries(data)) pairs.push(...this.#dataPair(sid, key, json))
+    for (const [key, json] of Object.entries(data)) pairs.push(...this.#dataPair(id, key, json))
     return pairs
   }
 
   /**
-   * Opens what the resolve script returned. Null when any part does not open (tampered with, moved, or
-   * sealed under a key no longer in the keyring): such a session is not trusted, so it does not resolve.
+   * Opens the session hash the resolve script read (HGETALL, before its own writes: lastSeenAt is `now`).
+   * Null when any part does not open (tampered with, moved, or sealed under a key no longer in the
+   * keyring): such a session is not trusted, so it does not resolve.
    */
-  #openSession (reply: Reply[], tokenSeal: Buffer | null, tokenKey: string): { session: StoredSession, reseal: Reseal[] } | null {
-    const [sidReply, sandboxReply, createdReply, lastSeenReply, idleReply, absoluteReply, userReply, sandboxSealReply, timesSealReply, dataReply] = reply
-    const sid = text(sidReply)
-    const sandbox = text(sandboxReply)
-    const createdAt = num(createdReply)
-    const idleTtl = num(idleReply)
-    const absoluteExpiresAt = num(absoluteReply)
+  #openSession (id: string, all: Reply[], now: number): { session: StoredSession, reseal: Reseal[] } | null {
+    let sb: Buffer | undefined
+    let ca: Buffer | undefined
+    let it: Buffer | undefined
+    let ax: Buffer | undefined
+    let u: Buffer | undefined
+    let ms: Buffer | undefined
+    let mt: Buffer | undefined
+    const data: Array<[string, Buffer]> = []
+    for (let i = 0; i + 1 < all.length; i += 2) {
+      const name = all[i] as Buffer
+      const value = all[i + 1] as Buffer
+      // Field names are ASCII: compare the first bytes before making strings.
+      if (name[0] === 0x64 && name[1] === 0x3a) { data.push([name.toString('latin1', 2), value]); continue }
+      switch (name.toString('latin1')) {
+        case 'sb': sb = value; break
+        case 'ca': ca = value; break
+        case 'it': it = value; break
+        case 'ax': ax = value; break
+        case 'u': u = value; break
+        case 'ms': ms = value; break
+        case 'mt': mt = value; break
+      }
+    }
+    if (sb === undefined) return null
+    const sandbox = sb.toString('utf8')
+    const createdAt = intOf(ca)
+    const idleTtl = intOf(it)
+    const absoluteExpiresAt = intOf(ax)
     const reseal: Reseal[] = []
-    const check = (index: '1' | '2', field: string, sealed: Buffer | null, plain: string | Buffer, ...place: Array<string | number>): Buffer | null => {
-      if (sealed === null) return null
+    const check = (field: string, sealed: Buffer | undefined, ...place: Array<string | number>): Buffer | null => {
+      if (sealed === undefined) return null
       const opened = this.#open(sealed, ...place)
       if (opened === null) return null
-      if (this.#keyring.isStale(sealed)) reseal.push([index, field, sealed, this.#seal(opened, ...place)])
-      return typeof plain === 'string' && opened.toString('utf8') !== plain ? null : opened
+      if (this.#keyring.isStale(sealed)) reseal.push([field, sealed, this.#seal(opened, ...place)])
+      return opened
     }
-    if (check('2', 'tm', tokenSeal, '', 'token', tokenKey, sid) === null) return null
-    if (check('1', 'ms', buffer(sandboxSealReply), '', 'session', sid, 'sandbox', sandbox, idleTtl) === null) return null
-    if (check('1', 'mt', buffer(timesSealReply), '', 'session', sid, 'times', createdAt, absoluteExpiresAt) === null) return null
+    if (check('ms', ms, 'session', id, 'sandbox', sandbox, idleTtl) === null) return null
+    if (check('mt', mt, 'session', id, 'times', createdAt, absoluteExpiresAt) === null) return null
     const session: StoredSession = {
-      sid,
+      id,
       sandbox,
       data: Object.create(null) as EncodedData,
       createdAt,
-      lastSeenAt: num(lastSeenReply),
+      lastSeenAt: now,
       idleTtl,
       absoluteExpiresAt
     }
-    if (userReply !== null && userReply !== undefined) {
-      const userId = check('1', 'u', buffer(userReply), Buffer.alloc(0), 'session', sid, 'user')
+    if (u !== undefined) {
+      const userId = check('u', u, 'session', id, 'user')
       if (userId === null) return null
       session.userId = userId.toString('utf8')
     }
-    const data = list(dataReply)
-    for (let i = 0; i + 1 < data.length; i += 2) {
-      const field = text(data[i])
-      const plain = check('1', `d:${field}`, buffer(data[i + 1]), Buffer.alloc(0), 'session', sid, 'data', field)
+    for (const [field, sealed] of data) {
+      const plain = check(`d:${field}`, sealed, 'session', id, 'data', field)
       if (plain === null || plain.length < 4) return null
       const end = 4 + plain.readUInt32BE(0)
       if (end > plain.length) return null
@@ -412,24 +544,18 @@ export class RedisStore implements SessionStore {
     return { session, reseal }
   }
 
-  async #reseal (keys: string[], items: Reseal[]): Promise<void> {
-    await this.#run('reseal', keys, items.flat())
+  async #reseal (key: string, items: Reseal[]): Promise<void> {
+    await this.#run('reseal', key, items.flat())
   }
 
-  #sessionKey (sid: string): string {
-    return `${this.#base}s:${sid}`
+  /** A session's hash: a hash tag of its own, so sessions spread over a cluster's slots. */
+  #sessionKey (id: string): string {
+    return `${this.prefix}s:{${id}}`
   }
 
-  #tokenKey (tokenKey: string): string {
-    return `${this.#base}t:${tokenKey}`
-  }
-
-  #userKey (userId: string): string {
-    return `${this.#base}u:${digest('user', userId)}`
-  }
-
-  #luaUserKey (userId: string): string {
-    return `${this.#luaBase}u:${digest('user', userId)}`
+  /** A user's index, under the digest of the user id (its own hash tag too). */
+  #userKey (uk: string): string {
+    return `${this.prefix}u:{${uk}}`
   }
 
   #valueKey (sandbox: string, key: string): string {

@@ -1,6 +1,7 @@
 /**
  * Two Fastify apps (two processes' worth: separate clients and engines) sharing one Redis through
- * RedisStore: tokens rotated by one are accepted by the other, and concurrent writes through both keep
+ * RedisStore: tokens rotated by one are accepted by the other, a replayed earlier token is caught by
+ * either, "log out everywhere" reaches sessions created on both, and concurrent writes through both keep
  * every key. Also: a store whose Redis is down answers 503, not 500. Without Redis the shared-Redis tests
  * skip, unless CI is set: then they fail.
  */
@@ -9,18 +10,20 @@ import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fast
 import { Redis } from 'ioredis'
 import t from 'tap'
 import { xemsSession } from '../../index.js'
+import type { Duration } from '../../lib/duration.js'
 import { RedisStore } from '../../lib/store/redis-store.js'
+import { generateLocator, sessionTokenOf } from '../../lib/session-token.js'
 import { generateToken } from '../../lib/token.js'
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const IN_CI = process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false' && process.env.CI !== '0'
 
-async function buildApp (store: RedisStore): Promise<FastifyInstance> {
+async function buildApp (store: RedisStore, gracePeriod: Duration = '10s'): Promise<FastifyInstance> {
   const app = Fastify()
-  // A generous grace: the 200-request burst must finish within it even on a slow CI machine.
-  await app.register(xemsSession, { store, cookie: { secure: false }, gracePeriod: '10s' })
-  app.post('/login', async (_request, reply) => {
-    await reply.xLink({ owner: 'ada' })
+  // A generous grace by default: the 200-request burst must finish within it even on a slow CI machine.
+  await app.register(xemsSession, { store, cookie: { secure: false }, gracePeriod })
+  app.post<{ Querystring: { user?: string } }>('/login', async (request, reply) => {
+    await reply.xLink({ owner: 'ada' }, request.query.user === undefined ? {} : { userId: request.query.user })
     return { ok: true }
   })
   app.get('/me', { preHandler: app.xems.requireSession() }, async (request) => ({ data: request.session!.data }))
@@ -46,7 +49,8 @@ t.test('a store whose Redis is down answers 503 FST_XEMS_STORE_UNAVAILABLE, not 
   const app = await buildApp(new RedisStore({ client: dead, secret: randomBytes(32) }))
   t.teardown(async () => { await app.close() })
   const started = Date.now()
-  const response = await get(app, generateToken())
+  // A well-formed token of a session nobody knows: it has to ask the store (junk never does).
+  const response = await get(app, sessionTokenOf(generateLocator(), generateToken()))
   t.equal(response.statusCode, 503)
   t.equal(response.json().code, 'FST_XEMS_STORE_UNAVAILABLE')
   t.equal(cookieOf(response), undefined, 'the cookie is left alone: an outage logs nobody out')
@@ -68,10 +72,11 @@ if (unreachable !== null) {
     const secret = randomBytes(32)
     const clients = [new Redis(REDIS_URL), new Redis(REDIS_URL)]
     const stores = clients.map((client) => new RedisStore({ client, prefix, secret }))
-    const [a, b] = await Promise.all(stores.map(buildApp)) as [FastifyInstance, FastifyInstance]
+    const [a, b] = await Promise.all(stores.map(async (store) => await buildApp(store))) as [FastifyInstance, FastifyInstance]
+    // The same two instances with a short grace, for the theft signal.
+    const [c, d] = await Promise.all(stores.map(async (store) => await buildApp(store, '200ms'))) as [FastifyInstance, FastifyInstance]
     t.teardown(async () => {
-      await a.close()
-      await b.close()
+      for (const app of [a, b, c, d]) await app.close()
       for (const store of stores) await store.close()
       const keys = await clients[0]!.keys(`${prefix}*`)
       if (keys.length > 0) await clients[0]!.del(...keys)
@@ -95,6 +100,29 @@ if (unreachable !== null) {
       const late = await get(b, t1)
       t.equal(late.statusCode, 200, 'a token still in grace works on B')
       t.equal(cookieOf(late), t3, 'and is answered with the current token, issued by A')
+    })
+
+    t.test('an earlier token replayed on one app after its successor was used on the other is the theft signal', async (t) => {
+      const t0 = cookieOf(await c.inject({ method: 'POST', url: '/login' }))!
+      const t1 = cookieOf(await get(c, t0))!
+      const used = await get(d, t1)
+      t.equal(used.statusCode, 200, 'the successor is presented on the other app')
+      const t2 = cookieOf(used)!
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      const replay = await get(c, t0)
+      t.equal(replay.statusCode, 401, 'the first token, replayed after the grace period')
+      t.equal(replay.json().code, 'FST_XEMS_TOKEN_REUSED')
+      t.equal((await get(d, t2)).statusCode, 401, 'and the session is revoked for everyone, on both apps')
+    })
+
+    t.test('log out everywhere from one app ends the sessions a user opened on both', async (t) => {
+      const user = `user-${randomBytes(4).toString('hex')}`
+      const onA = cookieOf(await a.inject({ method: 'POST', url: `/login?user=${user}` }))!
+      const onB = cookieOf(await b.inject({ method: 'POST', url: `/login?user=${user}` }))!
+      t.equal((await b.xems.listUserSessions(user)).length, 2, 'both listed from either app')
+      t.equal(await a.xems.revokeUser(user), 2)
+      t.equal((await get(a, onB)).statusCode, 401)
+      t.equal((await get(b, onA)).statusCode, 401)
     })
 
     t.test('200 concurrent requests with one token over both apps: all succeed, no write lost', async (t) => {
