@@ -42,8 +42,11 @@ interface Hit {
   aborted?: boolean
 }
 
+// No favicon request: Chromium would send one with the cookie after the page loads, and its answer would
+// rotate the session at a moment the test does not control.
 const PAGE = `<!doctype html>
 <meta charset="utf-8"><title>xems rotation</title>
+<link rel="icon" href="data:,">
 <button id="me">me</button> <button id="logout">sign out</button>
 <pre id="out"></pre>
 <script>
@@ -81,6 +84,7 @@ const PAGE = `<!doctype html>
  */
 const APP_PAGE = `<!doctype html>
 <meta charset="utf-8"><title>xems app</title>
+<link rel="icon" href="data:,">
 <pre id="out"></pre>
 <script>
   const round = Number(new URLSearchParams(location.search).get('round') ?? '1')
