@@ -149,7 +149,7 @@ export class MemoryStore implements SessionStore {
   readonly #values = new ShardedMap<TimedValue>()
   readonly #counters = new ShardedMap<Counter>()
   /** userId → the id of its one session, or a set of ids once it has several (most users have one). */
-  readonly #users = new Map<string, string | Set<string>>()
+  readonly #users = new ShardedMap<string | Set<string>>()
   readonly #sweeper: IncrementalSweeper
   readonly #clock: () => number
   readonly #vault: Vault | null
