@@ -29,18 +29,16 @@ export function randomBase64url (bytes: number): string {
   return text
 }
 
-/** A new session token: 32 bytes from the CSPRNG, base64url. Never stored; only its key is. */
+/**
+ * A new 256-bit secret: 32 bytes from the CSPRNG, base64url. The secret half of a session token
+ * (lib/session-token.ts), and the MFA plugin's remember-device token. Never stored; only its key is.
+ */
 export function generateToken (): string {
   return randomBase64url(TOKEN_BYTES)
 }
 
-/** A new stable session id (not a credential: it never authenticates anything). */
-export function generateSessionId (): string {
-  return randomBase64url(16)
-}
-
 /**
- * True when `value` has the exact shape of a token we issue. Checked before any store work, so junk,
+ * True when `value` has the exact shape of a secret generateToken makes. Checked before any store work, so junk,
  * oversized or non-canonical values cost nothing and can never be adopted.
  */
 export function isWellFormedToken (value: unknown): value is string {

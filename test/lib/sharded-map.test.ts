@@ -24,11 +24,11 @@ t.test('behaves like a Map: set, get, has, delete, size, iteration that survives
   t.equal([...map].length, map.size)
 })
 
-t.test('token keys, session ids and prefixed value keys spread evenly over the shards', async (t) => {
-  const { generateSessionId } = await import('../../lib/token.js')
+t.test('token keys, record ids and prefixed value keys spread evenly over the shards', async (t) => {
+  const { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } = await import('../../lib/session-token.js')
   const kinds: Record<string, () => string> = {
-    'token keys': () => tokenKey(generateToken()),
-    'session ids': generateSessionId,
+    'token keys': () => secretKeyOf(sessionTokenOf(generateLocator(), generateToken())),
+    'record ids': () => recordIdOf(generateLocator()),
     'value keys': (() => { let i = 0; return () => `users-registry\u0000user${i++}@example.com` })()
   }
   for (const [kind, make] of Object.entries(kinds)) {
