@@ -6,7 +6,7 @@ import { decodeData, encodeData, encodeValue } from './session-data.js'
 import {
   generateLocator, parseSessionToken, publicIdOf, recordIdOf, secretKeyOf, sessionTokenOf, type ParsedToken
 } from './session-token.js'
-import type { CommitResult, DataPatch, EncodedData, SessionInfo, SessionStore, StoredSession } from './store/contract.js'
+import type { DataPatch, EncodedData, RotateInput, SessionInfo, SessionStore, StoredSession } from './store/contract.js'
 import { MemoryStore } from './store/memory-store.js'
 import { generateToken } from './token.js'
 
@@ -260,16 +260,13 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     const now = this.now()
     const { presented } = session
     let newToken: string | null = null
-    let result: CommitResult
+    let rotation: RotateInput | null = null
     if (rotate) {
       const secret = generateToken()
       newToken = sessionTokenOf(presented.locator, secret)
-      const box = sealForTokenHolder(presented.token, secret)
-      const newKey = secretKeyOf(newToken)
-      result = await this.#call(async () => await this.store.commit({ id: session.id, tokenKey: presented.key, patch, rotate: { newKey, box, unseenWindow: this.unseenWindow }, now }))
-    } else {
-      result = await this.#call(async () => await this.store.commit({ id: session.id, tokenKey: presented.key, patch, rotate: null, now }))
+      rotation = { newKey: secretKeyOf(newToken), box: sealForTokenHolder(presented.token, secret), unseenWindow: this.unseenWindow }
     }
+    const result = await this.#call(async () => await this.store.commit({ id: session.id, tokenKey: presented.key, patch, rotate: rotation, now }))
     if (result.status === 'gone') return result
     if (result.rotated) {
       if (this.listenerCount('rotated') > 0) this.emit('rotated', { id: publicIdOf(session.id), sandbox: session.sandbox })
