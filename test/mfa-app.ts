@@ -5,8 +5,9 @@
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
 import { xemsSession, type XemsSessionOptions } from '../index.js'
 import { hashPassword } from '../lib/password.js'
+import { generateTotp } from '../lib/totp.js'
 import { xemsMfa, type MfaRecord, type XemsMfa, type XemsMfaOptions } from '../plugins/mfa.js'
-import { makeClock, type Clock } from './helpers.js'
+import { makeClock, setCookieToken, type Clock } from './helpers.js'
 
 export interface User { passwordHash: string, mfa: MfaRecord }
 
@@ -92,4 +93,20 @@ export async function buildMfaApp (options: MfaAppOptions = {}): Promise<MfaApp>
 
 export async function post (app: FastifyInstance, url: string, payload: unknown, token?: string, cookies: Record<string, string> = {}): Promise<LightMyRequestResponse> {
   return await app.inject({ method: 'POST', url, payload: payload as Record<string, unknown>, cookies: { ...cookies, ...(token === undefined ? {} : { xems: token }) } })
+}
+
+/**
+ * Registers ada, signs her in and enrols a TOTP factor with a first code; then moves the clock 30 s,
+ * so that the enrolment code's step is used up. Returns the TOTP secret and the recovery codes.
+ */
+export async function enrolAda (ctx: MfaApp, password: string): Promise<{ secret: string, recoveryCodes: string[] }> {
+  const { app, clock } = ctx
+  await post(app, '/register', { user: 'ada', password })
+  const login = await post(app, '/login', { user: 'ada', password })
+  const enrol = await post(app, '/mfa/enrol', {}, setCookieToken(login))
+  const secret = enrol.json().secret as string
+  const confirm = await post(app, '/mfa/confirm', { code: await generateTotp({ secret, at: clock.now }) }, setCookieToken(enrol))
+  if (confirm.statusCode !== 200) throw new Error(confirm.body)
+  clock.advance(30_000)
+  return { secret, recoveryCodes: confirm.json().recoveryCodes }
 }

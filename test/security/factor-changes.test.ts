@@ -14,7 +14,7 @@
 import t from 'tap'
 import { generateTotp } from '../../lib/totp.js'
 import { setCookieToken } from '../helpers.js'
-import { buildMfaApp, post, type MfaApp } from '../mfa-app.js'
+import { buildMfaApp, enrolAda, post, type MfaApp } from '../mfa-app.js'
 
 const PASSWORD = 'correct horse battery staple'
 
@@ -30,18 +30,12 @@ async function appWithUnguardedRoutes (): Promise<MfaApp> {
 /** ada with a TOTP factor; returns its secret, its recovery codes and a session verified with a code just now. */
 async function enrolled (ctx: MfaApp): Promise<{ secret: string, codes: string[], fresh: string }> {
   const { app, clock } = ctx
-  await post(app, '/register', { user: 'ada', password: PASSWORD })
-  const login = await post(app, '/login', { user: 'ada', password: PASSWORD })
-  const enrol = await post(app, '/mfa/enrol', {}, setCookieToken(login))
-  const secret = enrol.json().secret as string
-  const confirm = await post(app, '/mfa/confirm', { code: await generateTotp({ secret, at: clock.now }) }, setCookieToken(enrol))
-  if (confirm.statusCode !== 200) throw new Error(confirm.body)
-  clock.advance(30_000)
+  const { secret, recoveryCodes } = await enrolAda(ctx, PASSWORD)
   const pending = await post(app, '/login', { user: 'ada', password: PASSWORD })
   const verified = await post(app, '/mfa/verify', { code: await generateTotp({ secret, at: clock.now }), remember: true }, setCookieToken(pending))
   if (verified.statusCode !== 200) throw new Error(verified.body)
   clock.advance(30_000)
-  return { secret, codes: confirm.json().recoveryCodes, fresh: setCookieToken(verified)! }
+  return { secret, codes: recoveryCodes, fresh: setCookieToken(verified)! }
 }
 
 t.test('a stolen active session (no fresh second factor) cannot re-enrol, disable or regenerate codes', async (t) => {

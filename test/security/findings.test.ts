@@ -5,20 +5,12 @@
 import t from 'tap'
 import { generateTotp } from '../../lib/totp.js'
 import { setCookieToken } from '../helpers.js'
-import { buildMfaApp, post, type MfaApp } from '../mfa-app.js'
+import { buildMfaApp, enrolAda, post, type MfaApp } from '../mfa-app.js'
 
 const PASSWORD = 'correct horse battery staple'
 
 async function enrolled (ctx: MfaApp): Promise<string> {
-  const { app, clock } = ctx
-  await post(app, '/register', { user: 'ada', password: PASSWORD })
-  const login = await post(app, '/login', { user: 'ada', password: PASSWORD })
-  const enrol = await post(app, '/mfa/enrol', {}, setCookieToken(login))
-  const secret = enrol.json().secret as string
-  const confirm = await post(app, '/mfa/confirm', { code: await generateTotp({ secret, at: clock.now }) }, setCookieToken(enrol))
-  if (confirm.statusCode !== 200) throw new Error(confirm.body)
-  clock.advance(30_000)
-  return secret
+  return (await enrolAda(ctx, PASSWORD)).secret
 }
 
 t.test('a remembered device skips the TOTP step but is not a fresh second factor for step-up', async (t) => {
