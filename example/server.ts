@@ -9,7 +9,8 @@
  */
 import { createHash } from 'node:crypto'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
-import { hashPassword, xemsMfa, xemsSession, type MfaRecord, type SessionStore } from 'fastify-xems'
+import { xemsSession, type SessionStore } from 'fastify-xems'
+import { hashPassword, xemsMfa, type MfaRecord } from 'fastify-xems/mfa'
 import { openStore } from './store.js'
 import { PAGE } from './page.js'
 
