@@ -1,5 +1,7 @@
 /**
  * Which store the example runs on, from the environment:
+ * - DATABASE_URL  → PostgresStore on that database (tables in schema XEMS_PG_SCHEMA, default public, created
+ *                   or upgraded by migrate() at start); XEMS_SECRET seals what is written (generated otherwise).
  * - REDIS_URL     → RedisStore on that server (keys under XEMS_REDIS_PREFIX, default xems-example:); XEMS_SECRET seals what is written (a generated one
  *                   otherwise: the sessions then cannot be read by a restarted process).
  * - XEMS_SECRET   → MemoryStore persisted to an encrypted vault in XEMS_VAULT (default ./.xems-vault),
@@ -21,6 +23,26 @@ export interface OpenedStore {
 
 export async function openStore (env: NodeJS.ProcessEnv): Promise<OpenedStore> {
   const secret = env.XEMS_SECRET
+  if (env.DATABASE_URL !== undefined && env.DATABASE_URL !== '') {
+    const { default: pg } = await import('pg')
+    const { PostgresStore } = await import('fastify-xems/postgres')
+    // Fail fast while PostgreSQL is down: requests answer 503 instead of waiting.
+    const pool = new pg.Pool({ connectionString: env.DATABASE_URL, max: 10, connectionTimeoutMillis: 2000 })
+    pool.on('error', () => {})
+    const store = new PostgresStore({ pool, secret: secret ?? randomBytes(32).toString('hex'), schema: env.XEMS_PG_SCHEMA ?? 'public' })
+    try {
+      await store.migrate()
+    } catch (err) {
+      await store.close()
+      await pool.end()
+      throw err
+    }
+    return {
+      store,
+      description: `PostgreSQL at ${new URL(env.DATABASE_URL).host}${secret === undefined ? ' (generated secret: set XEMS_SECRET to keep sessions across restarts)' : ''}`,
+      close: async () => { await store.close(); await pool.end() }
+    }
+  }
   if (env.REDIS_URL !== undefined && env.REDIS_URL !== '') {
     const { Redis } = await import('ioredis')
     // Fail fast while Redis is down: requests answer 503 instead of waiting.

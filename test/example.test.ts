@@ -78,6 +78,26 @@ t.test('the example picks its store from the environment', async (t) => {
   t.equal(await reopened.store.kvGet('s', 'k', now), '"kept"', 'XEMS_SECRET keeps data across a restart')
   await reopened.close()
 
+  const databaseUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+  const schema = `xems_example_test_${randomBytes(4).toString('hex')}`
+  const postgres = await openStore({ DATABASE_URL: databaseUrl, XEMS_SECRET: env.XEMS_SECRET, XEMS_PG_SCHEMA: schema }).catch((err: unknown) => err as Error)
+  if (postgres instanceof Error) {
+    if (process.env.CI !== undefined) t.fail(`PostgreSQL is not reachable at ${databaseUrl}: ${postgres.message}`)
+    else t.comment(`PostgreSQL not reachable at ${databaseUrl}: the DATABASE_URL case was not run`)
+  } else {
+    t.match(postgres.description, /^PostgreSQL at /)
+    await postgres.store.kvSet('example-test', 'k', '"p"', 60_000, now)
+    await postgres.close()
+    const again = await openStore({ DATABASE_URL: databaseUrl, XEMS_SECRET: env.XEMS_SECRET, XEMS_PG_SCHEMA: schema })
+    t.equal(await again.store.kvGet('example-test', 'k', now), '"p"', 'DATABASE_URL + XEMS_SECRET keep data across a restart')
+    await again.close()
+    const { default: pg } = await import('pg')
+    const cleaner = new pg.Client({ connectionString: databaseUrl })
+    await cleaner.connect()
+    await cleaner.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+    await cleaner.end()
+  }
+
   const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
   const prefix = `xems-example-test-${randomBytes(6).toString('hex')}:`
   const redis = await openStore({ REDIS_URL: redisUrl, XEMS_SECRET: env.XEMS_SECRET, XEMS_REDIS_PREFIX: prefix }).catch((err: unknown) => err as Error)
