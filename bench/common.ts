@@ -22,7 +22,9 @@ export const SERVERS: ServerSpec[] = [
   { id: 'xems-rotate', label: 'fastify-xems memory, rotation', description: 'xemsSession on the default MemoryStore, autoRotation: true, gracePeriod 0 (a new token on every response).', sessions: true },
   { id: 'xems-persist', label: 'fastify-xems memory+vault everysec, rotation', description: "xemsSession on MemoryStore with persistence { fsync: 'everysec' } (encrypted journal on disk), rotation on.", sessions: true },
   { id: 'xems-redis', label: 'fastify-xems RedisStore, rotation', description: 'xemsSession on RedisStore (ioredis, 127.0.0.1:6379), rotation on.', sessions: true },
-  { id: 'fastify-session-redis', label: '@fastify/session + connect-redis', description: '@fastify/session with connect-redis 8 on ioredis (127.0.0.1:6379), default options.', sessions: true }
+  { id: 'fastify-session-redis', label: '@fastify/session + connect-redis', description: '@fastify/session with connect-redis 8 on ioredis (127.0.0.1:6379), default options.', sessions: true },
+  { id: 'xems-postgres', label: 'fastify-xems PostgresStore, rotation', description: 'xemsSession on PostgresStore (pg Pool of 10, 127.0.0.1:5432, database test, a schema of its own), rotation on.', sessions: true },
+  { id: 'fastify-session-pg', label: '@fastify/session + connect-pg-simple', description: '@fastify/session with connect-pg-simple 10 on a pg Pool of 10 (same database, a table of its own), default options.', sessions: true }
 ]
 
 /** The ids the targets are measured against. */

@@ -169,7 +169,64 @@ const SERVERS: Record<string, () => Promise<Built>> = {
         await client.quit()
       }
     }
+  },
+
+  async 'xems-postgres' () {
+    const pool = await pgPool()
+    const { PostgresStore } = await import('fastify-xems/postgres')
+    const schema = `xems_bench_${process.pid}`
+    const store = new PostgresStore({ pool, secret: randomBytes(32), schema })
+    await store.migrate()
+    const built = await xemsServer({ autoRotation: true, store })
+    return {
+      ...built,
+      notes: [`schema ${schema}`],
+      close: async () => {
+        await store.close()
+        await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+        await pool.end()
+      }
+    }
+  },
+
+  async 'fastify-session-pg' () {
+    const { default: fastifyCookie } = await import('@fastify/cookie')
+    const { default: fastifySession } = await import('@fastify/session')
+    const { default: connectPgSimple } = await import('connect-pg-simple')
+    const pool = await pgPool()
+    const table = `fsess_bench_${process.pid}`
+    const app = Fastify({ logger: false })
+    await app.register(fastifyCookie)
+    // connect-pg-simple takes the session module for its Store class: @fastify/session has one.
+    const PgStore = connectPgSimple(fastifySession as never)
+    const store = new PgStore({ pool, tableName: table, createTableIfMissing: true, pruneSessionInterval: 60 })
+    await app.register(fastifySession, { secret: randomBytes(32).toString('hex'), cookie: { secure: false }, store: store as never })
+    keyedRoutes(app)
+    return {
+      app,
+      notes: [`table ${table}`],
+      close: async () => {
+        store.close()
+        await pool.query(`DROP TABLE IF EXISTS "${table}"`)
+        await pool.end()
+      }
+    }
   }
+}
+
+const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+
+async function pgPool (): Promise<import('pg').Pool> {
+  const { default: pg } = await import('pg')
+  const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 10, application_name: `xems-bench-${process.pid}` })
+  pool.on('error', () => {})
+  try {
+    await pool.query('SELECT 1')
+  } catch (err) {
+    await pool.end().catch(() => {})
+    throw new Unavailable(`PostgreSQL at ${new URL(DATABASE_URL).host} is not reachable: ${(err as Error).message}`)
+  }
+  return pool
 }
 
 async function xemsServer (options: { autoRotation: boolean, store?: unknown }): Promise<Built> {

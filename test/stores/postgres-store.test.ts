@@ -214,6 +214,43 @@ if (typeof connected === 'string') {
     t.same(counts.map((r) => r.count).sort((x, y) => x - y), Array.from({ length: 300 }, (_, i) => i + 1), 'counters: 300 hits from two instances, each counted once')
   })
 
+  t.test('round trips: resolve and commit are one transaction of 4 round trips each; create, kv and counters one', async (t) => {
+    const { store } = await scratch(t)
+    await store.ready()
+    let trips = 0
+    const counting = new Proxy(pool, {
+      get (target, name) {
+        if (name !== 'connect') return Reflect.get(target, name)
+        return async () => {
+          const client = await target.connect()
+          return new Proxy(client, {
+            get (c, n) {
+              if (n === 'query') return async (...args: unknown[]) => { trips++; return await (c.query as (...a: unknown[]) => unknown)(...args) }
+              const v = Reflect.get(c, n)
+              return typeof v === 'function' ? v.bind(c) : v
+            }
+          })
+        }
+      }
+    })
+    const counted = new PostgresStore({ pool: counting, secret, schema: store.schema, sweepInterval: 0 })
+    await counted.ready()
+    const now = Date.now()
+    const measure = async (what: string, expected: number, fn: () => Promise<unknown>): Promise<void> => {
+      trips = 0
+      await fn()
+      t.equal(trips, expected, `${what}: ${expected} round trip${expected === 1 ? '' : 's'}`)
+    }
+    let c = { id: '', key: '' }
+    await measure('create', 1, async () => { c = await create(counted, { now }) })
+    await measure('resolve', 4, async () => await resolve(counted, c, now))
+    await measure('commit with a patch and a rotation', 4, async () => await counted.commit({ id: c.id, tokenKey: c.key, patch: { n: '1' }, rotate: { newKey: newKey(), box: newBox(), unseenWindow: 600_000 }, now }))
+    await measure('kvAdd', 1, async () => await counted.kvAdd('s', 'k', 'v', HOUR, now))
+    await measure('kvTake', 1, async () => await counted.kvTake('s', 'k', now))
+    await measure('increment', 1, async () => await counted.increment('c', HOUR, now))
+    await measure('revokeUser', 1, async () => await counted.revokeUser('u', now))
+  })
+
   t.test('a row locked past the timeout fails the call (lock_timeout), and the store goes on', async (t) => {
     const { store, schema } = await scratch(t, { timeout: 500 })
     const c = await create(store)
