@@ -126,6 +126,9 @@ if (typeof connected === 'string') {
     t.same(await resolve(store, other, now + 1), { status: 'none' }, 'data sealed for another row does not open')
     await pool.query(`UPDATE "${schema}".xems_sessions SET sandbox = 'admin' WHERE id = $1`, [c.id])
     t.same(await resolve(store, c, now + 2), { status: 'none' }, 'a sandbox changed behind the store\'s back does not open')
+    const third = await create(store, { now })
+    await pool.query(`UPDATE "${schema}".xems_sessions SET binding = set_byte(binding, length(binding) - 1, get_byte(binding, length(binding) - 1) # 1) WHERE id = $1`, [third.id])
+    t.same(await resolve(store, third, now + 3), { status: 'none' }, 'a flipped byte opens to no session')
   })
 
   t.test('secrets: another secret is refused; [new, old] reads old data and rewrites it under the new one', async (t) => {
