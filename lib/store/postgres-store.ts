@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { Pool, PoolClient, QueryResultRow } from 'pg'
+import { inline } from './postgres-literal.js'
 import { Keyring, parseSecret } from '../cipher.js'
 import { badOption, isXemsError, XemsError } from '../errors.js'
 import type {
@@ -82,6 +83,8 @@ interface Loaded {
 }
 
 type Query = <R extends QueryResultRow = QueryResultRow>(text: string, values?: unknown[]) => Promise<{ rows: R[], rowCount: number | null }>
+/** A transaction's last write, sent with its COMMIT in one round trip (its result is not needed). */
+type Defer = (text: string, values: unknown[]) => void
 
 /**
  * Sessions, values and counters in PostgreSQL through a `pg` Pool you supply.
@@ -223,13 +226,13 @@ export class PostgresStore implements SessionStore {
   /** One transaction: lock the row, match the token, mark it presented, refresh lastSeenAt. */
   async resolve (input: ResolveInput): Promise<ResolveResult> {
     await this.ready()
-    return await this.#transaction(async (query) => {
-      const loaded = await this.#lock(query, input.id, input.now)
+    return await this.#transaction(async (query, defer) => {
+      const loaded = await this.#lock(query, defer, input.id, input.now)
       if (loaded === null) return NONE
       const { row, state } = loaded
       const match = matchToken(state, input.tokenKey, input.now)
       if (match.kind === 'reused') {
-        if (input.revokeOnReuse) await query(`DELETE FROM ${this.#t.sessions} WHERE id = $1`, [input.id])
+        if (input.revokeOnReuse) defer(`DELETE FROM ${this.#t.sessions} WHERE id = $1`, [input.id])
         const reused: ResolveResult = { status: 'reused', id: input.id, sandbox: row.sandbox, revoked: input.revokeOnReuse }
         if (loaded.userId !== undefined) reused.userId = loaded.userId
         return reused
@@ -238,7 +241,7 @@ export class PostgresStore implements SessionStore {
       const data = this.#openData(input.id, row.data)
       if (data === null) return NONE
       const presented = match.kind === 'current' && markPresented(state, input.now, input.gracePeriod)
-      await this.#write(query, loaded, input.now, { rotation: presented, data: data.stale ? data.data : null })
+      this.#write(defer, loaded, input.now, { rotation: presented, data: data.stale ? data.data : null })
       const session = this.#session(loaded, data.data, input.now)
       if (match.kind === 'current') return { status: 'live', session }
       return { status: 'grace', session, chain: match.chain }
@@ -248,8 +251,8 @@ export class PostgresStore implements SessionStore {
   /** One transaction: lock the row, apply the patch, rotate if the presented token is current. */
   async commit (input: CommitInput): Promise<CommitResult> {
     await this.ready()
-    return await this.#transaction(async (query) => {
-      const loaded = await this.#lock(query, input.id, input.now)
+    return await this.#transaction(async (query, defer) => {
+      const loaded = await this.#lock(query, defer, input.id, input.now)
       if (loaded === null) return { status: 'gone' }
       let data: EncodedData | null = null
       const patch = input.patch === null ? [] : Object.entries(input.patch)
@@ -266,7 +269,7 @@ export class PostgresStore implements SessionStore {
       const { state } = loaded
       const rotated = input.rotate !== null && state.cur === input.tokenKey &&
         rotate(state, input.rotate.newKey, input.rotate.box, input.now, input.rotate.unseenWindow)
-      const expiresAt = await this.#write(query, loaded, input.now, { rotation: rotated, data })
+      const expiresAt = this.#write(defer, loaded, input.now, { rotation: rotated, data })
       if (rotated) return { status: 'ok', rotated: true, expiresAt }
       return { status: 'ok', rotated: false, chain: chainOf(state, input.tokenKey), expiresAt }
     })
@@ -275,8 +278,8 @@ export class PostgresStore implements SessionStore {
   /** One transaction: lock the row, check sandbox and token, retire every token, move. */
   async #migrateSession (input: MigrateInput): Promise<boolean> {
     await this.ready()
-    return await this.#transaction(async (query) => {
-      const loaded = await this.#lock(query, input.id, input.now)
+    return await this.#transaction(async (query, defer) => {
+      const loaded = await this.#lock(query, defer, input.id, input.now)
       if (loaded === null) return false
       const { row, state } = loaded
       if (row.sandbox !== input.from || !mayMigrate(state, input.tokenKey)) return false
@@ -287,7 +290,7 @@ export class PostgresStore implements SessionStore {
       loaded.idleTtl = input.idleTtl
       if (input.userId !== undefined) loaded.userId = input.userId
       loaded.stale = true
-      await this.#write(query, loaded, input.now, { rotation: true, data })
+      this.#write(defer, loaded, input.now, { rotation: true, data })
       return true
     })
   }
@@ -454,7 +457,7 @@ export class PostgresStore implements SessionStore {
     return await this.#connected(async (query) => await query<R>(text, values), false)
   }
 
-  async #transaction<T> (work: (query: Query) => Promise<T>): Promise<T> {
+  async #transaction<T> (work: (query: Query, defer: Defer) => Promise<T>): Promise<T> {
     return await this.#connected(work, true)
   }
 
@@ -465,7 +468,7 @@ export class PostgresStore implements SessionStore {
    * transaction, if the server still has it, rolls back when the connection goes; a COMMIT already sent
    * may have happened: the caller treats the outcome as unknown, and the rotation rules tolerate that).
    */
-  async #connected<T> (work: (query: Query) => Promise<T>, transaction: boolean, timeout = this.#timeout): Promise<T> {
+  async #connected<T> (work: (query: Query, defer: Defer) => Promise<T>, transaction: boolean, timeout = this.#timeout): Promise<T> {
     this.#assertOpen()
     let client: PoolClient | null = null
     let done = false
@@ -494,10 +497,10 @@ export class PostgresStore implements SessionStore {
       if (done) { connected.release(true); throw new Error('PostgresStore: timed out') }
       client = connected
       client.on('error', onError)
-      const query: Query = async (text, values) => await connected.query(text, values)
+      const plain: Query = async (text, values) => await connected.query(text, values)
       if (!transaction) {
         try {
-          const result = await work(query)
+          const result = await work(plain, () => { throw new TypeError('PostgresStore: defer outside a transaction') })
           finish(false)
           return result
         } catch (err) {
@@ -505,14 +508,29 @@ export class PostgresStore implements SessionStore {
           throw err
         }
       }
+      // BEGIN travels with the transaction's first statement, and COMMIT with its last write, each as one
+      // simple query with the values inlined as literals (inline): 2 round trips for a read-and-write.
+      const begin = `BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = ${timeout}; SET LOCAL lock_timeout = ${timeout}`
+      let begun = false
+      let last: string | null = null
+      const query: Query = async <R extends QueryResultRow>(text: string, values?: unknown[]) => {
+        if (begun) return await connected.query<R>(text, values)
+        begun = true
+        const results = await connected.query(`${begin}; ${inline(text, values ?? [])}`) as unknown as Array<{ rows: R[], rowCount: number | null }>
+        return results[results.length - 1]!
+      }
+      const defer: Defer = (text, values) => { last = inline(text, values) }
       try {
-        await connected.query(`BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = ${timeout}; SET LOCAL lock_timeout = ${timeout}`)
-        const result = await work(query)
-        await connected.query('COMMIT')
+        const result = await work(query, defer)
+        if (!begun) {
+          if (last !== null) await connected.query(`${begin}; ${last as string}; COMMIT`)
+        } else {
+          await connected.query(last === null ? 'COMMIT' : `${last as string}; COMMIT`)
+        }
         finish(false)
         return result
       } catch (err) {
-        const reusable = await connected.query('ROLLBACK').then(() => true, () => false)
+        const reusable = !begun || await connected.query('ROLLBACK').then(() => true, () => false)
         finish(!reusable)
         throw err
       }
@@ -529,7 +547,7 @@ export class PostgresStore implements SessionStore {
    * The session's row, locked until the transaction ends; null (the row deleted) when it is past its
    * deadline, judged here by `now` whatever the sweep has done; null when its binding does not open.
    */
-  async #lock (query: Query, id: string, now: number): Promise<Loaded | null> {
+  async #lock (query: Query, defer: Defer, id: string, now: number): Promise<Loaded | null> {
     const { rows } = await query<SessionRow>(`SELECT * FROM ${this.#t.sessions} WHERE id = $1 FOR UPDATE`, [id])
     const row = rows[0]
     if (row === undefined) return null
@@ -537,7 +555,7 @@ export class PostgresStore implements SessionStore {
     const idleTtl = int(row.idle_ttl)
     const absoluteExpiresAt = int(row.absolute_expires_at)
     if (!(Math.min(int(row.last_seen_at) + idleTtl, absoluteExpiresAt) > now)) {
-      await query(`DELETE FROM ${this.#t.sessions} WHERE id = $1`, [id])
+      defer(`DELETE FROM ${this.#t.sessions} WHERE id = $1`, [id])
       return null
     }
     const opened = this.#openBinding(id, row.sandbox, idleTtl, createdAt, absoluteExpiresAt, row.binding)
@@ -547,7 +565,7 @@ export class PostgresStore implements SessionStore {
   }
 
   /** Writes the row back: lastSeenAt = now, and what changed. Returns the new deadline. */
-  async #write (query: Query, loaded: Loaded, now: number, change: { rotation: boolean, data: EncodedData | null }): Promise<number> {
+  #write (defer: Defer, loaded: Loaded, now: number, change: { rotation: boolean, data: EncodedData | null }): number {
     const { row } = loaded
     const expiresAt = Math.min(now + loaded.idleTtl, loaded.absoluteExpiresAt)
     const sets = ['last_seen_at = $2', 'expires_at = $3']
@@ -561,7 +579,7 @@ export class PostgresStore implements SessionStore {
       set('binding', this.#binding(row.id, row.sandbox, loaded.idleTtl, loaded.createdAt, loaded.absoluteExpiresAt, loaded.userId))
     }
     if (change.data !== null) set('data', this.#sealData(row.id, change.data))
-    await query(`UPDATE ${this.#t.sessions} SET ${sets.join(', ')} WHERE id = $1`, values)
+    defer(`UPDATE ${this.#t.sessions} SET ${sets.join(', ')} WHERE id = $1`, values)
     return expiresAt
   }
 

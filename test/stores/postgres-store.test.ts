@@ -131,6 +131,30 @@ if (typeof connected === 'string') {
     t.same(await resolve(store, third, now + 3), { status: 'none' }, 'a flipped byte opens to no session')
   })
 
+  t.test('quotes, backslashes and SQL in every value the transactions inline come back as they went in', async (t) => {
+    const { store, schema } = await scratch(t)
+    const now = Date.now()
+    const odd = "it's \\ a \"sandbox\"; DROP TABLE x; --"
+    const id = recordIdOf(generateLocator())
+    const key = "k'ey\\1"
+    await store.create({ id, sandbox: odd, tokenKey: key, data: { "q'uote": '"\\\\ \' $1"' }, userId: "ada'); DELETE FROM t; --", now, idleTtl: HOUR, absoluteExpiresAt: now + DAY })
+    const live = await store.resolve({ id, tokenKey: key, sandbox: odd, now, gracePeriod: 2000, revokeOnReuse: true })
+    if (live.status !== 'live') return t.fail(`expected live, got ${live.status}`)
+    t.equal(live.session.userId, "ada'); DELETE FROM t; --")
+    t.same({ ...live.session.data }, { "q'uote": '"\\\\ \' $1"' })
+    const next = "n\\e'xt$2"
+    const box = newBox()
+    t.same(await store.commit({ id, tokenKey: key, patch: { "a'\\b": '"$1 $2"' }, rotate: { newKey: next, box, unseenWindow: 600_000 }, now }), { status: 'ok', rotated: true, expiresAt: now + HOUR })
+    t.equal(await store.migrate({ id, tokenKey: next, from: odd, to: "to'\\", newKey: "n'3", retiredUntil: now + 1000, data: null, idleTtl: HOUR, now, userId: "b\\'ob" }), true)
+    const moved = await store.resolve({ id, tokenKey: "n'3", now: now + 1, gracePeriod: 2000, revokeOnReuse: true })
+    if (moved.status !== 'live') return t.fail(`expected live, got ${moved.status}`)
+    t.equal(moved.session.sandbox, "to'\\")
+    t.equal(moved.session.userId, "b\\'ob")
+    t.same({ ...moved.session.data }, { "q'uote": '"\\\\ \' $1"', "a'\\b": '"$1 $2"' })
+    const { rows } = await pool.query(`SELECT count(*)::int AS n FROM "${schema}".xems_sessions`)
+    t.equal(rows[0].n, 1, 'nothing else was run')
+  })
+
   t.test('secrets: another secret is refused; [new, old] reads old data and rewrites it under the new one', async (t) => {
     const { store, schema } = await scratch(t)
     const now = Date.now()
@@ -217,7 +241,7 @@ if (typeof connected === 'string') {
     t.same(counts.map((r) => r.count).sort((x, y) => x - y), Array.from({ length: 300 }, (_, i) => i + 1), 'counters: 300 hits from two instances, each counted once')
   })
 
-  t.test('round trips: resolve and commit are one transaction of 4 round trips each; create, kv and counters one', async (t) => {
+  t.test('round trips: resolve and commit are one transaction of 2 round trips each (BEGIN with the SELECT, the write with COMMIT); create, kv and counters one', async (t) => {
     const { store } = await scratch(t)
     await store.ready()
     let trips = 0
@@ -246,12 +270,14 @@ if (typeof connected === 'string') {
     }
     let c = { id: '', key: '' }
     await measure('create', 1, async () => { c = await create(counted, { now }) })
-    await measure('resolve', 4, async () => await resolve(counted, c, now))
-    await measure('commit with a patch and a rotation', 4, async () => await counted.commit({ id: c.id, tokenKey: c.key, patch: { n: '1' }, rotate: { newKey: newKey(), box: newBox(), unseenWindow: 600_000 }, now }))
+    await measure('resolve', 2, async () => await resolve(counted, c, now))
+    await measure('commit with a patch and a rotation', 2, async () => await counted.commit({ id: c.id, tokenKey: c.key, patch: { n: '1' }, rotate: { newKey: newKey(), box: newBox(), unseenWindow: 600_000 }, now }))
     await measure('kvAdd', 1, async () => await counted.kvAdd('s', 'k', 'v', HOUR, now))
     await measure('kvTake', 1, async () => await counted.kvTake('s', 'k', now))
     await measure('increment', 1, async () => await counted.increment('c', HOUR, now))
     await measure('revokeUser', 1, async () => await counted.revokeUser('u', now))
+    await measure('resolve of a reused token, revoking', 2, async () => await resolve(counted, { id: c.id, key: newKey() }, now))
+    await measure('resolve of an unknown session', 2, async () => await resolve(counted, { id: recordIdOf(generateLocator()), key: newKey() }, now))
   })
 
   t.test('a row locked past the timeout fails the call (lock_timeout), and the store goes on', async (t) => {
