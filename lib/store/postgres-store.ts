@@ -463,7 +463,8 @@ export class PostgresStore implements SessionStore {
 
   /**
    * Runs `work` on one connection of the pool, in a transaction when asked (READ COMMITTED, with the
-   * timeout as statement_timeout and lock_timeout, in the same round trip as BEGIN), within `timeout` ms
+   * timeout as statement_timeout and lock_timeout; BEGIN goes with the first statement, COMMIT with the
+   * write `work` deferred, so a read-then-write transaction is 2 round trips), within `timeout` ms
    * from asking the pool for a connection. Past it, the call fails and the connection is destroyed (its
    * transaction, if the server still has it, rolls back when the connection goes; a COMMIT already sent
    * may have happened: the caller treats the outcome as unknown, and the rotation rules tolerate that).
