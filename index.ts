@@ -4,7 +4,7 @@
  * RedisStore (ioredis) in `fastify-xems/redis`.
  */
 export { xemsSession, xems } from './plugins/session.js'
-export type { XemsSessionData, XemsSessionOptions, XemsCookieOptions, CreateLimitOptions, LinkOptions, XemsDecorator } from './plugins/session.js'
+export type { XemsSessionData, XemsTypes, XemsData, XemsSessionOptions, XemsCookieOptions, CreateLimitOptions, LinkOptions, XemsDecorator } from './plugins/session.js'
 export { XemsEngine, MAX_AGE_CAP_MS, DEFAULT_SANDBOX } from './lib/engine.js'
 export type { EngineOptions, ResolvedSession, UserSessionInfo, PresentedToken, CreateSessionOptions, ResolveSessionOptions, MigrateOptions, SandboxValues, SandboxOptions, ReuseAction, XemsEvents } from './lib/engine.js'
 export { XemsSession } from './lib/session-handle.js'

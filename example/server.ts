@@ -36,8 +36,9 @@ export interface ExampleOptions {
   logLevel?: string
   /**
    * Secure cookies (default true; XEMS_COOKIE_SECURE=false turns them off): the session cookie is then
-   * `__Host-xems`. Chromium (156, Debian) keeps Secure and __Host- cookies on plain http://localhost
-   * and http://127.0.0.1; turn this off only for a browser that drops them there.
+   * `__Host-xems`. Chromium (since Chrome 89) and Firefox (since 75) keep Secure and __Host- cookies on
+   * plain http://localhost and http://127.0.0.1; Safari drops them, so turn this off only to try the
+   * example in Safari (docs/sessions.md, "Secure cookies on localhost", gives the sources).
    */
   secureCookies?: boolean
 }
@@ -52,7 +53,7 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Fasti
     ttl: '1h',
     maxAge: '5d',
     sandboxes: { 'otp-pending': { ttl: '10m' }, 'users-registry': { ttl: '5d' } },
-    // Secure by default, also on http://localhost (Chromium keeps Secure cookies there): no sibling
+    // Secure by default, also on http://localhost (Chromium and Firefox keep Secure cookies there): no sibling
     // subdomain can set or shadow a __Host- cookie.
     cookie: { secure, sameSite: 'lax' },
     createLimit: { max: 30, window: '1m' },

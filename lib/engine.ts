@@ -20,34 +20,34 @@ export type ReuseAction = 'revoke' | 'reject'
 
 export interface SandboxOptions {
   /** Idle lifetime of sessions and default lifetime of values in this sandbox. */
-  ttl?: Duration
+  ttl?: Duration | undefined
 }
 
 export interface EngineOptions {
-  store?: SessionStore
+  store?: SessionStore | undefined
   /** The default sandbox (default `auth-active`). */
-  sandbox?: string
+  sandbox?: string | undefined
   /** Idle lifetime of the default sandbox, refreshed by use (default `1h`). */
-  ttl?: Duration
+  ttl?: Duration | undefined
   /** Absolute cap from creation, never extended (default and maximum `5d`). */
-  maxAge?: Duration
+  maxAge?: Duration | undefined
   /**
    * How long a rotated token keeps working once its successor has been presented: requests that were
    * already in flight, or waiting in the browser's own queues (default `10s`, at most 1 minute).
    */
-  gracePeriod?: Duration
+  gracePeriod?: Duration | undefined
   /**
    * How long a rotated token keeps working while its successor has not been presented yet: a lost
    * response, a backlog, a commit whose answer never arrived, a browser that serialises requests. It is
    * answered with the current token. Default `10m`; at least gracePeriod, at most maxAge.
    */
-  unseenWindow?: Duration
+  unseenWindow?: Duration | undefined
   /** What an earlier token replayed after its window does: `revoke` the session (default) or only `reject` itself. */
-  onReuse?: ReuseAction
+  onReuse?: ReuseAction | undefined
   /** Per-sandbox settings; sandboxes not named here use `ttl`. */
-  sandboxes?: Record<string, SandboxOptions>
+  sandboxes?: Record<string, SandboxOptions> | undefined
   /** Milliseconds since the epoch (default Date.now); for tests. */
-  clock?: () => number
+  clock?: (() => number) | undefined
 }
 
 /** A session as `resolveSession` returns it. */
@@ -56,7 +56,7 @@ export interface ResolvedSession {
   id: string
   sandbox: string
   data: Record<string, unknown>
-  userId?: string
+  userId?: string | undefined
   createdAt: number
   lastSeenAt: number
   expiresAt: number
@@ -68,36 +68,36 @@ export interface ResolvedSession {
 export type UserSessionInfo = SessionInfo
 
 export interface CreateSessionOptions {
-  ttl?: Duration
-  userId?: string
+  ttl?: Duration | undefined
+  userId?: string | undefined
 }
 
 export interface ResolveSessionOptions {
   /** Only a session of this sandbox resolves (default: the default sandbox). */
-  sandbox?: string
+  sandbox?: string | undefined
   /** Issue a new token (default false); the presented one keeps working until the new one is used. */
-  rotate?: boolean
+  rotate?: boolean | undefined
   /** Grace the previous token gets when this call presents its successor for the first time (default: the engine's). */
-  gracePeriod?: Duration
+  gracePeriod?: Duration | undefined
 }
 
 export interface MigrateOptions {
   from: string
   to: string
   /** Replaces the session data when given; otherwise it is kept. */
-  data?: Record<string, unknown>
+  data?: Record<string, unknown> | undefined
   /** Idle lifetime in the new sandbox (default: that sandbox's ttl). */
-  ttl?: Duration
-  userId?: string
+  ttl?: Duration | undefined
+  userId?: string | undefined
 }
 
 /** Every event names sessions by their public id. */
 export interface XemsEvents {
-  created: [{ id: string, sandbox: string, userId?: string }]
+  created: [{ id: string, sandbox: string, userId?: string | undefined }]
   rotated: [{ id: string, sandbox: string }]
   migrated: [{ id: string, from: string, to: string }]
   destroyed: [{ id: string, sandbox: string }]
-  reuse: [{ id: string, sandbox: string, userId?: string, revoked: boolean }]
+  reuse: [{ id: string, sandbox: string, userId?: string | undefined, revoked: boolean }]
   revoked: [{ userId: string, count: number }]
 }
 
@@ -110,7 +110,7 @@ export interface PresentedToken extends ParsedToken {
 /** What a token opened to. `token` is the token the client must use from now on, when known. */
 export type Opened =
   | { status: 'none' }
-  | { status: 'reused', id: string, sandbox: string, userId?: string, revoked: boolean }
+  | { status: 'reused', id: string, sandbox: string, userId?: string | undefined, revoked: boolean }
   | { status: 'live' | 'grace', session: StoredSession, presented: PresentedToken, token: string | null }
 
 /** Values in one sandbox: `app.xems.from('users-registry').set(key, value, ttl?)`. */
@@ -366,7 +366,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
   }
 
   /** Ends every session of a user ("log out everywhere"), optionally but one (`except`: its public id). */
-  async revokeUser (userId: string, options: { except?: string } = {}): Promise<number> {
+  async revokeUser (userId: string, options: { except?: string | undefined } = {}): Promise<number> {
     checkUserId(userId)
     let exceptId: string | undefined
     if (options.except !== undefined) {

@@ -40,7 +40,7 @@ export class XemsError extends Error {
   readonly code: XemsErrorCode
   readonly statusCode: number
   /** Seconds a client should wait, for 429 answers. */
-  readonly retryAfter?: number
+  readonly retryAfter?: number | undefined
 
   constructor (code: XemsErrorCode, message: string, statusCode = 500, options: { retryAfter?: number, cause?: unknown } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause })

@@ -16,11 +16,11 @@ import { badOption, XemsError } from './errors.js'
 /** argon2id parameters. Each may be raised above the OWASP minimum, never lowered below it. */
 export interface PasswordHashOptions {
   /** Memory in KiB (not bytes). Minimum and default 19456 (19 MiB); at most 4194304 (4 GiB). */
-  memoryCost?: number
+  memoryCost?: number | undefined
   /** Passes over memory. Minimum and default 2; at most 100. */
-  timeCost?: number
+  timeCost?: number | undefined
   /** Lanes. Minimum and default 1; at most 64. */
-  parallelism?: number
+  parallelism?: number | undefined
 }
 
 /** Resolved parameters: what a hash is made with. */

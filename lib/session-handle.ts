@@ -17,9 +17,9 @@ export interface FinishOptions {
 
 export interface SessionMigrateOptions {
   /** Replaces the session data when given; otherwise the data (with this request's changes) is kept. */
-  data?: Record<string, unknown>
-  ttl?: Duration
-  userId?: string
+  data?: Record<string, unknown> | undefined
+  ttl?: Duration | undefined
+  userId?: string | undefined
 }
 
 type Mode =
@@ -45,7 +45,7 @@ export class XemsSession<Data = Record<string, unknown>> {
   #publicId: string | null = null
   sandbox: string
   data: Data
-  userId?: string
+  userId?: string | undefined
   readonly createdAt: number
   /** When the session ends if unused (idle timeout or absolute cap, whichever is first). */
   expiresAt: number

@@ -20,11 +20,11 @@ export type TotpAlgorithm = 'SHA1' | 'SHA256' | 'SHA512'
 /** Code parameters; they must match what the authenticator app was given in the URI. */
 export interface TotpParameters {
   /** Digits in a code, 6 to 8. Default 6 (what every authenticator app supports). */
-  digits?: number
+  digits?: number | undefined
   /** Seconds per step, 15 to 120. Default 30. */
-  period?: number
+  period?: number | undefined
   /** HMAC hash. Default 'SHA1' (the only one some authenticator apps support). */
-  algorithm?: TotpAlgorithm
+  algorithm?: TotpAlgorithm | undefined
 }
 
 export interface TotpUriOptions extends TotpParameters {
@@ -40,19 +40,19 @@ export interface TotpGenerateOptions extends TotpParameters {
   /** Base32 secret, as returned by `generateTotpSecret`. */
   secret: string
   /** Time in ms since the epoch. Default `Date.now()`. */
-  at?: number
+  at?: number | undefined
 }
 
 export interface TotpVerifyOptions extends TotpGenerateOptions {
   /** The code the user typed. */
   token: string
   /** Steps of clock drift accepted on either side of the current one, 0 to 10. Default 1. */
-  window?: number
+  window?: number | undefined
   /**
    * Replay guard: only steps strictly greater than this are accepted. Pass the `step` of the last
    * code accepted for this user (null or undefined when there is none yet).
    */
-  afterStep?: number | null
+  afterStep?: number | null | undefined
 }
 
 export interface TotpVerifyResult {

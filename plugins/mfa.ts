@@ -15,9 +15,9 @@ import type { XemsDecorator } from './session.js'
 
 /** A user's second factors, as the application stores them (in its own user database). */
 export interface MfaRecord {
-  totp?: { secret: string, algorithm?: TotpAlgorithm, digits?: number, period?: number, enrolledAt: number } | null
+  totp?: { secret: string, algorithm?: TotpAlgorithm | undefined, digits?: number | undefined, period?: number | undefined, enrolledAt: number } | null | undefined
   /** argon2id hashes of recovery codes; a used one is null. */
-  recoveryCodes?: Array<string | null>
+  recoveryCodes?: Array<string | null> | undefined
 }
 
 /** How the plugin reads and writes a user's MFA record. `save` should replace the record atomically. */
@@ -32,14 +32,14 @@ export interface MfaLockoutOptions {
    * most 10). Each guess is counted before it is evaluated; past this number the user is throttled
    * (429 with Retry-After) until the window ends, whatever is tried, so no parallel burst gets more.
    */
-  maxFailures?: number
+  maxFailures?: number | undefined
   /** The throttling window, fixed from its first guess (default `15m`, at most 5 days). */
-  window?: Duration
+  window?: Duration | undefined
   /**
    * Guesses without a successful sign-in, across windows, after which the account accepts none until
    * 5 days after the first of them (default 100, at most 100: NIST 800-63B 5.2.2). `unlock` lifts it.
    */
-  maxConsecutive?: number
+  maxConsecutive?: number | undefined
 }
 
 export interface XemsMfaOptions {
@@ -47,35 +47,35 @@ export interface XemsMfaOptions {
   issuer: string
   users: MfaUserAdapter
   /** Sandbox of half-authenticated sessions (default `otp-pending`). */
-  pendingSandbox?: string
+  pendingSandbox?: string | undefined
   /** Sandbox a verified session moves to (default: the session plugin's default sandbox). */
-  activeSandbox?: string
+  activeSandbox?: string | undefined
   /** Lifetime of a pending session (default `15m`, at most 15 minutes). */
-  pendingTtl?: Duration
+  pendingTtl?: Duration | undefined
   /** Steps of clock drift accepted either side (default 1, at most 10). */
-  window?: number
+  window?: number | undefined
   /** Code attempts per pending session (default 5, at most 10); past it the pending session ends. */
-  maxAttempts?: number
-  lockout?: MfaLockoutOptions
+  maxAttempts?: number | undefined
+  lockout?: MfaLockoutOptions | undefined
   /** Recovery codes issued at enrolment (default 10). */
-  recoveryCodes?: number
+  recoveryCodes?: number | undefined
   /** Opt-in "remember this device": an HttpOnly device cookie that skips the TOTP step for `ttl` (at most 5 days). */
-  rememberDevice?: false | { ttl?: Duration, cookieName?: string, secure?: boolean }
+  rememberDevice?: false | { ttl?: Duration | undefined, cookieName?: string | undefined, secure?: boolean | undefined } | undefined
   /** TOTP parameters of new enrolments (defaults SHA1, 6 digits, 30 s: what every authenticator app supports). */
-  totp?: { algorithm?: TotpAlgorithm, digits?: number, period?: number }
+  totp?: { algorithm?: TotpAlgorithm | undefined, digits?: number | undefined, period?: number | undefined } | undefined
   /** argon2id parameters for recovery-code hashes and password checks. */
-  argon2?: PasswordHashOptions
+  argon2?: PasswordHashOptions | undefined
   /**
    * How recent a second-factor verification must be to change or remove an existing factor
    * (re-enrolment, disable, new recovery codes). Default `10m`, at most 1 hour.
    */
-  freshFor?: Duration
+  freshFor?: Duration | undefined
 }
 
 export interface BeginOptions {
   userId: string
   /** Session data to carry into the active session. */
-  data?: Record<string, unknown>
+  data?: Record<string, unknown> | undefined
 }
 
 export interface BeginResult {
@@ -88,7 +88,7 @@ export interface BeginResult {
 export interface VerifyResult {
   method: 'totp' | 'recovery'
   /** Unused recovery codes left, after a recovery-code login. */
-  recoveryCodesLeft?: number
+  recoveryCodesLeft?: number | undefined
 }
 
 export interface Enrolment {
@@ -118,13 +118,13 @@ export interface XemsMfa {
   /** After the password step: opens the pending session (or, without a second factor or on a remembered device, the active one). */
   begin: (request: FastifyRequest, reply: FastifyReply, options: BeginOptions) => Promise<BeginResult>
   /** Verifies a TOTP or recovery code against the request's pending session and, on success, moves it to the active sandbox. */
-  verify: (request: FastifyRequest, reply: FastifyReply, code: unknown, options?: { remember?: boolean }) => Promise<VerifyResult>
+  verify: (request: FastifyRequest, reply: FastifyReply, code: unknown, options?: { remember?: boolean | undefined }) => Promise<VerifyResult>
   /**
    * Starts (or restarts) TOTP enrolment for the signed-in user; nothing is stored for the user until
    * confirmEnrolment. When the user already has a factor, both steps need a second factor verified
    * within `freshFor` (401 FST_XEMS_MFA_REQUIRED otherwise).
    */
-  startEnrolment: (request: FastifyRequest, options?: { label?: string }) => Promise<Enrolment>
+  startEnrolment: (request: FastifyRequest, options?: { label?: string | undefined }) => Promise<Enrolment>
   /**
    * Confirms enrolment with a first valid code; stores it, returns the recovery codes (show them once),
    * ends the user's other sessions. It does not make the session's second factor fresh.
@@ -142,13 +142,13 @@ export interface XemsMfa {
   /** A preHandler: 401 FST_XEMS_MFA_REQUIRED unless the active session verified a second factor within `maxAge`. */
   requireFreshMfa: (maxAge: Duration) => preHandlerAsyncHookHandler
   /** Ends every session and remembered device of a user. */
-  revokeUser: (userId: string, options?: { except?: string }) => Promise<number>
+  revokeUser: (userId: string, options?: { except?: string | undefined }) => Promise<number>
 }
 
 declare module './session.js' {
   interface XemsSessionData {
     /** When this session last verified a second factor (ms since the epoch). Set by xemsMfa. */
-    mfaVerifiedAt?: number
+    mfaVerifiedAt?: number | undefined
   }
 }
 

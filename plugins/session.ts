@@ -10,17 +10,36 @@ import { readRawCookie } from './raw-cookie.js'
 import { StoreOutage } from './store-outage.js'
 
 /**
- * The shape of session data, for `request.session.data`. Extend it by declaration merging:
+ * The shape of session data, for `request.session.data`: any key (of type `unknown`) unless the app narrows
+ * it. Type keys by declaration merging (other keys stay allowed):
  *
  * ```ts
  * declare module 'fastify-xems' {
  *   interface XemsSessionData { userId: string, cart?: string[] }
  * }
  * ```
+ *
+ * or allow only the app's keys through {@link XemsTypes}.
  */
 export interface XemsSessionData {
   [key: string]: unknown
 }
+
+/**
+ * Augment with `sessionData: YourShape` to type `request.session.data` (and `reply.xLink`) as exactly that
+ * shape, with no index signature: a misspelt key is then a compile error.
+ *
+ * ```ts
+ * declare module 'fastify-xems' {
+ *   interface XemsTypes { sessionData: { userId: string, cart?: string[] } }
+ * }
+ * ```
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-interface
+export interface XemsTypes {}
+
+/** The type of session data: `XemsTypes['sessionData']` when the app set it, else {@link XemsSessionData}. */
+export type XemsData = XemsTypes extends { sessionData: infer Data extends object } ? Data : XemsSessionData
 
 export interface XemsCookieOptions {
   /**
@@ -28,18 +47,18 @@ export interface XemsCookieOptions {
    * sibling subdomain can then set or shadow it), `__Secure-xems` when secure otherwise, `xems` when
    * not secure. A `__Host-` name requires secure, path `/` and no domain.
    */
-  name?: string
-  path?: string
-  domain?: string
+  name?: string | undefined
+  path?: string | undefined
+  domain?: string | undefined
   /** Default true; turn it off only for plain http://localhost development. */
-  secure?: boolean
-  sameSite?: 'lax' | 'strict' | 'none'
+  secure?: boolean | undefined
+  sameSite?: 'lax' | 'strict' | 'none' | undefined
   /**
    * false (default): a browser-session cookie, gone when the browser closes (the OWASP cheat sheet's
    * advice). true: the cookie carries Max-Age up to the session's absolute deadline. Either way the
    * server enforces the idle and absolute timeouts.
    */
-  persistent?: boolean
+  persistent?: boolean | undefined
 }
 
 export interface CreateLimitOptions {
@@ -47,24 +66,24 @@ export interface CreateLimitOptions {
   max: number
   window: Duration
   /** Who "one client" is (default: the request's IP). */
-  key?: (request: FastifyRequest) => string
+  key?: ((request: FastifyRequest) => string) | undefined
 }
 
 export interface XemsSessionOptions extends EngineOptions {
   /** A new token on every response to a request that resolved a session (default true). */
-  autoRotation?: boolean
+  autoRotation?: boolean | undefined
   /** Cookie transport for browsers, always HttpOnly (default on); false turns it off. */
-  cookie?: XemsCookieOptions | false
+  cookie?: XemsCookieOptions | false | undefined
   /** Header transport for other clients (default `x-xems-token`); false turns it off. */
-  header?: string | false
+  header?: string | false | undefined
   /** Rate limit on sessions opened through `reply.xLink` (default off). */
-  createLimit?: CreateLimitOptions | false
+  createLimit?: CreateLimitOptions | false | undefined
 }
 
 export interface LinkOptions {
-  sandbox?: string
-  userId?: string
-  ttl?: Duration
+  sandbox?: string | undefined
+  userId?: string | undefined
+  ttl?: Duration | undefined
 }
 
 export type XemsDecorator = XemsEngine & {
@@ -78,14 +97,14 @@ declare module 'fastify' {
   }
   interface FastifyRequest {
     /** The request's session, or null. */
-    session: XemsSession<XemsSessionData> | null
+    session: XemsSession<XemsData> | null
   }
   interface FastifyReply {
     /**
      * Opens a session (ending the request's current one) and sends its token with this response.
      * Returns the token.
      */
-    xLink: (data?: Partial<XemsSessionData>, sandboxOrOptions?: string | LinkOptions) => Promise<string>
+    xLink: (data?: Partial<XemsData>, sandboxOrOptions?: string | LinkOptions) => Promise<string>
     /** Ends the request's session everywhere and clears the cookie. */
     xUnlink: () => Promise<void>
   }
@@ -116,7 +135,7 @@ const COOKIE_DOMAIN = /^\.?[A-Za-z0-9](?:[A-Za-z0-9-.]{0,251}[A-Za-z0-9])?$/
 interface CookieSettings {
   name: string
   path: string
-  domain?: string
+  domain?: string | undefined
   secure: boolean
   sameSite: 'lax' | 'strict' | 'none'
   persistent: boolean

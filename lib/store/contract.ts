@@ -29,7 +29,7 @@ export interface StoredSession {
   /** The record id (never the locator; see lib/session-token.ts). */
   id: string
   sandbox: string
-  userId?: string
+  userId?: string | undefined
   data: EncodedData
   createdAt: number
   lastSeenAt: number
@@ -43,7 +43,7 @@ export interface SessionInfo {
   /** The record id. The engine turns it into the public id before anything leaves it. */
   id: string
   sandbox: string
-  userId?: string
+  userId?: string | undefined
   createdAt: number
   lastSeenAt: number
   /** When the session ends if unused: min(lastSeenAt + idleTtl, absoluteExpiresAt). */
@@ -55,7 +55,7 @@ export interface CreateInput {
   sandbox: string
   tokenKey: string
   data: EncodedData
-  userId?: string
+  userId?: string | undefined
   now: number
   idleTtl: number
   absoluteExpiresAt: number
@@ -66,7 +66,7 @@ export interface ResolveInput {
   /** The key of the presented token. */
   tokenKey: string
   /** Only a session of this sandbox resolves; undefined: any sandbox. */
-  sandbox?: string
+  sandbox?: string | undefined
   now: number
   /**
    * How long the session's previous token keeps working once this, its successor, has been presented
@@ -88,7 +88,7 @@ export type ResolveResult =
    */
   | { status: 'grace', session: StoredSession, chain: string[] }
   /** Any other token of the session: an earlier one replayed after its window, the theft signal. */
-  | { status: 'reused', id: string, sandbox: string, userId?: string, revoked: boolean }
+  | { status: 'reused', id: string, sandbox: string, userId?: string | undefined, revoked: boolean }
 
 export interface RotateInput {
   newKey: string
@@ -134,7 +134,7 @@ export interface MigrateInput {
   /** Replaces all data when given. */
   data: EncodedData | null
   idleTtl: number
-  userId?: string
+  userId?: string | undefined
   now: number
 }
 
@@ -173,5 +173,5 @@ export interface SessionStore {
    * Optional: resolves when the store can serve (a vault loaded, a secret checked) and rejects with the
    * start-up error otherwise. xemsSession awaits it at register, so a bad vault or secret fails there.
    */
-  ready?: () => Promise<void>
+  ready?: (() => Promise<void>) | undefined
 }

@@ -37,30 +37,30 @@ export interface PersistenceOptions {
    * nothing acknowledged is lost even by a power cut. `'everysec'`: after the write to the OS, fsync
    * at most a second later; a process crash loses nothing acknowledged, a power cut up to about a second.
    */
-  fsync?: FsyncPolicy
+  fsync?: FsyncPolicy | undefined
   /** Journal size in bytes after which it is compacted into a new snapshot (default 8 MiB; at least the snapshot's size). */
-  compactAfter?: number
+  compactAfter?: number | undefined
 }
 
 export interface MemoryStoreOptions {
   /** How often expired entries are swept, in small steps (default 250ms). */
-  sweepInterval?: Duration
+  sweepInterval?: Duration | undefined
   /** The clock the background sweep reads (default Date.now); give the engine's clock in tests. */
-  clock?: () => number
+  clock?: (() => number) | undefined
   /** Keep the store in an encrypted vault on disk, so sessions survive a restart (default: memory only). */
-  persistence?: PersistenceOptions
+  persistence?: PersistenceOptions | undefined
   /**
    * Bind the vault to this machine: its keys also derive from the machine id (/etc/machine-id, else
    * /var/lib/dbus/machine-id), so the files do not open on another host even with the secret. Default false.
    */
-  bindToHost?: boolean
+  bindToHost?: boolean | undefined
   /**
    * The host identity to use instead of the machine id: for tests, and for containers whose machine
    * id is missing or changes with every image (give a stable value of your own).
    */
-  hostId?: string
+  hostId?: string | undefined
   /** Receives what the vault reports without stopping (a torn journal tail, a failed compaction). Default: process.emitWarning. */
-  onWarning?: (warning: VaultWarning) => void
+  onWarning?: ((warning: VaultWarning) => void) | undefined
 }
 
 const DEFAULT_COMPACT_AFTER = 8 * 1024 * 1024

@@ -19,7 +19,7 @@ export interface RedisStoreOptions {
    */
   client: Redis | Cluster
   /** Prefix of every key (default `xems:`): 1 to 64 characters from `[A-Za-z0-9:_./-]`. */
-  prefix?: string
+  prefix?: string | undefined
   /**
    * The secret that seals everything written to Redis: one 32-byte secret, or `[newest, ...older]`
    * while rotating (data sealed under an older one still opens and is rewritten under the newest).
