@@ -2,7 +2,8 @@
 // example app in docs/getting-started.md, one route in docs/sessions.md). Each name here is what that page
 // says it is; a snippet that defines or imports a name itself uses its own. Nothing else is global.
 import type { FastifyInstance, RouteHandlerMethod, preHandlerAsyncHookHandler } from 'fastify'
-import type { MfaRecord, SandboxValues, XemsMfa } from 'fastify-xems'
+import type { SandboxValues } from 'fastify-xems'
+import type { MfaRecord, XemsMfa } from 'fastify-xems/mfa'
 
 declare global {
   /** A Fastify app with `xemsSession` registered. */
@@ -23,9 +24,9 @@ declare global {
   var email: string
   var password: string
   var createdAt: number
-  var hashPassword: typeof import('fastify-xems').hashPassword
+  var hashPassword: typeof import('fastify-xems/mfa').hashPassword
   var xemsSession: typeof import('fastify-xems').xemsSession
-  var xemsMfa: typeof import('fastify-xems').xemsMfa
+  var xemsMfa: typeof import('fastify-xems/mfa').xemsMfa
   /** The example's user record (example/server.ts). */
   interface UserRecord { email: string, passwordHash: string, mfa: MfaRecord, createdAt: number }
 }
