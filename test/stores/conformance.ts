@@ -6,7 +6,7 @@
 import type { Test } from 'tap'
 import { sealForTokenHolder } from '../../lib/cipher.js'
 import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session-token.js'
-import { MAX_PAST_TOKENS, type CommitInput, type SessionStore } from '../../lib/store/contract.js'
+import { DEVICE_KEY, MAX_PAST_TOKENS, type CommitInput, type SessionStore } from '../../lib/store/contract.js'
 import { generateToken } from '../../lib/token.js'
 
 export interface StoreUnderTest {
@@ -333,6 +333,42 @@ export function runStoreConformance (t: Test, makeStore: () => Promise<StoreUnde
     t.same(await resolve(a.id, a.key, t0 + 5003), { status: 'none' })
     t.equal((await resolve(other.id, other.key, t0 + 5003)).status, 'live', 'other users are untouched')
     t.same(await store.listUser('nobody', t0), [])
+  })
+
+  t.test('device record: listed with the session, updated by a commit patch, returned by a theft signal', async (t) => {
+    const device = JSON.stringify({ userAgent: 'UA one', browser: 'Chrome', browserVersion: '1', os: 'Linux', type: 'desktop', ip: '10.0.0.1' })
+    const a = await create({ userId: 'dev-u', data: { user: '"ada"', [DEVICE_KEY]: device } })
+    const b = await create({ userId: 'dev-u' })
+    const listed = await store.listUser('dev-u', t0 + 1)
+    t.equal(listed.find((info) => info.id === a.id)?.device, device, 'the device text comes with the list')
+    t.notOk('device' in listed.find((info) => info.id === b.id)!, 'a session without one has none')
+    const moved = JSON.stringify({ ...JSON.parse(device), ip: '10.0.0.2' })
+    await resolve(a.id, a.key, t0 + 2)
+    const next = newKey()
+    await commit({ id: a.id, tokenKey: a.key, patch: { [DEVICE_KEY]: moved }, rotate: next, now: t0 + 3 })
+    t.equal((await store.listUser('dev-u', t0 + 4)).find((info) => info.id === a.id)?.device, moved, 'a commit patch updates it')
+    await resolve(a.id, next, t0 + 5)
+    const reused = await resolve(a.id, a.key, t0 + 5 + GRACE + 1)
+    t.same(reused, { status: 'reused', id: a.id, sandbox: 'auth-active', userId: 'dev-u', revoked: true, device: moved }, 'the theft signal says who used the session last')
+  })
+
+  t.test('revokeUserSession ends one live session of its user only', async (t) => {
+    const a = await create({ userId: 'one-u' })
+    const b = await create({ userId: 'one-u' })
+    const other = await create({ userId: 'two-u' })
+    const short = await create({ userId: 'one-u', idleTtl: 1000 })
+    t.equal(await store.revokeUserSession('one-u', other.id, t0 + 1), false, 'a session of another user is refused')
+    t.equal((await resolve(other.id, other.key, t0 + 2)).status, 'live', '…and left alone')
+    t.equal(await store.revokeUserSession('one-u', recordIdOf(generateLocator()), t0 + 1), false, 'no such session')
+    t.equal(await store.revokeUserSession('one-u', short.id, t0 + 5000), false, 'an expired one does not count')
+    t.equal(await store.revokeUserSession('one-u', b.id, t0 + 3), true)
+    t.equal(await store.revokeUserSession('one-u', b.id, t0 + 4), false, 'only once')
+    t.same(await resolve(b.id, b.key, t0 + 5), { status: 'none' })
+    t.equal((await resolve(a.id, a.key, t0 + 5)).status, 'live', 'the others live on')
+    t.same((await store.listUser('one-u', t0 + 6)).map((info) => info.id), [a.id])
+    const c = await create({ userId: 'one-u', now: t0 + 7 })
+    const racers = await Promise.all(Array.from({ length: 100 }, async () => await store.revokeUserSession('one-u', c.id, t0 + 8)))
+    t.equal(racers.filter(Boolean).length, 1, 'of 100 parallel revocations exactly one ends it')
   })
 
   t.test('a session that gains a user by migration is listed and revoked with that user', async (t) => {
