@@ -14,7 +14,7 @@ async function devicesApp (options: XemsSessionOptions = {}): Promise<{ app: Fas
   const app = Fastify({ trustProxy: true })
   await app.register(xemsSession, { cookie: { secure: false }, onSecurityEvent: (event) => { events.push(event) }, ...options })
   app.post<{ Body: { user: string } }>('/login', async (request, reply) => {
-    await reply.xLink({ user: request.body.user }, { userId: request.body.user, signIn: 'password' })
+    await reply.xLink({ who: request.body.user }, { userId: request.body.user, signIn: 'password' })
     return { ok: true }
   })
   app.get('/devices', { preHandler: app.xems.requireSession() }, async (request) =>
