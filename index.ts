@@ -1,3 +1,8 @@
+/**
+ * fastify-xems: the session plugin, its engine, the embedded MemoryStore, errors and types.
+ * Loads no optional dependency: the MFA helpers (argon2, the QR encoder) are in `fastify-xems/mfa`,
+ * RedisStore (ioredis) in `fastify-xems/redis`.
+ */
 export { xemsSession, xems } from './plugins/session.js'
 export type { XemsSessionData, XemsSessionOptions, XemsCookieOptions, CreateLimitOptions, LinkOptions, UnlinkOptions, ClearSiteDataType, XemsDecorator } from './plugins/session.js'
 export type { CsrfOptions } from './plugins/csrf.js'
@@ -10,8 +15,6 @@ export { XemsSession } from './lib/session-handle.js'
 export type { SessionMigrateOptions } from './lib/session-handle.js'
 export { MemoryStore } from './lib/store/memory-store.js'
 export type { MemoryStoreOptions, PersistenceOptions, VaultSecret, FsyncPolicy, VaultWarning } from './lib/store/memory-store.js'
-export { RedisStore, REDIS_SEAL_PURPOSE } from './lib/store/redis-store.js'
-export type { RedisStoreOptions, RedisStoreSecret } from './lib/store/redis-store.js'
 export type * from './lib/store/contract.js'
 export { MAX_PAST_TOKENS } from './lib/store/contract.js'
 export { XemsError, isXemsError } from './lib/errors.js'
@@ -19,10 +22,3 @@ export type { XemsErrorCode } from './lib/errors.js'
 export { parseDuration } from './lib/duration.js'
 export type { Duration } from './lib/duration.js'
 export { Keyring, parseSecret } from './lib/cipher.js'
-export { xemsMfa } from './plugins/mfa.js'
-export type { XemsMfa, XemsMfaOptions, MfaRecord, MfaUserAdapter, MfaLockoutOptions, BeginOptions, BeginResult, VerifyResult, Enrolment } from './plugins/mfa.js'
-export { hashPassword, verifyPassword, needsRehash, PASSWORD_DEFAULTS } from './lib/password.js'
-export type { PasswordHashOptions } from './lib/password.js'
-export { generateTotpSecret, totpUri, generateTotp, verifyTotp } from './lib/totp.js'
-export type { TotpAlgorithm, TotpParameters, TotpUriOptions, TotpGenerateOptions, TotpVerifyOptions, TotpVerifyResult } from './lib/totp.js'
-export { generateRecoveryCodes, hashRecoveryCodes, findRecoveryCode, normalizeRecoveryCode } from './lib/recovery-codes.js'

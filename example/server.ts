@@ -9,7 +9,8 @@
  */
 import { createHash } from 'node:crypto'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
-import { hashPassword, isXemsError, xemsMfa, xemsSession, type MfaRecord, type SecurityEvent, type SessionStore } from 'fastify-xems'
+import { isXemsError, xemsSession, type SecurityEvent, type SessionStore } from 'fastify-xems'
+import { hashPassword, xemsMfa, type MfaRecord } from 'fastify-xems/mfa'
 import { openStore } from './store.js'
 import { PAGE } from './page.js'
 

@@ -10,7 +10,8 @@
  */
 import { randomBytes } from 'node:crypto'
 import { resolve } from 'node:path'
-import { MemoryStore, RedisStore, type SessionStore } from 'fastify-xems'
+import { MemoryStore, type SessionStore } from 'fastify-xems'
+import { RedisStore } from 'fastify-xems/redis'
 
 export interface OpenedStore {
   store: SessionStore

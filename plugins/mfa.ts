@@ -173,9 +173,6 @@ function checkWhole (value: unknown, option: string, min: number, max: number, f
 }
 
 async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions): Promise<void> {
-  if (!fastify.hasDecorator('xems')) {
-    throw new XemsError('FST_XEMS_MISSING_SESSION_PLUGIN', 'fastify-xems: register xemsSession before xemsMfa (on this instance or a parent): xemsMfa keeps its state in the session store')
-  }
   const engine: XemsDecorator = fastify.xems
   if (typeof options.issuer !== 'string' || options.issuer.length === 0 || options.issuer.length > 100 || options.issuer.includes(':')) {
     throw badOption('issuer', 'must be a name of 1 to 100 characters without ":" (it is shown in authenticator apps)')
@@ -601,4 +598,5 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
  * Password → TOTP login helpers for the routes of one context: register it next to the login routes,
  * after xemsSession (on the same instance or a parent).
  */
-export const xemsMfa = fp(xemsMfaPlugin, { name: 'xems-mfa', fastify: '5.x' })
+// xemsMfa keeps its state in the session store: Fastify refuses it at register without xemsSession on this instance or a parent.
+export const xemsMfa = fp(xemsMfaPlugin, { name: 'xems-mfa', fastify: '5.x', dependencies: ['xems-session'] })

@@ -225,6 +225,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
   const decorator: XemsDecorator = Object.assign(engine, { requireSession: createSessionGuard(engine.defaultSandbox) })
   fastify.decorate('xems', decorator)
   fastify.decorateRequest('session', null)
+  fastify.decorateRequest(kState, null)
   fastify.decorateReply('xLink', xLink)
   fastify.decorateReply('xUnlink', xUnlink)
 

@@ -303,7 +303,7 @@ t.test('remember this device: skips the TOTP step until the user is revoked', as
 
 t.test('register: xemsMfa needs xemsSession and checks its options', async (t) => {
   const bare = Fastify()
-  await t.rejects(async () => { await bare.register(xemsMfa, { issuer: 'X', users: { load: async () => null, save: async () => {} } }); await bare.ready() }, { code: 'FST_XEMS_MISSING_SESSION_PLUGIN' })
+  await t.rejects(async () => { await bare.register(xemsMfa, { issuer: 'X', users: { load: async () => null, save: async () => {} } }); await bare.ready() }, { code: 'FST_ERR_PLUGIN_DEPENDENCY_NOT_REGISTERED', message: /'xems-session' of plugin 'xems-mfa'/ })
   const bad: Array<[Partial<XemsMfaOptions>, RegExp]> = [
     [{ issuer: '' }, /"issuer"/],
     [{ issuer: 'A:B' }, /"issuer"/],

@@ -1,0 +1,8 @@
+/** fastify-xems/mfa: the password → second-factor login (xemsMfa), argon2id passwords, TOTP and recovery codes. */
+export { xemsMfa } from './plugins/mfa.js'
+export type { XemsMfa, XemsMfaOptions, MfaRecord, MfaUserAdapter, MfaLockoutOptions, BeginOptions, BeginResult, VerifyResult, Enrolment } from './plugins/mfa.js'
+export { hashPassword, verifyPassword, needsRehash, PASSWORD_DEFAULTS } from './lib/password.js'
+export type { PasswordHashOptions } from './lib/password.js'
+export { generateTotpSecret, totpUri, generateTotp, verifyTotp } from './lib/totp.js'
+export type { TotpAlgorithm, TotpParameters, TotpUriOptions, TotpGenerateOptions, TotpVerifyOptions, TotpVerifyResult } from './lib/totp.js'
+export { generateRecoveryCodes, hashRecoveryCodes, findRecoveryCode, normalizeRecoveryCode } from './lib/recovery-codes.js'

@@ -1,0 +1,56 @@
+/**
+ * Type tests of the public API as a consumer sees it (the emitted .d.ts files through the package's
+ * exports), run by `npm run test:types` (tsd). They fail when a public type loosens or breaks.
+ */
+import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify'
+import { expectAssignable, expectError, expectNotAssignable, expectType } from 'tsd'
+import { MemoryStore, xemsSession, XemsError, type Duration, type XemsSession, type XemsSessionData, type XemsSessionOptions } from 'fastify-xems'
+import { hashPassword, xemsMfa, type VerifyResult } from 'fastify-xems/mfa'
+import { RedisStore } from 'fastify-xems/redis'
+
+declare module 'fastify-xems' {
+  interface XemsSessionData {
+    userId?: string
+    cart?: string[]
+  }
+}
+
+const app = Fastify()
+await app.register(xemsSession, { ttl: '1h', maxAge: '5d', cookie: { secure: true }, store: new MemoryStore() })
+await app.register(xemsMfa, { issuer: 'Example', users: { load: async () => null, save: async () => {} } })
+
+// Declaration merging types request.session.data.
+app.get('/me', { preHandler: app.xems.requireSession() }, async (request: FastifyRequest) => {
+  expectType<XemsSession<XemsSessionData> | null>(request.session)
+  const session = request.session!
+  expectType<string[] | undefined>(session.data.cart)
+  expectError(session.data.cart = [1, 2])
+  expectType<string | undefined>(session.data.userId)
+  return session.data
+})
+
+app.post('/login', async (_request, reply: FastifyReply) => {
+  expectType<Promise<void>>(reply.xUnlink())
+  await reply.xLink({ userId: 'u1' }, { userId: 'u1' })
+  return { ok: true }
+})
+
+// Options: durations are strings or milliseconds; a wrong type is refused.
+expectAssignable<XemsSessionOptions>({ ttl: '15m', maxAge: 86_400_000 })
+expectNotAssignable<XemsSessionOptions>({ ttl: true })
+expectAssignable<Duration>('10s')
+expectNotAssignable<Duration>({ seconds: 10 })
+
+// The decorators exist on the instance.
+expectType<typeof app.xems.requireSession>(app.xems.requireSession)
+expectType<Promise<string>>(hashPassword('correct horse battery staple'))
+
+// Errors carry a stable code and a status.
+declare const err: XemsError
+expectType<number>(err.statusCode)
+expectAssignable<string>(err.code)
+
+// The Redis entry point exports the store class.
+expectType<'function'>(typeof RedisStore as 'function')
+declare const verified: VerifyResult
+expectAssignable<object>(verified)
