@@ -4,9 +4,13 @@
  * RedisStore (ioredis) in `fastify-xems/redis`.
  */
 export { xemsSession, xems } from './plugins/session.js'
-export type { XemsSessionData, XemsTypes, XemsData, XemsSessionOptions, XemsCookieOptions, CreateLimitOptions, LinkOptions, XemsDecorator } from './plugins/session.js'
+export type { XemsSessionData, XemsTypes, XemsData, XemsSessionOptions, XemsCookieOptions, CreateLimitOptions, LinkOptions, UnlinkOptions, ClearSiteDataType, XemsDecorator } from './plugins/session.js'
+export type { CsrfOptions } from './plugins/csrf.js'
+export type { SecurityEvent, SecurityEventType, UseOf } from './lib/security-events.js'
+export type { DeviceInfo, DeviceType, SignInMethod } from './lib/device.js'
+export { MAX_USER_AGENT_BYTES } from './lib/device.js'
 export { XemsEngine, MAX_AGE_CAP_MS, DEFAULT_SANDBOX } from './lib/engine.js'
-export type { EngineOptions, ResolvedSession, UserSessionInfo, PresentedToken, CreateSessionOptions, ResolveSessionOptions, MigrateOptions, SandboxValues, SandboxOptions, ReuseAction, XemsEvents } from './lib/engine.js'
+export type { EngineOptions, ResolvedSession, UserSessionInfo, ListUserSessionsOptions, PresentedToken, CreateSessionOptions, ResolveSessionOptions, MigrateOptions, SandboxValues, SandboxOptions, ReuseAction, XemsEvents } from './lib/engine.js'
 export { XemsSession } from './lib/session-handle.js'
 export type { SessionMigrateOptions } from './lib/session-handle.js'
 export { MemoryStore } from './lib/store/memory-store.js'

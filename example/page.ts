@@ -19,6 +19,8 @@ export const PAGE = `<!doctype html>
   #qr svg { width: 200px; height: 200px; } code { background: #f0f0f0; padding: 0 .25rem; }
   #message { min-height: 1.5rem; font-weight: 600; } .error { color: #b00020; } .ok { color: #0a7a33; }
   ol#recovery-codes { font-family: monospace; font-size: 1.1rem; }
+  table#devices { border-collapse: collapse; width: 100%; font-size: 15px; } #devices th, #devices td { text-align: left; padding: .3rem .4rem; border-bottom: 1px solid #ddd; }
+  .this-device { font-weight: 600; color: #0a7a33; }
 </style>
 </head>
 <body>
@@ -49,6 +51,7 @@ export const PAGE = `<!doctype html>
     <label><input type="checkbox" name="remember"> Remember this device for 5 days</label>
     <button type="submit">Verify</button>
   </form>
+  <button id="code-back">Back: sign in as someone else</button>
 </section>
 
 <section id="view-enrol" hidden>
@@ -66,6 +69,8 @@ export const PAGE = `<!doctype html>
   <h2>Your recovery codes</h2>
   <p>Each works once, if you lose your authenticator. They are shown only now: keep them somewhere safe.</p>
   <ol id="recovery-codes"></ol>
+  <button id="recovery-copy">Copy</button>
+  <button id="recovery-download">Download as a file</button>
   <button id="recovery-done">I have saved them</button>
 </section>
 
@@ -77,6 +82,13 @@ export const PAGE = `<!doctype html>
   <button id="refresh">Refresh</button>
   <button id="logout">Sign out</button>
   <button id="logout-everywhere">Sign out everywhere</button>
+  <h3>Your devices</h3>
+  <p>Where you are signed in. Seeing and ending sessions needs a code from your authenticator (confirm below first).</p>
+  <button id="devices-show">Show my devices</button>
+  <div id="devices-panel" hidden>
+    <table id="devices"><thead><tr><th>Browser</th><th>System</th><th>IP</th><th>Last seen</th><th></th></tr></thead><tbody></tbody></table>
+    <button id="devices-sign-out-others">Sign out all others</button>
+  </div>
   <h3>How you sign in</h3>
   <p>Changes need your password and, once an authenticator is set up, a code from it (confirm first).</p>
   <label>Password <input type="password" id="account-password" autocomplete="current-password"></label>
@@ -101,7 +113,9 @@ async function call (method, url, body) {
   })
   let data = null
   try { data = await response.json() } catch {}
-  return { status: response.status, data: data || {} }
+  data = data || {}
+  if (response.status >= 400 && !data.message) data.message = 'Something went wrong: try again'
+  return { status: response.status, data }
 }
 const fields = (form) => Object.fromEntries(new FormData(form))
 
@@ -120,13 +134,13 @@ async function showAccount () {
 document.getElementById('register-form').addEventListener('submit', async (event) => {
   event.preventDefault()
   const result = await call('POST', '/api/register', fields(event.target))
-  if (result.status === 200) { say('Account created: sign in below.', 'ok'); event.target.reset() } else say(result.data.error || result.data.message, 'error')
+  if (result.status === 200) { say('Account created: sign in below.', 'ok'); event.target.reset() } else say(result.data.message, 'error')
 })
 
 document.getElementById('login-form').addEventListener('submit', async (event) => {
   event.preventDefault()
   const result = await call('POST', '/api/login', fields(event.target))
-  if (result.status !== 200) return say(result.data.error || result.data.message, 'error')
+  if (result.status !== 200) return say(result.data.message, 'error')
   event.target.reset()
   if (result.data.next === 'totp') { say('Password accepted.', 'ok'); show('code') } else { say(result.data.remembered ? 'Signed in (remembered device).' : 'Signed in.', 'ok'); await showAccount() }
 })
@@ -148,7 +162,7 @@ document.getElementById('code-form').addEventListener('submit', async (event) =>
 const accountPassword = () => { const input = document.getElementById('account-password'); const value = input.value; input.value = ''; return value }
 async function enrol () {
   const result = await call('POST', '/api/mfa/enrol', { password: accountPassword() })
-  if (result.status !== 200) return say(result.data.error || result.data.message, 'error')
+  if (result.status !== 200) return say(result.data.message, 'error')
   document.getElementById('qr').innerHTML = result.data.qrSvg
   document.getElementById('secret').textContent = result.data.secret
   say('')
@@ -169,13 +183,13 @@ function showCodes (codes) {
 }
 document.getElementById('new-codes-button').addEventListener('click', async () => {
   const result = await call('POST', '/api/mfa/recovery-codes', { password: accountPassword() })
-  if (result.status !== 200) return say(result.data.error || result.data.message, 'error')
+  if (result.status !== 200) return say(result.data.message, 'error')
   say('New recovery codes: the old ones no longer work.', 'ok')
   showCodes(result.data.recoveryCodes)
 })
 document.getElementById('disable-button').addEventListener('click', async () => {
   const result = await call('POST', '/api/mfa/disable', { password: accountPassword() })
-  if (result.status !== 200) return say(result.data.error || result.data.message, 'error')
+  if (result.status !== 200) return say(result.data.message, 'error')
   say('Authenticator removed. Your other sessions were signed out.', 'ok')
   await showAccount()
 })
@@ -189,9 +203,59 @@ document.getElementById('confirm-form').addEventListener('submit', async (event)
   showCodes(result.data.recoveryCodes)
 })
 
+const codesText = () => [...document.querySelectorAll('#recovery-codes li')].map((li) => li.textContent).join('\\n') + '\\n'
+document.getElementById('recovery-copy').addEventListener('click', async () => {
+  try { await navigator.clipboard.writeText(codesText()); say('Recovery codes copied.', 'ok') } catch { say('Copying is not allowed here: select the codes and copy them by hand.', 'error') }
+})
+document.getElementById('recovery-download').addEventListener('click', () => {
+  const link = document.createElement('a')
+  link.href = URL.createObjectURL(new Blob([codesText()], { type: 'text/plain' }))
+  link.download = 'recovery-codes.txt'
+  link.click()
+  setTimeout(() => URL.revokeObjectURL(link.href), 1000)
+})
 document.getElementById('recovery-done').addEventListener('click', async () => { document.getElementById('recovery-codes').replaceChildren(); say(''); await showAccount() })
-document.getElementById('refresh').addEventListener('click', async () => { if (!await showAccount()) say('Your session ended.', 'error') })
-document.getElementById('logout').addEventListener('click', async () => { await call('POST', '/api/logout'); say('Signed out.', 'ok'); show('signed-out') })
+document.getElementById('code-back').addEventListener('click', async () => { await call('POST', '/api/logout'); say(''); show('signed-out') })
+document.getElementById('refresh').addEventListener('click', async () => { say(''); if (!await showAccount()) say('Your session ended: sign in again.', 'error') })
+
+async function showDevices () {
+  const result = await call('GET', '/api/devices')
+  if (result.status !== 200) {
+    document.getElementById('devices-panel').hidden = true
+    if (result.status === 401 && result.data.code === 'FST_XEMS_NO_SESSION') { show('signed-out'); return say('Your session ended: sign in again.', 'error') }
+    return say(result.data.message, 'error')
+  }
+  const rows = result.data.map((device) => {
+    const tr = document.createElement('tr')
+    tr.dataset.id = device.id
+    const cells = [device.browser + (device.type === 'mobile' || device.type === 'tablet' ? ' (' + device.type + ')' : ''), device.os, device.ip || '—', new Date(device.lastSeenAt).toLocaleString()]
+    for (const text of cells) { const td = document.createElement('td'); td.textContent = text; tr.append(td) }
+    const last = document.createElement('td')
+    if (device.current) { const mark = document.createElement('span'); mark.className = 'this-device'; mark.textContent = 'This device'; last.append(mark) } else {
+      const button = document.createElement('button')
+      button.textContent = 'Sign out'
+      button.className = 'device-sign-out'
+      button.addEventListener('click', async () => {
+        const ended = await call('POST', '/api/devices/' + encodeURIComponent(device.id) + '/sign-out')
+        say(ended.status === 200 ? 'That device is signed out.' : ended.data.message, ended.status === 200 ? 'ok' : 'error')
+        await showDevices()
+      })
+      last.append(button)
+    }
+    tr.append(last)
+    return tr
+  })
+  document.querySelector('#devices tbody').replaceChildren(...rows)
+  document.getElementById('devices-sign-out-others').hidden = rows.length < 2
+  document.getElementById('devices-panel').hidden = false
+}
+document.getElementById('devices-show').addEventListener('click', async () => { say(''); await showDevices() })
+document.getElementById('devices-sign-out-others').addEventListener('click', async () => {
+  const result = await call('POST', '/api/devices/sign-out-others')
+  say(result.status === 200 ? 'Signed out of ' + result.data.ended + ' other session(s).' : result.data.message, result.status === 200 ? 'ok' : 'error')
+  await showDevices()
+})
+document.getElementById('logout').addEventListener('click', async () => { await call('POST', '/api/logout'); document.getElementById('devices-panel').hidden = true; say('Signed out.', 'ok'); show('signed-out') })
 document.getElementById('logout-everywhere').addEventListener('click', async () => {
   const result = await call('POST', '/api/logout-everywhere')
   say('Signed out of ' + (result.data.ended ?? 0) + ' session(s).', 'ok')

@@ -9,7 +9,7 @@
  */
 import { createHash } from 'node:crypto'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
-import { xemsSession, type SessionStore } from 'fastify-xems'
+import { isXemsError, xemsSession, type SecurityEvent, type SessionStore } from 'fastify-xems'
 import { hashPassword, xemsMfa, type MfaRecord } from 'fastify-xems/mfa'
 import { openStore } from './store.js'
 import { PAGE } from './page.js'
@@ -41,10 +41,20 @@ export interface ExampleOptions {
    * example in Safari (docs/sessions.md, "Secure cookies on localhost", gives the sources).
    */
   secureCookies?: boolean
+  /** Where log lines go (default stdout); for tests. */
+  logStream?: { write: (line: string) => void }
+  /** Receives the security events (the example logs them; a real app would e-mail the user, see docs/security.md). */
+  onSecurityEvent?: (event: SecurityEvent) => void
+}
+
+/** Every error answer has one shape: { statusCode, code, error, message }; the page shows `message`. */
+function fail (reply: FastifyReply, statusCode: number, code: string, message: string): FastifyReply {
+  const error = ({ 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 409: 'Conflict' } as Record<number, string>)[statusCode] ?? 'Refused'
+  return reply.code(statusCode).send({ statusCode, code, error, message })
 }
 
 export async function buildExample (options: ExampleOptions = {}): Promise<FastifyInstance> {
-  const app = Fastify({ logger: { level: options.logLevel ?? process.env.LOG_LEVEL ?? 'info' }, bodyLimit: 16 * 1024 })
+  const app = Fastify({ logger: { level: options.logLevel ?? process.env.LOG_LEVEL ?? 'info', ...(options.logStream === undefined ? {} : { stream: options.logStream }) }, bodyLimit: 16 * 1024 })
   const secure = options.secureCookies ?? process.env.XEMS_COOKIE_SECURE !== 'false'
   // The plugin's default name: __Host-xems when secure (path /, no domain), xems otherwise.
   const cookieName = secure ? '__Host-xems' : 'xems'
@@ -57,7 +67,22 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Fasti
     // subdomain can set or shadow a __Host- cookie.
     cookie: { secure, sameSite: 'lax' },
     createLimit: { max: 30, window: '1m' },
+    // Fetch-Metadata CSRF check (the default): a cross-site POST carrying the cookie gets 403.
+    csrf: {},
+    // Signing out clears the browser's cache of this origin too; not "cookies": that would clear
+    // every cookie of the registrable domain (see docs/sessions.md).
+    clearSiteData: ['cache'],
+    onSecurityEvent: options.onSecurityEvent ?? ((event) => { app.log.info({ securityEvent: event.type, userId: event.userId }, 'security event') }),
     ...(options.store === undefined ? {} : { store: options.store })
+  })
+  // Expected refusals (401 no session, wrong code, 403, 429) are logged in one line without a stack;
+  // only server faults (5xx) are logged as errors.
+  app.setErrorHandler(async (error: Error & { statusCode?: number, code?: string }, request, reply) => {
+    const statusCode = typeof error.statusCode === 'number' && error.statusCode >= 400 ? error.statusCode : 500
+    if (statusCode >= 500) request.log.error({ err: error }, 'request failed')
+    else request.log.info({ code: error.code, statusCode }, 'request refused')
+    const message = statusCode >= 500 && !isXemsError(error) ? 'Something went wrong on our side: try again' : error.message
+    return await reply.code(statusCode).send({ statusCode, code: error.code ?? 'FST_ERR', error: statusCode >= 500 ? 'Server Error' : 'Refused', message })
   })
   const registry = app.xems.from('users-registry')
 
@@ -80,22 +105,22 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Fasti
 
     routes.post<{ Body: { email?: unknown, password?: unknown } }>('/api/register', async (request, reply) => {
       const { email, password } = request.body ?? {}
-      if (typeof email !== 'string' || !EMAIL.test(email)) return await reply.code(400).send({ error: 'enter a valid email address' })
-      if (typeof password !== 'string' || password.length < 8 || password.length > 1024) return await reply.code(400).send({ error: 'use a password of 8 to 1024 characters' })
+      if (typeof email !== 'string' || !EMAIL.test(email)) return fail(reply, 400, 'EXAMPLE_BAD_EMAIL', 'Enter a valid email address')
+      if (typeof password !== 'string' || password.length < 8 || password.length > 1024) return fail(reply, 400, 'EXAMPLE_BAD_PASSWORD', 'Use a password of 8 to 1024 characters')
       const user: UserRecord = { email: email.toLowerCase(), passwordHash: await hashPassword(password), mfa: {}, createdAt: Date.now() }
-      if (!await registry.add(user.email, user)) return await reply.code(409).send({ error: 'this email is already registered' })
+      if (!await registry.add(user.email, user)) return fail(reply, 409, 'EXAMPLE_TAKEN', 'This email is already registered')
       return { ok: true }
     })
 
     routes.post<{ Body: { email?: unknown, password?: unknown } }>('/api/login', async (request, reply) => {
       const { email, password } = request.body ?? {}
-      if (typeof email !== 'string' || typeof password !== 'string') return await reply.code(400).send({ error: 'email and password are required' })
+      if (typeof email !== 'string' || typeof password !== 'string') return fail(reply, 400, 'EXAMPLE_MISSING', 'Enter your email and password')
       const login = email.toLowerCase()
       const user = await registry.get<UserRecord>(login)
       // The name tried, known or not: failures lock unknown names alike, so nothing tells which exist.
       // Over-long names (> 256) or passwords (> 1024) are a 400 before any store work.
       if (!await mfa.verifyPassword(login, password, user?.passwordHash, request)) {
-        return await reply.code(401).send({ error: 'wrong email or password' })
+        return fail(reply, 401, 'EXAMPLE_WRONG_PASSWORD', 'Wrong email or password')
       }
       return await mfa.begin(request, reply, { userId: user!.email, data: { email: user!.email } })
     })
@@ -112,7 +137,7 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Fasti
       const password = request.body?.password
       const user = await registry.get<UserRecord>(request.session!.userId!)
       if (typeof password === 'string' && await mfa.verifyPassword(request.session!.userId!, password, user?.passwordHash, request)) return true
-      await reply.code(401).send({ error: 'enter your password to change how you sign in' })
+      fail(reply, 401, 'EXAMPLE_PASSWORD_AGAIN', 'Enter your password to change how you sign in')
       return false
     }
 
@@ -152,6 +177,35 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Fasti
         sessions: (await app.xems.listUserSessions(session.userId!)).length
       }
     })
+
+    // "Your devices": listing and ending other sessions need a second factor verified within 10 minutes.
+    const freshFactor = mfa.requireFreshMfa('10m')
+    routes.get('/api/devices', { preHandler: [signedIn, freshFactor] }, async (request, reply) => {
+      reply.header('cache-control', 'no-store')
+      const sessions = await app.xems.listUserSessions(request.session!.userId!, { current: request })
+      return sessions.filter((session) => session.sandbox === 'auth-active').map((session) => ({
+        id: session.id,
+        current: session.current,
+        browser: [session.device?.browser, session.device?.browserVersion?.split('.')[0]].filter(Boolean).join(' ') || 'Unknown browser',
+        os: session.device?.os || 'Unknown system',
+        type: session.device?.type ?? 'unknown',
+        ip: session.device?.ip ?? null,
+        signIn: session.device?.signIn ?? null,
+        createdAt: new Date(session.createdAt).toISOString(),
+        lastSeenAt: new Date(session.lastSeenAt).toISOString()
+      }))
+    })
+    routes.post<{ Params: { id: string } }>('/api/devices/:id/sign-out', { preHandler: [signedIn, freshFactor] }, async (request, reply) => {
+      if (request.params.id === request.session!.id) {
+        await reply.xUnlink()
+        return { ended: true, current: true }
+      }
+      const ended = await app.xems.revokeSession(request.session!.userId!, request.params.id)
+      if (!ended) return fail(reply, 404, 'EXAMPLE_NO_DEVICE', 'That session already ended')
+      return { ended, current: false }
+    })
+    routes.post('/api/devices/sign-out-others', { preHandler: [signedIn, freshFactor] }, async (request) =>
+      ({ ended: await mfa.revokeUser(request.session!.userId!, { except: request.session!.id }) }))
 
     routes.post('/api/logout', async (_request, reply) => {
       await reply.xUnlink()

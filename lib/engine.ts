@@ -1,12 +1,14 @@
 import { EventEmitter } from 'node:events'
 import { openAsTokenHolder, sealForTokenHolder } from './cipher.js'
 import { parseDuration, parsePositiveDuration, type Duration } from './duration.js'
+import { decodeDevice, encodeDevice, type DeviceInfo } from './device.js'
 import { badOption, isXemsError, XemsError } from './errors.js'
-import { decodeData, encodeData, encodeValue } from './session-data.js'
+import { sameKindOfDevice, type SecurityEvent } from './security-events.js'
+import { decodeData, encodeData, encodeValue, splitDevice } from './session-data.js'
 import {
   generateLocator, parseSessionToken, publicIdOf, recordIdOf, secretKeyOf, sessionTokenOf, type ParsedToken
 } from './session-token.js'
-import type { DataPatch, EncodedData, RotateInput, SessionInfo, SessionStore, StoredSession } from './store/contract.js'
+import { DEVICE_KEY, type DataPatch, type EncodedData, type RotateInput, type SessionInfo, type SessionStore, type StoredSession } from './store/contract.js'
 import { MemoryStore } from './store/memory-store.js'
 import { generateToken } from './token.js'
 
@@ -48,6 +50,8 @@ export interface EngineOptions {
   sandboxes?: Record<string, SandboxOptions> | undefined
   /** Milliseconds since the epoch (default Date.now); for tests. */
   clock?: (() => number) | undefined
+  /** Receives every security event (the same as `app.xems.on('security', fn)`); see lib/security-events.ts. */
+  onSecurityEvent?: ((event: SecurityEvent) => void) | undefined
 }
 
 /** A session as `resolveSession` returns it. */
@@ -64,12 +68,24 @@ export interface ResolvedSession {
   token: string
 }
 
-/** A session of a user, as `listUserSessions` returns it: the store's SessionInfo with `id` the public id. */
-export type UserSessionInfo = SessionInfo
+/** A session of a user, as `listUserSessions` returns it: `id` is the public id. */
+export interface UserSessionInfo extends Omit<SessionInfo, 'device'> {
+  /** What the session recorded of its device (null for sessions opened without one, e.g. by createSession). */
+  device: DeviceInfo | null
+  /** True for the session of the request given as `current`. */
+  current: boolean
+}
+
+export interface ListUserSessionsOptions {
+  /** The request (or anything with `session.id`, or a public id) whose session gets `current: true`. */
+  current?: { session?: { id: string } | null } | string | null
+}
 
 export interface CreateSessionOptions {
   ttl?: Duration | undefined
   userId?: string | undefined
+  /** The device record kept with the session (the plugin fills it from the request). */
+  device?: DeviceInfo | undefined
 }
 
 export interface ResolveSessionOptions {
@@ -89,6 +105,8 @@ export interface MigrateOptions {
   /** Idle lifetime in the new sandbox (default: that sandbox's ttl). */
   ttl?: Duration | undefined
   userId?: string | undefined
+  /** With `data`: the device record to keep (data replaces everything, the device record included). */
+  device?: DeviceInfo | null | undefined
 }
 
 /** Every event names sessions by their public id. */
@@ -99,6 +117,8 @@ export interface XemsEvents {
   destroyed: [{ id: string, sandbox: string }]
   reuse: [{ id: string, sandbox: string, userId?: string | undefined, revoked: boolean }]
   revoked: [{ userId: string, count: number }]
+  /** The security event stream (lib/security-events.ts): no token, code or secret in any of them. */
+  security: [SecurityEvent]
 }
 
 /** The token a request presented, as the engine needs it to rotate or migrate its session. */
@@ -110,7 +130,7 @@ export interface PresentedToken extends ParsedToken {
 /** What a token opened to. `token` is the token the client must use from now on, when known. */
 export type Opened =
   | { status: 'none' }
-  | { status: 'reused', id: string, sandbox: string, userId?: string | undefined, revoked: boolean }
+  | { status: 'reused', id: string, sandbox: string, userId?: string | undefined, revoked: boolean, device: DeviceInfo | null }
   | { status: 'live' | 'grace', session: StoredSession, presented: PresentedToken, token: string | null }
 
 /** Values in one sandbox: `app.xems.from('users-registry').set(key, value, ttl?)`. */
@@ -164,6 +184,38 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     }
     this.store = options.store ?? new MemoryStore({ clock: this.now })
     checkStore(this.store)
+    if (options.onSecurityEvent !== undefined) {
+      if (typeof options.onSecurityEvent !== 'function') throw badOption('onSecurityEvent', 'must be a function of the event')
+      this.on('security', options.onSecurityEvent)
+    }
+  }
+
+  /** Sends a security event to its listeners; a listener that throws does not fail the request. */
+  security (event: SecurityEvent): void {
+    if (this.listenerCount('security') === 0) return
+    try {
+      this.emit('security', event)
+    } catch (err) {
+      process.emitWarning(`fastify-xems: a security event listener threw: ${err instanceof Error ? err.message : String(err)}`)
+    }
+  }
+
+  /**
+   * A sign-in: a session reached the default sandbox with a user. Emits `new-device` when no other
+   * live session of the user is of the same kind of device (browser, OS, type). A notification, not a
+   * guarantee: a device whose sessions all ended counts as new again. Costs a listUser, only with listeners.
+   */
+  async signedIn (recordId: string, sandbox: string, userId: string | undefined, device: DeviceInfo | null | undefined): Promise<void> {
+    if (userId === undefined || device == null || sandbox !== this.defaultSandbox || this.listenerCount('security') === 0) return
+    let listed: SessionInfo[]
+    try {
+      listed = await this.#call(async () => await this.store.listUser(userId, this.now()))
+    } catch {
+      return
+    }
+    const others = listed.filter((session) => session.id !== recordId && session.sandbox === this.defaultSandbox)
+    if (others.some((session) => { const seen = decodeDevice(session.device); return seen !== null && sameKindOfDevice(seen, device) })) return
+    this.security({ type: 'new-device', at: this.now(), id: publicIdOf(recordId), userId, device })
   }
 
   /** The idle lifetime of a sandbox. */
@@ -204,7 +256,8 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
   /** Opens a new session; returns its token and the session as stored. */
   async issue (sandbox: string, data: Record<string, unknown> = {}, options: CreateSessionOptions = {}): Promise<{ token: string, session: StoredSession }> {
     checkSandbox(sandbox, 'sandbox')
-    const encoded = encodeData(data)
+    const encoded = encodeAppData(data)
+    if (options.device !== undefined) encoded[DEVICE_KEY] = encodeDevice(options.device)
     const idleTtl = options.ttl === undefined ? this.ttlOf(sandbox) : this.#checkTtl(options.ttl, 'ttl')
     const userId = checkUserId(options.userId)
     const locator = generateLocator()
@@ -218,6 +271,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
       id: session.id, sandbox, tokenKey: secretKeyOf(token), data: encoded, now, idleTtl, absoluteExpiresAt: session.absoluteExpiresAt, ...(userId === undefined ? {} : { userId })
     }))
     this.emit('created', { id: publicIdOf(session.id), sandbox, ...(userId === undefined ? {} : { userId }) })
+    await this.signedIn(session.id, sandbox, userId, options.device)
     return { token, session }
   }
 
@@ -243,7 +297,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
       case 'reused': {
         const reused = { id: publicIdOf(result.id), sandbox: result.sandbox, revoked: result.revoked, ...(result.userId === undefined ? {} : { userId: result.userId }) }
         this.emit('reuse', reused)
-        return { status: 'reused', ...reused }
+        return { status: 'reused', ...reused, device: decodeDevice(result.device) }
       }
       case 'live':
         return { status: 'live', session: result.session, presented, token: parsed.token }
@@ -284,7 +338,8 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
   async migrateById (id: string, presented: PresentedToken, options: MigrateOptions): Promise<string | null> {
     checkSandbox(options.from, 'from')
     checkSandbox(options.to, 'to')
-    const data = options.data === undefined ? null : encodeData(options.data)
+    const data = options.data === undefined ? null : encodeAppData(options.data)
+    if (data !== null && options.device != null) data[DEVICE_KEY] = encodeDevice(options.device)
     const idleTtl = options.ttl === undefined ? this.ttlOf(options.to) : this.#checkTtl(options.ttl, 'ttl')
     const userId = checkUserId(options.userId)
     const token = sessionTokenOf(presented.locator, generateToken())
@@ -303,6 +358,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     }))
     if (!moved) return null
     this.emit('migrated', { id: publicIdOf(id), from: options.from, to: options.to })
+    if (options.userId !== undefined) await this.signedIn(id, options.to, options.userId, options.device)
     return token
   }
 
@@ -331,7 +387,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     const resolved: ResolvedSession = {
       id: publicIdOf(session.id),
       sandbox: session.sandbox,
-      data: decodeData(session.data),
+      data: decodeData(splitDevice(session.data).app),
       createdAt: session.createdAt,
       lastSeenAt: session.lastSeenAt,
       expiresAt,
@@ -376,16 +432,44 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     }
     const count = await this.#call(async () => await this.store.revokeUser(userId, this.now(), exceptId))
     this.emit('revoked', { userId, count })
+    this.security({ type: 'user-revoked', userId, count, ...(options.except === undefined ? {} : { except: options.except }), at: this.now() })
     return count
   }
 
-  /** The live sessions of a user, oldest first, named by their public ids. */
-  async listUserSessions (userId: string): Promise<UserSessionInfo[]> {
+  /**
+   * Ends one session of a user, named by its public id ("sign out" on a row of "Your devices"). False
+   * when the user has no such live session: an id of another user's session is refused, in the store's
+   * one atomic step that checks the owner and ends it.
+   */
+  async revokeSession (userId: string, publicId: string): Promise<boolean> {
     checkUserId(userId)
+    if (typeof publicId !== 'string' || publicId.length === 0 || publicId.length > 64) return false
+    const now = this.now()
+    const sessions = await this.#call(async () => await this.store.listUser(userId, now))
+    const target = sessions.find((session) => publicIdOf(session.id) === publicId)
+    if (target === undefined) return false
+    const ended = await this.#call(async () => await this.store.revokeUserSession(userId, target.id, now))
+    if (ended) {
+      this.emit('destroyed', { id: publicId, sandbox: target.sandbox })
+      this.security({ type: 'session-revoked', userId, id: publicId, at: now })
+    }
+    return ended
+  }
+
+  /**
+   * The live sessions of a user, newest use first, named by their public ids, each with its device
+   * record and `current: true` for the session of `options.current` (a request).
+   */
+  async listUserSessions (userId: string, options: ListUserSessionsOptions = {}): Promise<UserSessionInfo[]> {
+    checkUserId(userId)
+    const current = typeof options.current === 'string' ? options.current : options.current?.session?.id
     const sessions = await this.#call(async () => await this.store.listUser(userId, this.now()))
     return sessions
-      .sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1))
-      .map((session) => ({ ...session, id: publicIdOf(session.id) }))
+      .map(({ device, ...session }) => {
+        const id = publicIdOf(session.id)
+        return { ...session, id, device: decodeDevice(device), current: id === current }
+      })
+      .sort((a, b) => b.lastSeenAt - a.lastSeenAt || b.createdAt - a.createdAt || (a.id < b.id ? -1 : 1))
   }
 
   async close (): Promise<void> {
@@ -448,13 +532,21 @@ function checkUserId (userId: unknown): string | undefined {
   return userId
 }
 
+/** The application's data, encoded; the reserved device key is not the application's to set. */
+function encodeAppData (data: Record<string, unknown>): EncodedData {
+  if (data !== null && typeof data === 'object' && Object.hasOwn(data, DEVICE_KEY)) {
+    throw new XemsError('FST_XEMS_BAD_VALUE', `fastify-xems: session data key "${DEVICE_KEY}" is reserved for the device record`, 500)
+  }
+  return encodeData(data)
+}
+
 function encodeStored (value: unknown, key: string): string {
   const text = encodeValue(value, `value of "${key}"`)
   if (text === undefined) throw new XemsError('FST_XEMS_BAD_VALUE', `fastify-xems: value of "${key}" cannot be undefined or a function`, 500)
   return text
 }
 
-const STORE_METHODS = ['create', 'resolve', 'commit', 'migrate', 'destroy', 'revokeUser', 'listUser', 'kvGet', 'kvSet', 'kvDel', 'kvAdd', 'kvTake', 'increment', 'resetCounter', 'close'] as const
+const STORE_METHODS = ['create', 'resolve', 'commit', 'migrate', 'destroy', 'revokeUserSession', 'revokeUser', 'listUser', 'kvGet', 'kvSet', 'kvDel', 'kvAdd', 'kvTake', 'increment', 'resetCounter', 'close'] as const
 
 function checkStore (store: unknown): void {
   const missing = STORE_METHODS.filter((method) => typeof (store as Record<string, unknown> | null)?.[method] !== 'function')

@@ -17,6 +17,8 @@ export type XemsErrorCode =
   /** A store holds data in a layout format this version does not read (start-up stops, nothing is read or changed). */
   | 'FST_XEMS_STORE_FORMAT'
   | 'FST_XEMS_MISSING_SESSION_PLUGIN'
+  /** A cross-site state-changing request carrying the session cookie (403; see plugins/csrf.ts). */
+  | 'FST_XEMS_CSRF'
   /** A vault file of a persistent MemoryStore is damaged or tampered with (start-up stops, files untouched). */
   | 'FST_XEMS_VAULT_CORRUPT'
   /** A vault file is in another format version (written by another version of fastify-xems). */

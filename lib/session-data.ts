@@ -1,5 +1,5 @@
 import { XemsError } from './errors.js'
-import type { DataPatch, EncodedData } from './store/contract.js'
+import { DEVICE_KEY, type DataPatch, type EncodedData } from './store/contract.js'
 
 /**
  * Session data as the application sees it (an object of JSON values) and as stores keep it
@@ -54,4 +54,12 @@ export function diffData (original: EncodedData, data: Record<string, unknown>):
     }
   }
   return changed ? patch : null
+}
+
+/** The stored data split into the application's part and the device record's JSON text (DEVICE_KEY). */
+export function splitDevice (encoded: EncodedData): { app: EncodedData, device: string | undefined } {
+  if (!Object.hasOwn(encoded, DEVICE_KEY)) return { app: encoded, device: undefined }
+  const app: EncodedData = Object.create(null)
+  for (const key of Object.keys(encoded)) if (key !== DEVICE_KEY) app[key] = encoded[key]!
+  return { app, device: encoded[DEVICE_KEY] }
 }

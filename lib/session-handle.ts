@@ -1,9 +1,10 @@
 import type { Duration } from './duration.js'
 import type { PresentedToken, XemsEngine } from './engine.js'
 import { XemsError } from './errors.js'
-import { decodeData, diffData, encodeData } from './session-data.js'
+import { checkSignIn, decodeDevice, deviceAfterUse, encodeDevice, type DeviceInfo, type SignInMethod } from './device.js'
+import { decodeData, diffData, encodeData, splitDevice } from './session-data.js'
 import { parseSessionToken, publicIdOf, secretKeyOf } from './session-token.js'
-import type { EncodedData, StoredSession } from './store/contract.js'
+import { DEVICE_KEY, type EncodedData, type StoredSession } from './store/contract.js'
 
 /** What the end of a request must do with the client's token. */
 export type Outcome =
@@ -20,6 +21,8 @@ export interface SessionMigrateOptions {
   data?: Record<string, unknown> | undefined
   ttl?: Duration | undefined
   userId?: string | undefined
+  /** How the user signed in, kept in the device record (the MFA plugin sets it). */
+  signIn?: SignInMethod | undefined
 }
 
 type Mode =
@@ -61,17 +64,22 @@ export class XemsSession<Data = Record<string, unknown>> {
   /** The token the client must hold from now on, when known. */
   #token: string | null
   #touched = false
+  /** The device record; dirty when this request changed it (saved with the commit). */
+  #device: DeviceInfo | null
+  #deviceDirty = false
 
   constructor (engine: XemsEngine, stored: StoredSession, mode: 'live' | 'grace' | 'issued', presented: PresentedToken, currentToken: string | null) {
     this.#engine = engine
     this.#recordId = stored.id
     this.sandbox = stored.sandbox
-    this.data = decodeData(stored.data) as Data
+    const { app, device } = splitDevice(stored.data)
+    this.data = decodeData(app) as Data
+    this.#device = decodeDevice(device)
     if (stored.userId !== undefined) this.userId = stored.userId
     this.createdAt = stored.createdAt
     this.absoluteExpiresAt = stored.absoluteExpiresAt
     this.expiresAt = Math.min(stored.lastSeenAt + stored.idleTtl, stored.absoluteExpiresAt)
-    this.#original = stored.data
+    this.#original = app
     this.#mode = mode
     this.#presented = presented
     this.#token = currentToken
@@ -81,6 +89,24 @@ export class XemsSession<Data = Record<string, unknown>> {
   get id (): string {
     this.#publicId ??= publicIdOf(this.#recordId)
     return this.#publicId
+  }
+
+  /** What the session recorded of its device (user agent, IP, how the user signed in), or null. */
+  get device (): DeviceInfo | null {
+    return this.#device === null ? null : { ...this.#device }
+  }
+
+  /**
+   * Records this request's user agent and IP in the device record when they changed (saved with the
+   * request's commit, no extra store call). The plugin calls it for every request of the session.
+   */
+  noteUse (userAgent: unknown, ip: unknown, recordIp: boolean): void {
+    if (this.#device === null) return
+    const next = deviceAfterUse(this.#device, userAgent, ip, recordIp)
+    if (next !== null) {
+      this.#device = next
+      this.#deviceDirty = true
+    }
   }
 
   /** True once the session ended (destroyed by this request, or ended elsewhere meanwhile). */
@@ -108,7 +134,13 @@ export class XemsSession<Data = Record<string, unknown>> {
    */
   async migrate (to: string, options: SessionMigrateOptions = {}): Promise<void> {
     this.#assertUsable()
-    const token = await this.#engine.migrateById(this.#recordId, this.#presented, { from: this.sandbox, to, ...options })
+    const signIn = checkSignIn(options.signIn)
+    if (signIn !== undefined && this.#device !== null) {
+      this.#device = { ...this.#device, signIn }
+      this.#deviceDirty = true
+    }
+    const { signIn: _ignored, ...rest } = options
+    const token = await this.#engine.migrateById(this.#recordId, this.#presented, { from: this.sandbox, to, ...rest, device: this.#device })
     if (token === null) {
       this.#mode = 'lost'
       throw new XemsError('FST_XEMS_NO_SESSION', 'fastify-xems: the session ended or was already moved', 401)
@@ -117,6 +149,8 @@ export class XemsSession<Data = Record<string, unknown>> {
       const encoded = encodeData(options.data)
       this.data = decodeData(encoded) as Data
       this.#original = encoded
+      // The engine wrote the device record with the new data.
+      this.#deviceDirty = false
     }
     if (options.userId !== undefined) this.userId = options.userId
     this.sandbox = to
@@ -136,7 +170,15 @@ export class XemsSession<Data = Record<string, unknown>> {
   async finish (options: FinishOptions): Promise<Outcome> {
     if (this.#mode === 'destroyed') return { action: 'clear' }
     if (this.#mode === 'lost') return { action: 'keep' }
-    const patch = diffData(this.#original, this.data as Record<string, unknown>)
+    let patch = diffData(this.#original, this.data as Record<string, unknown>)
+    if (patch !== null && Object.hasOwn(patch, DEVICE_KEY)) {
+      throw new XemsError('FST_XEMS_BAD_VALUE', `fastify-xems: session data key "${DEVICE_KEY}" is reserved for the device record`, 500)
+    }
+    if (this.#deviceDirty && this.#device !== null) {
+      patch ??= Object.create(null) as Record<string, string | null>
+      patch[DEVICE_KEY] = encodeDevice(this.#device)
+      this.#deviceDirty = false
+    }
     const rotate = this.#mode === 'live' && options.rotate
     if (patch === null && !rotate && !this.#touched) {
       return this.#mode === 'live' || this.#token === null

@@ -246,6 +246,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
     if (inWindow.count > maxFailures) {
       if (inWindow.count === maxFailures + 1) {
         log.warn({ xems: 'user-locked', ...who(userId, known), until: inWindow.resetAt, reason: 'window' }, 'xems: user throttled')
+        if (known) lockoutEvent(userId, inWindow.resetAt)
         await mark(userId, known, inWindow.resetAt, log)
       }
       throw refuse(lockedError(inWindow.resetAt), reply)
@@ -253,12 +254,20 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
     if (!known) return { inWindow: inWindow.count, consecutive: null, resetAt: inWindow.resetAt }
     const consecutive = await engine.hit(consecutiveKey(userId), MAX_AGE_CAP_MS)
     if (consecutive.count > maxConsecutive) {
-      if (consecutive.count === maxConsecutive + 1) log.warn({ xems: 'user-locked', ...who(userId, known), until: consecutive.resetAt, reason: 'consecutive' }, 'xems: user locked after too many consecutive failures')
+      if (consecutive.count === maxConsecutive + 1) {
+        log.warn({ xems: 'user-locked', ...who(userId, known), until: consecutive.resetAt, reason: 'consecutive' }, 'xems: user locked after too many consecutive failures')
+        lockoutEvent(userId, consecutive.resetAt)
+      }
       // Once per window at most: the marker may be shorter-lived (maxAge) than the lock itself.
       if (consecutive.count === maxConsecutive + 1 || inWindow.count === 1) await mark(userId, known, consecutive.resetAt, log)
       throw refuse(lockedError(consecutive.resetAt), reply)
     }
     return { inWindow: inWindow.count, consecutive: consecutive.count, resetAt: inWindow.resetAt }
+  }
+
+  /** The lockout security event, once per lock (the guess that crossed the limit), for accounts only. */
+  function lockoutEvent (userId: string, until: number): void {
+    engine.security({ type: 'lockout', at: engine.now(), userId, retryAfter: Math.max(1, Math.ceil((until - engine.now()) / 1000)) })
   }
 
   function refuse (err: XemsError, reply?: FastifyReply): XemsError {
@@ -407,8 +416,8 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
     return { userId: session.userId }
   }
 
-  async function promote (request: FastifyRequest, data: Record<string, unknown>, userId: string): Promise<void> {
-    await request.session!.migrate(activeSandbox, { data: { ...data, mfaVerifiedAt: engine.now() }, userId })
+  async function promote (request: FastifyRequest, data: Record<string, unknown>, userId: string, signIn: 'totp' | 'recovery-code'): Promise<void> {
+    await request.session!.migrate(activeSandbox, { data: { ...data, mfaVerifiedAt: engine.now() }, userId, signIn })
   }
 
   /** 401 FST_XEMS_MFA_REQUIRED unless this session verified a second factor within `limit`. */
@@ -448,11 +457,11 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
       // Only a verified second factor makes a session fresh: never data handed in, never a device.
       const { mfaVerifiedAt: _ignored, ...carried } = data as Record<string, unknown>
       if (!enrolled || await rememberedFor(request, userId)) {
-        await reply.xLink(carried, { sandbox: activeSandbox, userId })
+        await reply.xLink(carried, { sandbox: activeSandbox, userId, signIn: enrolled ? 'remembered-device' : 'password' })
         await recordSuccess(userId)
         return { next: 'active', enrolled, remembered: enrolled }
       }
-      await reply.xLink(carried, { sandbox: pendingSandbox, userId, ttl: pendingTtl })
+      await reply.xLink(carried, { sandbox: pendingSandbox, userId, ttl: pendingTtl, signIn: 'password' })
       return { next: 'totp', enrolled, remembered: false }
     },
 
@@ -477,7 +486,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
       }
       await recordSuccess(userId)
       const { mfaVerifiedAt: _ignored, ...carried } = session.data
-      await promote(request, carried, userId)
+      await promote(request, carried, userId, result.method === 'totp' ? 'totp' : 'recovery-code')
       if (verifyOptions.remember === true) await rememberDevice(reply, userId)
       return result
     },
@@ -517,6 +526,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
       await recordSuccess(userId)
       await afterFactorChange(request, userId)
       request.log.info({ xems: 'mfa-enrolled', userId }, 'xems: TOTP enrolled')
+      engine.security({ type: 'factor-enrolled', at: engine.now(), userId, factor: 'totp' })
       return { recoveryCodes }
     },
 
@@ -540,6 +550,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
       await users.save(userId, { ...(record ?? {}), totp: null, recoveryCodes: [] })
       await afterFactorChange(request, userId)
       request.log.info({ xems: 'mfa-disabled', userId }, 'xems: second factor removed')
+      if (isEnrolled(record)) engine.security({ type: 'factor-removed', at: engine.now(), userId, factor: 'totp' })
     },
 
     async regenerateRecoveryCodes (request) {
@@ -550,6 +561,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
       const codes = generateRecoveryCodes(recoveryCount)
       await users.save(userId, { ...record, recoveryCodes: await hashRecoveryCodes(codes, argon2) })
       request.log.info({ xems: 'recovery-codes-regenerated', userId }, 'xems: recovery codes replaced')
+      engine.security({ type: 'recovery-codes-regenerated', at: engine.now(), userId })
       return codes
     },
 

@@ -2,9 +2,11 @@ import fastifyCookie from '@fastify/cookie'
 import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { parsePositiveDuration, type Duration } from '../lib/duration.js'
+import { checkSignIn, deviceOf, type SignInMethod } from '../lib/device.js'
 import { XemsEngine, type EngineOptions } from '../lib/engine.js'
 import { badOption, isXemsError, XemsError } from '../lib/errors.js'
 import { presentedOf, XemsSession, type Outcome } from '../lib/session-handle.js'
+import { assertSameOrigin, checkCsrfOptions, type CsrfOptions } from './csrf.js'
 import { createSessionGuard } from './guard.js'
 import { readRawCookie } from './raw-cookie.js'
 import { StoreOutage } from './store-outage.js'
@@ -78,12 +80,34 @@ export interface XemsSessionOptions extends EngineOptions {
   header?: string | false | undefined
   /** Rate limit on sessions opened through `reply.xLink` (default off). */
   createLimit?: CreateLimitOptions | false | undefined
+  /**
+   * Refuse cross-site state-changing requests that carry the session cookie, with 403 FST_XEMS_CSRF
+   * (Fetch Metadata, else Origin; see plugins/csrf.ts). Default on; false turns it off.
+   */
+  csrf?: CsrfOptions | false | undefined
+  /** Record the client's IP in each session's device record (default true; false for privacy). */
+  recordIp?: boolean | undefined
+  /**
+   * What `reply.xUnlink()` sends as `Clear-Site-Data` (default none; e.g. `['cache', 'storage']`).
+   * `"cookies"` clears every cookie of the registrable domain (example.com and all its subdomains),
+   * not only this app's: choose it only when the app owns the whole domain.
+   */
+  clearSiteData?: ClearSiteDataType[] | false | undefined
 }
+
+export type ClearSiteDataType = 'cache' | 'cookies' | 'storage' | 'executionContexts' | '*'
 
 export interface LinkOptions {
   sandbox?: string | undefined
   userId?: string | undefined
   ttl?: Duration | undefined
+  /** How the user signed in, kept in the session's device record. */
+  signIn?: SignInMethod | undefined
+}
+
+export interface UnlinkOptions {
+  /** Overrides the `clearSiteData` option for this response. */
+  clearSiteData?: ClearSiteDataType[] | false | undefined
 }
 
 export type XemsDecorator = XemsEngine & {
@@ -105,8 +129,8 @@ declare module 'fastify' {
      * Returns the token.
      */
     xLink: (data?: Partial<XemsData>, sandboxOrOptions?: string | LinkOptions) => Promise<string>
-    /** Ends the request's session everywhere and clears the cookie. */
-    xUnlink: () => Promise<void>
+    /** Ends the request's session everywhere and clears the cookie; the answer is never cached. */
+    xUnlink: (options?: UnlinkOptions) => Promise<void>
   }
 }
 
@@ -123,6 +147,8 @@ interface RequestState {
   clear: boolean
   /** The response already carries its token outcome (onSend runs again for error responses). */
   done: boolean
+  /** Clear-Site-Data to send (xUnlink). */
+  clearSiteData: string | null
 }
 
 type StatefulRequest = FastifyRequest & { [kState]?: RequestState }
@@ -198,6 +224,10 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
   if (options.autoRotation !== undefined && typeof options.autoRotation !== 'boolean') throw badOption('autoRotation', 'must be true or false')
   const autoRotation = options.autoRotation ?? true
   const createLimit = checkCreateLimit(options.createLimit)
+  const csrf = cookie === null ? null : checkCsrfOptions(options.csrf)
+  if (options.recordIp !== undefined && typeof options.recordIp !== 'boolean') throw badOption('recordIp', 'must be true or false')
+  const recordIp = options.recordIp ?? true
+  const clearSiteData = checkClearSiteData(options.clearSiteData, 'clearSiteData')
   const ownsStore = options.store === undefined
   const engine = new XemsEngine(options)
   // A vault that does not open or a wrong secret fails register, not the first request. A store that is
@@ -224,6 +254,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
   engine.on('migrated', (event) => fastify.log.info({ xems: 'session-migrated', ...event }, 'xems: session migrated'))
   engine.on('destroyed', (event) => fastify.log.info({ xems: 'session-destroyed', ...event }, 'xems: session destroyed'))
   engine.on('revoked', (event) => fastify.log.info({ xems: 'user-revoked', ...event }, 'xems: sessions of a user revoked'))
+  engine.on('security', (event) => fastify.log.info({ xems: 'security-event', event: event.type, userId: event.userId, ...('id' in event ? { id: event.id } : {}) }, `xems: security event ${event.type}`))
   // 429 answers (session creation limit, MFA lockout) say when to come back.
   fastify.addHook('onError', async (_request, reply, error) => {
     if (isXemsError(error) && error.retryAfter !== undefined) reply.header('retry-after', String(error.retryAfter))
@@ -234,7 +265,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
   const unavailable = (err: XemsError): string => JSON.stringify({ statusCode: 503, code: err.code, error: 'Service Unavailable', message: err.message })
 
   fastify.addHook('onRequest', async (request: StatefulRequest, reply) => {
-    const state: RequestState = { headerClient: false, clear: false, done: false }
+    const state: RequestState = { headerClient: false, clear: false, done: false, clearSiteData: null }
     request[kState] = state
     let presented: string | undefined
     const fromHeader = header === null ? undefined : request.headers[header]
@@ -244,6 +275,8 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
     } else if (cookie !== null) {
       // Raw, not percent-decoded; two different session cookies (cookie tossing) are no session.
       const raw = readRawCookie(request.headers.cookie, cookie.name)
+      // Before any store work: a cross-site state change riding on the cookie never reaches the handler.
+      if (csrf !== null && raw.status !== 'absent') assertSameOrigin(request, csrf)
       if (raw.status === 'one') presented = raw.value
       else if (raw.status === 'ambiguous') request.log.warn({ xems: 'duplicate-session-cookie', count: raw.count }, 'xems: several different session cookies: none is used')
     }
@@ -261,6 +294,18 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
     if (opened.status === 'reused') {
       state.clear = true
       request.log.warn({ xems: 'token-reuse', id: opened.id, sandbox: opened.sandbox, userId: opened.userId, revoked: opened.revoked }, 'xems: an earlier token of a session was replayed after its window (theft signal)')
+      const here = deviceOf(request.headers['user-agent'], request.ip, recordIp)
+      const before = opened.device
+      engine.security({
+        type: 'theft',
+        at: engine.now(),
+        id: opened.id,
+        sandbox: opened.sandbox,
+        ...(opened.userId === undefined ? {} : { userId: opened.userId }),
+        revoked: opened.revoked,
+        lastUse: before === null ? null : { userAgent: before.userAgent, browser: before.browser, os: before.os, ...(before.ip === undefined ? {} : { ip: before.ip }) },
+        presented: { userAgent: here.userAgent, browser: here.browser, os: here.os, ...(here.ip === undefined ? {} : { ip: here.ip }) }
+      })
       throw new XemsError('FST_XEMS_TOKEN_REUSED', 'This session token was already replaced: sign in again', 401)
     } else if (opened.status !== 'none') {
       request.session = new XemsSession(engine, opened.session, opened.status, opened.presented, opened.token)
@@ -274,6 +319,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
     let outcome: Outcome = state.clear ? { action: 'clear' } : { action: 'keep' }
     if (request.session !== null) {
       try {
+        request.session.noteUse(request.headers['user-agent'], request.ip, recordIp)
         outcome = await request.session.finish({ rotate: autoRotation })
       } catch (err) {
         if (!outage.failed(err)) throw err
@@ -286,6 +332,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
       if (request.session.destroyed) request.session = null
     }
     applyOutcome(reply, state, outcome)
+    if (state.clearSiteData !== null) reply.header('clear-site-data', state.clearSiteData)
     return payload
   })
 
@@ -317,21 +364,40 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
       }
     }
     if (request.session !== null) await request.session.destroy()
+    const signIn = checkSignIn(link.signIn)
     const { token, session } = await engine.issue(link.sandbox ?? engine.defaultSandbox, data, {
       ...(link.userId === undefined ? {} : { userId: link.userId }),
-      ...(link.ttl === undefined ? {} : { ttl: link.ttl })
+      ...(link.ttl === undefined ? {} : { ttl: link.ttl }),
+      device: deviceOf(request.headers['user-agent'], request.ip, recordIp, signIn)
     })
     request.session = new XemsSession(engine, session, 'issued', presentedOf(token), token)
     return token
   }
 
-  async function xUnlink (this: FastifyReply): Promise<void> {
+  async function xUnlink (this: FastifyReply, unlink: UnlinkOptions = {}): Promise<void> {
     const request = this.request as StatefulRequest
+    const siteData = unlink.clearSiteData === undefined ? clearSiteData : checkClearSiteData(unlink.clearSiteData, 'clearSiteData')
     if (request.session !== null) await request.session.destroy()
     request.session = null
+    // Whatever happens next, this answer is never cached (it also carries the cookie's removal).
+    this.header('cache-control', 'no-store')
     const state = request[kState]
-    if (state !== undefined) state.clear = true
+    if (state !== undefined) {
+      state.clear = true
+      state.clearSiteData = siteData
+    }
   }
+}
+
+const CLEAR_SITE_DATA_TYPES = new Set(['cache', 'cookies', 'storage', 'executionContexts', '*'])
+
+/** The Clear-Site-Data header value (quoted types), or null for none. */
+function checkClearSiteData (types: ClearSiteDataType[] | false | undefined, option: string): string | null {
+  if (types === undefined || types === false) return null
+  if (!Array.isArray(types) || types.length === 0 || !types.every((type) => CLEAR_SITE_DATA_TYPES.has(type))) {
+    throw badOption(option, "must be false or a non-empty list of 'cache', 'cookies', 'storage', 'executionContexts', '*'")
+  }
+  return [...new Set(types)].map((type) => `"${type}"`).join(', ')
 }
 
 function cookieAttributes (cookie: CookieSettings): { path: string, domain?: string, secure: boolean, sameSite: 'lax' | 'strict' | 'none', httpOnly: true } {

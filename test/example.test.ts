@@ -151,3 +151,47 @@ t.test('the example guards factor changes with the password and a fresh code', a
   const me = await app.inject({ url: '/api/me', cookies: { '__Host-xems': token(disabled)! } })
   t.equal(me.json().mfaEnrolled, false)
 })
+
+t.test('the example: one error shape, expected 401s logged without a stack, devices behind a fresh code', async (t) => {
+  const lines: string[] = []
+  const app = await buildExample({ logLevel: 'info', logStream: { write: (line) => { lines.push(line) } } })
+  t.teardown(async () => { await app.close() })
+  const credentials = { email: 'eve@example.com', password: 'correct horse battery staple' }
+  for (const response of [
+    await app.inject({ method: 'POST', url: '/api/register', payload: { email: 'nope', password: 'x' } }),
+    await app.inject({ method: 'POST', url: '/api/login', payload: { ...credentials, password: 'wrong password' } }),
+    await app.inject({ url: '/api/me' }),
+    await app.inject({ method: 'POST', url: '/api/mfa/verify', payload: { code: '123456' } })
+  ]) {
+    t.match(response.json(), { statusCode: response.statusCode, code: String, error: String, message: /^[A-Z]/ }, `${response.statusCode}: { statusCode, code, error, message }`)
+  }
+  t.notOk(lines.some((line) => line.includes('"stack"')), 'no stack trace for an expected refusal')
+  t.ok(lines.some((line) => line.includes('request refused')), 'one line instead')
+
+  t.equal((await app.inject({ method: 'POST', url: '/api/register', payload: credentials })).statusCode, 200)
+  const ua = 'Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0'
+  const login = await app.inject({ method: 'POST', url: '/api/login', payload: credentials, headers: { 'user-agent': ua } })
+  let cookie = token(login)!
+  const send = async (method: 'GET' | 'POST', url: string, payload?: Record<string, unknown>): Promise<LightMyRequestResponse> => {
+    const response = await app.inject({ method, url, headers: { 'user-agent': ua }, cookies: { '__Host-xems': cookie }, ...(payload === undefined ? {} : { payload }) })
+    cookie = token(response) ?? cookie
+    return response
+  }
+  const refused = await send('GET', '/api/devices')
+  t.equal(refused.statusCode, 401)
+  t.equal(refused.json().code, 'FST_XEMS_MFA_REQUIRED', 'the list needs a fresh second factor')
+  t.equal((await send('POST', '/api/devices/sign-out-others')).json().code, 'FST_XEMS_MFA_REQUIRED', 'so does signing others out')
+  const { secret } = (await send('POST', '/api/mfa/enrol', { password: credentials.password })).json()
+  t.equal((await send('POST', '/api/mfa/confirm', { code: await generateTotp({ secret }) })).statusCode, 200)
+  t.equal((await send('POST', '/api/mfa/step-up', { code: await generateTotp({ secret, at: Date.now() + 30_000 }) })).statusCode, 200)
+  const devices = await send('GET', '/api/devices')
+  t.equal(devices.statusCode, 200)
+  t.equal(devices.headers['cache-control'], 'no-store')
+  t.match(devices.json(), [{ current: true, browser: 'Firefox 133', os: 'Linux', type: 'desktop', ip: '127.0.0.1', signIn: 'password', id: String }])
+  t.equal((await send('POST', '/api/devices/nope/sign-out')).statusCode, 404)
+  const cross = await app.inject({ method: 'POST', url: '/api/devices/sign-out-others', cookies: { '__Host-xems': cookie }, headers: { 'sec-fetch-site': 'cross-site' } })
+  t.equal(cross.statusCode, 403, 'the CSRF check is on in the example')
+  const out = await send('POST', '/api/logout-everywhere')
+  t.equal(out.headers['cache-control'], 'no-store')
+  t.equal(out.headers['clear-site-data'], '"cache"')
+})

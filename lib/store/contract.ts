@@ -20,6 +20,12 @@
  */
 export const MAX_PAST_TOKENS = 8
 
+/**
+ * The reserved data key under which a session keeps its device record (lib/device.ts): sealed with the
+ * rest of the data, and returned by listUser and by a theft signal. Applications cannot use this key.
+ */
+export const DEVICE_KEY = '$xems:device'
+
 /** Top-level key → JSON text of its value. */
 export type EncodedData = Record<string, string>
 /** Top-level key → new JSON text, or null to delete the key. */
@@ -48,6 +54,8 @@ export interface SessionInfo {
   lastSeenAt: number
   /** When the session ends if unused: min(lastSeenAt + idleTtl, absoluteExpiresAt). */
   expiresAt: number
+  /** The JSON text of the session's data key DEVICE_KEY (lib/device.ts), when it has one. */
+  device?: string
 }
 
 export interface CreateInput {
@@ -87,8 +95,11 @@ export type ResolveResult =
    * current one: the first opens with the presented token and yields the next.
    */
   | { status: 'grace', session: StoredSession, chain: string[] }
-  /** Any other token of the session: an earlier one replayed after its window, the theft signal. */
-  | { status: 'reused', id: string, sandbox: string, userId?: string | undefined, revoked: boolean }
+  /**
+   * Any other token of the session: an earlier one replayed after its window, the theft signal.
+   * `device`: the JSON text of the session's data key DEVICE_KEY, when it has one (who used it last).
+   */
+  | { status: 'reused', id: string, sandbox: string, userId?: string | undefined, revoked: boolean, device?: string }
 
 export interface RotateInput {
   newKey: string
@@ -155,8 +166,14 @@ export interface SessionStore {
   migrate: (input: MigrateInput) => Promise<boolean>
   /** Ends a session and every token of it. False when there was none. */
   destroy: (id: string) => Promise<boolean>
+  /**
+   * Ends one session, only if it is a live session of `userId` (one atomic step: a session of
+   * another user, or none, is left alone and answers false).
+   */
+  revokeUserSession: (userId: string, id: string, now: number) => Promise<boolean>
   /** Ends every session of a user (but `exceptId`); returns how many ended. */
   revokeUser: (userId: string, now: number, exceptId?: string) => Promise<number>
+  /** The live sessions of a user, each with its `device` text when it has one. */
   listUser: (userId: string, now: number) => Promise<SessionInfo[]>
   kvGet: (sandbox: string, key: string, now: number) => Promise<string | null>
   kvSet: (sandbox: string, key: string, value: string, ttl: number, now: number) => Promise<void>

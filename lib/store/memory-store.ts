@@ -6,6 +6,7 @@ import type {
   CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, MigrateInput,
   ResolveInput, ResolveResult, SessionInfo, SessionStore, StoredSession
 } from './contract.js'
+import { DEVICE_KEY } from './contract.js'
 import { chainOf, markPresented, matchToken, mayMigrate, NO_PAST, retireAll, rotate, type RotationState } from './rotation.js'
 import { ShardedMap } from './sharded-map.js'
 import { IncrementalSweeper } from './sweeper.js'
@@ -273,6 +274,8 @@ export class MemoryStore implements SessionStore {
       if (input.revokeOnReuse) this.#removeSession(session)
       const reused: ResolveResult = { status: 'reused', id: session.id, sandbox: session.sandbox, revoked: input.revokeOnReuse }
       if (session.userId !== undefined) reused.userId = session.userId
+      const device = session.data[DEVICE_KEY]
+      if (device !== undefined) reused.device = device
       return reused
     }
     if (match.kind === 'retired' || (input.sandbox !== undefined && session.sandbox !== input.sandbox)) return NONE
@@ -351,6 +354,19 @@ export class MemoryStore implements SessionStore {
     return true
   }
 
+  async revokeUserSession (userId: string, id: string, now: number): Promise<boolean> {
+    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#revokeUserSession(userId, id, now))
+    this.#assertOpen()
+    return this.#revokeUserSession(userId, id, now)
+  }
+
+  #revokeUserSession (userId: string, id: string, now: number): boolean {
+    const session = this.#liveSession(id, now)
+    if (session === null || session.userId !== userId) return false
+    this.#removeSession(session)
+    return true
+  }
+
   async revokeUser (userId: string, now: number, exceptId?: string): Promise<number> {
     if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#revokeUser(userId, now, exceptId))
     this.#assertOpen()
@@ -379,14 +395,17 @@ export class MemoryStore implements SessionStore {
     for (const id of this.#userIds(userId)) {
       const session = this.#liveSession(id, now)
       if (session === null) continue
-      infos.push({
+      const info: SessionInfo = {
         id,
         sandbox: session.sandbox,
         userId,
         createdAt: createdOf(session),
         lastSeenAt: lastSeenOf(session),
         expiresAt: sessionExpiresAt(session)
-      })
+      }
+      const device = session.data[DEVICE_KEY]
+      if (device !== undefined) info.device = device
+      infos.push(info)
     }
     return infos
   }

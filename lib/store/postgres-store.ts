@@ -235,6 +235,8 @@ export class PostgresStore implements SessionStore {
         if (input.revokeOnReuse) defer(`DELETE FROM ${this.#t.sessions} WHERE id = $1`, [input.id])
         const reused: ResolveResult = { status: 'reused', id: input.id, sandbox: row.sandbox, revoked: input.revokeOnReuse }
         if (loaded.userId !== undefined) reused.userId = loaded.userId
+        const device = this.#openData(input.id, row.data)?.data[DEVICE_KEY]
+        if (device !== undefined) reused.device = device
         return reused
       }
       if (match.kind === 'retired' || (input.sandbox !== undefined && row.sandbox !== input.sandbox)) return NONE
@@ -302,6 +304,13 @@ export class PostgresStore implements SessionStore {
     return (rowCount ?? 0) > 0
   }
 
+  /** One statement: the row, only if it is a live session of the user (another user's id ends nothing). */
+  async revokeUserSession (userId: string, id: string, now: number): Promise<boolean> {
+    await this.ready()
+    const { rowCount } = await this.#query(`DELETE FROM ${this.#t.sessions} WHERE id = $1 AND user_digest = $2 AND expires_at > $3`, [id, digest('user', userId), now])
+    return (rowCount ?? 0) > 0
+  }
+
   /** One statement: every row of the user's digest (but `exceptId`), deleted; counts those still live. */
   async revokeUser (userId: string, now: number, exceptId?: string): Promise<number> {
     await this.ready()
@@ -315,7 +324,7 @@ export class PostgresStore implements SessionStore {
   async listUser (userId: string, now: number): Promise<SessionInfo[]> {
     await this.ready()
     const { rows } = await this.#query<SessionRow>(
-      `SELECT id, sandbox, created_at, last_seen_at, idle_ttl, absolute_expires_at, expires_at, binding FROM ${this.#t.sessions}
+      `SELECT id, sandbox, created_at, last_seen_at, idle_ttl, absolute_expires_at, expires_at, binding, data FROM ${this.#t.sessions}
        WHERE user_digest = $1 AND expires_at > $2`, [digest('user', userId), now])
     const infos: SessionInfo[] = []
     for (const row of rows) {
@@ -327,7 +336,11 @@ export class PostgresStore implements SessionStore {
       if (!(expiresAt > now)) continue
       const opened = this.#openBinding(row.id, row.sandbox, idleTtl, createdAt, absoluteExpiresAt, row.binding)
       if (opened === null || opened.userId !== userId) continue
-      infos.push({ id: row.id, sandbox: row.sandbox, userId, createdAt, lastSeenAt, expiresAt })
+      const info: SessionInfo = { id: row.id, sandbox: row.sandbox, userId, createdAt, lastSeenAt, expiresAt }
+      // The device record is a key of the sealed data: opened only for the list.
+      const device = this.#openData(row.id, row.data)?.data[DEVICE_KEY]
+      if (device !== undefined) info.device = device
+      infos.push(info)
     }
     return infos.sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1))
   }

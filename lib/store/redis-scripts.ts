@@ -147,7 +147,8 @@ return 1
 
 /**
  * KEYS: session. ARGV: tokenKey, now, sandbox|'', revokeOnReuse '1'|'0', gracePeriod.
- * Returns {0} none | {1, all} live | {2, all, chain} grace | {3, sandbox, u|nil, revoked, uk|nil} reused,
+ * ARGV[6]: the field of the device data key. Returns {0} none | {1, all} live | {2, all, chain} grace |
+ * {3, sandbox, u|nil, revoked, uk|nil, device field|nil} reused,
  * where all is the session hash as HGETALL read it (before this script's own writes).
  */
 const resolve = `${PRELUDE}
@@ -188,7 +189,7 @@ end
 if kind == 'retired' then return { 0 } end
 if kind == 'reused' then
   if revoke then redis.call('DEL', key) end
-  return { 3, h.sb, h.u or false, revoke and 1 or 0, h.uk or false }
+  return { 3, h.sb, h.u or false, revoke and 1 or 0, h.uk or false, h[ARGV[6]] or false }
 end
 if sandbox ~= '' and h.sb ~= sandbox then return { 0 } end
 local fields = {}

@@ -6,6 +6,7 @@ import type {
   CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, MigrateInput, ResolveInput,
   ResolveResult, SessionInfo, SessionStore, StoredSession
 } from './contract.js'
+import { DEVICE_KEY } from './contract.js'
 import { BOX_LENGTH, KEY_LENGTH, SCRIPTS, type ScriptName } from './redis-scripts.js'
 
 /** A 32-byte secret as `parseSecret` reads it: 32 bytes, 64 hex characters, base64 of 32 bytes, 32 ASCII characters. */
@@ -58,6 +59,19 @@ const NONE: ResolveResult = Object.freeze({ status: 'none' })
 /** A name that does not show what it names: SHA-256 of a label and the value, base64url. */
 function digest (label: string, value: string): string {
   return createHash('sha256').update(label).update('\u0000').update(value, 'utf8').digest('base64url')
+}
+
+/** The hash field of the device data key (see DEVICE_KEY). */
+const DEVICE_FIELD = `d:${digest('data', DEVICE_KEY)}`
+
+/** An opened data field: 4-byte key length, key, JSON text; null unless it names `field`. */
+function dataPairOf (plain: Buffer, field: string): [string, string] | null {
+  if (plain.length < 4) return null
+  const end = 4 + plain.readUInt32BE(0)
+  if (end > plain.length) return null
+  const key = plain.subarray(4, end).toString('utf8')
+  if (digest('data', key) !== field) return null
+  return [key, plain.subarray(end).toString('utf8')]
 }
 
 function text (reply: Reply | undefined): string {
@@ -197,7 +211,7 @@ export class RedisStore implements SessionStore {
     await this.ready()
     const { id } = input
     const reply = list(await this.#run('resolve', this.#sessionKey(id), [
-      keyArg(input.tokenKey), String(input.now), input.sandbox ?? '', input.revokeOnReuse ? '1' : '0', String(input.gracePeriod)
+      keyArg(input.tokenKey), String(input.now), input.sandbox ?? '', input.revokeOnReuse ? '1' : '0', String(input.gracePeriod), DEVICE_FIELD
     ]))
     const status = num(reply[0])
     if (status === 3) {
@@ -206,6 +220,8 @@ export class RedisStore implements SessionStore {
       const sealedUser = buffer(reply[2])
       const userId = sealedUser === null ? null : this.#open(sealedUser, 'session', id, 'user')
       if (userId !== null) reused.userId = userId.toString('utf8')
+      const device = this.#openDataField(id, DEVICE_FIELD.slice(2), buffer(reply[5]))
+      if (device !== null) reused.device = device[1]
       const uk = buffer(reply[4])
       if (revoked && uk !== null) await this.#unindex(uk.toString('latin1'), id)
       return reused
@@ -291,16 +307,26 @@ export class RedisStore implements SessionStore {
     return outcomes.filter((outcome) => outcome === 2).length
   }
 
+  /** One script on the session's key: ends it only if it is a live session of the user; then drops its index entry. */
+  async revokeUserSession (userId: string, id: string, now: number): Promise<boolean> {
+    await this.ready()
+    const uk = digest('user', userId)
+    // Score `now`: a record that is not there gets no tombstone (nothing of this user is on its way there).
+    const outcome = num(await this.#run('revokeOne', this.#sessionKey(id), [uk, String(now), String(now)]))
+    if (outcome !== 0) await this.#client.zrem(this.#userKey(uk), id)
+    return outcome === 2
+  }
+
   /** Reads the user's index, then each session (read-only: no index entry is removed but by its score). */
   async listUser (userId: string, now: number): Promise<SessionInfo[]> {
     await this.ready()
     const uk = digest('user', userId)
     const entries = await this.#indexRead(uk, now)
     const records = await Promise.all(entries.map(async (entry) =>
-      await this.#client.hmgetBuffer(this.#sessionKey(entry.id), 'sb', 'ca', 'ls', 'it', 'ax', 'uk', 'u', 'ms', 'mt', 'x')))
+      await this.#client.hmgetBuffer(this.#sessionKey(entry.id), 'sb', 'ca', 'ls', 'it', 'ax', 'uk', 'u', 'ms', 'mt', 'x', DEVICE_FIELD)))
     const infos: SessionInfo[] = []
     entries.forEach((entry, i) => {
-      const [sb, ca, ls, it, ax, owner, u, ms, mt, x] = records[i]!
+      const [sb, ca, ls, it, ax, owner, u, ms, mt, x, dv] = records[i]!
       if (sb === null || sb === undefined || x !== null || owner?.toString('latin1') !== uk) return
       const sandbox = sb.toString('utf8')
       const createdAt = intOf(ca ?? undefined)
@@ -313,7 +339,10 @@ export class RedisStore implements SessionStore {
       if (u === null || u === undefined || this.#open(u, 'session', entry.id, 'user')?.toString('utf8') !== userId) return
       if (ms === null || ms === undefined || this.#open(ms, 'session', entry.id, 'sandbox', sandbox, idleTtl) === null) return
       if (mt === null || mt === undefined || this.#open(mt, 'session', entry.id, 'times', createdAt, absoluteExpiresAt) === null) return
-      infos.push({ id: entry.id, sandbox, userId, createdAt, lastSeenAt, expiresAt })
+      const info: SessionInfo = { id: entry.id, sandbox, userId, createdAt, lastSeenAt, expiresAt }
+      const device = this.#openDataField(entry.id, DEVICE_FIELD.slice(2), dv ?? null)
+      if (device !== null && device[0] === DEVICE_KEY) info.device = device[1]
+      infos.push(info)
     })
     return infos.sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1))
   }
@@ -534,14 +563,18 @@ export class RedisStore implements SessionStore {
     }
     for (const [field, sealed] of data) {
       const plain = check(`d:${field}`, sealed, 'session', id, 'data', field)
-      if (plain === null || plain.length < 4) return null
-      const end = 4 + plain.readUInt32BE(0)
-      if (end > plain.length) return null
-      const key = plain.subarray(4, end).toString('utf8')
-      if (digest('data', key) !== field) return null
-      session.data[key] = plain.subarray(end).toString('utf8')
+      const pair = plain === null ? null : dataPairOf(plain, field)
+      if (pair === null) return null
+      session.data[pair[0]] = pair[1]
     }
     return { session, reseal }
+  }
+
+  /** One sealed data field as [key, JSON text]; null when absent or it does not open. */
+  #openDataField (id: string, field: string, sealed: Buffer | null): [string, string] | null {
+    if (sealed === null) return null
+    const plain = this.#open(sealed, 'session', id, 'data', field)
+    return plain === null ? null : dataPairOf(plain, field)
   }
 
   async #reseal (key: string, items: Reseal[]): Promise<void> {

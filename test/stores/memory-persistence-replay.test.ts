@@ -117,6 +117,10 @@ for (const [seed, fsync] of [[1, 'always'], [2, 'everysec'], [7, 'always']] as A
         const except = chance(0.5) ? session.id : undefined
         return async (s) => await s.revokeUser(user, at, except)
       }
+      if (roll < 0.66) {
+        const user = pick(USERS)
+        return async (s) => await s.revokeUserSession(user, session.id, at)
+      }
       if (roll < 0.68) {
         const user = pick(USERS)
         return async (s) => sortedInfos(await s.listUser(user, at))

@@ -14,7 +14,7 @@ import assert from 'node:assert/strict'
 import { sealForTokenHolder } from '../../cipher.js'
 import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../session-token.js'
 import { generateToken } from '../../token.js'
-import { MAX_PAST_TOKENS, type CommitInput, type SessionStore } from '../contract.js'
+import { DEVICE_KEY, MAX_PAST_TOKENS, type CommitInput, type SessionStore } from '../contract.js'
 
 export interface StoreUnderTest {
   store: SessionStore
@@ -369,6 +369,42 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     same(await resolve(a.id, a.key, t0 + 5003), { status: 'none' })
     equal((await resolve(other.id, other.key, t0 + 5003)).status, 'live', 'other users are untouched')
     same(await store.listUser('nobody', t0), [])
+  })
+
+  test('device record: listed with the session, updated by a commit patch, returned by a theft signal', async ({ store, create, resolve, commit }) => {
+    const device = JSON.stringify({ userAgent: 'UA one', browser: 'Chrome', browserVersion: '1', os: 'Linux', type: 'desktop', ip: '10.0.0.1' })
+    const a = await create({ userId: 'dev-u', data: { user: '"ada"', [DEVICE_KEY]: device } })
+    const b = await create({ userId: 'dev-u' })
+    const listed = await store.listUser('dev-u', t0 + 1)
+    equal(listed.find((info) => info.id === a.id)?.device, device, 'the device text comes with the list')
+    assert.ok(!('device' in listed.find((info) => info.id === b.id)!), 'a session without one has none')
+    const moved = JSON.stringify({ ...JSON.parse(device), ip: '10.0.0.2' })
+    await resolve(a.id, a.key, t0 + 2)
+    const next = newKey()
+    await commit({ id: a.id, tokenKey: a.key, patch: { [DEVICE_KEY]: moved }, rotate: next, now: t0 + 3 })
+    equal((await store.listUser('dev-u', t0 + 4)).find((info) => info.id === a.id)?.device, moved, 'a commit patch updates it')
+    await resolve(a.id, next, t0 + 5)
+    const reused = await resolve(a.id, a.key, t0 + 5 + GRACE + 1)
+    same(reused, { status: 'reused', id: a.id, sandbox: 'auth-active', userId: 'dev-u', revoked: true, device: moved }, 'the theft signal says who used the session last')
+  })
+
+  test('revokeUserSession ends one live session of its user only', async ({ store, create, resolve }) => {
+    const a = await create({ userId: 'one-u' })
+    const b = await create({ userId: 'one-u' })
+    const other = await create({ userId: 'two-u' })
+    const short = await create({ userId: 'one-u', idleTtl: 1000 })
+    equal(await store.revokeUserSession('one-u', other.id, t0 + 1), false, 'a session of another user is refused')
+    equal((await resolve(other.id, other.key, t0 + 2)).status, 'live', '…and left alone')
+    equal(await store.revokeUserSession('one-u', recordIdOf(generateLocator()), t0 + 1), false, 'no such session')
+    equal(await store.revokeUserSession('one-u', short.id, t0 + 5000), false, 'an expired one does not count')
+    equal(await store.revokeUserSession('one-u', b.id, t0 + 3), true)
+    equal(await store.revokeUserSession('one-u', b.id, t0 + 4), false, 'only once')
+    same(await resolve(b.id, b.key, t0 + 5), { status: 'none' })
+    equal((await resolve(a.id, a.key, t0 + 5)).status, 'live', 'the others live on')
+    same((await store.listUser('one-u', t0 + 6)).map((info) => info.id), [a.id])
+    const c = await create({ userId: 'one-u', now: t0 + 7 })
+    const racers = await Promise.all(Array.from({ length: 100 }, async () => await store.revokeUserSession('one-u', c.id, t0 + 8)))
+    equal(racers.filter(Boolean).length, 1, 'of 100 parallel revocations exactly one ends it')
   })
 
   test('a session that gains a user by migration is listed and revoked with that user', async ({ store, create, resolve, migrate }) => {
