@@ -22,7 +22,7 @@ const ALLOWED: RegExp[] = [
   /^dist\/example\/[a-z-]+\.js$/,
   /^dist\/(lib|plugins)\/([a-z-]+\/)*[a-z0-9-]+\.(js|d\.ts)$/,
 ]
-const REQUIRED = ['package.json', 'README.md', 'LICENSE', 'dist/index.js', 'dist/index.d.ts', 'dist/mfa.js', 'dist/redis.js']
+const REQUIRED = ['package.json', 'README.md', 'LICENSE', 'dist/index.js', 'dist/index.d.ts', 'dist/mfa.js', 'dist/redis.js', 'dist/postgres.js', 'dist/conformance.js']
 
 function packedFiles (): string[] {
   const out = execFileSync(npm, ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })

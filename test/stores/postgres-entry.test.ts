@@ -33,6 +33,6 @@ t.test('fastify-xems loads no pg; fastify-xems/postgres and fastify-xems/conform
   const conformance = await import('fastify-xems/conformance')
   t.type(conformance.runStoreConformance, 'function')
   const exportsField = (JSON.parse(readFileSync(resolve(root, 'package.json'), 'utf8')) as { exports: Record<string, unknown> }).exports
-  t.same(exportsField['./postgres'], { types: './dist/postgres.d.ts', import: './dist/postgres.js' })
-  t.same(exportsField['./conformance'], { types: './dist/conformance.d.ts', import: './dist/conformance.js' })
+  t.same(exportsField['./postgres'], { types: './dist/postgres.d.ts', default: './dist/postgres.js' })
+  t.same(exportsField['./conformance'], { types: './dist/conformance.d.ts', default: './dist/conformance.js' })
 })

@@ -7,6 +7,9 @@ import { expectAssignable, expectError, expectNotAssignable, expectType } from '
 import { MemoryStore, xemsSession, XemsError, type Duration, type XemsSession, type XemsSessionData, type XemsSessionOptions } from 'fastify-xems'
 import { hashPassword, xemsMfa, type VerifyResult } from 'fastify-xems/mfa'
 import { RedisStore } from 'fastify-xems/redis'
+import { PostgresStore } from 'fastify-xems/postgres'
+import { runStoreConformance, type StoreFactory } from 'fastify-xems/conformance'
+import type pg from 'pg'
 
 declare module 'fastify-xems' {
   interface XemsSessionData {
@@ -54,3 +57,15 @@ expectAssignable<string>(err.code)
 expectType<'function'>(typeof RedisStore as 'function')
 declare const verified: VerifyResult
 expectAssignable<object>(verified)
+
+// The PostgreSQL entry point: a store on an app's pg Pool, usable as xemsSession's store; migrate() with no
+// argument migrates the schema, with a MigrateInput it is the contract's session migration.
+declare const pool: pg.Pool
+const postgres = new PostgresStore({ pool, secret: 'x'.repeat(64) })
+await app.register(xemsSession, { store: postgres })
+expectType<Promise<void>>(postgres.migrate())
+expectError(new PostgresStore({ secret: 'x'.repeat(64) }))
+// The conformance suite takes a factory and any runner's (name, fn).
+const factory: StoreFactory = async () => ({ store: new MemoryStore(), cleanup: async () => {} })
+runStoreConformance(factory, { test: (name: string, fn: () => Promise<void>) => { void name; void fn } })
+expectError(runStoreConformance(factory))
