@@ -7,6 +7,7 @@ import type {
   CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, MigrateInput, ResolveInput,
   ResolveResult, SessionInfo, SessionStore, StoredSession
 } from './contract.js'
+import { DEVICE_KEY } from './contract.js'
 import { chainOf, markPresented, matchToken, mayMigrate, newRotationState, retireAll, rotate, type RotationState } from './rotation.js'
 import {
   isSchemaName, isTablePrefix, POSTGRES_FORMAT_VERSION, POSTGRES_UPGRADES, postgresSchemaSql, tableNames, type TableNames
