@@ -29,9 +29,9 @@ export type FsyncPolicy = 'always' | 'everysec'
 export interface VaultWarning {
   code: 'FST_XEMS_VAULT_TORN_TAIL' | 'FST_XEMS_VAULT_UNCLEAN' | 'FST_XEMS_VAULT_COMPACTION_FAILED' | 'FST_XEMS_VAULT_WRITE_FAILED'
   message: string
-  file?: string
-  offset?: number
-  bytes?: number
+  file?: string | undefined
+  offset?: number | undefined
+  bytes?: number | undefined
 }
 
 export interface VaultOptions {
@@ -43,10 +43,10 @@ export interface VaultOptions {
   /** Journal bytes after which a compaction starts (at least the size of the last snapshot). */
   compactAfter: number
   bindToHost: boolean
-  hostId?: string
+  hostId?: string | undefined
   onWarning: (warning: VaultWarning) => void
   /** Lease timings of the directory lock (default 1 s refresh, 10 s until stale); for tests. */
-  lease?: { refreshMs: number, staleMs: number }
+  lease?: { refreshMs: number, staleMs: number } | undefined
 }
 
 /** What the vault asks of the state it keeps. */
@@ -227,11 +227,11 @@ export class Vault {
     }
     const live = journals.filter((generation) => generation >= base)
     let tornTail: VaultWarning | null = null
-    let ending: { generation: number, records: number, header: Buffer } | null = null
+    let ending: { generation: number, records: number, header: Buffer, hostTag: Buffer | null } | null = null
     for (const [i, generation] of live.entries()) {
       if (generation !== base + i) throw corrupt(join(dir, journalFile(base + i)), 'is missing between the journals that exist')
-      const { batches, torn, records, header } = await this.#readJournal(generation, state, tornTail !== null)
-      ending = { generation, records, header }
+      const { batches, torn, records, header, hostTag } = await this.#readJournal(generation, state, tornTail !== null)
+      ending = { generation, records, header, hostTag }
       if (tornTail !== null && batches > 0) {
         throw corrupt(tornTail.file!, 'ends in a damaged record, yet a later journal holds records: this is not the trace of a crash')
       }
@@ -306,21 +306,26 @@ export class Vault {
     return header.generation
   }
 
-  /** True when the close marker names this journal and its exact record count. */
-  async #closedCleanly (ending: { generation: number, records: number, header: Buffer }): Promise<boolean> {
-    const sealed = await readFile(join(this.#options.dir, CLOSED_FILE)).catch(() => null)
+  /**
+   * True when the close marker names this journal and its exact record count. The marker was sealed by
+   * the run that wrote the journal: it opens with any configured secret and the journal's host binding
+   * (a rotated secret, or a vault bound or unbound since, still reads its predecessor's clean close).
+   */
+  async #closedCleanly (ending: { generation: number, records: number, header: Buffer, hostTag: Buffer | null }): Promise<boolean> {
+    const path = join(this.#options.dir, CLOSED_FILE)
+    const sealed = await readFile(path).catch(() => null)
     if (sealed === null) return false
-    const plain = this.#keys.sealer.keyring.open(sealed, closedAad(ending.header))
-    if (plain === null) return false
+    const opened = (await this.#keys.openerFor(ending.hostTag, path))(sealed, closedAad(ending.header))
+    if (!opened.ok) return false
     try {
-      const marker = JSON.parse(plain.toString('utf8')) as { v?: unknown, generation?: unknown, records?: unknown }
+      const marker = JSON.parse(opened.plain.toString('utf8')) as { v?: unknown, generation?: unknown, records?: unknown }
       return marker.v === 1 && marker.generation === ending.generation && marker.records === ending.records
     } catch {
       return false
     }
   }
 
-  async #readJournal (generation: number, state: VaultState, afterTorn: boolean): Promise<{ batches: number, torn: VaultWarning | null, records: number, header: Buffer }> {
+  async #readJournal (generation: number, state: VaultState, afterTorn: boolean): Promise<{ batches: number, torn: VaultWarning | null, records: number, header: Buffer, hostTag: Buffer | null }> {
     const name = journalFile(generation)
     const path = join(this.#options.dir, name)
     const { header, records, torn } = await this.#readFile(name, 'journal')
@@ -340,7 +345,7 @@ export class Vault {
           offset: torn.offset,
           bytes: torn.bytes
         }
-    return { batches: records.length - 1, torn: warning, records: records.length, header: encodeHeader(header) }
+    return { batches: records.length - 1, torn: warning, records: records.length, header: encodeHeader(header), hostTag: header.hostTag }
   }
 
   #applyRecord (plain: Buffer, state: VaultState, path: string, seq: number): void {

@@ -84,6 +84,7 @@ async function parent (): Promise<void> {
   const { MemoryStore } = await import('../../lib/store/memory-store.js')
   const { acquireVaultLock, leaseFile } = await import('../../lib/store/vault-lock.js')
   type Test = import('tap').Test
+  type VaultWarning = import('../../lib/store/memory-store.js').VaultWarning
 
   const isRoot = process.getuid?.() === 0
   const canUnshare = isRoot && spawnSync('unshare', ['-p', '-f', '--mount-proc', '-u', 'true']).status === 0
@@ -210,13 +211,16 @@ async function parent (): Promise<void> {
     await lock.release()
 
     const dir2 = await tempDir(t)
-    const store = await MemoryStore.open({ persistence: { path: dir2, secret } })
+    const warnings: VaultWarning[] = []
+    const store = await MemoryStore.open({ persistence: { path: dir2, secret }, onWarning: (w) => warnings.push(w) })
     t.teardown(async () => { await store.close() })
     await store.kvSet('s', 'before', '1', HOUR, Date.now())
     const lease = (await readdir(dir2)).find((name) => name.startsWith('xems.lock.'))!
     await writeFile(join(dir2, leaseFile(Number(lease.split('.').at(-1)) + 1)), '')
     await new Promise((resolve) => setTimeout(resolve, 1300))
     await t.rejects(store.kvSet('s', 'after', '2', HOUR, Date.now()), { code: 'FST_XEMS_STORE_UNAVAILABLE', statusCode: 503 }, 'the store refuses to write')
+    t.match(warnings, [{ code: 'FST_XEMS_VAULT_WRITE_FAILED', message: /FST_XEMS_VAULT_LOCKED/ }], 'and says why, once')
+    t.equal(warnings.length, 1)
   })
 
   t.test('a lock file of the earlier version from another host is refused, not taken as stale', async (t) => {
