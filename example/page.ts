@@ -152,7 +152,7 @@ document.getElementById('code-form').addEventListener('submit', async (event) =>
   event.target.reset()
   if (result.status !== 200) {
     say(result.data.message, 'error')
-    if (result.status === 429 || result.data.code === 'FST_XEMS_MFA_ATTEMPTS' || result.data.code === 'FST_XEMS_NO_SESSION') show('signed-out')
+    if (result.status === 429 || result.data.code === 'FST_XEMS_MFA_ATTEMPTS' || result.data.code === 'FST_XEMS_MFA_NOT_PENDING') show('signed-out')
     return
   }
   say(result.data.method === 'recovery' ? 'Signed in with a recovery code (' + result.data.recoveryCodesLeft + ' left).' : 'Signed in.', 'ok')

@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, createHash, hash, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto'
-import { XemsError } from './errors.js'
+import { xemsError } from './errors.js'
 
 /**
  * AES-256-GCM sealing with keys derived by HKDF-SHA256.
@@ -58,21 +58,18 @@ export function parseSecret (value: unknown, option: string): Buffer {
     }
   }
   if (bytes === undefined) {
-    throw new XemsError('FST_XEMS_BAD_SECRET',
-      `fastify-xems: option "${option}" must be exactly 32 bytes: a Buffer of 32 bytes, 64 hex characters, ` +
-      `base64 of 32 bytes, or 32 printable ASCII characters; ${MAKE_ONE}`)
+    throw xemsError('FST_XEMS_BAD_SECRET', [option,
+      `it must be exactly 32 bytes: a Buffer of 32 bytes, 64 hex characters, base64 of 32 bytes, or 32 printable ASCII characters; ${MAKE_ONE}`])
   }
   const weakness = weaknessOf(bytes)
   if (weakness !== null) {
     bytes.fill(0)
-    throw new XemsError('FST_XEMS_BAD_SECRET',
-      `fastify-xems: option "${option}" is not a secret: ${weakness}${ascii ? ' (read as 32 ASCII characters)' : ''}; ${MAKE_ONE}`)
+    throw xemsError('FST_XEMS_BAD_SECRET', [option, `${weakness}${ascii ? ' (read as 32 ASCII characters)' : ''}; ${MAKE_ONE}`])
   }
   if (ascii && /^[0-9a-fA-F]{32}$/.test(value as string)) {
     bytes.fill(0)
-    throw new XemsError('FST_XEMS_BAD_SECRET',
-      `fastify-xems: option "${option}" is 32 hex characters: that is 16 bytes, not 32, and would be read as ASCII; ` +
-      `give 64 hex characters (\`openssl rand -hex 32\`), or ${MAKE_ONE}`)
+    throw xemsError('FST_XEMS_BAD_SECRET', [option,
+      `it is 32 hex characters: that is 16 bytes, not 32, and would be read as ASCII; give 64 hex characters (\`openssl rand -hex 32\`), or ${MAKE_ONE}`])
   }
   return bytes
 }
@@ -110,7 +107,7 @@ export class Keyring {
 
   /** `secrets` are 32-byte secrets, newest first; `purpose` separates keys derived for different uses. */
   constructor (secrets: Buffer[], purpose: string, salt?: Buffer) {
-    if (secrets.length === 0) throw new XemsError('FST_XEMS_BAD_SECRET', 'fastify-xems: a keyring needs at least one secret')
+    if (secrets.length === 0) throw xemsError('FST_XEMS_BAD_SECRET', ['secret', 'a keyring needs at least one secret'])
     this.#keys = secrets.map((secret) => {
       const key = deriveKey(secret, purpose, salt)
       return { id: keyIdOf(key), key }

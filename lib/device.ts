@@ -1,5 +1,5 @@
 import Bowser from 'bowser'
-import { XemsError } from './errors.js'
+import { xemsError } from './errors.js'
 import { DEVICE_KEY } from './store/contract.js'
 
 /**
@@ -112,7 +112,7 @@ export function decodeDevice (text: string | undefined): DeviceInfo | null {
 export function checkSignIn (value: unknown): SignInMethod | undefined {
   if (value === undefined) return undefined
   if (typeof value !== 'string' || !SIGN_IN_METHODS.includes(value)) {
-    throw new XemsError('FST_XEMS_BAD_VALUE', `fastify-xems: signIn must be one of ${SIGN_IN_METHODS.join(', ')}`, 500)
+    throw xemsError('FST_XEMS_BAD_VALUE', ['signIn', `it must be one of ${SIGN_IN_METHODS.join(', ')}`])
   }
   return value as SignInMethod
 }

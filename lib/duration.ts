@@ -1,4 +1,4 @@
-import { XemsError } from './errors.js'
+import { xemsError } from './errors.js'
 
 /** A duration: a whole number of milliseconds, or a string such as `'500ms'`, `'30s'`, `'15m'`, `'1h'`, `'5d'`. */
 export type Duration = number | `${number}${DurationUnit}`
@@ -23,8 +23,7 @@ export function parseDuration (value: unknown, option: string): number {
     if (match !== null) ms = Number(match[1]) * UNIT_MS[match[2] as DurationUnit]
   }
   if (ms === undefined || ms > LONGEST_MS) {
-    throw new XemsError('FST_XEMS_BAD_DURATION',
-      `fastify-xems: option "${option}" must be a whole number of milliseconds or a string like '500ms', '30s', '15m', '1h' or '5d' (at most 10 years); got ${describe(value)}`)
+    throw xemsError('FST_XEMS_BAD_DURATION', [option, describe(value)])
   }
   return ms
 }
@@ -33,7 +32,7 @@ export function parseDuration (value: unknown, option: string): number {
 export function parsePositiveDuration (value: unknown, option: string): number {
   const ms = parseDuration(value, option)
   if (ms === 0) {
-    throw new XemsError('FST_XEMS_BAD_DURATION', `fastify-xems: option "${option}" must be longer than zero`)
+    throw xemsError('FST_XEMS_BAD_DURATION', [option, describe(value)])
   }
   return ms
 }

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events'
 import { openAsTokenHolder, sealForTokenHolder } from './cipher.js'
 import { parseDuration, parsePositiveDuration, type Duration } from './duration.js'
 import { decodeDevice, encodeDevice, type DeviceInfo } from './device.js'
-import { badOption, isXemsError, XemsError } from './errors.js'
+import { badOption, isXemsError, xemsError } from './errors.js'
 import { sameKindOfDevice, type SecurityEvent } from './security-events.js'
 import { decodeData, encodeData, encodeValue, splitDevice } from './session-data.js'
 import {
@@ -488,7 +488,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
       return await operation()
     } catch (err) {
       if (isXemsError(err)) throw err
-      throw new XemsError('FST_XEMS_STORE_UNAVAILABLE', 'fastify-xems: the session store is unavailable', 503, { cause: err })
+      throw xemsError('FST_XEMS_STORE_UNAVAILABLE', [], { cause: err })
     }
   }
 }
@@ -512,14 +512,14 @@ function followChain (presented: ParsedToken, chain: string[]): string | null {
 
 export function checkSandbox (name: unknown, option: string): string {
   if (typeof name !== 'string' || !SANDBOX_NAME.test(name)) {
-    throw new XemsError('FST_XEMS_BAD_SANDBOX', `fastify-xems: option "${option}" must be a sandbox name of 1 to 64 characters from [A-Za-z0-9_:-]`)
+    throw xemsError('FST_XEMS_BAD_SANDBOX', [option])
   }
   return name
 }
 
 function checkKey (key: unknown): string {
   if (typeof key !== 'string' || key.length === 0 || key.length > MAX_KEY_LENGTH) {
-    throw new XemsError('FST_XEMS_BAD_VALUE', `fastify-xems: a key must be a string of 1 to ${MAX_KEY_LENGTH} characters`, 500)
+    throw xemsError('FST_XEMS_BAD_VALUE', ['a key', `it must be a string of 1 to ${MAX_KEY_LENGTH} characters`])
   }
   return key
 }
@@ -527,7 +527,7 @@ function checkKey (key: unknown): string {
 function checkUserId (userId: unknown): string | undefined {
   if (userId === undefined) return undefined
   if (typeof userId !== 'string' || userId.length === 0 || userId.length > MAX_KEY_LENGTH) {
-    throw new XemsError('FST_XEMS_BAD_VALUE', `fastify-xems: userId must be a string of 1 to ${MAX_KEY_LENGTH} characters`, 500)
+    throw xemsError('FST_XEMS_BAD_VALUE', ['a userId', `it must be a string of 1 to ${MAX_KEY_LENGTH} characters`])
   }
   return userId
 }
@@ -535,14 +535,14 @@ function checkUserId (userId: unknown): string | undefined {
 /** The application's data, encoded; the reserved device key is not the application's to set. */
 function encodeAppData (data: Record<string, unknown>): EncodedData {
   if (data !== null && typeof data === 'object' && Object.hasOwn(data, DEVICE_KEY)) {
-    throw new XemsError('FST_XEMS_BAD_VALUE', `fastify-xems: session data key "${DEVICE_KEY}" is reserved for the device record`, 500)
+    throw xemsError('FST_XEMS_BAD_VALUE', [`session data key "${DEVICE_KEY}"`, 'it is reserved for the device record'])
   }
   return encodeData(data)
 }
 
 function encodeStored (value: unknown, key: string): string {
   const text = encodeValue(value, `value of "${key}"`)
-  if (text === undefined) throw new XemsError('FST_XEMS_BAD_VALUE', `fastify-xems: value of "${key}" cannot be undefined or a function`, 500)
+  if (text === undefined) throw xemsError('FST_XEMS_BAD_VALUE', [`value of "${key}"`, 'it is undefined or a function'])
   return text
 }
 

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import argon2 from 'argon2'
-import { badOption, XemsError } from './errors.js'
+import { badOption, xemsError } from './errors.js'
 
 /**
  * Password hashing with argon2id (OWASP Password Storage Cheat Sheet).
@@ -96,8 +96,7 @@ function isAcceptablePassword (password: unknown): password is string {
 export async function hashPassword (password: string, options?: PasswordHashOptions): Promise<string> {
   const parameters = resolveOptions(options)
   if (!isAcceptablePassword(password) || password.length === 0) {
-    throw new XemsError('FST_XEMS_BAD_VALUE',
-      `fastify-xems: a password must be a non-empty string of at most ${MAX_PASSWORD_LENGTH} characters`, 400)
+    throw xemsError('FST_XEMS_BAD_PASSWORD', [MAX_PASSWORD_LENGTH])
   }
   return await argon2.hash(password.normalize('NFKC'), { type: argon2.argon2id, ...parameters })
 }

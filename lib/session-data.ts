@@ -1,4 +1,4 @@
-import { XemsError } from './errors.js'
+import { xemsError } from './errors.js'
 import { DEVICE_KEY, type DataPatch, type EncodedData } from './store/contract.js'
 
 /**
@@ -8,7 +8,7 @@ import { DEVICE_KEY, type DataPatch, type EncodedData } from './store/contract.j
  */
 export function encodeData (data: unknown, option = 'data'): EncodedData {
   if (data === null || typeof data !== 'object' || Array.isArray(data)) {
-    throw new XemsError('FST_XEMS_BAD_VALUE', `fastify-xems: session ${option} must be a plain object`, 500)
+    throw xemsError('FST_XEMS_BAD_VALUE', [`session ${option}`, 'it must be a plain object'])
   }
   const encoded: EncodedData = Object.create(null)
   for (const [key, value] of Object.entries(data)) {
@@ -23,7 +23,7 @@ export function encodeValue (value: unknown, where: string): string | undefined 
   try {
     return JSON.stringify(value)
   } catch (err) {
-    throw new XemsError('FST_XEMS_BAD_VALUE', `fastify-xems: ${where} cannot be stored: it is not JSON-serialisable`, 500, { cause: err })
+    throw xemsError('FST_XEMS_BAD_VALUE', [where, 'it is not JSON-serialisable'], { cause: err })
   }
 }
 

@@ -1,6 +1,6 @@
 import type { Duration } from './duration.js'
 import type { PresentedToken, XemsEngine } from './engine.js'
-import { XemsError } from './errors.js'
+import { xemsError } from './errors.js'
 import { checkSignIn, decodeDevice, deviceAfterUse, encodeDevice, type DeviceInfo, type SignInMethod } from './device.js'
 import { decodeData, diffData, encodeData, splitDevice } from './session-data.js'
 import { parseSessionToken, publicIdOf, secretKeyOf } from './session-token.js'
@@ -143,7 +143,7 @@ export class XemsSession<Data = Record<string, unknown>> {
     const token = await this.#engine.migrateById(this.#recordId, this.#presented, { from: this.sandbox, to, ...rest, device: this.#device })
     if (token === null) {
       this.#mode = 'lost'
-      throw new XemsError('FST_XEMS_NO_SESSION', 'fastify-xems: the session ended or was already moved', 401)
+      throw xemsError('FST_XEMS_NO_SESSION')
     }
     if (options.data !== undefined) {
       const encoded = encodeData(options.data)
@@ -172,7 +172,7 @@ export class XemsSession<Data = Record<string, unknown>> {
     if (this.#mode === 'lost') return { action: 'keep' }
     let patch = diffData(this.#original, this.data as Record<string, unknown>)
     if (patch !== null && Object.hasOwn(patch, DEVICE_KEY)) {
-      throw new XemsError('FST_XEMS_BAD_VALUE', `fastify-xems: session data key "${DEVICE_KEY}" is reserved for the device record`, 500)
+      throw xemsError('FST_XEMS_BAD_VALUE', [`session data key "${DEVICE_KEY}"`, 'it is reserved for the device record'])
     }
     if (this.#deviceDirty && this.#device !== null) {
       patch ??= Object.create(null) as Record<string, string | null>
@@ -197,7 +197,7 @@ export class XemsSession<Data = Record<string, unknown>> {
   }
 
   #assertUsable (): void {
-    if (this.destroyed) throw new XemsError('FST_XEMS_NO_SESSION', 'fastify-xems: the session has ended', 401)
+    if (this.destroyed) throw xemsError('FST_XEMS_NO_SESSION')
   }
 }
 

@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto'
 import { generate, generateSecret, NobleCryptoPlugin, ScureBase32Plugin, type HashAlgorithm } from 'otplib'
-import { badOption, XemsError } from './errors.js'
+import { badOption, xemsError } from './errors.js'
 
 /**
  * TOTP (RFC 6238) enrolment and verification on otplib v13.
@@ -124,9 +124,7 @@ function decodeSecret (secret: unknown): Uint8Array {
     }
   }
   if (bytes === undefined || bytes.length < TOTP_SECRET_MIN_BYTES || bytes.length > TOTP_SECRET_MAX_BYTES) {
-    throw new XemsError('FST_XEMS_BAD_SECRET',
-      `fastify-xems: a TOTP secret must be base32 (RFC 4648, upper case, no padding) of ${TOTP_SECRET_MIN_BYTES} to ` +
-      `${TOTP_SECRET_MAX_BYTES} bytes, as generateTotpSecret returns`)
+    throw xemsError('FST_XEMS_BAD_TOTP_SECRET', [TOTP_SECRET_MIN_BYTES, TOTP_SECRET_MAX_BYTES])
   }
   return bytes
 }

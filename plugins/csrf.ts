@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify'
-import { badOption, XemsError } from '../lib/errors.js'
+import { badOption, XemsError, xemsError } from '../lib/errors.js'
 
 /**
  * The built-in CSRF defence: Fetch Metadata, with an Origin check for clients that send none.
@@ -57,5 +57,5 @@ function withoutDefaultPort (host: string): string {
 }
 
 function refused (by: string): XemsError {
-  return new XemsError('FST_XEMS_CSRF', `Cross-site request refused (${by}): this action must come from the site itself`, 403)
+  return xemsError('FST_XEMS_CSRF', [by])
 }

@@ -1,6 +1,6 @@
 import type { FastifyRequest, preHandlerAsyncHookHandler } from 'fastify'
 import { checkSandbox } from '../lib/engine.js'
-import { XemsError } from '../lib/errors.js'
+import { xemsError } from '../lib/errors.js'
 
 /**
  * `requireSession(sandbox?)`: a preHandler that lets a request through only when it has a session in
@@ -13,7 +13,7 @@ export function createSessionGuard (defaultSandbox: string): (sandbox?: string) 
     return async function xemsSessionGuard (request: FastifyRequest): Promise<void> {
       const session = request.session
       if (session === null || session.destroyed || session.sandbox !== wanted) {
-        throw new XemsError('FST_XEMS_NO_SESSION', 'A session is required: sign in first', 401)
+        throw xemsError('FST_XEMS_NO_SESSION')
       }
     }
   }

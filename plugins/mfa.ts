@@ -5,7 +5,7 @@ import { parsePositiveDuration, type Duration } from '../lib/duration.js'
 import { checkSandbox, MAX_AGE_CAP_MS } from '../lib/engine.js'
 import { createHmac, randomBytes } from 'node:crypto'
 import { sha } from '../lib/cipher.js'
-import { badOption, XemsError } from '../lib/errors.js'
+import { badOption, XemsError, xemsError } from '../lib/errors.js'
 import { MAX_PASSWORD_LENGTH, verifyPassword as verifyArgon2, type PasswordHashOptions } from '../lib/password.js'
 import { findRecoveryCode, generateRecoveryCodes, hashRecoveryCodes, normalizeRecoveryCode } from '../lib/recovery-codes.js'
 import { generateToken, isWellFormedToken, tokenKey } from '../lib/token.js'
@@ -233,7 +233,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
 
   function lockedError (resetAt: number): XemsError {
     const retryAfter = Math.max(1, Math.ceil((resetAt - engine.now()) / 1000))
-    return new XemsError('FST_XEMS_MFA_LOCKED', 'Too many failed attempts: this account is locked for a while', 429, { retryAfter })
+    return xemsError('FST_XEMS_MFA_LOCKED', [], { retryAfter })
   }
 
   /**
@@ -314,7 +314,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
     const nameOk = userId === null || (typeof userId === 'string' && userId.length > 0 && userId.length <= MAX_LOGIN_NAME_LENGTH)
     const passwordOk = typeof password === 'string' && password.length > 0 && password.length <= MAX_PASSWORD_LENGTH
     if (!nameOk || !passwordOk) {
-      throw new XemsError('FST_XEMS_MFA_BAD_INPUT', `A user name must be 1 to ${MAX_LOGIN_NAME_LENGTH} characters and a password 1 to ${MAX_PASSWORD_LENGTH} characters`, 400)
+      throw xemsError('FST_XEMS_MFA_BAD_INPUT', [MAX_LOGIN_NAME_LENGTH, MAX_PASSWORD_LENGTH])
     }
   }
 
@@ -411,7 +411,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
   function activeSessionOf (request: FastifyRequest): { userId: string } {
     const session = request.session
     if (session === null || session.destroyed || session.sandbox !== activeSandbox || session.userId === undefined) {
-      throw new XemsError('FST_XEMS_NO_SESSION', 'A signed-in session is required', 401)
+      throw xemsError('FST_XEMS_NO_SESSION')
     }
     return { userId: session.userId }
   }
@@ -425,7 +425,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
     const at = request.session!.data.mfaVerifiedAt
     const now = engine.now()
     if (typeof at !== 'number' || at > now || now - at > limit) {
-      throw new XemsError('FST_XEMS_MFA_REQUIRED', 'Confirm with a code from your authenticator to continue', 401)
+      throw xemsError('FST_XEMS_MFA_REQUIRED')
     }
   }
 
@@ -468,21 +468,21 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
     async verify (request, reply, code, verifyOptions = {}) {
       const session = request.session
       if (session === null || session.destroyed || session.sandbox !== pendingSandbox || session.userId === undefined) {
-        throw new XemsError('FST_XEMS_NO_SESSION', 'No sign-in is waiting for a code: sign in with your password first', 401)
+        throw xemsError('FST_XEMS_MFA_NOT_PENDING')
       }
       const userId = session.userId
       // The counter outlives the pending session, so once spent the session is a dead end: the user
       // signs in again. It is not destroyed here: a concurrent request may just have promoted it.
       const attempts = await engine.hit(`xems-mfa:attempts:${session.id}`, pendingTtl)
       if (attempts.count > maxAttempts) {
-        throw new XemsError('FST_XEMS_MFA_ATTEMPTS', 'Too many wrong codes: sign in again', 401)
+        throw xemsError('FST_XEMS_MFA_ATTEMPTS')
       }
       const admitted = await admit(userId, true, request.log, reply)
       const result = await checkCode(userId, code, request.log)
       if (result === null) {
         await failed(userId, true, 'second-factor', admitted, request.log)
         const left = maxAttempts - attempts.count
-        throw new XemsError('FST_XEMS_MFA_INVALID', left > 0 ? `Wrong or used code: ${left} attempt${left === 1 ? '' : 's'} left` : 'Wrong or used code: sign in again', 401)
+        throw xemsError('FST_XEMS_MFA_INVALID', [Math.max(0, left)])
       }
       await recordSuccess(userId)
       const { mfaVerifiedAt: _ignored, ...carried } = session.data
@@ -504,7 +504,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
     async confirmEnrolment (request, code) {
       const { userId } = activeSessionOf(request)
       const secret = await mfaState.get<string>(`enrol:${userId}`)
-      if (secret === null) throw new XemsError('FST_XEMS_MFA_NO_ENROLMENT', 'No enrolment is waiting: start it again', 400)
+      if (secret === null) throw xemsError('FST_XEMS_MFA_NO_ENROLMENT')
       // Replacing a factor needs the current one, verified recently, at confirmation too.
       if (isEnrolled(await users.load(userId))) assertFresh(request, freshFor)
       const admitted = await admit(userId, true, request.log)
@@ -513,9 +513,9 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
         : { valid: false, step: null }
       if (!result.valid || result.step === null || !await claimStep(userId, result.step, totpParams.period, request.log)) {
         await failed(userId, true, 'enrolment', admitted, request.log)
-        throw new XemsError('FST_XEMS_MFA_INVALID', 'Wrong code: check the time on your device and try again', 401)
+        throw xemsError('FST_XEMS_MFA_WRONG')
       }
-      if (await mfaState.take(`enrol:${userId}`) === null) throw new XemsError('FST_XEMS_MFA_NO_ENROLMENT', 'This enrolment was already confirmed', 409)
+      if (await mfaState.take(`enrol:${userId}`) === null) throw xemsError('FST_XEMS_MFA_ENROLMENT_CONFIRMED')
       const recoveryCodes = generateRecoveryCodes(recoveryCount)
       const record = await users.load(userId) ?? {}
       await users.save(userId, {
@@ -536,7 +536,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
       const result = await checkCode(userId, code, request.log)
       if (result === null) {
         await failed(userId, true, 'step-up', admitted, request.log)
-        throw new XemsError('FST_XEMS_MFA_INVALID', 'Wrong or used code', 401)
+        throw xemsError('FST_XEMS_MFA_WRONG')
       }
       await recordSuccess(userId)
       request.session!.data.mfaVerifiedAt = engine.now()
@@ -556,7 +556,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
     async regenerateRecoveryCodes (request) {
       const { userId } = activeSessionOf(request)
       const record = await users.load(userId)
-      if (record === null || !isEnrolled(record)) throw new XemsError('FST_XEMS_MFA_NOT_ENROLLED', 'Enrol an authenticator first', 409)
+      if (record === null || !isEnrolled(record)) throw xemsError('FST_XEMS_MFA_NOT_ENROLLED')
       assertFresh(request, freshFor)
       const codes = generateRecoveryCodes(recoveryCount)
       await users.save(userId, { ...record, recoveryCodes: await hashRecoveryCodes(codes, argon2) })

@@ -4,7 +4,7 @@ import fp from 'fastify-plugin'
 import { parsePositiveDuration, type Duration } from '../lib/duration.js'
 import { checkSignIn, deviceOf, type SignInMethod } from '../lib/device.js'
 import { XemsEngine, type EngineOptions } from '../lib/engine.js'
-import { badOption, isXemsError, XemsError } from '../lib/errors.js'
+import { badOption, isXemsError, XemsError, xemsError } from '../lib/errors.js'
 import { presentedOf, XemsSession, type Outcome } from '../lib/session-handle.js'
 import { assertSameOrigin, checkCsrfOptions, type CsrfOptions } from './csrf.js'
 import { createSessionGuard } from './guard.js'
@@ -306,7 +306,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
         lastUse: before === null ? null : { userAgent: before.userAgent, browser: before.browser, os: before.os, ...(before.ip === undefined ? {} : { ip: before.ip }) },
         presented: { userAgent: here.userAgent, browser: here.browser, os: here.os, ...(here.ip === undefined ? {} : { ip: here.ip }) }
       })
-      throw new XemsError('FST_XEMS_TOKEN_REUSED', 'This session token was already replaced: sign in again', 401)
+      throw xemsError('FST_XEMS_TOKEN_REUSED')
     } else if (opened.status !== 'none') {
       request.session = new XemsSession(engine, opened.session, opened.status, opened.presented, opened.token)
     }
@@ -360,7 +360,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
       if (counted.count > createLimit.max) {
         const retryAfter = Math.max(1, Math.ceil((counted.resetAt - engine.now()) / 1000))
         this.header('retry-after', String(retryAfter))
-        throw new XemsError('FST_XEMS_RATE_LIMITED', 'Too many sessions opened from this client: try again later', 429, { retryAfter })
+        throw xemsError('FST_XEMS_RATE_LIMITED', [], { retryAfter })
       }
     }
     if (request.session !== null) await request.session.destroy()
@@ -411,7 +411,7 @@ export const xemsSession = fp(xemsSessionPlugin, { name: 'xems-session', fastify
 export const xems = {
   forApp (app: FastifyInstance): XemsDecorator {
     if (!app.hasDecorator('xems')) {
-      throw new XemsError('FST_XEMS_MISSING_SESSION_PLUGIN', 'fastify-xems: register xemsSession on this instance (or a parent) before calling xems.forApp(app)')
+      throw xemsError('FST_XEMS_MISSING_SESSION_PLUGIN')
     }
     return app.xems
   }

@@ -1,7 +1,7 @@
 import { resolve as resolvePath } from 'node:path'
 import { parseSecret } from '../cipher.js'
 import { parsePositiveDuration, type Duration } from '../duration.js'
-import { badOption, XemsError } from '../errors.js'
+import { badOption, xemsError } from '../errors.js'
 import type {
   CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, MigrateInput,
   ResolveInput, ResolveResult, SessionInfo, SessionStore, StoredSession
@@ -532,7 +532,7 @@ export class MemoryStore implements SessionStore {
   }
 
   #assertOpen (): void {
-    if (this.#closed) throw new XemsError('FST_XEMS_STORE_CLOSED', 'fastify-xems: the store has been closed', 503)
+    if (this.#closed) throw xemsError('FST_XEMS_STORE_CLOSED')
     if (this.#startError !== null) throw this.#startError
     if (this.#vault?.failure != null) throw this.#vault.failure
   }
@@ -861,7 +861,7 @@ function checkPersistence (options: MemoryStoreOptions): VaultOptions | null {
   let secrets: Buffer[]
   if (Array.isArray(secret)) {
     if (secret.length === 0) {
-      throw new XemsError('FST_XEMS_BAD_SECRET', 'fastify-xems: option "persistence.secret" must be a 32-byte secret or a non-empty list of them, newest first')
+      throw xemsError('FST_XEMS_BAD_SECRET', ['persistence.secret', 'it must be a 32-byte secret or a non-empty list of them, newest first'])
     }
     secrets = secret.map((value, i) => parseSecret(value, `persistence.secret[${i}]`))
   } else {

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import type { Pool, PoolClient, QueryResultRow } from 'pg'
 import { inline } from './postgres-literal.js'
 import { Keyring, parseSecret } from '../cipher.js'
-import { badOption, isXemsError, XemsError } from '../errors.js'
+import { badOption, isXemsError, XemsError, xemsError } from '../errors.js'
 import type {
   CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, MigrateInput, ResolveInput,
   ResolveResult, SessionInfo, SessionStore, StoredSession
@@ -464,7 +464,7 @@ export class PostgresStore implements SessionStore {
   }
 
   #assertOpen (): void {
-    if (this.#closed) throw new XemsError('FST_XEMS_STORE_CLOSED', 'fastify-xems: the store has been closed', 503)
+    if (this.#closed) throw xemsError('FST_XEMS_STORE_CLOSED')
   }
 
   async #query<R extends QueryResultRow = QueryResultRow> (text: string, values: unknown[]): Promise<{ rows: R[], rowCount: number | null }> {
@@ -632,9 +632,8 @@ export class PostgresStore implements SessionStore {
         format = null
       }
       if (format === null) {
-        throw new XemsError('FST_XEMS_STORE_FORMAT',
-          `fastify-xems: there are no PostgresStore tables in schema "${this.schema}" with prefix "${this.tablePrefix}": ` +
-          'call `await store.migrate()` at start-up, or run docs/postgres-schema.sql. See docs/stores.md, "PostgreSQL".')
+        throw xemsError('FST_XEMS_STORE_FORMAT', [this.#tablesName(), 'none (there are no tables)', POSTGRES_FORMAT_VERSION,
+          'Call `await store.migrate()` at start-up, or run docs/postgres-schema.sql. See docs/stores.md, "PostgreSQL".'])
       }
       if (format !== POSTGRES_FORMAT_VERSION) throw this.#formatError(String(format))
       const { rows } = await query<{ name: string, value: Buffer }>(`SELECT name, value FROM ${this.#t.meta} WHERE name LIKE 'canary:%'`)
@@ -647,14 +646,13 @@ export class PostgresStore implements SessionStore {
         if (mine === undefined) continue
         if (id === newest.id) hasNewest = true
         if (mine.ring.open(row.value, this.#aad('canary', id))?.toString('utf8') !== CANARY_TEXT) {
-          throw new XemsError('FST_XEMS_BAD_SECRET', `fastify-xems: the PostgresStore canary "${row.name}" does not open although its key id matches option "secret": it was tampered with`)
+          throw xemsError('FST_XEMS_WRONG_SECRET', [`the PostgresStore canary "${row.name}"`, 'secret', 'its key id matches, so it was tampered with'])
         }
         opened = true
       }
       if (rows.length > 0 && !opened) {
-        throw new XemsError('FST_XEMS_BAD_SECRET',
-          `fastify-xems: PostgresStore option "secret" does not open the data in schema "${this.schema}" with prefix "${this.tablePrefix}": ` +
-          'it was written with another secret. Use that secret (or list it as an older one: [new, old]), or choose another schema or prefix.')
+        throw xemsError('FST_XEMS_WRONG_SECRET', [`the PostgresStore data in schema "${this.schema}" with prefix "${this.tablePrefix}"`, 'secret',
+          'it was written with another secret. Use that secret (or list it as an older one: [new, old]), or choose another schema or prefix.'])
       }
       if (!hasNewest) {
         await query(`INSERT INTO ${this.#t.meta} (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`,
@@ -664,10 +662,12 @@ export class PostgresStore implements SessionStore {
   }
 
   #formatError (found: string): XemsError {
-    return new XemsError('FST_XEMS_STORE_FORMAT',
-      `fastify-xems: the PostgresStore tables in schema "${this.schema}" with prefix "${this.tablePrefix}" are in layout format ${found}; ` +
-      `this version reads format ${POSTGRES_FORMAT_VERSION} only and will not read them. Use the version that wrote them, or another schema or prefix. ` +
-      'See docs/stores.md, "PostgreSQL".')
+    return xemsError('FST_XEMS_STORE_FORMAT', [this.#tablesName(), found, POSTGRES_FORMAT_VERSION,
+      'Use the version that wrote them, or another schema or prefix. See docs/stores.md, "PostgreSQL".'])
+  }
+
+  #tablesName (): string {
+    return `the PostgresStore tables in schema "${this.schema}" with prefix "${this.tablePrefix}"`
   }
 
   #lockKey (): string {

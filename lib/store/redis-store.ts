@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { Cluster, Redis } from 'ioredis'
 import { Keyring, parseSecret } from '../cipher.js'
-import { badOption, isXemsError, XemsError } from '../errors.js'
+import { badOption, isXemsError, XemsError, xemsError } from '../errors.js'
 import type {
   CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, MigrateInput, ResolveInput,
   ResolveResult, SessionInfo, SessionStore, StoredSession
@@ -398,7 +398,7 @@ export class RedisStore implements SessionStore {
   }
 
   #assertOpen (): void {
-    if (this.#closed) throw new XemsError('FST_XEMS_STORE_CLOSED', 'fastify-xems: the store has been closed', 503)
+    if (this.#closed) throw xemsError('FST_XEMS_STORE_CLOSED')
   }
 
   /** Runs a script on one key. */
@@ -453,23 +453,21 @@ export class RedisStore implements SessionStore {
       const plain = mine.ring.open(sealed ?? Buffer.alloc(0), this.#aad('canary', id))?.toString('utf8')
       if (plain === CANARY_TEXT_V1) throw this.#formatError('1')
       if (plain !== CANARY_TEXT) {
-        throw new XemsError('FST_XEMS_BAD_SECRET', `fastify-xems: the RedisStore canary "${this.#canaryKey()}" does not open although its key id matches option "secret": it was tampered with`)
+        throw xemsError('FST_XEMS_WRONG_SECRET', [`the RedisStore canary "${this.#canaryKey()}"`, 'secret', 'its key id matches, so it was tampered with'])
       }
       opened = true
     }
     if (!opened) {
-      throw new XemsError('FST_XEMS_BAD_SECRET',
-        `fastify-xems: RedisStore option "secret" does not open the data under prefix "${this.prefix}": it was written with ` +
-        'another secret. Use that secret (or list it as an older one: [new, old]), or choose another prefix.')
+      throw xemsError('FST_XEMS_WRONG_SECRET', [`the RedisStore data under prefix "${this.prefix}"`, 'secret',
+        'it was written with another secret. Use that secret (or list it as an older one: [new, old]), or choose another prefix.'])
     }
     if (!hasNewest) await this.#client.hsetnx(this.#canaryKey(), newest.id, marker)
   }
 
   #formatError (found: string): XemsError {
-    return new XemsError('FST_XEMS_STORE_FORMAT',
-      `fastify-xems: the keys under RedisStore prefix "${this.prefix}" are in layout format ${found}; this version reads format ` +
-      `${REDIS_FORMAT_VERSION} only and will not read them. Delete every key under the prefix (they are sessions of the old ` +
-      'layout: their users sign in again) or choose another prefix. See docs/stores.md, "Layout format".')
+    return xemsError('FST_XEMS_STORE_FORMAT', [`the keys under RedisStore prefix "${this.prefix}"`, found, REDIS_FORMAT_VERSION,
+      'Delete every key under the prefix (they are sessions of the old layout: their users sign in again) or choose another prefix. ' +
+      'See docs/stores.md, "Layout format".'])
   }
 
   #aad (...parts: Array<string | number>): string {

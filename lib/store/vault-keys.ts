@@ -1,7 +1,7 @@
 import { createHash, createHmac } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { Keyring } from '../cipher.js'
-import { XemsError } from '../errors.js'
+import { badOption, xemsError } from '../errors.js'
 import { HOST_TAG_BYTES } from './vault-format.js'
 
 /**
@@ -66,9 +66,7 @@ export class VaultKeys {
     if (hostTag !== null) {
       const host = await this.#hostIdentity()
       if (!host.tag.equals(hostTag)) {
-        throw new XemsError('FST_XEMS_VAULT_OTHER_HOST',
-          `fastify-xems: the vault file ${file} is bound to another host (bindToHost) and cannot be opened here; ` +
-          'it was left untouched. Run on the host that wrote it, or give that host\'s id as option "hostId".')
+        throw xemsError('FST_XEMS_VAULT_OTHER_HOST', [file])
       }
       salt = host.salt
       cacheKey = 'bound'
@@ -112,7 +110,6 @@ async function readMachineId (): Promise<string> {
       // try the next one
     }
   }
-  throw new XemsError('FST_XEMS_BAD_OPTION',
-    `fastify-xems: option "bindToHost" (or a vault bound to its host) needs a machine id, but neither ${MACHINE_ID_FILES.join(' nor ')} ` +
+  throw badOption('bindToHost', `(or a vault bound to its host) needs a machine id, but neither ${MACHINE_ID_FILES.join(' nor ')} ` +
     'could be read; give a stable host identity as option "hostId"')
 }

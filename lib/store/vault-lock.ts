@@ -4,7 +4,7 @@ import { readdir, readFile, realpath, unlink } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { XemsError } from '../errors.js'
+import { XemsError, xemsError } from '../errors.js'
 
 /**
  * The lock on a vault directory, so that two stores (two processes of a cluster, two containers on
@@ -135,7 +135,7 @@ function startLease (dir: string, generation: number, fd: number, refreshMs: num
   }
   const lose = (why: string): void => {
     if (lost !== null) return
-    lost = new XemsError('FST_XEMS_VAULT_LOCKED', `fastify-xems: this store lost the lock on the vault directory ${dir} (${why}); it stopped writing and must be restarted`, 503)
+    lost = xemsError('FST_XEMS_VAULT_LOCK_LOST', [dir, why])
     clearInterval(timer)
     onLost?.(lost)
   }
@@ -269,9 +269,8 @@ async function clearLegacyLock (dir: string, path: string): Promise<void> {
     await unlink(file).catch(() => {})
     return
   }
-  throw new XemsError('FST_XEMS_VAULT_LOCKED',
-    `fastify-xems: the vault directory ${path} holds the lock file of an earlier version (${file}) whose owner cannot be checked from here; ` +
-    'stop every store of the earlier version that uses it, then remove that file')
+  throw xemsError('FST_XEMS_VAULT_LOCKED', [path,
+    `it holds the lock file of an earlier version (${file}) whose owner cannot be checked from here; stop every store of the earlier version that uses it, then remove that file`])
 }
 
 function isAlive (pid: number): boolean {
@@ -284,7 +283,6 @@ function isAlive (pid: number): boolean {
 }
 
 function locked (dir: string, owner: string, staleMs: number): XemsError {
-  return new XemsError('FST_XEMS_VAULT_LOCKED',
-    `fastify-xems: the vault directory ${dir} is in use by ${owner}, which keeps its lease fresh; give every store its own persistence.path ` +
-    `(the lease of a store that crashed is taken over once it is ${staleMs / 1000} s old)`)
+  return xemsError('FST_XEMS_VAULT_LOCKED', [dir,
+    `it is in use by ${owner}, which keeps its lease fresh; give every store its own persistence.path (the lease of a store that crashed is taken over once it is ${staleMs / 1000} s old)`])
 }

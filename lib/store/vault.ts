@@ -1,6 +1,6 @@
 import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
-import { XemsError } from '../errors.js'
+import { XemsError, xemsError } from '../errors.js'
 import {
   decodeHeader, encodeHeader, formatVersionOf, frame, HEADER_BYTES, newVaultId, recordAad, scanFrames, VAULT_FORMAT_VERSION,
   type VaultFileKind, type VaultHeader
@@ -144,7 +144,7 @@ export class Vault {
       await this.#lock?.release({ discard: true })
       this.#lock = null
       if (err instanceof XemsError) throw err
-      throw new XemsError('FST_XEMS_VAULT_IO', `fastify-xems: the vault in ${dir} could not be opened (${describeIoError(err)})`, 500, { cause: err })
+      throw xemsError('FST_XEMS_VAULT_IO', [dir, describeIoError(err)], { cause: err })
     }
     if (this.#options.fsync === 'everysec') {
       this.#timer = setInterval(() => {
@@ -258,10 +258,7 @@ export class Vault {
     const file = await readFile(path)
     const format = formatVersionOf(file)
     if (format !== null && format !== VAULT_FORMAT_VERSION) {
-      throw new XemsError('FST_XEMS_VAULT_FORMAT',
-        `fastify-xems: the vault file ${path} is in format version ${format}; this version of fastify-xems reads format ${VAULT_FORMAT_VERSION}. ` +
-        'Sessions cannot be carried over from another format: the store did not start and left the files untouched; ' +
-        'move the vault directory away to start with an empty store.', 500)
+      throw xemsError('FST_XEMS_VAULT_FORMAT', [path, format, VAULT_FORMAT_VERSION])
     }
     const header = decodeHeader(file)
     if (typeof header === 'string') throw corrupt(path, header)
@@ -278,10 +275,9 @@ export class Vault {
       if (outcome.ok) {
         records.push(outcome.plain)
       } else if (seq === 0 && outcome.reason === 'unknown-key') {
-        throw new XemsError('FST_XEMS_BAD_SECRET',
-          `fastify-xems: the vault file ${path} was sealed with a secret that option "persistence.secret" does not hold ` +
-          '(the files were left untouched). After changing the secret, list the new one first and keep the old one: ' +
-          'secret: [newSecret, oldSecret].')
+        throw xemsError('FST_XEMS_WRONG_SECRET', [`the vault file ${path}`, 'persistence.secret',
+          'it was sealed with a secret the option does not hold (the files were left untouched). After changing the secret, ' +
+          'list the new one first and keep the old one: secret: [newSecret, oldSecret].'])
       } else if (kind === 'journal' && seq > 0 && seq === scan.frames.length - 1) {
         // The last record of a journal may be the one a crash interrupted.
         torn = { offset, bytes: file.length - offset }
@@ -569,14 +565,13 @@ export class Vault {
   /** Nothing is written or removed unless this store still holds the directory's lease. */
   #assertLocked (): void {
     if (this.#lock !== null && !this.#lock.held()) {
-      throw new XemsError('FST_XEMS_VAULT_LOCKED', `fastify-xems: this store lost the lock on the vault directory ${this.#options.dir}; it stopped writing and must be restarted`, 503)
+      throw xemsError('FST_XEMS_VAULT_LOCK_LOST', [this.#options.dir, 'another store holds it now'])
     }
   }
 
   #fail (err: unknown): XemsError {
     if (this.#failure === null) {
-      this.#failure = new XemsError('FST_XEMS_STORE_UNAVAILABLE',
-        'fastify-xems: the vault could not be written; the store stopped and must be restarted', 503, { cause: err })
+      this.#failure = xemsError('FST_XEMS_STORE_UNAVAILABLE', [], { cause: err })
       this.#warn({ code: 'FST_XEMS_VAULT_WRITE_FAILED', message: `fastify-xems: writing the vault failed (${describeIoError(err)}); the store refuses every operation until it is restarted`, file: this.#options.dir })
       const waiters = this.#waiters
       this.#waiters = []
@@ -634,9 +629,7 @@ function checkMeta (plain: Buffer, kind: VaultFileKind, generation: number, path
 }
 
 function corrupt (path: string, problem: string, cause?: unknown): XemsError {
-  return new XemsError('FST_XEMS_VAULT_CORRUPT',
-    `fastify-xems: the vault file ${path} cannot be read: ${problem}. The store did not start and left the files untouched; ` +
-    'restore them from a backup, or move the directory away to start empty.', 500, cause === undefined ? {} : { cause })
+  return xemsError('FST_XEMS_VAULT_CORRUPT', [path, problem], { cause })
 }
 
 function describeIoError (err: unknown): string {

@@ -14,7 +14,7 @@ t.test('parseSecret takes exactly 32 bytes in the documented forms', async (t) =
   t.same(parseSecret(secretA.toString('base64url'), 's'), secretA)
   t.same(parseSecret('my-32-character-ultra-secure-key', 's'), Buffer.from('my-32-character-ultra-secure-key'))
   for (const bad of [randomBytes(31), randomBytes(33), 'short', 'a'.repeat(31), 'a'.repeat(33), 'é'.repeat(32), secretA.toString('hex').slice(2), 42, null, undefined]) {
-    t.throws(() => parseSecret(bad, 'persistence.secret'), { code: 'FST_XEMS_BAD_SECRET', message: /option "persistence.secret" must be exactly 32 bytes/ })
+    t.throws(() => parseSecret(bad, 'persistence.secret'), { code: 'FST_XEMS_BAD_SECRET', message: /option "persistence.secret" is not a usable secret: it must be exactly 32 bytes/ })
   }
   try {
     parseSecret('x'.repeat(31), 'secret')

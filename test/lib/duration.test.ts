@@ -20,6 +20,6 @@ t.test('rejects anything else with a message naming the option', async (t) => {
 
 t.test('positive durations refuse zero', async (t) => {
   t.equal(parsePositiveDuration('1s', 'window'), 1000)
-  t.throws(() => parsePositiveDuration(0, 'window'), { code: 'FST_XEMS_BAD_DURATION', message: /"window" must be longer than zero/ })
+  t.throws(() => parsePositiveDuration(0, 'window'), { code: 'FST_XEMS_BAD_DURATION', message: /"window" must be a duration longer than zero/ })
   t.throws(() => parsePositiveDuration('0s', 'window'), { code: 'FST_XEMS_BAD_DURATION' })
 })

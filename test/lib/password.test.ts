@@ -104,11 +104,11 @@ t.test('weak or absurd options are refused with FST_XEMS_BAD_OPTION naming the o
 })
 
 t.test('empty, over-long and non-string passwords', async (t) => {
-  await t.rejects(hashPassword(''), xemsError('FST_XEMS_BAD_VALUE', 400), 'empty refused')
+  await t.rejects(hashPassword(''), xemsError('FST_XEMS_BAD_PASSWORD', 400), 'empty refused')
   const tooLong = 'a'.repeat(MAX_PASSWORD_LENGTH + 1)
-  await t.rejects(hashPassword(tooLong), xemsError('FST_XEMS_BAD_VALUE', 400), `${MAX_PASSWORD_LENGTH + 1} characters refused`)
-  await t.rejects(hashPassword(42 as unknown as string), xemsError('FST_XEMS_BAD_VALUE', 400))
-  await t.rejects(hashPassword(undefined as unknown as string), xemsError('FST_XEMS_BAD_VALUE', 400))
+  await t.rejects(hashPassword(tooLong), xemsError('FST_XEMS_BAD_PASSWORD', 400), `${MAX_PASSWORD_LENGTH + 1} characters refused`)
+  await t.rejects(hashPassword(42 as unknown as string), xemsError('FST_XEMS_BAD_PASSWORD', 400))
+  await t.rejects(hashPassword(undefined as unknown as string), xemsError('FST_XEMS_BAD_PASSWORD', 400))
 
   const longest = 'é'.repeat(MAX_PASSWORD_LENGTH)
   const hash = await hashPassword(longest)

@@ -258,9 +258,9 @@ t.test('secrets that are not canonical base32 of 20 to 64 bytes are refused', as
     ` ${SECRET}`, nonCanonical, 'A'.repeat(1000)]
   for (const secret of [...bad, undefined, 42]) {
     const s = secret as string
-    await t.rejects(generateTotp({ secret: s, at: NOW }), xemsError('FST_XEMS_BAD_SECRET'), `generate: ${String(secret).slice(0, 40)}`)
-    await t.rejects(verifyTotp({ secret: s, token: '123456', at: NOW }), xemsError('FST_XEMS_BAD_SECRET'))
-    t.throws(() => totpUri({ secret: s, label: 'a', issuer: 'b' }), xemsError('FST_XEMS_BAD_SECRET'))
+    await t.rejects(generateTotp({ secret: s, at: NOW }), xemsError('FST_XEMS_BAD_TOTP_SECRET'), `generate: ${String(secret).slice(0, 40)}`)
+    await t.rejects(verifyTotp({ secret: s, token: '123456', at: NOW }), xemsError('FST_XEMS_BAD_TOTP_SECRET'))
+    t.throws(() => totpUri({ secret: s, label: 'a', issuer: 'b' }), xemsError('FST_XEMS_BAD_TOTP_SECRET'))
   }
   const err = await generateTotp({ secret: SECRET.toLowerCase() }).catch((err: unknown) => err) as XemsError
   t.notMatch(err.message, SECRET.toLowerCase(), 'the message does not echo the secret')

@@ -54,11 +54,11 @@ t.test('random secrets in every accepted form pass, read as documented', async (
 })
 
 t.test('a weak secret fails at construction of the stores and at register', async (t) => {
-  t.throws(() => new MemoryStore({ persistence: { path: '/nonexistent', secret: 'password'.repeat(4) } }), { code: 'FST_XEMS_BAD_SECRET', message: /"persistence\.secret" is not a secret/ })
+  t.throws(() => new MemoryStore({ persistence: { path: '/nonexistent', secret: 'password'.repeat(4) } }), { code: 'FST_XEMS_BAD_SECRET', message: /"persistence\.secret" is not a usable secret/ })
   t.throws(() => new MemoryStore({ persistence: { path: '/nonexistent', secret: [randomBytes(32), Buffer.alloc(32)] } }), { code: 'FST_XEMS_BAD_SECRET', message: /"persistence\.secret\[1\]"/ })
   const client = new Redis({ lazyConnect: true })
   t.teardown(() => { client.disconnect() })
-  t.throws(() => new RedisStore({ client, secret: 'a'.repeat(32) }), { code: 'FST_XEMS_BAD_SECRET', message: /"secret" is not a secret/ })
+  t.throws(() => new RedisStore({ client, secret: 'a'.repeat(32) }), { code: 'FST_XEMS_BAD_SECRET', message: /"secret" is not a usable secret/ })
   const dir = await mkdtemp(join(tmpdir(), 'xems-weak-'))
   t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
   const app = Fastify()

@@ -44,7 +44,7 @@ t.test('full flow: password → pending → TOTP → active; the pending token d
   const wrong = await post(app, '/mfa/verify', { code: '000000' }, current)
   t.equal(wrong.statusCode, 401)
   t.equal(wrong.json().code, 'FST_XEMS_MFA_INVALID')
-  t.match(wrong.json().message, /4 attempts left/)
+  t.match(wrong.json().message, /4 more attempts/)
 
   const ok = await post(app, '/mfa/verify', { code: await generateTotp({ secret, at: clock.now }) }, setCookieToken(wrong))
   t.equal(ok.statusCode, 200)
@@ -117,7 +117,7 @@ t.test('an expired pending session cannot be verified', async (t) => {
   ctx.clock.advance(10 * 60_000)
   const late = await post(ctx.app, '/mfa/verify', { code: await generateTotp({ secret, at: ctx.clock.now }) }, pending)
   t.equal(late.statusCode, 401)
-  t.equal(late.json().code, 'FST_XEMS_NO_SESSION')
+  t.equal(late.json().code, 'FST_XEMS_MFA_NOT_PENDING')
 })
 
 t.test('attempt limit: after the fifth wrong code the pending session accepts no code', async (t) => {

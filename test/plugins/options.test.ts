@@ -17,7 +17,7 @@ async function registerWith (options: XemsSessionOptions): Promise<unknown> {
 
 const cases: Array<[string, XemsSessionOptions, string, RegExp]> = [
   ['a bad duration', { ttl: '1 hour' as never }, 'FST_XEMS_BAD_DURATION', /option "ttl"/],
-  ['a zero ttl', { ttl: 0 }, 'FST_XEMS_BAD_DURATION', /option "ttl" must be longer than zero/],
+  ['a zero ttl', { ttl: 0 }, 'FST_XEMS_BAD_DURATION', /option "ttl" must be a duration longer than zero/],
   ['a bad gracePeriod', { gracePeriod: -1 }, 'FST_XEMS_BAD_DURATION', /option "gracePeriod"/],
   ['a gracePeriod over a minute', { gracePeriod: '2m' }, 'FST_XEMS_BAD_OPTION', /option "gracePeriod" must be at most 1 minute/],
   ['maxAge over 5 days', { maxAge: '6d' }, 'FST_XEMS_BAD_OPTION', /option "maxAge" must be at most 5 days/],
@@ -90,6 +90,6 @@ t.test('a store that cannot start (a vault under another secret) fails register,
   await first.close()
   const wrong = new MemoryStore({ persistence: { path: dir, secret: randomBytes(32) } })
   const err = await registerWith({ store: wrong }) as { code?: string } | null
-  t.equal(err?.code, 'FST_XEMS_BAD_SECRET')
+  t.equal(err?.code, 'FST_XEMS_WRONG_SECRET')
   await wrong.close()
 })

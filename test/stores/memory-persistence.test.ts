@@ -255,17 +255,17 @@ t.test('without persistence, ready() resolves at once and MemoryStore.open works
   await store.close()
 })
 
-t.test('a wrong secret stops start-up with FST_XEMS_BAD_SECRET and leaves the files untouched', async (t) => {
+t.test('a wrong secret stops start-up with FST_XEMS_WRONG_SECRET and leaves the files untouched', async (t) => {
   const dir = await tempDir(t)
   await threeRecords(dir)
   const before = await contents(dir)
   const store = new MemoryStore(options(dir, {}, { secret: OTHER_SECRET }))
   const early = store.kvGet('s', 'a', Date.now())
-  await t.rejects(store.ready(), { code: 'FST_XEMS_BAD_SECRET', message: /persistence\.secret/ })
-  await t.rejects(early, { code: 'FST_XEMS_BAD_SECRET' }, 'an operation that waited for the start fails with its error')
-  await t.rejects(store.kvSet('s', 'x', '1', HOUR, Date.now()), { code: 'FST_XEMS_BAD_SECRET' }, 'and so does every later one')
+  await t.rejects(store.ready(), { code: 'FST_XEMS_WRONG_SECRET', message: /persistence\.secret/ })
+  await t.rejects(early, { code: 'FST_XEMS_WRONG_SECRET' }, 'an operation that waited for the start fails with its error')
+  await t.rejects(store.kvSet('s', 'x', '1', HOUR, Date.now()), { code: 'FST_XEMS_WRONG_SECRET' }, 'and so does every later one')
   await store.close()
-  await t.rejects(MemoryStore.open(options(dir, {}, { secret: [OTHER_SECRET] })), { code: 'FST_XEMS_BAD_SECRET' })
+  await t.rejects(MemoryStore.open(options(dir, {}, { secret: [OTHER_SECRET] })), { code: 'FST_XEMS_WRONG_SECRET' })
   t.same(await contents(dir), before, 'not a byte changed, no file added or removed')
   const good = await MemoryStore.open(options(dir))
   t.same(await values(good, ['a', 'b', 'c']), ['1', '2', '3'], 'the right secret still opens everything')
@@ -284,7 +284,7 @@ t.test('secret rotation: [new, old] opens the old vault and rewrites it with the
   store = await MemoryStore.open(options(dir, { onWarning }, { secret: NEW_SECRET }))
   t.same(await values(store, ['a', 'b', 'c', 'd']), ['1', '2', '3', '4'], 'after one start, the new secret alone opens everything')
   await store.close()
-  await t.rejects(MemoryStore.open(options(dir, { onWarning }, { secret: SECRET })), { code: 'FST_XEMS_BAD_SECRET' }, 'the old secret no longer does')
+  await t.rejects(MemoryStore.open(options(dir, { onWarning }, { secret: SECRET })), { code: 'FST_XEMS_WRONG_SECRET' }, 'the old secret no longer does')
   // The close marker of a run is sealed with that run's secret: the next run, with a new secret first,
   // still reads it (it used to report every rotation as an unclean close).
   t.same(warnings, [], 'no warning: each run closed cleanly')
@@ -696,7 +696,7 @@ t.test('bad options fail at construction, naming the option, never echoing a sec
   const dir = await tempDir(t)
   const bad = 'x'.repeat(31)
   const cases: Array<[MemoryStoreOptions, string, RegExp]> = [
-    [options(dir, {}, { secret: bad }), 'FST_XEMS_BAD_SECRET', /"persistence\.secret" must be exactly 32 bytes/],
+    [options(dir, {}, { secret: bad }), 'FST_XEMS_BAD_SECRET', /"persistence\.secret" is not a usable secret: it must be exactly 32 bytes/],
     [options(dir, {}, { secret: [SECRET, bad] }), 'FST_XEMS_BAD_SECRET', /"persistence\.secret\[1\]"/],
     [options(dir, {}, { secret: [] }), 'FST_XEMS_BAD_SECRET', /"persistence\.secret"/],
     [options(dir, {}, { secret: undefined as unknown as string }), 'FST_XEMS_BAD_SECRET', /"persistence\.secret"/],

@@ -207,7 +207,7 @@ async function parent (): Promise<void> {
     await writeFile(join(dir, leaseFile(generation + 1)), '')
     await new Promise((resolve) => setTimeout(resolve, 200))
     t.notOk(lock.held(), 'the lease is lost')
-    t.match(lost, [{ code: 'FST_XEMS_VAULT_LOCKED' }], 'and the owner was told at its next beat')
+    t.match(lost, [{ code: 'FST_XEMS_VAULT_LOCK_LOST' }], 'and the owner was told at its next beat')
     await lock.release()
 
     const dir2 = await tempDir(t)
@@ -219,7 +219,7 @@ async function parent (): Promise<void> {
     await writeFile(join(dir2, leaseFile(Number(lease.split('.').at(-1)) + 1)), '')
     await new Promise((resolve) => setTimeout(resolve, 1300))
     await t.rejects(store.kvSet('s', 'after', '2', HOUR, Date.now()), { code: 'FST_XEMS_STORE_UNAVAILABLE', statusCode: 503 }, 'the store refuses to write')
-    t.match(warnings, [{ code: 'FST_XEMS_VAULT_WRITE_FAILED', message: /FST_XEMS_VAULT_LOCKED/ }], 'and says why, once')
+    t.match(warnings, [{ code: 'FST_XEMS_VAULT_WRITE_FAILED', message: /FST_XEMS_VAULT_LOCK_LOST/ }], 'and says why, once')
     t.equal(warnings.length, 1)
   })
 
