@@ -17,6 +17,11 @@ export type XemsErrorCode =
   /** A store holds data in a layout format this version does not read (start-up stops, nothing is read or changed). */
   | 'FST_XEMS_STORE_FORMAT'
   | 'FST_XEMS_MISSING_SESSION_PLUGIN'
+  /**
+   * 409: a sign-in (a session gaining a user) refused because the user already has
+   * `maxSessionsPerUser.limit` live sessions and `onLimit` is `'refuse'`; nothing was created.
+   */
+  | 'FST_XEMS_SESSION_LIMIT'
   /** A cross-site state-changing request carrying the session cookie (403; see plugins/csrf.ts). */
   | 'FST_XEMS_CSRF'
   /** A vault file of a persistent MemoryStore is damaged or tampered with (start-up stops, files untouched). */
