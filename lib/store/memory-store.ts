@@ -238,13 +238,13 @@ export class MemoryStore implements SessionStore {
   }
 
   #create (input: CreateInput): LimitResult | void {
-    const old = this.#sessions.get(input.id)
-    if (old !== undefined) this.#forgetSession(old)
     let admitted: LimitResult | undefined
     if (input.userId !== undefined && input.userLimit !== undefined) {
       admitted = this.#admit(input.userId, input.id, input.userLimit, input.now)
       if (admitted.status === 'refused') return admitted
     }
+    const old = this.#sessions.get(input.id)
+    if (old !== undefined) this.#forgetSession(old)
     const session: MemorySession = {
       id: input.id,
       sandbox: input.sandbox,
