@@ -29,6 +29,12 @@
 import { MAX_PAST_TOKENS } from './contract.js'
 import { MAX_RETIRED_TOKENS } from './rotation.js'
 
+/**
+ * maxSessionsPerUser on Redis: a session marked to end by a sign-in that has not ended it this long
+ * after is handed out again by the user's next sign-in (its first sign-in died in between).
+ */
+export const RECLAIM_MARKS_MS = 10_000
+
 /** Length of a token key as the store passes it to Lua (secretKeyOf: 16 bytes, base64url; see redis-store.ts keyArg). */
 export const KEY_LENGTH = 22
 /** Length of a grace box (sealForTokenHolder: 49 bytes, base64url); redis-store.ts checks every box. */
@@ -405,8 +411,10 @@ return 1
  * hash tag). ARGV: record id, score (as indexAdd), now, max, 'refuse'|'end-oldest', then ids known dead.
  *
  * The limit set holds the user's sessions by admission time (when they were created or gained the
- * user); -1 marks one this cap ended whose record the client has yet to end. It is kept a subset of the
- * index: members gone from the index (revoked, destroyed, past their score) are dropped, and the known
+ * user); a negative score, −(when), marks one this cap ended whose record the client has yet to end
+ * (marks older than RECLAIM_MARKS_MS are handed out again: the sign-in that made them died). It is
+ * kept a subset of the index: members gone from the index (revoked, destroyed, past their score) are
+ * dropped, and the known
  * dead ids the client passes (records it read as ended, expired or fenced: a dead record never lives
  * again) leave both. Index members missing from it (indexed before the cap was on) count as oldest (0).
  * Returns {1, ids to end...} when the record is admitted (and indexed: nothing else to do in this slot),
@@ -427,7 +435,8 @@ for _, m in ipairs(redis.call('ZRANGE', u, 0, -1)) do
   if not redis.call('ZSCORE', l, m) then redis.call('ZADD', l, '0', m) end
 end
 local reply = { 1 }
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', l, '-inf', '(0')) do reply[#reply + 1] = m end
+-- marks older than RECLAIM_MARKS_MS: their sign-in died before ending them; hand them out again
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', l, '(' .. string.format('%d', ${RECLAIM_MARKS_MS} - now), '(0')) do reply[#reply + 1] = m end
 if score <= now then return reply end
 if not redis.call('ZSCORE', l, id) then
   local counted = redis.call('ZRANGEBYSCORE', l, 0, '+inf')
@@ -438,7 +447,7 @@ if not redis.call('ZSCORE', l, id) then
       return refused
     end
     for i = 1, #counted - max + 1 do
-      redis.call('ZADD', l, '-1', counted[i])
+      redis.call('ZADD', l, string.format('%d', -now), counted[i])
       reply[#reply + 1] = counted[i]
     end
   end

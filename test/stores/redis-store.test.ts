@@ -249,17 +249,20 @@ if (typeof connected === 'string') {
     await store.create({ id: a.id, sandbox: 'auth-active', tokenKey: a.key, data: {}, now: t0 + 61_001, idleTtl: HOUR, absoluteExpiresAt: t0 + 5 * DAY, userId: 'fence-u' })
     t.same(await resolve(store, a, t0 + 61_002), { status: 'none' }, 'so a create that arrives that late is born revoked')
 
-    // A sign-in that marked a session to end, then died before ending it (here: the mark set by hand).
+    // A sign-in that marked a session to end at t0 + 2, then died before ending it (here: the mark set by hand).
     const end = { max: 2, onLimit: 'end-oldest' } as const
     const c = await sign('crash-u', t0, end)
     const d = await sign('crash-u', t0 + 1, end)
-    await client.zadd(`${prefix}l:{${userDigest('crash-u')}}`, '-1', c.id)
-    t.equal((await resolve(store, c, t0 + 2)).status, 'live', 'marked, not yet ended: still live (the documented window)')
-    const e = await sign('crash-u', t0 + 3, end)
-    t.same(e.result, { status: 'admitted', ended: [c.id] }, 'the next sign-in ends it')
-    t.same(await resolve(store, c, t0 + 4), { status: 'none' })
-    t.equal((await resolve(store, d, t0 + 4)).status, 'live')
-    t.equal((await store.listUser('crash-u', t0 + 5)).length, 2)
+    await client.zadd(`${prefix}l:{${userDigest('crash-u')}}`, String(-(t0 + 2)), c.id)
+    t.equal((await resolve(store, c, t0 + 3)).status, 'live', 'marked, not yet ended: still live (the documented window)')
+    const e = await sign('crash-u', t0 + 4, end)
+    t.same(e.result, { status: 'admitted', ended: [] }, 'a sign-in within 10 s leaves the mark to the sign-in that made it (and does not count it)')
+    t.equal((await resolve(store, c, t0 + 5)).status, 'live')
+    const f = await sign('crash-u', t0 + 10_003, end)
+    t.same(f.result, { status: 'admitted', ended: [c.id, d.id] }, 'a sign-in after that ends it, with the oldest counted one')
+    t.same(await resolve(store, c, t0 + 10_004), { status: 'none' })
+    t.equal((await resolve(store, e, t0 + 10_004)).status, 'live')
+    t.equal((await store.listUser('crash-u', t0 + 10_005)).length, 2)
   })
 
   t.test('token keys of any shape work (stored at a fixed width); a grace box must be the engine\'s', async (t) => {
