@@ -10,7 +10,7 @@ export type { SecurityEvent, SecurityEventType, UseOf } from './lib/security-eve
 export type { DeviceInfo, DeviceType, SignInMethod } from './lib/device.js'
 export { MAX_USER_AGENT_BYTES } from './lib/device.js'
 export { XemsEngine, MAX_AGE_CAP_MS, DEFAULT_SANDBOX } from './lib/engine.js'
-export type { EngineOptions, ResolvedSession, UserSessionInfo, ListUserSessionsOptions, PresentedToken, CreateSessionOptions, ResolveSessionOptions, MigrateOptions, SandboxValues, SandboxOptions, ReuseAction, XemsEvents } from './lib/engine.js'
+export type { EngineOptions, ResolvedSession, UserSessionInfo, ListUserSessionsOptions, PresentedToken, CreateSessionOptions, ResolveSessionOptions, MigrateOptions, SandboxValues, SandboxOptions, ReuseAction, XemsEvents, MaxSessionsPerUser } from './lib/engine.js'
 export { XemsSession } from './lib/session-handle.js'
 export type { SessionMigrateOptions } from './lib/session-handle.js'
 export { MemoryStore } from './lib/store/memory-store.js'

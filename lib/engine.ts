@@ -2,13 +2,15 @@ import { EventEmitter } from 'node:events'
 import { openAsTokenHolder, sealForTokenHolder } from './cipher.js'
 import { parseDuration, parsePositiveDuration, type Duration } from './duration.js'
 import { decodeDevice, encodeDevice, type DeviceInfo } from './device.js'
-import { badOption, isXemsError, xemsError } from './errors.js'
+import { badOption, isXemsError, xemsError, type XemsError } from './errors.js'
 import { sameKindOfDevice, type SecurityEvent } from './security-events.js'
 import { decodeData, encodeData, encodeValue, splitDevice } from './session-data.js'
 import {
   generateLocator, parseSessionToken, publicIdOf, recordIdOf, secretKeyOf, sessionTokenOf, type ParsedToken
 } from './session-token.js'
-import { DEVICE_KEY, type DataPatch, type EncodedData, type RotateInput, type SessionInfo, type SessionStore, type StoredSession } from './store/contract.js'
+import {
+  DEVICE_KEY, type DataPatch, type EncodedData, type LimitResult, type RotateInput, type SessionInfo, type SessionStore, type StoredSession, type UserLimit
+} from './store/contract.js'
 import { MemoryStore } from './store/memory-store.js'
 import { generateToken } from './token.js'
 
@@ -52,6 +54,24 @@ export interface EngineOptions {
   clock?: (() => number) | undefined
   /** Receives every security event (the same as `app.xems.on('security', fn)`); see lib/security-events.ts. */
   onSecurityEvent?: ((event: SecurityEvent) => void) | undefined
+  /** A cap on the live sessions of one user (default: none); see MaxSessionsPerUser. */
+  maxSessionsPerUser?: MaxSessionsPerUser | undefined
+}
+
+/**
+ * At most `limit` live sessions per user, counted and decided in one atomic store step whenever a
+ * session gains a user (created with one, or migrated to one: a sign-in). Every live session of the
+ * user counts, in any sandbox.
+ */
+export interface MaxSessionsPerUser {
+  /** 1 to 1000. */
+  limit: number
+  /**
+   * `'end-oldest'`: the sign-in succeeds and the user's least recently created sessions end (their
+   * tokens answer 401 FST_XEMS_NO_SESSION, not the theft signal), with a `session-limit-ended` security
+   * event each. `'refuse'`: the sign-in fails with 409 FST_XEMS_SESSION_LIMIT and nothing is created.
+   */
+  onLimit: 'end-oldest' | 'refuse'
 }
 
 /** A session as `resolveSession` returns it. */
@@ -157,6 +177,8 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
   readonly unseenWindow: number
   readonly onReuse: ReuseAction
   readonly now: () => number
+  /** The cap of maxSessionsPerUser, as the store applies it; null when off. */
+  readonly userLimit: UserLimit | null
   readonly #ttls = new Map<string, number>()
   readonly #defaultTtl: number
 
@@ -182,6 +204,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
         if (settings?.ttl !== undefined) this.#ttls.set(name, this.#checkTtl(settings.ttl, `sandboxes.${name}.ttl`))
       }
     }
+    this.userLimit = checkUserLimit(options.maxSessionsPerUser)
     this.store = options.store ?? new MemoryStore({ clock: this.now })
     checkStore(this.store)
     if (options.onSecurityEvent !== undefined) {
@@ -267,9 +290,19 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
       id: recordIdOf(locator), sandbox, data: encoded, createdAt: now, lastSeenAt: now, idleTtl, absoluteExpiresAt: now + this.maxAge
     }
     if (userId !== undefined) session.userId = userId
-    await this.#call(async () => await this.store.create({
-      id: session.id, sandbox, tokenKey: secretKeyOf(token), data: encoded, now, idleTtl, absoluteExpiresAt: session.absoluteExpiresAt, ...(userId === undefined ? {} : { userId })
+    const limited = userId !== undefined && this.userLimit !== null
+    const created = await this.#call(async () => await this.store.create({
+      id: session.id,
+      sandbox,
+      tokenKey: secretKeyOf(token),
+      data: encoded,
+      now,
+      idleTtl,
+      absoluteExpiresAt: session.absoluteExpiresAt,
+      ...(userId === undefined ? {} : { userId }),
+      ...(limited ? { userLimit: this.userLimit! } : {})
     }))
+    if (limited) this.#limited(created ?? undefined, userId!, session.id, now)
     this.emit('created', { id: publicIdOf(session.id), sandbox, ...(userId === undefined ? {} : { userId }) })
     await this.signedIn(session.id, sandbox, userId, options.device)
     return { token, session }
@@ -344,6 +377,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     const userId = checkUserId(options.userId)
     const token = sessionTokenOf(presented.locator, generateToken())
     const now = this.now()
+    const limited = userId !== undefined && this.userLimit !== null
     const moved = await this.#call(async () => await this.store.migrate({
       id,
       tokenKey: presented.key,
@@ -354,9 +388,11 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
       data,
       idleTtl,
       now,
-      ...(userId === undefined ? {} : { userId })
+      ...(userId === undefined ? {} : { userId }),
+      ...(limited ? { userLimit: this.userLimit! } : {})
     }))
-    if (!moved) return null
+    if (moved === false) return null
+    if (limited) this.#limited(moved, userId!, id, now)
     this.emit('migrated', { id: publicIdOf(id), from: options.from, to: options.to })
     if (options.userId !== undefined) await this.signedIn(id, options.to, options.userId, options.device)
     return token
@@ -476,6 +512,25 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     await this.store.close()
   }
 
+  /**
+   * What the store answered to a create or migration under maxSessionsPerUser: a refusal is the 409,
+   * each session it ended a `session-limit-ended` security event.
+   */
+  #limited (result: LimitResult | boolean | undefined, userId: string, recordId: string, now: number): void {
+    if (result === undefined || typeof result === 'boolean' || (result.status !== 'admitted' && result.status !== 'refused')) {
+      throw badOption('maxSessionsPerUser', 'needs a store that applies userLimit (SessionStore.create and migrate answer a LimitResult; see docs/stores.md)')
+    }
+    if (result.status === 'refused') {
+      this.security({ type: 'session-limit-refused', at: now, userId, reason: 'max-sessions-per-user' })
+      throw sessionLimitError()
+    }
+    const by = publicIdOf(recordId)
+    for (const ended of result.ended) {
+      const id = publicIdOf(ended)
+      this.security({ type: 'session-limit-ended', at: now, userId, id, by, reason: 'max-sessions-per-user' })
+    }
+  }
+
   #checkTtl (value: Duration, option: string): number {
     const ms = parsePositiveDuration(value, option)
     if (ms > this.maxAge) throw badOption(option, `must not exceed maxAge (${this.maxAge} ms): nothing lives longer than the absolute cap`)
@@ -491,6 +546,19 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
       throw xemsError('FST_XEMS_STORE_UNAVAILABLE', [], { cause: err })
     }
   }
+}
+
+/** The one error of a refused sign-in under maxSessionsPerUser (409). */
+export function sessionLimitError (): XemsError {
+  return xemsError('FST_XEMS_SESSION_LIMIT')
+}
+
+function checkUserLimit (value: MaxSessionsPerUser | undefined): UserLimit | null {
+  if (value === undefined) return null
+  if (value === null || typeof value !== 'object') throw badOption('maxSessionsPerUser', "must be an object { limit, onLimit: 'end-oldest' | 'refuse' }")
+  if (!Number.isInteger(value.limit) || value.limit < 1 || value.limit > 1000) throw badOption('maxSessionsPerUser.limit', 'must be a whole number from 1 to 1000')
+  if (value.onLimit !== 'end-oldest' && value.onLimit !== 'refuse') throw badOption('maxSessionsPerUser.onLimit', "must be 'end-oldest' or 'refuse'")
+  return { max: value.limit, onLimit: value.onLimit }
 }
 
 function checkGrace (value: Duration, option: string): number {

@@ -31,6 +31,7 @@ export const XEMS_ERRORS = {
   FST_XEMS_NO_SESSION: [401, 'A session is required: sign in first'],
   FST_XEMS_TOKEN_REUSED: [401, 'This session token was already replaced: sign in again'],
   FST_XEMS_CSRF: [403, 'Cross-site request refused (%s): this action must come from the site itself'],
+  FST_XEMS_SESSION_LIMIT: [409, 'This account already has the most sessions allowed: sign out of one first'],
   FST_XEMS_RATE_LIMITED: [429, 'Too many sessions opened from this client: try again later'],
   FST_XEMS_BAD_PASSWORD: [400, 'A password must be a non-empty string of at most %s characters'],
   FST_XEMS_MFA_BAD_INPUT: [400, 'A user name must be 1 to %s characters and a password 1 to %s characters'],

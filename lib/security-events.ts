@@ -22,6 +22,13 @@ export type SecurityEvent =
   | { type: 'lockout', at: number, userId: string, retryAfter: number }
   /** One session of a user ended by `revokeSession` (a "Sign out" on a row of "Your devices"). */
   | { type: 'session-revoked', at: number, userId: string, id: string }
+  /**
+   * A session of a user ended because a sign-in of that user went over `maxSessionsPerUser` (`onLimit:
+   * 'end-oldest'`): `id` is the ended session, `by` the new one. Its tokens now answer "no session".
+   */
+  | { type: 'session-limit-ended', at: number, userId: string, id: string, by: string, reason: 'max-sessions-per-user' }
+  /** A sign-in refused because the user has `maxSessionsPerUser` live sessions (`onLimit: 'refuse'`). */
+  | { type: 'session-limit-refused', at: number, userId: string, reason: 'max-sessions-per-user' }
   /** Sessions of a user ended by `revokeUser` ("sign out everywhere", or all others with `except`). */
   | { type: 'user-revoked', at: number, userId: string, count: number, except?: string }
 

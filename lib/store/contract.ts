@@ -58,6 +58,27 @@ export interface SessionInfo {
   device?: string
 }
 
+/**
+ * A cap on the live sessions of one user (the engine's `maxSessionsPerUser`), applied by create and
+ * migrate when the session gains a user. The count and the decision are one atomic step with the write:
+ * of any number of parallel sign-ins of one user, at most `max` of the user's sessions are live after.
+ * Every live session of the user counts, in any sandbox; expired and ended ones do not.
+ */
+export interface UserLimit {
+  max: number
+  /**
+   * `'end-oldest'`: the session is created, and the user's least recently created sessions (ties by
+   * record id) end in the same step, as many as needed to leave `max` (their tokens answer "none", never
+   * "reused"). `'refuse'`: when the user already has `max`, nothing is written.
+   */
+  onLimit: 'end-oldest' | 'refuse'
+}
+
+/** What a create or migrate with a `userLimit` did: the record ids it ended, or that it refused. */
+export type LimitResult =
+  | { status: 'admitted', ended: string[] }
+  | { status: 'refused' }
+
 export interface CreateInput {
   id: string
   sandbox: string
@@ -67,6 +88,8 @@ export interface CreateInput {
   now: number
   idleTtl: number
   absoluteExpiresAt: number
+  /** With `userId`: apply this cap (create then answers a LimitResult). */
+  userLimit?: UserLimit | undefined
 }
 
 export interface ResolveInput {
@@ -147,6 +170,11 @@ export interface MigrateInput {
   idleTtl: number
   userId?: string | undefined
   now: number
+  /**
+   * With `userId`: apply this cap if the migration gives the session a user it did not have (a session
+   * that already names `userId` is counted already). Migrate then answers false or a LimitResult.
+   */
+  userLimit?: UserLimit | undefined
 }
 
 export interface CounterResult {
@@ -155,15 +183,17 @@ export interface CounterResult {
 }
 
 export interface SessionStore {
-  create: (input: CreateInput) => Promise<void>
+  /** Creates a session; with `input.userLimit` (and a user) it answers a LimitResult, otherwise nothing. */
+  create: (input: CreateInput) => Promise<LimitResult | void>
   resolve: (input: ResolveInput) => Promise<ResolveResult>
   commit: (input: CommitInput) => Promise<CommitResult>
   /**
    * Moves a session of sandbox `from` to sandbox `to` with a new token; every earlier token stops
    * working at once. False when there is no such live session, or the presented token no longer may
-   * (of concurrent migrations, exactly one succeeds).
+   * (of concurrent migrations, exactly one succeeds). With `input.userLimit` and a user, a LimitResult
+   * instead of true (a refusal moves nothing).
    */
-  migrate: (input: MigrateInput) => Promise<boolean>
+  migrate: (input: MigrateInput) => Promise<boolean | LimitResult>
   /** Ends a session and every token of it. False when there was none. */
   destroy: (id: string) => Promise<boolean>
   /**

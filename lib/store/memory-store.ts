@@ -3,8 +3,8 @@ import { parseSecret } from '../cipher.js'
 import { parsePositiveDuration, type Duration } from '../duration.js'
 import { badOption, xemsError } from '../errors.js'
 import type {
-  CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, MigrateInput,
-  ResolveInput, ResolveResult, SessionInfo, SessionStore, StoredSession
+  CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, LimitResult, MigrateInput,
+  ResolveInput, ResolveResult, SessionInfo, SessionStore, StoredSession, UserLimit
 } from './contract.js'
 import { DEVICE_KEY } from './contract.js'
 import { chainOf, markPresented, matchToken, mayMigrate, NO_PAST, retireAll, rotate, type RotationState } from './rotation.js'
@@ -231,13 +231,18 @@ export class MemoryStore implements SessionStore {
     return this.#closed || this.#opening !== null ? 0 : this.#sweeper.step(now)
   }
 
-  async create (input: CreateInput): Promise<void> {
+  async create (input: CreateInput): Promise<LimitResult | void> {
     if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#create(input))
     this.#assertOpen()
     return this.#create(input)
   }
 
-  #create (input: CreateInput): void {
+  #create (input: CreateInput): LimitResult | void {
+    let admitted: LimitResult | undefined
+    if (input.userId !== undefined && input.userLimit !== undefined) {
+      admitted = this.#admit(input.userId, input.id, input.userLimit, input.now)
+      if (admitted.status === 'refused') return admitted
+    }
     const old = this.#sessions.get(input.id)
     if (old !== undefined) this.#forgetSession(old)
     const session: MemorySession = {
@@ -258,6 +263,27 @@ export class MemoryStore implements SessionStore {
     this.#sessions.set(input.id, session)
     this.#coreChanged(input.id)
     this.#dataChanged(input.id, null)
+    return admitted
+  }
+
+  /**
+   * The cap of a user, within the operation that gives session `id` the user: counts the user's other
+   * live sessions and refuses, or ends the least recently created ones (ties by id) so that `max` are
+   * left with the new one. Part of one synchronous section with the write that follows.
+   */
+  #admit (userId: string, id: string, limit: UserLimit, now: number): LimitResult {
+    const live: MemorySession[] = []
+    for (const other of this.#userIds(userId)) {
+      if (other === id) continue
+      const session = this.#liveSession(other, now)
+      if (session !== null) live.push(session)
+    }
+    if (live.length < limit.max) return { status: 'admitted', ended: [] }
+    if (limit.onLimit === 'refuse') return { status: 'refused' }
+    live.sort((a, b) => a.created - b.created || (a.id < b.id ? -1 : 1))
+    const ended = live.slice(0, live.length - limit.max + 1)
+    for (const session of ended) this.#removeSession(session)
+    return { status: 'admitted', ended: ended.map((session) => session.id) }
   }
 
   async resolve (input: ResolveInput): Promise<ResolveResult> {
@@ -315,15 +341,22 @@ export class MemoryStore implements SessionStore {
     return { status: 'ok', rotated: false, chain: chainOf(session, input.tokenKey), expiresAt: sessionExpiresAt(session) }
   }
 
-  async migrate (input: MigrateInput): Promise<boolean> {
+  async migrate (input: MigrateInput): Promise<boolean | LimitResult> {
     if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#migrate(input))
     this.#assertOpen()
     return this.#migrate(input)
   }
 
-  #migrate (input: MigrateInput): boolean {
+  #migrate (input: MigrateInput): boolean | LimitResult {
     const session = this.#liveSession(input.id, input.now)
     if (session === null || session.sandbox !== input.from || !mayMigrate(session, input.tokenKey)) return false
+    let admitted: LimitResult | true = true
+    if (input.userId !== undefined && input.userLimit !== undefined) {
+      admitted = input.userId === session.userId
+        ? { status: 'admitted', ended: [] }
+        : this.#admit(input.userId, session.id, input.userLimit, input.now)
+      if (admitted.status === 'refused') return admitted
+    }
     retireAll(session, input.newKey, input.now, input.retiredUntil)
     session.sandbox = input.to
     session.idleTtl = small(input.idleTtl)
@@ -338,7 +371,7 @@ export class MemoryStore implements SessionStore {
       this.#indexUser(input.userId, session.id)
     }
     this.#coreChanged(session.id)
-    return true
+    return admitted
   }
 
   async destroy (id: string): Promise<boolean> {

@@ -4,8 +4,8 @@ import { inline } from './postgres-literal.js'
 import { Keyring, parseSecret } from '../cipher.js'
 import { badOption, isXemsError, XemsError, xemsError } from '../errors.js'
 import type {
-  CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, MigrateInput, ResolveInput,
-  ResolveResult, SessionInfo, SessionStore, StoredSession
+  CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, LimitResult, MigrateInput, ResolveInput,
+  ResolveResult, SessionInfo, SessionStore, StoredSession, UserLimit
 } from './contract.js'
 import { DEVICE_KEY } from './contract.js'
 import { chainOf, markPresented, matchToken, mayMigrate, newRotationState, retireAll, rotate, type RotationState } from './rotation.js'
@@ -165,8 +165,8 @@ export class PostgresStore implements SessionStore {
    * With a MigrateInput: the contract's session migration (a sandbox move, see SessionStore.migrate).
    */
   async migrate (): Promise<void>
-  async migrate (input: MigrateInput): Promise<boolean>
-  async migrate (input?: MigrateInput): Promise<boolean | void> {
+  async migrate (input: MigrateInput): Promise<boolean | LimitResult>
+  async migrate (input?: MigrateInput): Promise<boolean | LimitResult | void> {
     if (input === undefined) return await this.#migrateSchema()
     return await this.#migrateSession(input)
   }
@@ -204,24 +204,57 @@ export class PostgresStore implements SessionStore {
     await this.#verified
   }
 
-  /** One statement: an upsert (a record id is created once; a resend rewrites the same session). */
-  async create (input: CreateInput): Promise<void> {
+  /**
+   * One statement: an upsert (a record id is created once; a resend rewrites the same session). With a
+   * userLimit, one transaction that takes the user's advisory lock, counts and decides (see #admit).
+   */
+  async create (input: CreateInput): Promise<LimitResult | void> {
     await this.ready()
     const { id } = input
     const expiresAt = Math.min(input.now + input.idleTtl, input.absoluteExpiresAt)
-    if (expiresAt <= input.now) return
+    if (expiresAt <= input.now) return input.userId !== undefined && input.userLimit !== undefined ? { status: 'admitted', ended: [] } : undefined
     const state = newRotationState(input.tokenKey)
-    await this.#query(`INSERT INTO ${this.#t.sessions}
+    const insert = `INSERT INTO ${this.#t.sessions}
       (id, sandbox, user_digest, created_at, last_seen_at, idle_ttl, absolute_expires_at, expires_at, rotation, binding, data)
       VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10)
       ON CONFLICT (id) DO UPDATE SET sandbox = EXCLUDED.sandbox, user_digest = EXCLUDED.user_digest, created_at = EXCLUDED.created_at,
         last_seen_at = EXCLUDED.last_seen_at, idle_ttl = EXCLUDED.idle_ttl, absolute_expires_at = EXCLUDED.absolute_expires_at,
-        expires_at = EXCLUDED.expires_at, rotation = EXCLUDED.rotation, binding = EXCLUDED.binding, data = EXCLUDED.data`, [
+        expires_at = EXCLUDED.expires_at, rotation = EXCLUDED.rotation, binding = EXCLUDED.binding, data = EXCLUDED.data`
+    const values = [
       id, input.sandbox, input.userId === undefined ? null : digest('user', input.userId), input.now, input.idleTtl, input.absoluteExpiresAt,
       expiresAt, JSON.stringify(state),
       this.#binding(id, input.sandbox, input.idleTtl, input.now, input.absoluteExpiresAt, input.userId),
       this.#sealData(id, input.data)
-    ])
+    ]
+    const { userId, userLimit } = input
+    if (userId === undefined || userLimit === undefined) {
+      await this.#query(insert, values)
+      return
+    }
+    return await this.#transaction(async (query, defer) => {
+      const admitted = await this.#admit(query, userId, id, userLimit, input.now)
+      if (admitted.status === 'admitted') defer(insert, values)
+      return admitted
+    })
+  }
+
+  /**
+   * maxSessionsPerUser, inside a transaction that then writes the session: the user's advisory lock
+   * (sign-ins of one user serialise on it until COMMIT; READ COMMITTED, so the count after it sees every
+   * earlier holder's rows), the count of the user's other live rows, and the decision: refuse, or delete
+   * the least recently created (ties by id) to leave room for one.
+   */
+  async #admit (query: Query, userId: string, id: string, limit: UserLimit, now: number): Promise<LimitResult> {
+    const user = digest('user', userId)
+    await query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`${this.#lockKey()}/user/${user}`])
+    const { rows } = await query<{ id: string }>(
+      `SELECT id FROM ${this.#t.sessions} WHERE user_digest = $1 AND expires_at > $2 AND id <> $3 ORDER BY created_at, id COLLATE "C"`,
+      [user, now, id])
+    if (rows.length < limit.max) return { status: 'admitted', ended: [] }
+    if (limit.onLimit === 'refuse') return { status: 'refused' }
+    const oldest = rows.slice(0, rows.length - limit.max + 1).map((row) => row.id)
+    const { rows: gone } = await query<{ id: string }>(`DELETE FROM ${this.#t.sessions} WHERE id = ANY($1) RETURNING id`, [oldest])
+    return { status: 'admitted', ended: gone.map((row) => row.id) }
   }
 
   /** One transaction: lock the row, match the token, mark it presented, refresh lastSeenAt. */
@@ -279,13 +312,21 @@ export class PostgresStore implements SessionStore {
   }
 
   /** One transaction: lock the row, check sandbox and token, retire every token, move. */
-  async #migrateSession (input: MigrateInput): Promise<boolean> {
+  async #migrateSession (input: MigrateInput): Promise<boolean | LimitResult> {
     await this.ready()
     return await this.#transaction(async (query, defer) => {
       const loaded = await this.#lock(query, defer, input.id, input.now)
       if (loaded === null) return false
       const { row, state } = loaded
       if (row.sandbox !== input.from || !mayMigrate(state, input.tokenKey)) return false
+      let admitted: LimitResult | true = true
+      if (input.userId !== undefined && input.userLimit !== undefined) {
+        // The row is locked: a session that already names the user is counted already.
+        admitted = loaded.userId === input.userId
+          ? { status: 'admitted', ended: [] }
+          : await this.#admit(query, input.userId, input.id, input.userLimit, input.now)
+        if (admitted.status === 'refused') return admitted
+      }
       let data: EncodedData | null = input.data === null ? null : Object.assign(Object.create(null) as EncodedData, input.data)
       if (data === null && this.#keyring.isStale(row.data)) data = this.#openData(input.id, row.data)?.data ?? null
       retireAll(state, input.newKey, input.now, input.retiredUntil)
@@ -294,7 +335,7 @@ export class PostgresStore implements SessionStore {
       if (input.userId !== undefined) loaded.userId = input.userId
       loaded.stale = true
       this.#write(defer, loaded, input.now, { rotation: true, data })
-      return true
+      return admitted
     })
   }
 

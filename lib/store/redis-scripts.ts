@@ -29,6 +29,12 @@
 import { MAX_PAST_TOKENS } from './contract.js'
 import { MAX_RETIRED_TOKENS } from './rotation.js'
 
+/**
+ * maxSessionsPerUser on Redis: a session marked to end by a sign-in that has not ended it this long
+ * after is handed out again by the user's next sign-in (its first sign-in died in between).
+ */
+export const RECLAIM_MARKS_MS = 10_000
+
 /** Length of a token key as the store passes it to Lua (secretKeyOf: 16 bytes, base64url; see redis-store.ts keyArg). */
 export const KEY_LENGTH = 22
 /** Length of a grace box (sealForTokenHolder: 49 bytes, base64url); redis-store.ts checks every box. */
@@ -400,6 +406,84 @@ redis.call('PEXPIRE', key, string.format('%d', tonumber(top[2]) - now))
 return 1
 `
 
+/**
+ * maxSessionsPerUser: the count and the decision, in the user's slot. KEYS: user index, limit set (same
+ * hash tag). ARGV: record id, score (as indexAdd), now, max, 'refuse'|'end-oldest', then ids known dead.
+ *
+ * The limit set holds the user's sessions by admission time (when they were created or gained the
+ * user); a negative score, −(when), marks one this cap ended whose record the client has yet to end
+ * (marks older than RECLAIM_MARKS_MS are handed out again: the sign-in that made them died). It is
+ * kept a subset of the index: members gone from the index (revoked, destroyed, past their score) are
+ * dropped, and the known
+ * dead ids the client passes (records it read as ended, expired or fenced: a dead record never lives
+ * again) leave both. Index members missing from it (indexed before the cap was on) count as oldest (0).
+ * Returns {1, ids to end...} when the record is admitted (and indexed: nothing else to do in this slot),
+ * {2, id, admittedAt, ...} when refused (the counted members, for the client's dead check).
+ */
+const admit = `
+local u, l, id, now, max = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+local score = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', u, '-inf', ARGV[3])
+for i = 6, #ARGV do
+  redis.call('ZREM', u, ARGV[i])
+  redis.call('ZREM', l, ARGV[i])
+end
+for _, m in ipairs(redis.call('ZRANGE', l, 0, -1)) do
+  if not redis.call('ZSCORE', u, m) then redis.call('ZREM', l, m) end
+end
+for _, m in ipairs(redis.call('ZRANGE', u, 0, -1)) do
+  if not redis.call('ZSCORE', l, m) then redis.call('ZADD', l, '0', m) end
+end
+local reply = { 1 }
+-- marks older than RECLAIM_MARKS_MS: their sign-in died before ending them; hand them out again
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', l, '(' .. string.format('%d', ${RECLAIM_MARKS_MS} - now), '(0')) do reply[#reply + 1] = m end
+if score <= now then return reply end
+if not redis.call('ZSCORE', l, id) then
+  local counted = redis.call('ZRANGEBYSCORE', l, 0, '+inf')
+  if #counted >= max then
+    if ARGV[5] == 'refuse' then
+      local refused = redis.call('ZRANGEBYSCORE', l, 0, '+inf', 'WITHSCORES')
+      table.insert(refused, 1, 2)
+      return refused
+    end
+    for i = 1, #counted - max + 1 do
+      redis.call('ZADD', l, string.format('%d', -now), counted[i])
+      reply[#reply + 1] = counted[i]
+    end
+  end
+  redis.call('ZADD', l, ARGV[3], id)
+end
+local old = redis.call('ZSCORE', u, id)
+if not old or tonumber(old) < score then redis.call('ZADD', u, ARGV[2], id) end
+local top = redis.call('ZRANGE', u, -1, -1, 'WITHSCORES')
+local ttl = string.format('%d', tonumber(top[2]) - now)
+redis.call('PEXPIRE', u, ttl)
+redis.call('PEXPIRE', l, ttl)
+return reply
+`
+
+/** KEYS: user index, limit set. ARGV: ids whose records are ended: they leave both. */
+const admitDone = `
+for i = 1, #ARGV do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+  redis.call('ZREM', KEYS[2], ARGV[i])
+end
+return 1
+`
+
+/**
+ * KEYS: session. ARGV: now, until. Fences a record that is not there (a tombstone until `until`), so a
+ * create still on its way is born revoked: 1 when fenced (or already a tombstone), 0 when it exists.
+ */
+const fence = `
+local v = redis.call('HMGET', KEYS[1], 'sb', 'x')
+if v[2] then return 1 end
+if v[1] then return 0 end
+redis.call('HSET', KEYS[1], 'x', '1')
+redis.call('PEXPIRE', KEYS[1], string.format('%d', tonumber(ARGV[2]) - tonumber(ARGV[1])))
+return 1
+`
+
 /** KEYS: user index. ARGV: now. Drops entries past their score; returns {member, score, ...}. */
 const indexRead = `
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -500,6 +584,9 @@ export const SCRIPTS = {
   revokeOne,
   indexAdd,
   indexRead,
+  admit,
+  admitDone,
+  fence,
   reseal,
   kvGet,
   kvSet,

@@ -3,8 +3,8 @@ import type { Cluster, Redis } from 'ioredis'
 import { Keyring, parseSecret } from '../cipher.js'
 import { badOption, isXemsError, XemsError, xemsError } from '../errors.js'
 import type {
-  CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, MigrateInput, ResolveInput,
-  ResolveResult, SessionInfo, SessionStore, StoredSession
+  CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, LimitResult, MigrateInput, ResolveInput,
+  ResolveResult, SessionInfo, SessionStore, StoredSession, UserLimit
 } from './contract.js'
 import { DEVICE_KEY } from './contract.js'
 import { BOX_LENGTH, KEY_LENGTH, SCRIPTS, type ScriptName } from './redis-scripts.js'
@@ -41,6 +41,12 @@ export const REDIS_FORMAT_VERSION = 2
  * store does not import the engine): the index score of a migration, which does not know the deadline.
  */
 export const SESSION_LIFETIME_BOUND_MS = 5 * 86_400_000
+/**
+ * maxSessionsPerUser with 'refuse': a counted record that is still missing this long after its
+ * admission is fenced (a tombstone) and no longer counted. Its create, if it ever arrives, is born
+ * revoked; a younger missing record is taken for a create on its way and counts.
+ */
+export const ADMISSION_FENCE_MS = 60_000
 const PREFIX_SYNTAX = /^[A-Za-z0-9:_./-]{1,64}$/
 const COMMAND_PREFIX = `xemsRedisF${REDIS_FORMAT_VERSION}`
 const CANARY_TEXT = `fastify-xems redis canary, format ${REDIS_FORMAT_VERSION}`
@@ -188,23 +194,35 @@ export class RedisStore implements SessionStore {
     await this.#verified
   }
 
-  async create (input: CreateInput): Promise<void> {
+  async create (input: CreateInput): Promise<LimitResult | void> {
     await this.ready()
     const { id } = input
     let uk = ''
     let sealedUser: Arg = ''
+    let admitted: { result: LimitResult, toEnd: string[] } | undefined
     if (input.userId !== undefined) {
       uk = digest('user', input.userId)
-      await this.#indexAdd(uk, id, input.absoluteExpiresAt, input.now)
+      if (input.userLimit === undefined) await this.#indexAdd(uk, id, input.absoluteExpiresAt, input.now)
+      else {
+        admitted = await this.#admit(uk, id, input.absoluteExpiresAt, input.now, input.userLimit)
+        if (admitted.result.status === 'refused') return admitted.result
+      }
       sealedUser = this.#seal(input.userId, 'session', id, 'user')
     }
-    await this.#run('create', this.#sessionKey(id), [
+    const ending = admitted === undefined ? null : this.#endAdmitted(uk, admitted.toEnd, input.now)
+    const created = this.#run('create', this.#sessionKey(id), [
       input.sandbox, keyArg(input.tokenKey), String(input.now), String(input.idleTtl), String(input.absoluteExpiresAt),
       uk, sealedUser,
       this.#sandboxSeal(id, input.sandbox, input.idleTtl),
       this.#seal('', 'session', id, 'times', input.now, input.absoluteExpiresAt),
       ...this.#dataPairs(id, input.data)
     ])
+    if (ending === null) {
+      await created
+      return
+    }
+    const [ended] = await Promise.all([ending, created])
+    return { status: 'admitted', ended }
   }
 
   async resolve (input: ResolveInput): Promise<ResolveResult> {
@@ -259,15 +277,20 @@ export class RedisStore implements SessionStore {
     return { status: 'ok', rotated: false, chain, expiresAt }
   }
 
-  async migrate (input: MigrateInput): Promise<boolean> {
+  async migrate (input: MigrateInput): Promise<boolean | LimitResult> {
     await this.ready()
     const { id } = input
     let uk = ''
     let sealedUser: Arg = ''
+    let admitted: { result: LimitResult, toEnd: string[] } | undefined
     if (input.userId !== undefined) {
       uk = digest('user', input.userId)
       // The absolute deadline is not part of a migration; no session outlives now + the engine's cap.
-      await this.#indexAdd(uk, id, input.now + SESSION_LIFETIME_BOUND_MS, input.now)
+      if (input.userLimit === undefined) await this.#indexAdd(uk, id, input.now + SESSION_LIFETIME_BOUND_MS, input.now)
+      else {
+        admitted = await this.#admit(uk, id, input.now + SESSION_LIFETIME_BOUND_MS, input.now, input.userLimit)
+        if (admitted.result.status === 'refused') return admitted.result
+      }
       sealedUser = this.#seal(input.userId, 'session', id, 'user')
     }
     const moved = await this.#run('migrate', this.#sessionKey(id), [
@@ -278,8 +301,11 @@ export class RedisStore implements SessionStore {
     ])
     // A user the session no longer names keeps a dangling index entry: harmless (revokeUser and
     // listUser check the record), gone with its score. Removing it here could race a later migration
-    // back to that user, whose index entry is written before its record.
-    return num(moved) === 1
+    // back to that user, whose index entry is written before its record. (Under maxSessionsPerUser it
+    // also stays counted, as does the admission of a migration that did not happen: see docs/stores.md.)
+    const ended = admitted === undefined ? [] : await this.#endAdmitted(uk, admitted.toEnd, input.now)
+    if (num(moved) !== 1) return false
+    return admitted === undefined ? true : { status: 'admitted', ended }
   }
 
   async destroy (id: string): Promise<boolean> {
@@ -414,6 +440,54 @@ export class RedisStore implements SessionStore {
    */
   async #indexAdd (uk: string, id: string, score: number, now: number): Promise<void> {
     await this.#run('indexAdd', this.#userKey(uk), [id, String(score), String(now)])
+  }
+
+  /**
+   * maxSessionsPerUser: the admit script decides in the user's slot. A refusal is checked once: the
+   * counted records are read (in their own slots), those that are ended, expired, or missing longer
+   * than ADMISSION_FENCE_MS (then fenced) are dead for good, and the script decides again without them.
+   */
+  async #admit (uk: string, id: string, score: number, now: number, limit: UserLimit): Promise<{ result: LimitResult, toEnd: string[] }> {
+    const keys = [this.#userKey(uk), this.#limitKey(uk)]
+    const args = [id, String(score), String(now), String(limit.max), limit.onLimit]
+    let reply = list(await this.#scripts.get('admit')!('2', ...keys, ...args))
+    if (num(reply[0]) === 2) {
+      const dead = await this.#deadAmong(reply.slice(1), now)
+      if (dead.length > 0) reply = list(await this.#scripts.get('admit')!('2', ...keys, ...args, ...dead))
+    }
+    if (num(reply[0]) === 2) return { result: { status: 'refused' }, toEnd: [] }
+    return { result: { status: 'admitted', ended: [] }, toEnd: reply.slice(1).map(text) }
+  }
+
+  /** Of the counted [id, admittedAt, ...] of a refusal, the ids whose records can never be live again. */
+  async #deadAmong (counted: Reply[], now: number): Promise<string[]> {
+    const entries: Array<{ id: string, admittedAt: number }> = []
+    for (let i = 0; i + 1 < counted.length; i += 2) entries.push({ id: text(counted[i]), admittedAt: num(counted[i + 1]) })
+    const dead = await Promise.all(entries.map(async ({ id, admittedAt }) => {
+      const key = this.#sessionKey(id)
+      const [sb, ls, it, ax, x] = await this.#client.hmgetBuffer(key, 'sb', 'ls', 'it', 'ax', 'x')
+      if (x !== null && x !== undefined) return true
+      if (sb === null || sb === undefined) {
+        if (now - admittedAt < ADMISSION_FENCE_MS) return false
+        return num(await this.#run('fence', key, [String(now), String(now + SESSION_LIFETIME_BOUND_MS)])) === 1
+      }
+      const deadline = Math.min(intOf(ls ?? undefined) + intOf(it ?? undefined), intOf(ax ?? undefined))
+      return deadline <= now
+    }))
+    return entries.filter((_, i) => dead[i]).map((entry) => entry.id)
+  }
+
+  /**
+   * Ends the records the admit script marked (one revokeOne each, in their slots: their tokens then
+   * answer "none"), then drops them from the index and the limit set. Returns those that were live.
+   * Marked ones a crash left unended are handed out again by the user's next admission.
+   */
+  async #endAdmitted (uk: string, ids: string[], now: number): Promise<string[]> {
+    if (ids.length === 0) return []
+    const outcomes = await Promise.all(ids.map(async (id) =>
+      num(await this.#run('revokeOne', this.#sessionKey(id), [uk, String(now), String(now + SESSION_LIFETIME_BOUND_MS)]))))
+    await this.#scripts.get('admitDone')!('2', this.#userKey(uk), this.#limitKey(uk), ...ids)
+    return ids.filter((_, i) => outcomes[i] === 2)
   }
 
   async #indexRead (uk: string, now: number): Promise<Array<{ id: string, score: number }>> {
@@ -587,6 +661,11 @@ export class RedisStore implements SessionStore {
   /** A user's index, under the digest of the user id (its own hash tag too). */
   #userKey (uk: string): string {
     return `${this.prefix}u:{${uk}}`
+  }
+
+  /** A user's limit set (maxSessionsPerUser), in the slot of its index. */
+  #limitKey (uk: string): string {
+    return `${this.prefix}l:{${uk}}`
   }
 
   #valueKey (sandbox: string, key: string): string {

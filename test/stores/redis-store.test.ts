@@ -227,6 +227,44 @@ if (typeof connected === 'string') {
     t.same(await client.zrange(userKey(prefix, userId), 0, -1, 'WITHSCORES'), [c.id, String(Number(session.ca) + 5 * DAY)], 'the user index: record id scored by its absolute deadline')
   })
 
+  t.test('maxSessionsPerUser on Redis: a counted record missing a minute after its admission is fenced; marked ones a crash left are ended by the next sign-in', async (t) => {
+    const { store, prefix } = scratch(t)
+    const t0 = Date.now()
+    const refuse = { max: 1, onLimit: 'refuse' } as const
+    const sign = async (userId: string, now: number, userLimit: { max: number, onLimit: 'refuse' | 'end-oldest' }): Promise<{ id: string, key: string, result: unknown }> => {
+      const id = recordIdOf(generateLocator())
+      const key = newKey()
+      const result = await store.create({ id, sandbox: 'auth-active', tokenKey: key, data: {}, now, idleTtl: HOUR, absoluteExpiresAt: now + 5 * DAY, userId, userLimit })
+      return { id, key, result }
+    }
+    const a = await sign('fence-u', t0, refuse)
+    t.same(a.result, { status: 'admitted', ended: [] })
+    t.same(await client.zrange(`${prefix}l:{${userDigest('fence-u')}}`, 0, -1), [a.id], 'the limit set, in the slot of the user index')
+    // As if a's create were still on its way: the record is missing.
+    await client.del(sessionKey(prefix, a.id))
+    t.same((await sign('fence-u', t0 + 59_000, refuse)).result, { status: 'refused' }, 'missing for less than a minute: taken for a create on its way, counted')
+    const b = await sign('fence-u', t0 + 61_000, refuse)
+    t.same(b.result, { status: 'admitted', ended: [] }, 'missing for more than a minute: fenced, no longer counted')
+    t.same(await client.hgetall(sessionKey(prefix, a.id)), { x: '1' }, 'a tombstone now fences the record')
+    await store.create({ id: a.id, sandbox: 'auth-active', tokenKey: a.key, data: {}, now: t0 + 61_001, idleTtl: HOUR, absoluteExpiresAt: t0 + 5 * DAY, userId: 'fence-u' })
+    t.same(await resolve(store, a, t0 + 61_002), { status: 'none' }, 'so a create that arrives that late is born revoked')
+
+    // A sign-in that marked a session to end at t0 + 2, then died before ending it (here: the mark set by hand).
+    const end = { max: 2, onLimit: 'end-oldest' } as const
+    const c = await sign('crash-u', t0, end)
+    const d = await sign('crash-u', t0 + 1, end)
+    await client.zadd(`${prefix}l:{${userDigest('crash-u')}}`, String(-(t0 + 2)), c.id)
+    t.equal((await resolve(store, c, t0 + 3)).status, 'live', 'marked, not yet ended: still live (the documented window)')
+    const e = await sign('crash-u', t0 + 4, end)
+    t.same(e.result, { status: 'admitted', ended: [] }, 'a sign-in within 10 s leaves the mark to the sign-in that made it (and does not count it)')
+    t.equal((await resolve(store, c, t0 + 5)).status, 'live')
+    const f = await sign('crash-u', t0 + 10_003, end)
+    t.same(f.result, { status: 'admitted', ended: [c.id, d.id] }, 'a sign-in after that ends it, with the oldest counted one')
+    t.same(await resolve(store, c, t0 + 10_004), { status: 'none' })
+    t.equal((await resolve(store, e, t0 + 10_004)).status, 'live')
+    t.equal((await store.listUser('crash-u', t0 + 10_005)).length, 2)
+  })
+
   t.test('token keys of any shape work (stored at a fixed width); a grace box must be the engine\'s', async (t) => {
     t.equal(newBox().length, BOX_LENGTH, 'the scripts store boxes at the width sealForTokenHolder makes them')
     const { store, prefix } = scratch(t)

@@ -4,7 +4,7 @@
  */
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify'
 import { expectAssignable, expectError, expectNotAssignable, expectType } from 'tsd'
-import { MemoryStore, xemsSession, XemsError, type Duration, type XemsSession, type XemsSessionData, type XemsSessionOptions } from 'fastify-xems'
+import { MemoryStore, xemsSession, XemsError, type Duration, type XemsSession, type XemsSessionData, type XemsSessionOptions, type MaxSessionsPerUser, type XemsErrorCode, type LimitResult, type UserLimit } from 'fastify-xems'
 import { hashPassword, xemsMfa, type VerifyResult } from 'fastify-xems/mfa'
 import { RedisStore } from 'fastify-xems/redis'
 import { PostgresStore } from 'fastify-xems/postgres'
@@ -69,3 +69,14 @@ expectError(new PostgresStore({ secret: 'x'.repeat(64) }))
 const factory: StoreFactory = async () => ({ store: new MemoryStore(), cleanup: async () => {} })
 runStoreConformance(factory, { test: (name: string, fn: () => Promise<void>) => { void name; void fn } })
 expectError(runStoreConformance(factory))
+
+// maxSessionsPerUser: an object { limit, onLimit }; its refusal is a typed error code.
+expectAssignable<XemsSessionOptions>({ maxSessionsPerUser: { limit: 3, onLimit: 'end-oldest' } })
+expectAssignable<XemsSessionOptions>({ maxSessionsPerUser: { limit: 3, onLimit: 'refuse' } })
+expectNotAssignable<XemsSessionOptions>({ maxSessionsPerUser: 3 })
+expectNotAssignable<XemsSessionOptions>({ maxSessionsPerUser: { limit: 3, onLimit: 'oldest' } })
+expectNotAssignable<XemsSessionOptions>({ maxSessionsPerUser: { limit: 3 } })
+expectAssignable<MaxSessionsPerUser>({ limit: 1, onLimit: 'refuse' })
+expectAssignable<XemsErrorCode>('FST_XEMS_SESSION_LIMIT')
+expectAssignable<LimitResult>({ status: 'admitted', ended: ['r'] })
+expectAssignable<UserLimit>({ max: 2, onLimit: 'end-oldest' })
