@@ -4,11 +4,12 @@ import { parseDuration, parsePositiveDuration, type Duration } from './duration.
 import { decodeDevice, encodeDevice, type DeviceInfo } from './device.js'
 import { badOption, isXemsError, XemsError } from './errors.js'
 import { sameKindOfDevice, type SecurityEvent } from './security-events.js'
-import { decodeData, encodeData, encodeValue, splitDevice } from './session-data.js'
+import { encodeBinding, type SessionBinding } from './binding.js'
+import { decodeData, encodeData, encodeValue, reservedKeyIn, splitDevice } from './session-data.js'
 import {
   generateLocator, parseSessionToken, publicIdOf, recordIdOf, secretKeyOf, sessionTokenOf, type ParsedToken
 } from './session-token.js'
-import { DEVICE_KEY, type DataPatch, type EncodedData, type RotateInput, type SessionInfo, type SessionStore, type StoredSession } from './store/contract.js'
+import { BINDING_KEY, DEVICE_KEY, type DataPatch, type EncodedData, type RotateInput, type SessionInfo, type SessionStore, type StoredSession } from './store/contract.js'
 import { MemoryStore } from './store/memory-store.js'
 import { generateToken } from './token.js'
 
@@ -86,6 +87,8 @@ export interface CreateSessionOptions {
   userId?: string | undefined
   /** The device record kept with the session (the plugin fills it from the request). */
   device?: DeviceInfo | undefined
+  /** The key the session is bound to from its first response (a DPoP login). */
+  binding?: SessionBinding | undefined
 }
 
 export interface ResolveSessionOptions {
@@ -107,6 +110,8 @@ export interface MigrateOptions {
   userId?: string | undefined
   /** With `data`: the device record to keep (data replaces everything, the device record included). */
   device?: DeviceInfo | null | undefined
+  /** With `data`: the key binding to keep (a session stays bound to its key through migrations). */
+  binding?: SessionBinding | null | undefined
 }
 
 /** Every event names sessions by their public id. */
@@ -258,6 +263,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     checkSandbox(sandbox, 'sandbox')
     const encoded = encodeAppData(data)
     if (options.device !== undefined) encoded[DEVICE_KEY] = encodeDevice(options.device)
+    if (options.binding !== undefined) encoded[BINDING_KEY] = encodeBinding(options.binding)
     const idleTtl = options.ttl === undefined ? this.ttlOf(sandbox) : this.#checkTtl(options.ttl, 'ttl')
     const userId = checkUserId(options.userId)
     const locator = generateLocator()
@@ -340,6 +346,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     checkSandbox(options.to, 'to')
     const data = options.data === undefined ? null : encodeAppData(options.data)
     if (data !== null && options.device != null) data[DEVICE_KEY] = encodeDevice(options.device)
+    if (data !== null && options.binding != null) data[BINDING_KEY] = encodeBinding(options.binding)
     const idleTtl = options.ttl === undefined ? this.ttlOf(options.to) : this.#checkTtl(options.ttl, 'ttl')
     const userId = checkUserId(options.userId)
     const token = sessionTokenOf(presented.locator, generateToken())
@@ -534,8 +541,9 @@ function checkUserId (userId: unknown): string | undefined {
 
 /** The application's data, encoded; the reserved device key is not the application's to set. */
 function encodeAppData (data: Record<string, unknown>): EncodedData {
-  if (data !== null && typeof data === 'object' && Object.hasOwn(data, DEVICE_KEY)) {
-    throw new XemsError('FST_XEMS_BAD_VALUE', `fastify-xems: session data key "${DEVICE_KEY}" is reserved for the device record`, 500)
+  const reserved = data !== null && typeof data === 'object' ? reservedKeyIn(data) : undefined
+  if (reserved !== undefined) {
+    throw new XemsError('FST_XEMS_BAD_VALUE', `fastify-xems: session data key "${reserved}" is reserved for the library's own records`, 500)
   }
   return encodeData(data)
 }

@@ -29,6 +29,28 @@ export type XemsErrorCode =
   | 'FST_XEMS_VAULT_LOCKED'
   /** The vault directory could not be read or written at start-up. */
   | 'FST_XEMS_VAULT_IO'
+  /** DPoP (401, `WWW-Authenticate: DPoP`): a request presents the token of a DPoP-bound session without a `DPoP` proof. */
+  | 'FST_XEMS_DPOP_MISSING'
+  /** DPoP (401): the proof is malformed, not `dpop+jwt`, of a refused algorithm, or its signature does not verify. */
+  | 'FST_XEMS_DPOP_INVALID'
+  /** DPoP (401): the proof is signed by another key than the one the session is bound to. */
+  | 'FST_XEMS_DPOP_WRONG_KEY'
+  /** DPoP (401): the proof's `jti` was already used (a replayed proof). */
+  | 'FST_XEMS_DPOP_REPLAYED'
+  /** DPoP (401): the proof's `htm` or `htu` is not this request's method or URL. */
+  | 'FST_XEMS_DPOP_WRONG_TARGET'
+  /** DPoP (401): the proof's `iat` is outside the accepted window. */
+  | 'FST_XEMS_DPOP_STALE'
+  /** DPoP (401): the proof's `ath` is not the hash of the token the request presents. */
+  | 'FST_XEMS_DPOP_ATH'
+  /** DPoP (401, `error="use_dpop_nonce"` with a `DPoP-Nonce` header): the proof lacks the server's current nonce. */
+  | 'FST_XEMS_DPOP_NONCE'
+  /** DBSC (400): the registration or refresh proof is malformed or its signature does not verify with the session's key. */
+  | 'FST_XEMS_DBSC_INVALID'
+  /** DBSC (403, with a fresh `Secure-Session-Challenge`): the proof's challenge is missing, unknown, expired or already used. */
+  | 'FST_XEMS_DBSC_CHALLENGE'
+  /** DBSC (409): a registration for a session that is already bound to a key. */
+  | 'FST_XEMS_DBSC_BOUND'
   | 'FST_XEMS_MFA_INVALID'
   /** A user name or password outside the accepted lengths (400), refused before any store work. */
   | 'FST_XEMS_MFA_BAD_INPUT'
