@@ -40,7 +40,16 @@ interface DbscPluginOptions {
 const kStart = Symbol('xems.dbsc.start')
 type StartedRequest = FastifyRequest & { [kStart]?: string | null }
 
-export function checkDeviceBoundOptions (options: DeviceBoundOptions | true, sessionCookieName: string): Required<{ [K in keyof DeviceBoundOptions]-?: NonNullable<DeviceBoundOptions[K]> }> & { cookieLifetimeMs: number, challengeTtlMs: number } {
+interface DeviceBoundSettings {
+  registrationPath: string
+  refreshPath: string
+  cookieLifetimeMs: number
+  cookieName: string
+  algorithms: DbscAlgorithm[]
+  challengeTtlMs: number
+}
+
+export function checkDeviceBoundOptions (options: DeviceBoundOptions | true, sessionCookieName: string): DeviceBoundSettings {
   const o: DeviceBoundOptions = options === true ? {} : options
   if (o === null || typeof o !== 'object') throw badOption('deviceBound', 'must be true or { registrationPath?, refreshPath?, cookieLifetime?, cookieName?, algorithms?, challengeTtl? }')
   const registrationPath = o.registrationPath ?? '/xems/dbsc/register'
@@ -58,7 +67,7 @@ export function checkDeviceBoundOptions (options: DeviceBoundOptions | true, ses
   if (!Array.isArray(algorithms) || algorithms.length === 0 || !algorithms.every((alg) => (DBSC_ALGORITHMS as readonly string[]).includes(alg))) {
     throw badOption('deviceBound.algorithms', "must be a non-empty list of 'ES256', 'RS256'")
   }
-  return { registrationPath, refreshPath, cookieLifetime: cookieLifetimeMs, cookieLifetimeMs, cookieName, algorithms: [...new Set(algorithms)], challengeTtl: challengeTtlMs, challengeTtlMs }
+  return { registrationPath, refreshPath, cookieLifetimeMs, cookieName, algorithms: [...new Set(algorithms)], challengeTtlMs }
 }
 
 async function xemsDbscPlugin (fastify: FastifyInstance, { deviceBound, context }: DbscPluginOptions): Promise<void> {
