@@ -4,7 +4,7 @@ import { parseDuration, parsePositiveDuration, type Duration } from './duration.
 import { decodeDevice, encodeDevice, type DeviceInfo } from './device.js'
 import { badOption, isXemsError, XemsError } from './errors.js'
 import { sameKindOfDevice, type SecurityEvent } from './security-events.js'
-import { encodeBinding, type SessionBinding } from './binding.js'
+import { decodeBinding, encodeBinding, type SessionBinding, type UnreadableBinding } from './binding.js'
 import { decodeData, encodeData, encodeValue, reservedKeyIn, splitDevice } from './session-data.js'
 import {
   generateLocator, parseSessionToken, publicIdOf, recordIdOf, secretKeyOf, sessionTokenOf, type ParsedToken
@@ -67,6 +67,8 @@ export interface ResolvedSession {
   expiresAt: number
   /** The token to use from now on (a new one when the call rotated). */
   token: string
+  /** The key the session is bound to (only with `allowBound`), or null. */
+  binding: SessionBinding | UnreadableBinding | null
 }
 
 /** A session of a user, as `listUserSessions` returns it: `id` is the public id. */
@@ -98,6 +100,11 @@ export interface ResolveSessionOptions {
   rotate?: boolean | undefined
   /** Grace the previous token gets when this call presents its successor for the first time (default: the engine's). */
   gracePeriod?: Duration | undefined
+  /**
+   * Resolve sessions bound to a key (DBSC, DPoP) too (default false: a bound session is null here, since
+   * a token alone is not that session). Set it only when the caller checks the possession of the key itself.
+   */
+  allowBound?: boolean | undefined
 }
 
 export interface MigrateOptions {
@@ -382,6 +389,10 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     const opened = await this.open(token, sandbox, grace)
     if (opened.status !== 'live' && opened.status !== 'grace') return null
     const { session } = opened
+    const { app, binding: bindingText } = splitDevice(session.data)
+    const binding = decodeBinding(bindingText)
+    // Fail closed: the token alone is not a bound session (nothing here can check the key).
+    if (binding !== null && options.allowBound !== true) return null
     let current = opened.token
     let expiresAt = Math.min(session.lastSeenAt + session.idleTtl, session.absoluteExpiresAt)
     if (options.rotate === true && opened.status === 'live') {
@@ -394,11 +405,12 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     const resolved: ResolvedSession = {
       id: publicIdOf(session.id),
       sandbox: session.sandbox,
-      data: decodeData(splitDevice(session.data).app),
+      data: decodeData(app),
       createdAt: session.createdAt,
       lastSeenAt: session.lastSeenAt,
       expiresAt,
-      token: current
+      token: current,
+      binding
     }
     if (session.userId !== undefined) resolved.userId = session.userId
     return resolved

@@ -53,6 +53,18 @@ t.test('a DPoP sign-in binds the session: every request with a fresh proof works
   t.equal(again.statusCode, 200, 'the client holding the key carries on with the same token: the refused request did not rotate it')
 })
 
+t.test('app.xems.resolveSession (WebSockets, jobs) fails closed on a bound session unless the caller checks the key', async (t) => {
+  const { app } = await dpopApp()
+  t.teardown(async () => { await app.close() })
+  const client = await DpopClient.create()
+  const token = await signIn(app, client)
+  t.equal(await app.xems.resolveSession(token), null, 'the token alone')
+  const resolved = await app.xems.resolveSession(token, { allowBound: true })
+  t.match(resolved?.binding, { type: 'dpop', jkt: /^[A-Za-z0-9_-]{43}$/ })
+  const bearer = await app.inject({ method: 'POST', url: '/login', headers: { 'x-xems-token': '' } })
+  t.equal((await app.xems.resolveSession(bearer.headers['x-xems-token']))?.binding, null, 'an unbound session resolves as before')
+})
+
 t.test('a thief with the token and a key of its own: FST_XEMS_DPOP_WRONG_KEY', async (t) => {
   const { app } = await dpopApp()
   t.teardown(async () => { await app.close() })
