@@ -1,11 +1,17 @@
 /**
  * fastify-xems: the session plugin, its engine, the embedded MemoryStore, errors and types.
  * Loads no optional dependency: the MFA helpers (argon2, the QR encoder) are in `fastify-xems/mfa`,
- * RedisStore (ioredis) in `fastify-xems/redis`.
+ * RedisStore (ioredis) in `fastify-xems/redis`. jose (DPoP, DBSC) is loaded only by apps that turn those options on.
  */
 export { xemsSession, xems } from './plugins/session.js'
 export type { XemsSessionData, XemsTypes, XemsData, XemsSessionOptions, XemsCookieOptions, CreateLimitOptions, LinkOptions, UnlinkOptions, ClearSiteDataType, XemsDecorator } from './plugins/session.js'
 export type { CsrfOptions } from './plugins/csrf.js'
+// Types only: the DPoP and DBSC code (and jose) loads when xemsSession's `dpop` / `deviceBound` option is on.
+export type { DpopOptions, VerifiedDpop } from './plugins/dpop.js'
+export type { DeviceBoundOptions } from './plugins/dbsc.js'
+export type { DpopAlgorithm } from './lib/dpop.js'
+export type { DbscAlgorithm } from './lib/dbsc.js'
+export type { SessionBinding, DbscBinding, DpopBinding, UnreadableBinding } from './lib/binding.js'
 export type { SecurityEvent, SecurityEventType, UseOf } from './lib/security-events.js'
 export type { DeviceInfo, DeviceType, SignInMethod } from './lib/device.js'
 export { MAX_USER_AGENT_BYTES } from './lib/device.js'

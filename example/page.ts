@@ -76,6 +76,7 @@ export const PAGE = `<!doctype html>
 
 <section id="view-account" hidden>
   <h2>Your account</h2>
+  <p>Device-bound session (DBSC): <strong id="device-bound"></strong></p>
   <p>Token fingerprint of the last request: <code id="token-fingerprint"></code> (press refresh: it changes every time)</p>
   <pre id="account"></pre>
   <p>What page scripts see in <code>document.cookie</code>: <code id="cookies"></code></p>
@@ -123,6 +124,7 @@ async function showAccount () {
   const me = await call('GET', '/api/me')
   if (me.status !== 200) { show('signed-out'); return false }
   document.getElementById('token-fingerprint').textContent = me.data.tokenFingerprint
+  document.getElementById('device-bound').textContent = me.data.deviceBound === 'dbsc' ? 'yes: this browser proves a device key to keep it' : 'no (this browser does not support DBSC, or has not registered yet)'
   document.getElementById('account').textContent = JSON.stringify(me.data, null, 2)
   document.getElementById('cookies').textContent = JSON.stringify(document.cookie)
   document.getElementById('enrol-button').hidden = me.data.mfaEnrolled

@@ -72,6 +72,9 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Fasti
     // Signing out clears the browser's cache of this origin too; not "cookies": that would clear
     // every cookie of the registrable domain (see docs/sessions.md).
     clearSiteData: ['cache'],
+    // Device Bound Session Credentials: a browser that supports them (Chrome on Windows) binds the session to
+    // a key in its TPM at sign-in; the page shows whether it did. Other browsers are not affected.
+    deviceBound: { cookieLifetime: '10m' },
     onSecurityEvent: options.onSecurityEvent ?? ((event) => { app.log.info({ securityEvent: event.type, userId: event.userId }, 'security event') }),
     ...(options.store === undefined ? {} : { store: options.store })
   })
@@ -168,6 +171,8 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Fasti
         mfaEnrolled: user?.mfa.totp !== undefined && user.mfa.totp !== null,
         recoveryCodesLeft: user?.mfa.recoveryCodes?.filter((hash) => hash !== null).length ?? 0,
         sessionId: session.id,
+        // 'dbsc' when the browser bound this session to a device key, null when it did not.
+        deviceBound: session.binding?.type ?? null,
         // A fingerprint of the token this request carried: it changes on every request. The token
         // itself never reaches the page (HttpOnly cookie).
         tokenFingerprint: typeof presented === 'string' ? createHash('sha256').update(presented).digest('hex').slice(0, 12) : null,

@@ -4,12 +4,13 @@ import { parseDuration, parsePositiveDuration, type Duration } from './duration.
 import { decodeDevice, encodeDevice, type DeviceInfo } from './device.js'
 import { badOption, isXemsError, xemsError, type XemsError } from './errors.js'
 import { sameKindOfDevice, type SecurityEvent } from './security-events.js'
-import { decodeData, encodeData, encodeValue, splitDevice } from './session-data.js'
+import { decodeBinding, encodeBinding, type SessionBinding, type UnreadableBinding } from './binding.js'
+import { decodeData, encodeData, encodeValue, reservedKeyIn, splitDevice } from './session-data.js'
 import {
   generateLocator, parseSessionToken, publicIdOf, recordIdOf, secretKeyOf, sessionTokenOf, type ParsedToken
 } from './session-token.js'
 import {
-  DEVICE_KEY, type DataPatch, type EncodedData, type LimitResult, type RotateInput, type SessionInfo, type SessionStore, type StoredSession, type UserLimit
+  BINDING_KEY, DEVICE_KEY, type DataPatch, type EncodedData, type LimitResult, type RotateInput, type SessionInfo, type SessionStore, type StoredSession, type UserLimit
 } from './store/contract.js'
 import { MemoryStore } from './store/memory-store.js'
 import { generateToken } from './token.js'
@@ -86,6 +87,8 @@ export interface ResolvedSession {
   expiresAt: number
   /** The token to use from now on (a new one when the call rotated). */
   token: string
+  /** The key the session is bound to (only with `allowBound`), or null. */
+  binding: SessionBinding | UnreadableBinding | null
 }
 
 /** A session of a user, as `listUserSessions` returns it: `id` is the public id. */
@@ -106,6 +109,8 @@ export interface CreateSessionOptions {
   userId?: string | undefined
   /** The device record kept with the session (the plugin fills it from the request). */
   device?: DeviceInfo | undefined
+  /** The key the session is bound to from its first response (a DPoP login). */
+  binding?: SessionBinding | undefined
 }
 
 export interface ResolveSessionOptions {
@@ -115,6 +120,11 @@ export interface ResolveSessionOptions {
   rotate?: boolean | undefined
   /** Grace the previous token gets when this call presents its successor for the first time (default: the engine's). */
   gracePeriod?: Duration | undefined
+  /**
+   * Resolve sessions bound to a key (DBSC, DPoP) too (default false: a bound session is null here, since
+   * a token alone is not that session). Set it only when the caller checks the possession of the key itself.
+   */
+  allowBound?: boolean | undefined
 }
 
 export interface MigrateOptions {
@@ -127,6 +137,8 @@ export interface MigrateOptions {
   userId?: string | undefined
   /** With `data`: the device record to keep (data replaces everything, the device record included). */
   device?: DeviceInfo | null | undefined
+  /** With `data`: the key binding to keep (a session stays bound to its key through migrations). */
+  binding?: SessionBinding | null | undefined
 }
 
 /** Every event names sessions by their public id. */
@@ -281,6 +293,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     checkSandbox(sandbox, 'sandbox')
     const encoded = encodeAppData(data)
     if (options.device !== undefined) encoded[DEVICE_KEY] = encodeDevice(options.device)
+    if (options.binding !== undefined) encoded[BINDING_KEY] = encodeBinding(options.binding)
     const idleTtl = options.ttl === undefined ? this.ttlOf(sandbox) : this.#checkTtl(options.ttl, 'ttl')
     const userId = checkUserId(options.userId)
     const locator = generateLocator()
@@ -373,6 +386,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     checkSandbox(options.to, 'to')
     const data = options.data === undefined ? null : encodeAppData(options.data)
     if (data !== null && options.device != null) data[DEVICE_KEY] = encodeDevice(options.device)
+    if (data !== null && options.binding != null) data[BINDING_KEY] = encodeBinding(options.binding)
     const idleTtl = options.ttl === undefined ? this.ttlOf(options.to) : this.#checkTtl(options.ttl, 'ttl')
     const userId = checkUserId(options.userId)
     const token = sessionTokenOf(presented.locator, generateToken())
@@ -411,6 +425,10 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     const opened = await this.open(token, sandbox, grace)
     if (opened.status !== 'live' && opened.status !== 'grace') return null
     const { session } = opened
+    const { app, binding: bindingText } = splitDevice(session.data)
+    const binding = decodeBinding(bindingText)
+    // Fail closed: the token alone is not a bound session (nothing here can check the key).
+    if (binding !== null && options.allowBound !== true) return null
     let current = opened.token
     let expiresAt = Math.min(session.lastSeenAt + session.idleTtl, session.absoluteExpiresAt)
     if (options.rotate === true && opened.status === 'live') {
@@ -423,11 +441,12 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     const resolved: ResolvedSession = {
       id: publicIdOf(session.id),
       sandbox: session.sandbox,
-      data: decodeData(splitDevice(session.data).app),
+      data: decodeData(app),
       createdAt: session.createdAt,
       lastSeenAt: session.lastSeenAt,
       expiresAt,
-      token: current
+      token: current,
+      binding
     }
     if (session.userId !== undefined) resolved.userId = session.userId
     return resolved
@@ -602,8 +621,9 @@ function checkUserId (userId: unknown): string | undefined {
 
 /** The application's data, encoded; the reserved device key is not the application's to set. */
 function encodeAppData (data: Record<string, unknown>): EncodedData {
-  if (data !== null && typeof data === 'object' && Object.hasOwn(data, DEVICE_KEY)) {
-    throw xemsError('FST_XEMS_BAD_VALUE', [`session data key "${DEVICE_KEY}"`, 'it is reserved for the device record'])
+  const reserved = data !== null && typeof data === 'object' ? reservedKeyIn(data) : undefined
+  if (reserved !== undefined) {
+    throw xemsError('FST_XEMS_BAD_VALUE', [`session data key "${reserved}"`, 'it is reserved for the library\'s own records'])
   }
   return encodeData(data)
 }

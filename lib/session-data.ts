@@ -1,5 +1,5 @@
 import { xemsError } from './errors.js'
-import { DEVICE_KEY, type DataPatch, type EncodedData } from './store/contract.js'
+import { BINDING_KEY, DEVICE_KEY, type DataPatch, type EncodedData } from './store/contract.js'
 
 /**
  * Session data as the application sees it (an object of JSON values) and as stores keep it
@@ -56,10 +56,21 @@ export function diffData (original: EncodedData, data: Record<string, unknown>):
   return changed ? patch : null
 }
 
-/** The stored data split into the application's part and the device record's JSON text (DEVICE_KEY). */
-export function splitDevice (encoded: EncodedData): { app: EncodedData, device: string | undefined } {
-  if (!Object.hasOwn(encoded, DEVICE_KEY)) return { app: encoded, device: undefined }
+/** The data keys reserved for the library's own records; applications cannot set them. */
+export const RESERVED_KEYS: readonly string[] = [DEVICE_KEY, BINDING_KEY]
+
+/**
+ * The stored data split into the application's part, the device record's JSON text (DEVICE_KEY) and the
+ * key binding's JSON text (BINDING_KEY).
+ */
+export function splitDevice (encoded: EncodedData): { app: EncodedData, device: string | undefined, binding: string | undefined } {
+  if (!Object.hasOwn(encoded, DEVICE_KEY) && !Object.hasOwn(encoded, BINDING_KEY)) return { app: encoded, device: undefined, binding: undefined }
   const app: EncodedData = Object.create(null)
-  for (const key of Object.keys(encoded)) if (key !== DEVICE_KEY) app[key] = encoded[key]!
-  return { app, device: encoded[DEVICE_KEY] }
+  for (const key of Object.keys(encoded)) if (!RESERVED_KEYS.includes(key)) app[key] = encoded[key]!
+  return { app, device: encoded[DEVICE_KEY], binding: encoded[BINDING_KEY] }
+}
+
+/** The reserved key among `keys`, if any (an application tried to set one). */
+export function reservedKeyIn (data: object): string | undefined {
+  return RESERVED_KEYS.find((key) => Object.hasOwn(data, key))
 }

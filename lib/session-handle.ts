@@ -2,9 +2,10 @@ import type { Duration } from './duration.js'
 import type { PresentedToken, XemsEngine } from './engine.js'
 import { xemsError } from './errors.js'
 import { checkSignIn, decodeDevice, deviceAfterUse, encodeDevice, type DeviceInfo, type SignInMethod } from './device.js'
-import { decodeData, diffData, encodeData, splitDevice } from './session-data.js'
+import { decodeBinding, encodeBinding, type SessionBinding, type UnreadableBinding } from './binding.js'
+import { decodeData, diffData, encodeData, reservedKeyIn, splitDevice } from './session-data.js'
 import { parseSessionToken, publicIdOf, secretKeyOf } from './session-token.js'
-import { DEVICE_KEY, type EncodedData, type StoredSession } from './store/contract.js'
+import { BINDING_KEY, DEVICE_KEY, type EncodedData, type StoredSession } from './store/contract.js'
 
 /** What the end of a request must do with the client's token. */
 export type Outcome =
@@ -67,14 +68,18 @@ export class XemsSession<Data = Record<string, unknown>> {
   /** The device record; dirty when this request changed it (saved with the commit). */
   #device: DeviceInfo | null
   #deviceDirty = false
+  /** The key binding (DBSC, DPoP); dirty when this request bound the session (saved with the commit). */
+  #binding: SessionBinding | UnreadableBinding | null
+  #bindingDirty = false
 
   constructor (engine: XemsEngine, stored: StoredSession, mode: 'live' | 'grace' | 'issued', presented: PresentedToken, currentToken: string | null) {
     this.#engine = engine
     this.#recordId = stored.id
     this.sandbox = stored.sandbox
-    const { app, device } = splitDevice(stored.data)
+    const { app, device, binding } = splitDevice(stored.data)
     this.data = decodeData(app) as Data
     this.#device = decodeDevice(device)
+    this.#binding = decodeBinding(binding)
     if (stored.userId !== undefined) this.userId = stored.userId
     this.createdAt = stored.createdAt
     this.absoluteExpiresAt = stored.absoluteExpiresAt
@@ -109,6 +114,25 @@ export class XemsSession<Data = Record<string, unknown>> {
     }
   }
 
+  /**
+   * The key the session is bound to (DBSC: the browser's device key; DPoP: the client's key thumbprint),
+   * or null when it is not bound. `unreadable` (a stored binding that does not decode) is never served.
+   */
+  get binding (): SessionBinding | UnreadableBinding | null {
+    return this.#binding === null ? null : { ...this.#binding }
+  }
+
+  /**
+   * Binds the session to a key (saved with this request's commit). The binding plugins call it once the
+   * client proved possession of the key; a session is bound once: a second binding is refused.
+   */
+  bind (binding: SessionBinding): void {
+    this.#assertUsable()
+    if (this.#binding !== null) throw xemsError('FST_XEMS_BAD_VALUE', ['a second key binding', 'the session is already bound to a key'])
+    this.#binding = { ...binding }
+    this.#bindingDirty = true
+  }
+
   /** True once the session ended (destroyed by this request, or ended elsewhere meanwhile). */
   get destroyed (): boolean {
     return this.#mode === 'destroyed' || this.#mode === 'lost'
@@ -140,7 +164,8 @@ export class XemsSession<Data = Record<string, unknown>> {
       this.#deviceDirty = true
     }
     const { signIn: _ignored, ...rest } = options
-    const token = await this.#engine.migrateById(this.#recordId, this.#presented, { from: this.sandbox, to, ...rest, device: this.#device })
+    const binding = this.#binding === null || this.#binding.type === 'unreadable' ? null : this.#binding
+    const token = await this.#engine.migrateById(this.#recordId, this.#presented, { from: this.sandbox, to, ...rest, device: this.#device, binding })
     if (token === null) {
       this.#mode = 'lost'
       throw xemsError('FST_XEMS_NO_SESSION')
@@ -149,8 +174,9 @@ export class XemsSession<Data = Record<string, unknown>> {
       const encoded = encodeData(options.data)
       this.data = decodeData(encoded) as Data
       this.#original = encoded
-      // The engine wrote the device record with the new data.
+      // The engine wrote the device record and the binding with the new data.
       this.#deviceDirty = false
+      this.#bindingDirty = false
     }
     if (options.userId !== undefined) this.userId = options.userId
     this.sandbox = to
@@ -171,13 +197,19 @@ export class XemsSession<Data = Record<string, unknown>> {
     if (this.#mode === 'destroyed') return { action: 'clear' }
     if (this.#mode === 'lost') return { action: 'keep' }
     let patch = diffData(this.#original, this.data as Record<string, unknown>)
-    if (patch !== null && Object.hasOwn(patch, DEVICE_KEY)) {
-      throw xemsError('FST_XEMS_BAD_VALUE', [`session data key "${DEVICE_KEY}"`, 'it is reserved for the device record'])
+    const reserved = patch === null ? undefined : reservedKeyIn(patch)
+    if (reserved !== undefined) {
+      throw xemsError('FST_XEMS_BAD_VALUE', [`session data key "${reserved}"`, 'it is reserved for the library\'s own records'])
     }
     if (this.#deviceDirty && this.#device !== null) {
       patch ??= Object.create(null) as Record<string, string | null>
       patch[DEVICE_KEY] = encodeDevice(this.#device)
       this.#deviceDirty = false
+    }
+    if (this.#bindingDirty && this.#binding !== null && this.#binding.type !== 'unreadable') {
+      patch ??= Object.create(null) as Record<string, string | null>
+      patch[BINDING_KEY] = encodeBinding(this.#binding)
+      this.#bindingDirty = false
     }
     const rotate = this.#mode === 'live' && options.rotate
     if (patch === null && !rotate && !this.#touched) {

@@ -6,7 +6,10 @@ import { checkSignIn, deviceOf, type SignInMethod } from '../lib/device.js'
 import { XemsEngine, type EngineOptions } from '../lib/engine.js'
 import { badOption, isXemsError, XemsError, xemsError } from '../lib/errors.js'
 import { presentedOf, XemsSession, type Outcome } from '../lib/session-handle.js'
+import type { BindingContext, BindingHooks } from './binding-hooks.js'
 import { assertSameOrigin, checkCsrfOptions, type CsrfOptions } from './csrf.js'
+import type { DeviceBoundOptions } from './dbsc.js'
+import type { DpopOptions } from './dpop.js'
 import { createSessionGuard } from './guard.js'
 import { readRawCookie } from './raw-cookie.js'
 import { StoreOutage } from './store-outage.js'
@@ -93,6 +96,17 @@ export interface XemsSessionOptions extends EngineOptions {
    * not only this app's: choose it only when the app owns the whole domain.
    */
   clearSiteData?: ClearSiteDataType[] | false | undefined
+  /**
+   * Device Bound Session Credentials for browsers (W3C draft; default off): a sign-in offers the browser
+   * to bind the session to a device key; once bound, requests are served as the session only with a
+   * short-lived bound cookie that only the key can refresh. See docs/sessions.md and plugins/dbsc.ts.
+   */
+  deviceBound?: DeviceBoundOptions | boolean | undefined
+  /**
+   * DPoP (RFC 9449) for header clients (default off): a header client that signs in with a `DPoP` proof
+   * gets a session bound to its key, and every request of it must carry a fresh proof. See plugins/dpop.ts.
+   */
+  dpop?: DpopOptions | boolean | undefined
 }
 
 export type ClearSiteDataType = 'cache' | 'cookies' | 'storage' | 'executionContexts' | '*'
@@ -228,6 +242,10 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
   if (options.recordIp !== undefined && typeof options.recordIp !== 'boolean') throw badOption('recordIp', 'must be true or false')
   const recordIp = options.recordIp ?? true
   const clearSiteData = checkClearSiteData(options.clearSiteData, 'clearSiteData')
+  const deviceBound = options.deviceBound ?? false
+  const dpop = options.dpop ?? false
+  if (deviceBound === null) throw badOption('deviceBound', 'must be true, false or { … }')
+  if (dpop === null) throw badOption('dpop', 'must be true, false or { … }')
   const ownsStore = options.store === undefined
   const engine = new XemsEngine(options)
   // A vault that does not open or a wrong secret fails register, not the first request. A store that is
@@ -308,7 +326,11 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
       })
       throw xemsError('FST_XEMS_TOKEN_REUSED')
     } else if (opened.status !== 'none') {
-      request.session = new XemsSession(engine, opened.session, opened.status, opened.presented, opened.token)
+      const session = new XemsSession(engine, opened.session, opened.status, opened.presented, opened.token)
+      // A binding that does not decode, or whose plugin is not registered here, fails closed.
+      const binding = session.binding?.type
+      if (binding === undefined || (binding === 'dbsc' && deviceBound !== false) || (binding === 'dpop' && dpop !== false)) request.session = session
+      else request.log.warn({ xems: 'unusable-binding', id: session.id, binding }, 'xems: a session bound to a key this app does not check: not served')
     }
   })
 
@@ -335,6 +357,18 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
     if (state.clearSiteData !== null) reply.header('clear-site-data', state.clearSiteData)
     return payload
   })
+
+  // The key bindings: their code (and jose) loads only when the app turns them on.
+  const hooks: BindingHooks = { link: [], unlink: [] }
+  const context: BindingContext = { engine, hooks, header, cookie }
+  if (dpop !== false) {
+    const { xemsDpop } = await import('./dpop.js')
+    await fastify.register(xemsDpop, { dpop, context })
+  }
+  if (deviceBound !== false) {
+    const { xemsDbsc } = await import('./dbsc.js')
+    await fastify.register(xemsDbsc, { deviceBound, context })
+  }
 
   function applyOutcome (reply: FastifyReply, state: RequestState, outcome: Outcome): void {
     if (outcome.action === 'keep') return
@@ -363,11 +397,14 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
         throw xemsError('FST_XEMS_RATE_LIMITED', [], { retryAfter })
       }
     }
-    if (request.session !== null) await request.session.destroy()
     const signIn = checkSignIn(link.signIn)
+    let binding = null
+    for (const hook of hooks.link) binding ??= hook(request)
+    if (request.session !== null) await request.session.destroy()
     const { token, session } = await engine.issue(link.sandbox ?? engine.defaultSandbox, data, {
       ...(link.userId === undefined ? {} : { userId: link.userId }),
       ...(link.ttl === undefined ? {} : { ttl: link.ttl }),
+      ...(binding === null ? {} : { binding }),
       device: deviceOf(request.headers['user-agent'], request.ip, recordIp, signIn)
     })
     request.session = new XemsSession(engine, session, 'issued', presentedOf(token), token)
@@ -379,6 +416,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
     const siteData = unlink.clearSiteData === undefined ? clearSiteData : checkClearSiteData(unlink.clearSiteData, 'clearSiteData')
     if (request.session !== null) await request.session.destroy()
     request.session = null
+    for (const hook of hooks.unlink) hook(this)
     // Whatever happens next, this answer is never cached (it also carries the cookie's removal).
     this.header('cache-control', 'no-store')
     const state = request[kState]

@@ -195,3 +195,23 @@ t.test('the example: one error shape, expected 401s logged without a stack, devi
   t.equal(out.headers['cache-control'], 'no-store')
   t.equal(out.headers['clear-site-data'], '"cache"')
 })
+
+t.test('the example turns DBSC on: /api/me says whether the session is device-bound', async (t) => {
+  const { DbscBrowser } = await import('./bindings/dbsc-client.js')
+  const app = await buildExample({ logLevel: 'silent' })
+  t.teardown(async () => { await app.close() })
+  const clock = { now: Date.now(), advance () {} }
+  const credentials = { email: 'bound@example.com', password: 'correct horse battery staple' }
+  const plain = new DbscBrowser(app, clock, { dbsc: false })
+  t.equal((await plain.send('POST', '/api/register', credentials)).statusCode, 200)
+  const login = await plain.send('POST', '/api/login', credentials)
+  t.match(login.headers['secure-session-registration'], /^\(ES256 RS256\);path="\/xems\/dbsc\/register"/, 'the sign-in offers DBSC')
+  t.equal((await plain.fetch('GET', '/api/me')).json().deviceBound, null, 'a browser without DBSC: not bound, served as before')
+
+  const dbsc = new DbscBrowser(app, clock)
+  await dbsc.send('POST', '/api/login', credentials)
+  t.ok(dbsc.session, 'the DBSC browser registered')
+  t.equal((await dbsc.fetch('GET', '/api/me')).json().deviceBound, 'dbsc')
+  dbsc.jar.delete(dbsc.session!.cookieName)
+  t.equal((await dbsc.send('GET', '/api/me')).statusCode, 401, 'without its bound cookie the session is not served')
+})

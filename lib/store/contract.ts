@@ -26,6 +26,13 @@ export const MAX_PAST_TOKENS = 8
  */
 export const DEVICE_KEY = '$xems:device'
 
+/**
+ * The reserved data key under which a session keeps its key binding (lib/binding.ts: DBSC or DPoP): the
+ * public key (or its thumbprint) the session is bound to. Kept by rotation and migration, sealed with the
+ * rest of the data. Applications cannot use this key.
+ */
+export const BINDING_KEY = '$xems:binding'
+
 /** Top-level key → JSON text of its value. */
 export type EncodedData = Record<string, string>
 /** Top-level key → new JSON text, or null to delete the key. */

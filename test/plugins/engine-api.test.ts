@@ -40,7 +40,7 @@ t.test('createSession / resolveSession / migrate / destroySession / revokeUser /
   const pending = await x.createSession('otp-pending', { user: 'ada' }, { userId: 'u1' })
   t.equal(await x.resolveSession(pending), null, 'the default sandbox is auth-active')
   const resolved = await x.resolveSession(pending, { sandbox: 'otp-pending' })
-  t.same({ ...resolved, createdAt: 0, lastSeenAt: 0, expiresAt: 0, id: '' }, { id: '', sandbox: 'otp-pending', data: { user: 'ada' }, userId: 'u1', createdAt: 0, lastSeenAt: 0, expiresAt: 0, token: pending })
+  t.same({ ...resolved, createdAt: 0, lastSeenAt: 0, expiresAt: 0, id: '' }, { id: '', sandbox: 'otp-pending', data: { user: 'ada' }, userId: 'u1', createdAt: 0, lastSeenAt: 0, expiresAt: 0, token: pending, binding: null })
   t.equal(resolved!.expiresAt, clock.now + 10 * 60_000)
 
   const rotated = await x.resolveSession(pending, { sandbox: 'otp-pending', rotate: true, gracePeriod: '1s' })

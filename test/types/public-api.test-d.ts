@@ -4,7 +4,7 @@
  */
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify'
 import { expectAssignable, expectError, expectNotAssignable, expectType } from 'tsd'
-import { MemoryStore, xemsSession, XemsError, type Duration, type XemsSession, type XemsSessionData, type XemsSessionOptions, type MaxSessionsPerUser, type XemsErrorCode, type LimitResult, type UserLimit } from 'fastify-xems'
+import { MemoryStore, xemsSession, XemsError, type Duration, type SessionBinding, type UnreadableBinding, type VerifiedDpop, type XemsSession, type XemsSessionData, type XemsSessionOptions, type MaxSessionsPerUser, type XemsErrorCode, type LimitResult, type UserLimit } from 'fastify-xems'
 import { hashPassword, xemsMfa, type VerifyResult } from 'fastify-xems/mfa'
 import { RedisStore } from 'fastify-xems/redis'
 import { PostgresStore } from 'fastify-xems/postgres'
@@ -41,6 +41,17 @@ app.post('/login', async (_request, reply: FastifyReply) => {
 // Options: durations are strings or milliseconds; a wrong type is refused.
 expectAssignable<XemsSessionOptions>({ ttl: '15m', maxAge: 86_400_000 })
 expectNotAssignable<XemsSessionOptions>({ ttl: true })
+
+// Key bindings (DBSC, DPoP): opt-in options, the session's binding, the request's verified proof.
+expectAssignable<XemsSessionOptions>({ deviceBound: true, dpop: true })
+expectAssignable<XemsSessionOptions>({ deviceBound: { cookieLifetime: '5m', algorithms: ['ES256'] }, dpop: { iatWindow: '30s', nonce: { window: '5m' }, required: true } })
+expectNotAssignable<XemsSessionOptions>({ deviceBound: { algorithms: ['HS256'] } })
+expectNotAssignable<XemsSessionOptions>({ dpop: { iatWindow: true } })
+app.get('/binding', async (request: FastifyRequest) => {
+  expectType<SessionBinding | UnreadableBinding | null | undefined>(request.session?.binding)
+  expectType<VerifiedDpop | null>(request.dpop)
+  return null
+})
 expectAssignable<Duration>('10s')
 expectNotAssignable<Duration>({ seconds: 10 })
 
