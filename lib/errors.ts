@@ -37,6 +37,30 @@ export type XemsErrorCode =
   | 'FST_XEMS_MFA_REQUIRED'
   | 'FST_XEMS_MFA_NOT_ENROLLED'
   | 'FST_XEMS_MFA_NO_ENROLMENT'
+  /** A passkey response that is not one: missing or undecodable fields (400). */
+  | 'FST_XEMS_PASSKEY_MALFORMED'
+  /** A passkey response whose signature, RP id or flags do not verify (401; counts as a failed attempt). */
+  | 'FST_XEMS_PASSKEY_INVALID'
+  /** A passkey response made on an origin not in `passkeys.origins` (403): a phishing page, or a misconfiguration. */
+  | 'FST_XEMS_PASSKEY_ORIGIN'
+  /** A registration answer to an authentication challenge or the reverse (400). */
+  | 'FST_XEMS_PASSKEY_CEREMONY'
+  /** No passkey ceremony of this type is waiting for this session: never started, expired, superseded, or the session changed (400). */
+  | 'FST_XEMS_PASSKEY_NO_CHALLENGE'
+  /** The response answers a challenge that was already consumed: a replay (409). */
+  | 'FST_XEMS_PASSKEY_REPLAYED'
+  /** The signature counter did not move forward: the passkey may be cloned (401, with a security event). */
+  | 'FST_XEMS_PASSKEY_COUNTER'
+  /** The passkey is not one this ceremony accepts: not registered, or not this user's (401). */
+  | 'FST_XEMS_PASSKEY_UNKNOWN'
+  /** The user already has `passkeys.maxPerUser` passkeys (409). */
+  | 'FST_XEMS_PASSKEY_LIMIT'
+  /** This authenticator's passkey is already registered for the user (409). */
+  | 'FST_XEMS_PASSKEY_EXISTS'
+  /** No passkey with this id for the user (404). */
+  | 'FST_XEMS_PASSKEY_NOT_FOUND'
+  /** A passkey name that is empty, over 64 characters, or has control characters (400). */
+  | 'FST_XEMS_PASSKEY_BAD_NAME'
 
 export class XemsError extends Error {
   readonly code: XemsErrorCode
