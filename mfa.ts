@@ -1,6 +1,7 @@
-/** fastify-xems/mfa: the password → second-factor login (xemsMfa), argon2id passwords, TOTP and recovery codes. */
+/** fastify-xems/mfa: the password → second-factor login (xemsMfa), argon2id passwords, TOTP, recovery codes and passkeys. */
 export { xemsMfa } from './plugins/mfa.js'
 export type { XemsMfa, XemsMfaOptions, MfaRecord, MfaUserAdapter, MfaLockoutOptions, BeginOptions, BeginResult, VerifyResult, Enrolment } from './plugins/mfa.js'
+export type { PasskeyCredential, PasskeyInfo, PasskeyOptions, PasskeyAuthResult, PasskeyCreationOptions, PasskeyRequestOptions } from './plugins/mfa.js'
 export { hashPassword, verifyPassword, needsRehash, PASSWORD_DEFAULTS } from './lib/password.js'
 export type { PasswordHashOptions } from './lib/password.js'
 export { generateTotpSecret, totpUri, generateTotp, verifyTotp } from './lib/totp.js'

@@ -55,7 +55,20 @@ export const XEMS_ERRORS = {
   FST_XEMS_MFA_LOCKED: [429, 'Too many failed attempts: this account is locked for a while'],
   FST_XEMS_MFA_NOT_ENROLLED: [409, 'Enrol an authenticator first'],
   FST_XEMS_MFA_NO_ENROLMENT: [400, 'No enrolment is waiting: start it again'],
-  FST_XEMS_MFA_ENROLMENT_CONFIRMED: [409, 'This enrolment was already confirmed']
+  FST_XEMS_MFA_ENROLMENT_CONFIRMED: [409, 'This enrolment was already confirmed'],
+  // Passkeys (WebAuthn) in xemsMfa.
+  FST_XEMS_PASSKEY_MALFORMED: [400, 'This is not a passkey response'],
+  FST_XEMS_PASSKEY_NO_CHALLENGE: [400, 'No passkey request is waiting (it expired or was replaced): start again'],
+  FST_XEMS_PASSKEY_CEREMONY: [400, 'This passkey answer is for another kind of request'],
+  FST_XEMS_PASSKEY_ORIGIN: [403, 'This passkey answer was made for another site'],
+  FST_XEMS_PASSKEY_REPLAYED: [409, 'This passkey answer was already used: start again'],
+  FST_XEMS_PASSKEY_UNKNOWN: [401, 'This passkey is not registered for this account'],
+  FST_XEMS_PASSKEY_INVALID: [401, 'The passkey could not be verified'],
+  FST_XEMS_PASSKEY_COUNTER: [401, 'This passkey was refused: it may have been copied'],
+  FST_XEMS_PASSKEY_LIMIT: [409, 'At most %s passkeys per account: remove one first'],
+  FST_XEMS_PASSKEY_EXISTS: [409, 'This passkey is already registered'],
+  FST_XEMS_PASSKEY_NOT_FOUND: [404, 'No such passkey'],
+  FST_XEMS_PASSKEY_BAD_NAME: [400, 'A passkey name must be 1 to 64 characters, without control characters']
 } as const satisfies Record<string, readonly [number, string]>
 
 export type XemsErrorCode = keyof typeof XEMS_ERRORS

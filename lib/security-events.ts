@@ -15,8 +15,13 @@ export type SecurityEvent =
   | { type: 'theft', at: number, id: string, sandbox: string, userId?: string, revoked: boolean, lastUse: UseOf | null, presented: UseOf }
   /** A sign-in (a session reached the default sandbox with a user) from a device unlike any of the user's other live sessions. */
   | { type: 'new-device', at: number, id: string, userId: string, device: DeviceInfo }
-  | { type: 'factor-enrolled', at: number, userId: string, factor: 'totp' }
-  | { type: 'factor-removed', at: number, userId: string, factor: 'totp' }
+  | { type: 'factor-enrolled', at: number, userId: string, factor: 'totp' | 'passkey' }
+  | { type: 'factor-removed', at: number, userId: string, factor: 'totp' | 'passkey' }
+  /**
+   * A passkey signed with a counter that did not move forward (the assertion was refused): the
+   * credential may have been cloned. `credentialId` is the passkey's public id (base64url).
+   */
+  | { type: 'passkey-counter-rollback', at: number, userId: string, credentialId: string, stored: number, presented: number }
   | { type: 'recovery-codes-regenerated', at: number, userId: string }
   /** A user reached the failed-attempt limit; sign-in answers 429 for `retryAfter` seconds. */
   | { type: 'lockout', at: number, userId: string, retryAfter: number }

@@ -12,18 +12,31 @@ import { generateToken, isWellFormedToken, tokenKey } from '../lib/token.js'
 import { generateTotpSecret, totpUri, verifyTotp, type TotpAlgorithm } from '../lib/totp.js'
 import { readRawCookie } from './raw-cookie.js'
 import type { XemsDecorator } from './session.js'
+import type { PasskeyCredential, PasskeyInfo, PasskeyOptions } from '../lib/passkey.js'
+import type { PasskeyApi, PasskeyAuthResult, PasskeyCreationOptions, PasskeyRequestOptions, MfaCore } from './mfa-passkeys.js'
+
+export type { PasskeyCredential, PasskeyInfo, PasskeyOptions, PasskeyAuthResult, PasskeyCreationOptions, PasskeyRequestOptions }
 
 /** A user's second factors, as the application stores them (in its own user database). */
 export interface MfaRecord {
   totp?: { secret: string, algorithm?: TotpAlgorithm | undefined, digits?: number | undefined, period?: number | undefined, enrolledAt: number } | null | undefined
   /** argon2id hashes of recovery codes; a used one is null. */
   recoveryCodes?: Array<string | null> | undefined
+  /** The user's passkeys (with the `passkeys` option). */
+  passkeys?: PasskeyCredential[] | undefined
+  /** The random WebAuthn user handle of this user's passkeys (base64url): what passwordless sign-in finds the user by. */
+  passkeyUserHandle?: string | undefined
 }
 
 /** How the plugin reads and writes a user's MFA record. `save` should replace the record atomically. */
 export interface MfaUserAdapter {
   load: (userId: string) => Promise<MfaRecord | null>
   save: (userId: string, record: MfaRecord) => Promise<void>
+  /**
+   * The user whose MfaRecord has this `passkeyUserHandle`, or null. Needed for passwordless passkey
+   * sign-in only (index the handle in your user table).
+   */
+  findUserByPasskey?: ((userHandle: string) => Promise<string | null>) | undefined
 }
 
 export interface MfaLockoutOptions {
@@ -70,6 +83,8 @@ export interface XemsMfaOptions {
    * (re-enrolment, disable, new recovery codes). Default `10m`, at most 1 hour.
    */
   freshFor?: Duration | undefined
+  /** Passkeys (WebAuthn) as a second factor, for step-up and for passwordless sign-in (docs/mfa.md, "Passkeys"). Off by default. */
+  passkeys?: PasskeyOptions | undefined
 }
 
 export interface BeginOptions {
@@ -79,8 +94,13 @@ export interface BeginOptions {
 }
 
 export interface BeginResult {
-  /** `totp`: ask for a code. `active`: signed in (no second factor enrolled, or a remembered device). */
-  next: 'totp' | 'active'
+  /**
+   * `totp`: ask for a code (or a passkey, when the user has one too: see `methods`). `passkey`: the
+   * user has passkeys only. `active`: signed in (no second factor enrolled, or a remembered device).
+   */
+  next: 'totp' | 'passkey' | 'active'
+  /** The second factors the pending session accepts (with the `passkeys` option; absent when `next` is `active`). */
+  methods?: Array<'totp' | 'passkey'> | undefined
   enrolled: boolean
   remembered: boolean
 }
@@ -143,6 +163,25 @@ export interface XemsMfa {
   requireFreshMfa: (maxAge: Duration) => preHandlerAsyncHookHandler
   /** Ends every session and remembered device of a user. */
   revokeUser: (userId: string, options?: { except?: string | undefined }) => Promise<number>
+  /**
+   * Passkey registration for the signed-in user: the options for `navigator.credentials.create`
+   * (@simplewebauthn/browser `startRegistration`). When the user already has a factor, both steps
+   * need a second factor verified within `freshFor`, as TOTP enrolment does.
+   */
+  startPasskeyRegistration: (request: FastifyRequest, reply: FastifyReply, options?: { userName?: string | undefined }) => Promise<PasskeyCreationOptions>
+  /** Verifies the browser's answer and stores the passkey under `name`; ends the user's other sessions, as any change of factor. */
+  finishPasskeyRegistration: (request: FastifyRequest, reply: FastifyReply, response: unknown, options?: { name?: string | undefined }) => Promise<PasskeyInfo>
+  /**
+   * Options for `navigator.credentials.get`. The ceremony follows the session: a pending session (after
+   * the password) gets a second factor, an active one a step-up, none a passwordless sign-in.
+   */
+  startPasskeyAuthentication: (request: FastifyRequest, reply: FastifyReply) => Promise<PasskeyRequestOptions>
+  /** Verifies an assertion for the ceremony this session started, and signs in or refreshes mfaVerifiedAt. */
+  finishPasskeyAuthentication: (request: FastifyRequest, reply: FastifyReply, response: unknown, options?: { remember?: boolean | undefined }) => Promise<PasskeyAuthResult>
+  /** The signed-in user's passkeys, without their keys. */
+  listPasskeys: (request: FastifyRequest) => Promise<PasskeyInfo[]>
+  /** Removes one passkey; needs a second factor verified within `freshFor`, also for the last factor. */
+  removePasskey: (request: FastifyRequest, id: string) => Promise<void>
 }
 
 declare module './session.js' {
@@ -163,8 +202,13 @@ const MFA_SANDBOX = 'xems-mfa'
 const DEVICE_SANDBOX = 'xems-devices'
 const FIFTEEN_MINUTES = 15 * 60_000
 const ONE_HOUR = 60 * 60_000
+/** Pending-session key: the passkey that served as the first factor (it cannot be the second too). */
+const PASSKEY_FIRST_FACTOR = 'xemsPasskeyFirstFactor'
 /** Longest login name accepted: enough for any email address (254), far below the store's key limit. */
 export const MAX_LOGIN_NAME_LENGTH = 256
+
+/** A guess the lockout counted and let through (internal, shared with the passkey ceremonies). */
+export interface Admitted { inWindow: number, consecutive: number | null, resetAt: number }
 
 function checkWhole (value: unknown, option: string, min: number, max: number, fallback: number): number {
   const n = value ?? fallback
@@ -229,7 +273,6 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
   const consecutiveKey = (userId: string): string => `xems-mfa:consecutive:${userId}`
   const lockKey = (userId: string): string => `locked:${userId}`
 
-  interface Admitted { inWindow: number, consecutive: number | null, resetAt: number }
 
   function lockedError (resetAt: number): XemsError {
     const retryAfter = Math.max(1, Math.ceil((resetAt - engine.now()) / 1000))
@@ -416,7 +459,27 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
     return { userId: session.userId }
   }
 
-  async function promote (request: FastifyRequest, data: Record<string, unknown>, userId: string, signIn: 'totp' | 'recovery-code'): Promise<void> {
+  /**
+   * Counts one second-factor attempt on a pending session (code or passkey alike) and refuses past
+   * `maxAttempts`. The counter outlives the pending session, so once spent the session is a dead end:
+   * the user signs in again. It is not destroyed here: a concurrent request may just have promoted it.
+   */
+  async function countPendingAttempt (sessionId: string): Promise<number> {
+    const attempts = await engine.hit(`xems-mfa:attempts:${sessionId}`, pendingTtl)
+    if (attempts.count > maxAttempts) {
+      throw xemsError('FST_XEMS_MFA_ATTEMPTS')
+    }
+    return attempts.count
+  }
+
+  /** A pending session's data as the active session gets it: nothing that claims a verification. */
+  function carriedData (data: Record<string, unknown>): Record<string, unknown> {
+    const { mfaVerifiedAt: _ignored, [PASSKEY_FIRST_FACTOR]: _first, ...carried } = data
+    return carried
+  }
+
+  /** Moves the pending session to the active sandbox; of concurrent promotions of one session exactly one wins (the others get 401 FST_XEMS_NO_SESSION). */
+  async function promote (request: FastifyRequest, data: Record<string, unknown>, userId: string, signIn: 'totp' | 'recovery-code' | 'passkey'): Promise<void> {
     await request.session!.migrate(activeSandbox, { data: { ...data, mfaVerifiedAt: engine.now() }, userId, signIn })
   }
 
@@ -430,6 +493,12 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
   }
 
   const isEnrolled = (record: MfaRecord | null): boolean => record?.totp !== undefined && record?.totp !== null
+  /** Any second factor: TOTP or a passkey. */
+  const hasFactor = (record: MfaRecord | null): boolean => isEnrolled(record) || (record?.passkeys?.length ?? 0) > 0
+  const methodsOf = (record: MfaRecord | null): Array<'totp' | 'passkey'> => [
+    ...(isEnrolled(record) ? ['totp' as const] : []),
+    ...(passkeys !== null && (record?.passkeys?.length ?? 0) > 0 ? ['passkey' as const] : [])
+  ]
 
   const mfa: XemsMfa = {
     async verifyPassword (userId, password, hash, request) {
@@ -453,7 +522,8 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
     async begin (request, reply, { userId, data = {} }) {
       // No lock check here: the password guess that led here was admitted by verifyPassword.
       const record = await users.load(userId)
-      const enrolled = isEnrolled(record)
+      const methods = methodsOf(record)
+      const enrolled = methods.length > 0
       // Only a verified second factor makes a session fresh: never data handed in, never a device.
       const { mfaVerifiedAt: _ignored, ...carried } = data as Record<string, unknown>
       if (!enrolled || await rememberedFor(request, userId)) {
@@ -462,7 +532,8 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
         return { next: 'active', enrolled, remembered: enrolled }
       }
       await reply.xLink(carried, { sandbox: pendingSandbox, userId, ttl: pendingTtl, signIn: 'password' })
-      return { next: 'totp', enrolled, remembered: false }
+      // Without passkeys configured the answer is what it always was: { next: 'totp', ... }.
+      return { next: methods[0]!, ...(passkeys === null ? {} : { methods }), enrolled, remembered: false }
     },
 
     async verify (request, reply, code, verifyOptions = {}) {
@@ -471,29 +542,23 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
         throw xemsError('FST_XEMS_MFA_NOT_PENDING')
       }
       const userId = session.userId
-      // The counter outlives the pending session, so once spent the session is a dead end: the user
-      // signs in again. It is not destroyed here: a concurrent request may just have promoted it.
-      const attempts = await engine.hit(`xems-mfa:attempts:${session.id}`, pendingTtl)
-      if (attempts.count > maxAttempts) {
-        throw xemsError('FST_XEMS_MFA_ATTEMPTS')
-      }
+      const attempts = await countPendingAttempt(session.id)
       const admitted = await admit(userId, true, request.log, reply)
       const result = await checkCode(userId, code, request.log)
       if (result === null) {
         await failed(userId, true, 'second-factor', admitted, request.log)
-        const left = maxAttempts - attempts.count
+        const left = maxAttempts - attempts
         throw xemsError('FST_XEMS_MFA_INVALID', [Math.max(0, left)])
       }
       await recordSuccess(userId)
-      const { mfaVerifiedAt: _ignored, ...carried } = session.data
-      await promote(request, carried, userId, result.method === 'totp' ? 'totp' : 'recovery-code')
+      await promote(request, carriedData(session.data), userId, result.method === 'totp' ? 'totp' : 'recovery-code')
       if (verifyOptions.remember === true) await rememberDevice(reply, userId)
       return result
     },
 
     async startEnrolment (request, enrolOptions = {}) {
       const { userId } = activeSessionOf(request)
-      if (isEnrolled(await users.load(userId))) assertFresh(request, freshFor)
+      if (hasFactor(await users.load(userId))) assertFresh(request, freshFor)
       const secret = generateTotpSecret()
       await mfaState.set(`enrol:${userId}`, secret, FIFTEEN_MINUTES)
       const label = enrolOptions.label ?? userId
@@ -506,7 +571,7 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
       const secret = await mfaState.get<string>(`enrol:${userId}`)
       if (secret === null) throw xemsError('FST_XEMS_MFA_NO_ENROLMENT')
       // Replacing a factor needs the current one, verified recently, at confirmation too.
-      if (isEnrolled(await users.load(userId))) assertFresh(request, freshFor)
+      if (hasFactor(await users.load(userId))) assertFresh(request, freshFor)
       const admitted = await admit(userId, true, request.log)
       const result = typeof code === 'string'
         ? await verifyTotp({ secret, token: code, window, at: engine.now(), ...totpParams })
@@ -546,11 +611,12 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
     async disable (request) {
       const { userId } = activeSessionOf(request)
       const record = await users.load(userId)
-      if (isEnrolled(record)) assertFresh(request, freshFor)
-      await users.save(userId, { ...(record ?? {}), totp: null, recoveryCodes: [] })
+      if (hasFactor(record)) assertFresh(request, freshFor)
+      await users.save(userId, { ...(record ?? {}), totp: null, recoveryCodes: [], ...(record?.passkeys === undefined ? {} : { passkeys: [] }) })
       await afterFactorChange(request, userId)
       request.log.info({ xems: 'mfa-disabled', userId }, 'xems: second factor removed')
       if (isEnrolled(record)) engine.security({ type: 'factor-removed', at: engine.now(), userId, factor: 'totp' })
+      if ((record?.passkeys?.length ?? 0) > 0) engine.security({ type: 'factor-removed', at: engine.now(), userId, factor: 'passkey' })
     },
 
     async regenerateRecoveryCodes (request) {
@@ -576,7 +642,28 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
     async revokeUser (userId, revokeOptions = {}) {
       await forgetDevices(userId)
       return await engine.revokeUser(userId, revokeOptions)
-    }
+    },
+
+    startPasskeyRegistration: async (request, reply, o) => await passkeyApi().startPasskeyRegistration(request, reply, o),
+    finishPasskeyRegistration: async (request, reply, response, o) => await passkeyApi().finishPasskeyRegistration(request, reply, response, o),
+    startPasskeyAuthentication: async (request, reply) => await passkeyApi().startPasskeyAuthentication(request, reply),
+    finishPasskeyAuthentication: async (request, reply, response, o) => await passkeyApi().finishPasskeyAuthentication(request, reply, response, o),
+    listPasskeys: async (request) => await passkeyApi().listPasskeys(request),
+    removePasskey: async (request, id) => await passkeyApi().removePasskey(request, id)
+  }
+
+  // Passkeys load @simplewebauthn/server only when configured: apps without them never load it.
+  const core: MfaCore = {
+    engine, users, pendingSandbox, activeSandbox, freshFor,
+    admit, failed, recordSuccess, countPendingAttempt, carriedData, promote, assertFresh, activeSessionOf, afterFactorChange,
+    hasFactor, methodsOf, rememberDevice, firstFactorKey: PASSKEY_FIRST_FACTOR
+  }
+  const passkeys: PasskeyApi | null = options.passkeys === undefined
+    ? null
+    : (await import('./mfa-passkeys.js')).createPasskeys(core, options.passkeys)
+  function passkeyApi (): PasskeyApi {
+    if (passkeys === null) throw badOption('passkeys', 'must be set (to { rpId, rpName, origins }) to use the passkey ceremonies')
+    return passkeys
   }
 
   /**

@@ -29,7 +29,7 @@ export interface MfaAppOptions {
   users?: Map<string, User>
 }
 
-/** Routes: /register /login /mfa/* /sensitive /me /public /logout /revoke/:user; every log line lands in `logs`. */
+/** Routes: /register /login /mfa/* /passkeys/* /sensitive /me /public /logout /revoke/:user; every log line lands in `logs`. */
 export async function buildMfaApp (options: MfaAppOptions = {}): Promise<MfaApp> {
   // Start mid-step so that "the next step" is always 30 s away.
   const clock = options.clock ?? makeClock(Math.floor(Date.now() / 30_000) * 30_000 + 1000)
@@ -55,7 +55,8 @@ export async function buildMfaApp (options: MfaAppOptions = {}): Promise<MfaApp>
       issuer: 'Example',
       users: {
         load: async (userId) => users.get(userId)?.mfa ?? null,
-        save: async (userId, record) => { users.get(userId)!.mfa = structuredClone(record) }
+        save: async (userId, record) => { users.get(userId)!.mfa = structuredClone(record) },
+        findUserByPasskey: async (handle) => [...users.entries()].find(([, user]) => user.mfa.passkeyUserHandle === handle)?.[0] ?? null
       },
       rememberDevice: { secure: false },
       ...options.mfa
@@ -80,6 +81,14 @@ export async function buildMfaApp (options: MfaAppOptions = {}): Promise<MfaApp>
     routes.get('/sensitive', { preHandler: mfa.requireFreshMfa('10m') }, async () => ({ ok: true }))
     routes.post('/mfa/disable', { preHandler: mfa.requireFreshMfa('10m') }, async (request) => { await mfa.disable(request); return { ok: true } })
     routes.post('/mfa/recovery-codes', { preHandler: mfa.requireFreshMfa('10m') }, async (request) => ({ codes: await mfa.regenerateRecoveryCodes(request) }))
+    routes.post('/passkeys/register/start', async (request, reply) => await mfa.startPasskeyRegistration(request, reply))
+    routes.post<{ Body: { response: unknown, name?: string } }>('/passkeys/register/finish', async (request, reply) =>
+      await mfa.finishPasskeyRegistration(request, reply, request.body?.response, { name: request.body?.name }))
+    routes.post('/passkeys/auth/start', async (request, reply) => await mfa.startPasskeyAuthentication(request, reply))
+    routes.post<{ Body: { response: unknown, remember?: boolean } }>('/passkeys/auth/finish', async (request, reply) =>
+      await mfa.finishPasskeyAuthentication(request, reply, request.body?.response, { remember: request.body?.remember === true }))
+    routes.get('/passkeys', async (request) => await mfa.listPasskeys(request))
+    routes.post<{ Body: { id: string } }>('/passkeys/remove', async (request) => { await mfa.removePasskey(request, request.body.id); return { ok: true } })
     routes.post<{ Params: { user: string } }>('/revoke/:user', async (request) => ({ count: await mfa.revokeUser(request.params.user) }))
   })
   return {

@@ -28,7 +28,7 @@ t.test('every code has a status of its class and a message of its own', async (t
   const messages = new Set<string>()
   for (const code of codes) {
     const [status, message] = XEMS_ERRORS[code]
-    t.ok([400, 401, 403, 409, 429, 500, 503].includes(status), `${code}: ${status}`)
+    t.ok([400, 401, 403, 404, 409, 429, 500, 503].includes(status), `${code}: ${status}`)
     t.notOk(messages.has(message), `${code}: its message is not another code's`)
     messages.add(message)
   }
