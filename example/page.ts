@@ -20,6 +20,7 @@ export const PAGE = `<!doctype html>
   #message { min-height: 1.5rem; font-weight: 600; } .error { color: #b00020; } .ok { color: #0a7a33; }
   ol#recovery-codes { font-family: monospace; font-size: 1.1rem; }
   table#devices { border-collapse: collapse; width: 100%; font-size: 15px; } #devices th, #devices td { text-align: left; padding: .3rem .4rem; border-bottom: 1px solid #ddd; }
+  table#passkeys { border-collapse: collapse; width: 100%; font-size: 15px; } #passkeys th, #passkeys td { text-align: left; padding: .3rem .4rem; border-bottom: 1px solid #ddd; }
   .this-device { font-weight: 600; color: #0a7a33; }
 </style>
 </head>
@@ -41,16 +42,18 @@ export const PAGE = `<!doctype html>
     <label>Password <input type="password" name="password" autocomplete="current-password" required></label>
     <button type="submit">Sign in</button>
   </form>
+  <p>Or, once you have added one: <button id="passkey-sign-in">Sign in with a passkey</button></p>
 </section>
 
 <section id="view-code" hidden>
   <h2>Second step</h2>
-  <p>Enter the 6-digit code from your authenticator app, or one of your recovery codes.</p>
+  <p id="code-hint">Enter the 6-digit code from your authenticator app, or one of your recovery codes.</p>
   <form id="code-form">
     <label>Code <input type="text" name="code" inputmode="numeric" autocomplete="one-time-code" required></label>
     <label><input type="checkbox" name="remember"> Remember this device for 5 days</label>
     <button type="submit">Verify</button>
   </form>
+  <button id="code-passkey">Use a passkey</button>
   <button id="code-back">Back: sign in as someone else</button>
 </section>
 
@@ -84,23 +87,32 @@ export const PAGE = `<!doctype html>
   <button id="logout">Sign out</button>
   <button id="logout-everywhere">Sign out everywhere</button>
   <h3>Your devices</h3>
-  <p>Where you are signed in. Seeing and ending sessions needs a code from your authenticator (confirm below first).</p>
+  <p>Where you are signed in. Seeing and ending sessions needs a code or a passkey confirmed in the last 10 minutes (confirm below first).</p>
   <button id="devices-show">Show my devices</button>
   <div id="devices-panel" hidden>
     <table id="devices"><thead><tr><th>Browser</th><th>System</th><th>IP</th><th>Last seen</th><th></th></tr></thead><tbody></tbody></table>
     <button id="devices-sign-out-others">Sign out all others</button>
   </div>
   <h3>How you sign in</h3>
-  <p>Changes need your password and, once an authenticator is set up, a code from it (confirm first).</p>
+  <p>Changes need your password and, once an authenticator or a passkey is set up, a code or a passkey (confirm first).</p>
   <label>Password <input type="password" id="account-password" autocomplete="current-password"></label>
   <button id="enrol-button">Set up authenticator</button>
+  <button id="passkey-step-up">Confirm with a passkey</button>
   <span id="factor-actions">
     <form id="step-up-form"><label>Code <input type="text" name="code" inputmode="numeric" autocomplete="one-time-code" required></label><button type="submit">Confirm with a code</button></form>
     <button id="reenrol-button">Replace authenticator</button>
     <button id="new-codes-button">New recovery codes</button>
     <button id="disable-button">Remove authenticator</button>
   </span>
+  <h3>Passkeys</h3>
+  <p>A passkey signs you in without a password (with your device's PIN or fingerprint), and serves as the second step or to confirm. Adding or removing one needs your password above.</p>
+  <label>Name <input type="text" id="passkey-name" maxlength="64" placeholder="e.g. Laptop"></label>
+  <button id="passkey-add">Add a passkey</button>
+  <p id="passkeys-empty">No passkeys yet.</p>
+  <table id="passkeys" hidden><thead><tr><th>Name</th><th>Added</th><th>Last used</th><th>Synced</th><th></th></tr></thead><tbody></tbody></table>
 </section>
+
+<script src="/vendor/simplewebauthn-browser.js"></script>
 
 <script>
 const views = ['signed-out', 'code', 'enrol', 'recovery', 'account']
@@ -129,9 +141,88 @@ async function showAccount () {
   document.getElementById('cookies').textContent = JSON.stringify(document.cookie)
   document.getElementById('enrol-button').hidden = me.data.mfaEnrolled
   document.getElementById('factor-actions').hidden = !me.data.mfaEnrolled
+  document.getElementById('passkey-step-up').hidden = me.data.passkeys === 0
   show('account')
+  await showPasskeys()
   return true
 }
+
+// Passkeys, through @simplewebauthn/browser's prebuilt bundle (window.SimpleWebAuthnBrowser).
+const webauthn = () => window.SimpleWebAuthnBrowser
+const when = (at) => at === null ? 'never' : new Date(at).toLocaleString()
+function passkeyRefused (error) {
+  say(error && error.name === 'NotAllowedError' ? 'The passkey request was cancelled or timed out.' : 'Your browser could not use a passkey: ' + (error && error.message || error), 'error')
+}
+async function showPasskeys () {
+  const result = await call('GET', '/api/mfa/passkeys')
+  if (result.status !== 200) return
+  const rows = result.data.map((passkey) => {
+    const tr = document.createElement('tr')
+    tr.dataset.id = passkey.id
+    for (const text of [passkey.name, when(passkey.createdAt), when(passkey.lastUsedAt), passkey.backedUp ? 'yes' : 'no']) { const td = document.createElement('td'); td.textContent = text; tr.append(td) }
+    const last = document.createElement('td')
+    const button = document.createElement('button')
+    button.textContent = 'Remove'
+    button.className = 'passkey-remove'
+    button.addEventListener('click', async () => {
+      const removed = await call('POST', '/api/mfa/passkeys/' + encodeURIComponent(passkey.id) + '/remove', { password: accountPassword() })
+      if (removed.status !== 200) return say(removed.data.message, 'error')
+      say('Passkey removed. Your other sessions were signed out.', 'ok')
+      await showAccount()
+    })
+    last.append(button)
+    tr.append(last)
+    return tr
+  })
+  document.querySelector('#passkeys tbody').replaceChildren(...rows)
+  document.getElementById('passkeys').hidden = rows.length === 0
+  document.getElementById('passkeys-empty').hidden = rows.length > 0
+}
+document.getElementById('passkey-add').addEventListener('click', async () => {
+  const options = await call('POST', '/api/mfa/passkeys/register/options', { password: accountPassword() })
+  if (options.status !== 200) return say(options.data.message, 'error')
+  let response
+  try { response = await webauthn().startRegistration({ optionsJSON: options.data }) } catch (error) { return passkeyRefused(error) }
+  const name = document.getElementById('passkey-name')
+  const result = await call('POST', '/api/mfa/passkeys/register', { response, name: name.value })
+  if (result.status !== 200) return say(result.data.message, 'error')
+  name.value = ''
+  say('Passkey "' + result.data.name + '" added. Your other sessions were signed out.', 'ok')
+  await showAccount()
+})
+/** One assertion: the server decides from the session whether it signs in, is the second step, or confirms. */
+async function usePasskey (remember) {
+  const options = await call('POST', '/api/mfa/passkeys/auth/options')
+  if (options.status !== 200) { say(options.data.message, 'error'); return null }
+  let response
+  try { response = await webauthn().startAuthentication({ optionsJSON: options.data }) } catch (error) { passkeyRefused(error); return null }
+  const result = await call('POST', '/api/mfa/passkeys/auth', { response, remember })
+  if (result.status !== 200) { say(result.data.message, 'error'); return null }
+  return result.data
+}
+function showSecondStep (methods) {
+  document.getElementById('code-form').hidden = !methods.includes('totp')
+  document.getElementById('code-hint').hidden = !methods.includes('totp')
+  document.getElementById('code-passkey').hidden = !methods.includes('passkey')
+  show('code')
+}
+document.getElementById('passkey-sign-in').addEventListener('click', async () => {
+  const result = await usePasskey(false)
+  if (result === null) return
+  if (result.next !== 'active') { say('Passkey accepted: one more step.', 'ok'); return showSecondStep(result.methods) }
+  say('Signed in with a passkey.', 'ok')
+  await showAccount()
+})
+document.getElementById('code-passkey').addEventListener('click', async () => {
+  const result = await usePasskey(document.querySelector('#code-form input[name=remember]').checked)
+  if (result === null) return
+  say('Signed in.', 'ok')
+  await showAccount()
+})
+document.getElementById('passkey-step-up').addEventListener('click', async () => {
+  const result = await usePasskey(false)
+  if (result !== null) say('Confirmed with a passkey: you can change how you sign in for 10 minutes.', 'ok')
+})
 
 document.getElementById('register-form').addEventListener('submit', async (event) => {
   event.preventDefault()
@@ -144,7 +235,7 @@ document.getElementById('login-form').addEventListener('submit', async (event) =
   const result = await call('POST', '/api/login', fields(event.target))
   if (result.status !== 200) return say(result.data.message, 'error')
   event.target.reset()
-  if (result.data.next === 'totp') { say('Password accepted.', 'ok'); show('code') } else { say(result.data.remembered ? 'Signed in (remembered device).' : 'Signed in.', 'ok'); await showAccount() }
+  if (result.data.next !== 'active') { say('Password accepted.', 'ok'); showSecondStep(result.data.methods || [result.data.next]) } else { say(result.data.remembered ? 'Signed in (remembered device).' : 'Signed in.', 'ok'); await showAccount() }
 })
 
 document.getElementById('code-form').addEventListener('submit', async (event) => {

@@ -1,13 +1,18 @@
 /**
- * The example app: register → login (argon2id) → TOTP enrolment / code step → account → logout.
+ * The example app: register → login (argon2id) → TOTP enrolment / code step → account → logout, and
+ * passkeys: add one, sign in with it (no password), use it as the second step or to confirm (step-up).
  *
  *   npm start        → http://localhost:3000, on the embedded store (in memory)
  *
- * Environment: PORT (default 3000), HOST (default 127.0.0.1), LOG_LEVEL; XEMS_SECRET (64 hex characters)
+ * Environment: PORT (default 3000), HOST (default 127.0.0.1), LOG_LEVEL; XEMS_ORIGIN, the origin the page
+ * is opened on, for passkeys (default http://localhost:PORT); XEMS_SECRET (64 hex characters)
  * keeps sessions in an encrypted vault (XEMS_VAULT, default ./.xems-vault); REDIS_URL moves them to
  * Redis (see example/store.ts). Only the package's public exports are used.
  */
 import { createHash } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { isXemsError, xemsSession, type SecurityEvent, type SessionStore } from 'fastify-xems'
 import { hashPassword, xemsMfa, type MfaRecord } from 'fastify-xems/mfa'
@@ -43,6 +48,12 @@ export interface ExampleOptions {
   secureCookies?: boolean
   /** Where log lines go (default stdout); for tests. */
   logStream?: { write: (line: string) => void }
+  /**
+   * The origin the page is opened on (default http://localhost:3000): passkeys are bound to its host name
+   * (the relying-party id, `localhost` here) and answers made on any other origin are refused. WebAuthn
+   * runs on https, or on http://localhost only: open the page on localhost, not 127.0.0.1, to use passkeys.
+   */
+  origin?: string | undefined
   /** Receives the security events (the example logs them; a real app would e-mail the user, see docs/security.md). */
   onSecurityEvent?: (event: SecurityEvent) => void
 }
@@ -52,6 +63,22 @@ function fail (reply: FastifyReply, statusCode: number, code: string, message: s
   const error = ({ 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 409: 'Conflict' } as Record<number, string>)[statusCode] ?? 'Refused'
   return reply.code(statusCode).send({ statusCode, code, error, message })
 }
+
+/**
+ * The prebuilt browser bundle of @simplewebauthn/browser (a dev dependency: the library never loads it),
+ * served to the page as is: no CDN, no build step. Null when it is not installed.
+ */
+async function webauthnBrowserBundle (): Promise<string | null> {
+  try {
+    const entry = createRequire(import.meta.url).resolve('@simplewebauthn/browser')
+    return await readFile(join(dirname(entry), '..', 'dist', 'bundle', 'index.umd.min.js'), 'utf8')
+  } catch {
+    return null
+  }
+}
+
+/** The passkey index of the registry: user handle → email (emails have an '@', these keys none: they never collide). */
+const handleKey = (handle: string): string => `passkey-handle:${handle}`
 
 export async function buildExample (options: ExampleOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({ logger: { level: options.logLevel ?? process.env.LOG_LEVEL ?? 'info', ...(options.logStream === undefined ? {} : { stream: options.logStream }) }, bodyLimit: 16 * 1024 })
@@ -90,6 +117,12 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Fasti
   const registry = app.xems.from('users-registry')
 
   app.get('/', async (_request, reply) => await reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').send(PAGE))
+  const bundle = await webauthnBrowserBundle()
+  app.get('/vendor/simplewebauthn-browser.js', async (_request, reply) => {
+    if (bundle === null) return fail(reply, 404, 'EXAMPLE_NO_WEBAUTHN', 'Passkeys need @simplewebauthn/browser: run npm install')
+    return await reply.type('text/javascript; charset=utf-8').header('cache-control', 'no-cache').send(bundle)
+  })
+  const origin = new URL(options.origin ?? 'http://localhost:3000').origin
 
   await app.register(async (routes) => {
     await routes.register(xemsMfa, {
@@ -99,9 +132,14 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Fasti
         load: async (email) => (await registry.get<UserRecord>(email))?.mfa ?? null,
         save: async (email, mfa) => {
           const user = await registry.get<UserRecord>(email)
-          if (user !== null) await registry.set(email, { ...user, mfa })
-        }
-      }
+          if (user === null) return
+          await registry.set(email, { ...user, mfa })
+          if (mfa.passkeyUserHandle !== undefined) await registry.set(handleKey(mfa.passkeyUserHandle), email)
+        },
+        // Passwordless sign-in finds the user by the passkey's user handle; the plugin checks it is theirs.
+        findUserByPasskey: async (handle) => await registry.get<string>(handleKey(handle))
+      },
+      passkeys: { rpId: new URL(origin).hostname, rpName: 'fastify-xems example', origins: [origin] }
     })
     const mfa = routes.xemsMfa
     const signedIn = app.xems.requireSession()
@@ -162,13 +200,41 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Fasti
       return { ok: true }
     })
 
+    // Passkeys. Adding and removing one needs the password again, like the authenticator; once a factor
+    // exists the plugin also wants a second factor within 10 minutes (a code or a passkey: step-up).
+    routes.post<{ Body: { password?: unknown } }>('/api/mfa/passkeys/register/options', { preHandler: signedIn }, async (request, reply) => {
+      if (!await passwordAgain(request, reply)) return reply
+      return await mfa.startPasskeyRegistration(request, reply, { userName: request.session!.userId! })
+    })
+    routes.post<{ Body: { response?: unknown, name?: unknown } }>('/api/mfa/passkeys/register', { preHandler: signedIn }, async (request, reply) => {
+      const name = request.body?.name
+      return await mfa.finishPasskeyRegistration(request, reply, request.body?.response, { name: typeof name === 'string' && name.trim() !== '' ? name : undefined })
+    })
+    // Sign in with a passkey (no session), the second step (pending session) and step-up (signed in): the
+    // same two routes, the session decides which.
+    routes.post('/api/mfa/passkeys/auth/options', async (request, reply) => await mfa.startPasskeyAuthentication(request, reply))
+    routes.post<{ Body: { response?: unknown, remember?: unknown } }>('/api/mfa/passkeys/auth', async (request, reply) =>
+      await mfa.finishPasskeyAuthentication(request, reply, request.body?.response, { remember: request.body?.remember === true }))
+    routes.get('/api/mfa/passkeys', { preHandler: signedIn }, async (request, reply) => {
+      reply.header('cache-control', 'no-store')
+      return await mfa.listPasskeys(request)
+    })
+    routes.post<{ Params: { id: string }, Body: { password?: unknown } }>('/api/mfa/passkeys/:id/remove', { preHandler: signedIn }, async (request, reply) => {
+      if (!await passwordAgain(request, reply)) return reply
+      await mfa.removePasskey(request, request.params.id)
+      return { ok: true }
+    })
+
     routes.get('/api/me', { preHandler: signedIn }, async (request) => {
       const session = request.session!
       const user = await registry.get<UserRecord>(session.userId!)
       const presented = request.cookies[cookieName] ?? request.headers['x-xems-token']
       return {
-        email: session.data.email,
+        // A passkey sign-in carries no data from the login form: the user record has the email.
+        email: session.data.email ?? user?.email,
         mfaEnrolled: user?.mfa.totp !== undefined && user.mfa.totp !== null,
+        passkeys: user?.mfa.passkeys?.length ?? 0,
+        signIn: session.device?.signIn ?? null,
         recoveryCodesLeft: user?.mfa.recoveryCodes?.filter((hash) => hash !== null).length ?? 0,
         sessionId: session.id,
         // 'dbsc' when the browser bound this session to a device key, null when it did not.
@@ -229,9 +295,9 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Fasti
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const { store, description, close } = await openStore(process.env)
-  const app = await buildExample({ store })
-  app.addHook('onClose', async () => { await close() })
   const port = Number(process.env.PORT ?? 3000)
+  const app = await buildExample({ store, origin: process.env.XEMS_ORIGIN ?? `http://localhost:${port}` })
+  app.addHook('onClose', async () => { await close() })
   await app.listen({ port, host: process.env.HOST ?? '127.0.0.1' })
   console.log(`\nfastify-xems example on ${description}\n  → open http://localhost:${port}/ in a browser\n`)
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
