@@ -151,6 +151,7 @@ async function showAccount () {
 const webauthn = () => window.SimpleWebAuthnBrowser
 const when = (at) => at === null ? 'never' : new Date(at).toLocaleString()
 function passkeyRefused (error) {
+  if (!webauthn()) return say('Passkeys need @simplewebauthn/browser next to the example: npm install @simplewebauthn/browser, then restart it.', 'error')
   say(error && error.name === 'NotAllowedError' ? 'The passkey request was cancelled or timed out.' : 'Your browser could not use a passkey: ' + (error && error.message || error), 'error')
 }
 async function showPasskeys () {

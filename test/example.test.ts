@@ -215,3 +215,46 @@ t.test('the example turns DBSC on: /api/me says whether the session is device-bo
   dbsc.jar.delete(dbsc.session!.cookieName)
   t.equal((await dbsc.send('GET', '/api/me')).statusCode, 401, 'without its bound cookie the session is not served')
 })
+
+t.test('the example\'s passkeys: the browser bundle is served, the routes follow the session, the origin is the one given', async (t) => {
+  const { SoftAuthenticator } = await import('./helpers/soft-authenticator.js')
+  const origin = 'http://localhost:4321'
+  const app = await buildExample({ logLevel: 'silent', origin })
+  t.teardown(async () => { await app.close() })
+  const bundle = await app.inject({ url: '/vendor/simplewebauthn-browser.js' })
+  t.equal(bundle.statusCode, 200)
+  t.match(bundle.headers['content-type'], /^text\/javascript/)
+  t.match(bundle.body, /SimpleWebAuthnBrowser/, 'the prebuilt bundle from node_modules')
+  t.equal((await app.inject({ url: '/api/mfa/passkeys' })).statusCode, 401, 'the list needs a session')
+
+  const credentials = { email: 'pat@example.com', password: 'correct horse battery staple' }
+  await app.inject({ method: 'POST', url: '/api/register', payload: credentials })
+  let cookie = token(await app.inject({ method: 'POST', url: '/api/login', payload: credentials }))!
+  const send = async (url: string, payload?: object): Promise<LightMyRequestResponse> => {
+    const response = await app.inject({ method: payload === undefined ? 'GET' : 'POST', url, cookies: { '__Host-xems': cookie }, ...(payload === undefined ? {} : { payload }) })
+    cookie = token(response) ?? cookie
+    return response
+  }
+  t.equal((await send('/api/mfa/passkeys/register/options', { password: 'wrong password' })).statusCode, 401, 'adding a passkey needs the password')
+  const options = (await send('/api/mfa/passkeys/register/options', { password: credentials.password })).json()
+  t.equal(options.rp.id, 'localhost', 'the relying party is the origin\'s host')
+  const authenticator = new SoftAuthenticator({ origin })
+  const added = await send('/api/mfa/passkeys/register', { response: authenticator.create(options), name: 'Phone' })
+  t.equal(added.statusCode, 200)
+  t.match((await send('/api/mfa/passkeys')).json(), [{ name: 'Phone', lastUsedAt: null }])
+  t.equal((await send('/api/me')).json().passkeys, 1)
+
+  // Passwordless, from a fresh browser: an answer made on another origin is refused, the right one signs in.
+  const anonymous = await app.inject({ method: 'POST', url: '/api/mfa/passkeys/auth/options' })
+  let pending = token(anonymous)!
+  const phished = await app.inject({ method: 'POST', url: '/api/mfa/passkeys/auth', cookies: { '__Host-xems': pending }, payload: { response: authenticator.get(anonymous.json(), { origin: 'http://localhost:9999' }) } })
+  t.equal(phished.statusCode, 403, 'an answer made on another origin is refused')
+  const again = await app.inject({ method: 'POST', url: '/api/mfa/passkeys/auth/options', cookies: { '__Host-xems': token(phished) ?? pending } })
+  pending = token(again) ?? pending
+  const signedIn = await app.inject({ method: 'POST', url: '/api/mfa/passkeys/auth', cookies: { '__Host-xems': pending }, payload: { response: authenticator.get(again.json()) } })
+  t.match(signedIn.json(), { method: 'passkey', ceremony: 'passwordless', userVerified: true, next: 'active' })
+  const me = (await app.inject({ url: '/api/me', cookies: { '__Host-xems': token(signedIn)! } })).json()
+  t.match(me, { email: credentials.email, signIn: 'passkey', passkeys: 1 }, 'found by the user handle index, signed in without a password')
+
+  await t.rejects(buildExample({ logLevel: 'silent', origin: 'http://127.0.0.1:3000' }), /passkeys\.rpId/, 'an IP origin cannot carry passkeys: the option to change is named')
+})
