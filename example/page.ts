@@ -1,6 +1,8 @@
 /**
  * The example's single page: plain HTML and fetch with credentials. The session token lives in an
  * HttpOnly cookie: page scripts never see it (the account view shows `document.cookie` to prove it).
+ * Passkeys go through @simplewebauthn/browser's prebuilt bundle, served by the example at
+ * /vendor/simplewebauthn-browser.js (window.SimpleWebAuthnBrowser).
  */
 export const PAGE = `<!doctype html>
 <html lang="en">
@@ -26,7 +28,7 @@ export const PAGE = `<!doctype html>
 </head>
 <body>
 <h1>fastify-xems</h1>
-<p class="lead">Password → authenticator-app login. The session token changes on every request and stays in an HttpOnly cookie.</p>
+<p class="lead">Password → authenticator-app or passkey login, or a passkey alone. The session token changes on every request and stays in an HttpOnly cookie.</p>
 <p id="message" role="status"></p>
 
 <section id="view-signed-out" hidden>

@@ -4,14 +4,20 @@
  * authenticator (ctap2, internal transport, resident keys, user verification) standing in for a
  * platform authenticator. Add a passkey, confirm with it (step-up) to see the devices, sign out, sign in
  * with it without a password, sign in with password + passkey as the second step, remove it.
- * WebAuthn runs on http only on localhost: the page is opened on http://localhost:<port>.
+ * WebAuthn runs on http only on localhost: the page is opened on http://localhost:<port>. Saves a
+ * screenshot of the account view with its passkey to test/artifacts/passkeys-page.png.
  */
+import { mkdirSync } from 'node:fs'
 import { createServer } from 'node:net'
+import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import type { Page } from 'playwright-core'
 import { buildExample } from '../../example/server.js'
 import { CHROMIUM, hasChromium, launchChromium } from '../helpers/chromium.js'
 
+const ARTIFACTS = fileURLToPath(new URL('../artifacts/', import.meta.url))
+
+/** A port free now, so that the origin the example is built with is the one it then listens on. */
 async function freePort (): Promise<number> {
   return await new Promise((resolve, reject) => {
     const server = createServer()
@@ -82,6 +88,8 @@ if (!hasChromium()) {
     t.equal(credentials[0]!.isResidentCredential, true, 'a discoverable credential (passkey)')
     t.equal(credentials[0]!.rpId, 'localhost', 'bound to the relying party localhost')
     t.equal((await me()).passkeys, 1, 'the server stored it')
+    mkdirSync(ARTIFACTS, { recursive: true })
+    await page.screenshot({ path: ARTIFACTS + 'passkeys-page.png', fullPage: true })
 
     // Step-up: the devices list needs a fresh second factor; a passkey assertion gives it.
     await page.click('#devices-show')
