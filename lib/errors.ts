@@ -51,7 +51,7 @@ export const XEMS_ERRORS = {
   FST_XEMS_MFA_WRONG: [401, 'Wrong or used code: check the time on your device and try again'],
   FST_XEMS_MFA_ATTEMPTS: [401, 'Too many wrong codes: sign in again'],
   FST_XEMS_MFA_NOT_PENDING: [401, 'No sign-in is waiting for a code: sign in with your password first'],
-  FST_XEMS_MFA_REQUIRED: [401, 'Confirm with a code from your authenticator to continue'],
+  FST_XEMS_MFA_REQUIRED: [401, 'Confirm with your second factor (an authenticator code or a passkey) to continue'],
   FST_XEMS_MFA_LOCKED: [429, 'Too many failed attempts: this account is locked for a while'],
   FST_XEMS_MFA_NOT_ENROLLED: [409, 'Enrol an authenticator first'],
   FST_XEMS_MFA_NO_ENROLMENT: [400, 'No enrolment is waiting: start it again'],
