@@ -350,7 +350,14 @@ async function main (): Promise<void> {
     } else if (command.type === 'cpu-stop') {
       const used = process.cpuUsage(cpuStart)
       const sched = schedstat()
-      send({ type: 'cpu', userMicros: used.user, systemMicros: used.system, wallMs: performance.now() - wallStart, rssBytes: process.memoryUsage.rss(), windowUs: [windowStart, hrtimeUs()], gcMs,
+      send({
+        type: 'cpu',
+        userMicros: used.user,
+        systemMicros: used.system,
+        wallMs: performance.now() - wallStart,
+        rssBytes: process.memoryUsage.rss(),
+        windowUs: [windowStart, hrtimeUs()],
+        gcMs,
         mainThread: { cpuMs: (sched[0] - schedStart[0]) / 1e6, waitMs: (sched[1] - schedStart[1]) / 1e6, slices: sched[2] - schedStart[2] }
       })
     } else if (command.type === 'stop') {

@@ -304,4 +304,3 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     process.once(signal, () => { void app.close().then(() => process.exit(0)) })
   }
 }
-

@@ -51,7 +51,6 @@ export function dpopError (code: Extract<XemsErrorCode, `FST_XEMS_DPOP_${string}
   return xemsError(code)
 }
 
-
 export async function verifyDpopProof (check: DpopCheck): Promise<VerifiedProof> {
   const { proof } = check
   if (typeof proof !== 'string' || proof.length === 0 || proof.length > MAX_PROOF_LENGTH) throw dpopError('FST_XEMS_DPOP_INVALID')

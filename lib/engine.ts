@@ -205,7 +205,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     if (this.unseenWindow < this.gracePeriod) throw badOption('unseenWindow', `must be at least gracePeriod (${this.gracePeriod} ms)`)
     if (this.unseenWindow > this.maxAge) throw badOption('unseenWindow', `must not exceed maxAge (${this.maxAge} ms)`)
     const onReuse = options.onReuse ?? 'revoke'
-    if (onReuse !== 'revoke' && onReuse !== 'reject') throw badOption('onReuse', `must be 'revoke' or 'reject'`)
+    if (onReuse !== 'revoke' && onReuse !== 'reject') throw badOption('onReuse', 'must be \'revoke\' or \'reject\'')
     this.onReuse = onReuse
     if (options.clock !== undefined && typeof options.clock !== 'function') throw badOption('clock', 'must be a function returning milliseconds')
     this.now = options.clock ?? Date.now

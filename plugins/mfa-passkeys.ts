@@ -14,7 +14,7 @@ import { badOption, xemsError, type XemsError } from '../lib/errors.js'
 import {
   authenticationOptions, checkRelyingParty, isCounterRollback, publicInfo, readClientData, registrationOptions,
   responseCredentialId, responseUserHandle, verifyAssertion, verifyRegistration,
-  type ClientData, type PasskeyCredential, type PasskeyInfo, type PasskeyOptions
+  type ClientData, type PasskeyCredential, type PasskeyOptions
 } from '../lib/passkey.js'
 import type { Admitted, MfaRecord, MfaUserAdapter, XemsMfa } from './mfa.js'
 import type { XemsDecorator } from './session.js'

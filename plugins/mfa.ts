@@ -273,7 +273,6 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
   const consecutiveKey = (userId: string): string => `xems-mfa:consecutive:${userId}`
   const lockKey = (userId: string): string => `locked:${userId}`
 
-
   function lockedError (resetAt: number): XemsError {
     const retryAfter = Math.max(1, Math.ceil((resetAt - engine.now()) / 1000))
     return xemsError('FST_XEMS_MFA_LOCKED', [], { retryAfter })
@@ -372,7 +371,11 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
       const lastStep = await mfaState.get<number>(`last-step:${userId}`)
       const period = totp.period ?? 30
       const result = await verifyTotp({
-        secret: totp.secret, token: code, window, at: engine.now(), period,
+        secret: totp.secret,
+        token: code,
+        window,
+        at: engine.now(),
+        period,
         ...(totp.algorithm === undefined ? {} : { algorithm: totp.algorithm }),
         ...(totp.digits === undefined ? {} : { digits: totp.digits }),
         ...(lastStep === null ? {} : { afterStep: lastStep })
@@ -415,7 +418,10 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
 
   async function isReplay (_userId: string, code: string, totp: NonNullable<MfaRecord['totp']>, lastStep: number): Promise<boolean> {
     const again = await verifyTotp({
-      secret: totp.secret, token: code, window, at: engine.now(),
+      secret: totp.secret,
+      token: code,
+      window,
+      at: engine.now(),
       ...(totp.period === undefined ? {} : { period: totp.period }),
       ...(totp.algorithm === undefined ? {} : { algorithm: totp.algorithm }),
       ...(totp.digits === undefined ? {} : { digits: totp.digits })
@@ -654,9 +660,24 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
 
   // Passkeys load @simplewebauthn/server only when configured: apps without them never load it.
   const core: MfaCore = {
-    engine, users, pendingSandbox, activeSandbox, freshFor,
-    admit, failed, recordSuccess, countPendingAttempt, carriedData, promote, assertFresh, activeSessionOf, afterFactorChange,
-    hasFactor, methodsOf, rememberDevice, firstFactorKey: PASSKEY_FIRST_FACTOR
+    engine,
+    users,
+    pendingSandbox,
+    activeSandbox,
+    freshFor,
+    admit,
+    failed,
+    recordSuccess,
+    countPendingAttempt,
+    carriedData,
+    promote,
+    assertFresh,
+    activeSessionOf,
+    afterFactorChange,
+    hasFactor,
+    methodsOf,
+    rememberDevice,
+    firstFactorKey: PASSKEY_FIRST_FACTOR
   }
   const passkeys: PasskeyApi | null = options.passkeys === undefined
     ? null

@@ -40,7 +40,6 @@ export interface XemsSessionData {
  * }
  * ```
  */
-// eslint-disable-next-line @typescript-eslint/no-empty-interface
 export interface XemsTypes {}
 
 /** The type of session data: `XemsTypes['sessionData']` when the app set it, else {@link XemsSessionData}. */

@@ -94,23 +94,25 @@ export function checkSnippets (files, modes = Object.keys(MODES)) {
   })
   if (named.length === 0) return { count: 0, errors }
   const groups = [named.filter((s) => !s.alone), ...named.filter((s) => s.alone).map((s) => [s])].filter((group) => group.length > 0)
-  for (const mode of modes) for (const [index, group] of groups.entries()) {
-    const options = { ...MODES[mode], incremental: true, tsBuildInfoFile: join(dir, `${mode}-${index}.tsbuildinfo`) }
-    const program = ts.createIncrementalProgram({
-      rootNames: [join(dir, 'snippet-globals.d.ts'), ...group.map((s) => s.name)],
-      options,
-      host: ts.createIncrementalCompilerHost(options)
-    })
-    const diagnostics = [...program.getOptionsDiagnostics(), ...program.getGlobalDiagnostics(), ...program.getSyntacticDiagnostics(), ...program.getSemanticDiagnostics()]
-    program.emit()   // noEmit: writes only the tsbuildinfo
-    for (const d of diagnostics) {
-      const message = ts.flattenDiagnosticMessageText(d.messageText, '\n')
-      const snippet = d.file === undefined ? undefined : group.find((s) => s.name === d.file.fileName)
-      if (snippet !== undefined && d.start !== undefined) {
-        const { line, character } = d.file.getLineAndCharacterOfPosition(d.start)
-        errors.push(`${relative(root, snippet.file)}:${snippet.line + line}:${character + 1} [${mode}] TS${d.code}: ${message}`)
-      } else {
-        errors.push(`${d.file === undefined ? '(program)' : relative(dir, d.file.fileName)} [${mode}] TS${d.code}: ${message}`)
+  for (const mode of modes) {
+    for (const [index, group] of groups.entries()) {
+      const options = { ...MODES[mode], incremental: true, tsBuildInfoFile: join(dir, `${mode}-${index}.tsbuildinfo`) }
+      const program = ts.createIncrementalProgram({
+        rootNames: [join(dir, 'snippet-globals.d.ts'), ...group.map((s) => s.name)],
+        options,
+        host: ts.createIncrementalCompilerHost(options)
+      })
+      const diagnostics = [...program.getOptionsDiagnostics(), ...program.getGlobalDiagnostics(), ...program.getSyntacticDiagnostics(), ...program.getSemanticDiagnostics()]
+      program.emit()   // noEmit: writes only the tsbuildinfo
+      for (const d of diagnostics) {
+        const message = ts.flattenDiagnosticMessageText(d.messageText, '\n')
+        const snippet = d.file === undefined ? undefined : group.find((s) => s.name === d.file.fileName)
+        if (snippet !== undefined && d.start !== undefined) {
+          const { line, character } = d.file.getLineAndCharacterOfPosition(d.start)
+          errors.push(`${relative(root, snippet.file)}:${snippet.line + line}:${character + 1} [${mode}] TS${d.code}: ${message}`)
+        } else {
+          errors.push(`${d.file === undefined ? '(program)' : relative(dir, d.file.fileName)} [${mode}] TS${d.code}: ${message}`)
+        }
       }
     }
   }

@@ -32,7 +32,7 @@ t.test('a broken snippet fails the check, named by file and line; a skip needs a
     '',
     '```ts',
     "import { verifyTotp } from 'fastify-xems/mfa'",
-    "const window = process.env.WINDOW === undefined ? undefined : Number(process.env.WINDOW)",
+    'const window = process.env.WINDOW === undefined ? undefined : Number(process.env.WINDOW)',
     "await verifyTotp({ secret: 'JBSWY3DPEHPK3PXP', token: '123456', window })   // number | undefined: accepted",
     'const codes: string[] = []',
     'const first: string = codes[0]   // noUncheckedIndexedAccess: string | undefined',

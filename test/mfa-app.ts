@@ -92,7 +92,10 @@ export async function buildMfaApp (options: MfaAppOptions = {}): Promise<MfaApp>
     routes.post<{ Params: { user: string } }>('/revoke/:user', async (request) => ({ count: await mfa.revokeUser(request.params.user) }))
   })
   return {
-    app, clock, users, logs,
+    app,
+    clock,
+    users,
+    logs,
     get mfa (): XemsMfa {
       if (mfaApi === undefined) throw new Error('the app has not loaded its plugins yet: await app.ready() first')
       return mfaApi

@@ -752,7 +752,6 @@ export class MemoryStore implements SessionStore {
     }
   }
 
-
   #liveSession (id: string, now: number): MemorySession | null {
     const session = this.#sessions.get(id)
     if (session === undefined) return null

@@ -31,4 +31,3 @@ export function literal (value: unknown): string {
   if (typeof value === 'string') return escapeLiteral(value)
   throw new TypeError(`PostgresStore: cannot inline a ${typeof value}`)
 }
-

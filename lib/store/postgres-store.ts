@@ -174,7 +174,7 @@ export class PostgresStore implements SessionStore {
   async #migrateSchema (): Promise<void> {
     this.#assertOpen()
     await this.#connected(async (query) => {
-      await query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [this.#lockKey()])
+      await query('SELECT pg_advisory_xact_lock(hashtext($1))', [this.#lockKey()])
       await query(`CREATE SCHEMA IF NOT EXISTS ${this.#t.schema}`)
       await query(`CREATE TABLE IF NOT EXISTS ${this.#t.meta} (name text PRIMARY KEY, value bytea NOT NULL)`)
       let found = await this.#format(query)
@@ -246,7 +246,7 @@ export class PostgresStore implements SessionStore {
    */
   async #admit (query: Query, userId: string, id: string, limit: UserLimit, now: number): Promise<LimitResult> {
     const user = digest('user', userId)
-    await query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`${this.#lockKey()}/user/${user}`])
+    await query('SELECT pg_advisory_xact_lock(hashtext($1))', [`${this.#lockKey()}/user/${user}`])
     const { rows } = await query<{ id: string }>(
       `SELECT id FROM ${this.#t.sessions} WHERE user_digest = $1 AND expires_at > $2 AND id <> $3 ORDER BY created_at, id COLLATE "C"`,
       [user, now, id])
@@ -663,7 +663,7 @@ export class PostgresStore implements SessionStore {
 
   async #checkCanary (): Promise<void> {
     await this.#connected(async (query) => {
-      await query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [this.#lockKey()])
+      await query('SELECT pg_advisory_xact_lock(hashtext($1))', [this.#lockKey()])
       let format: number | null
       try {
         format = await this.#format(query)

@@ -9,7 +9,6 @@ import {
   verifyPassword,
   type PasswordHashOptions
 } from '../../lib/password.js'
-import { XemsError } from '../../lib/errors.js'
 
 const PASSWORD = 'correct horse battery staple'
 

@@ -246,7 +246,10 @@ t.test('the same through the engine: a token within a longer grace resolves to t
 /** Runs a property; on failure, reports fast-check's counterexample and what the shrunk run found wrong. */
 function assertProperty<T> (t: Test, lastProblem: () => string | null, property: fc.IProperty<T>, numRuns: number): void {
   const details = fc.check(property, { seed: SEED, numRuns })
-  if (!details.failed) return void t.pass(`${details.numRuns} runs, no counterexample`)
+  if (!details.failed) {
+    t.pass(`${details.numRuns} runs, no counterexample`)
+    return
+  }
   t.fail(`counterexample ${fc.stringify(details.counterexample)} (seed ${details.seed}, path ${details.counterexamplePath ?? ''}): ${lastProblem() ?? String(details.errorInstance)}`)
 }
 
@@ -370,126 +373,127 @@ const fastOpArb: fc.Arbitrary<Op> = fc.oneof(
 t.test('property: matchToken, rotate, chainOf, mayMigrate and retireAll follow the rules on any sequence', async (t) => {
   let lastProblem: string | null = null
   const seen = { rotations: 0, refused: 0, migrations: 0, fullMigrations: 0, rotatedHits: 0, reusedHits: 0, retiredHits: 0, lateChains: 0 }
-  for (const [ops, runs] of [[opArb, 1000], [fastOpArb, 500]] as const) assertProperty(t, () => lastProblem, fc.property(fc.array(ops, { maxLength: 250, size: 'max' }), (ops) => {
-    const model = new Model()
-    const s = newRotationState('k0')
-    let now = 1_000_000
-    let unknown = 0
-    /** Requests admitted by a resolve (current or rotated), waiting to commit or migrate. */
-    const open: number[] = []
-    const fail = (what: string): false => {
-      lastProblem = `${what} (state ${JSON.stringify(s)})`
-      return false
-    }
-    for (const [step, op] of ops.entries()) {
-      switch (op.op) {
-        case 'tick':
-          now += op.ms
-          break
-        case 'resolve': {
-          const n = model.tokens.length
-          if (op.which === 'unknown') {
-            const got = matchToken(s, `unknown${unknown++}`, now)
-            if (got.kind !== 'reused') return fail(`step ${step}: an unknown key matched ${got.kind}`)
+  for (const [ops, runs] of [[opArb, 1000], [fastOpArb, 500]] as const) {
+    assertProperty(t, () => lastProblem, fc.property(fc.array(ops, { maxLength: 250, size: 'max' }), (ops) => {
+      const model = new Model()
+      const s = newRotationState('k0')
+      let now = 1_000_000
+      let unknown = 0
+      /** Requests admitted by a resolve (current or rotated), waiting to commit or migrate. */
+      const open: number[] = []
+      const fail = (what: string): false => {
+        lastProblem = `${what} (state ${JSON.stringify(s)})`
+        return false
+      }
+      for (const [step, op] of ops.entries()) {
+        switch (op.op) {
+          case 'tick':
+            now += op.ms
             break
-          }
-          const i = op.which === 'cur' ? model.cur : op.which === 'prev' ? Math.max(0, model.cur - 1) : n - 1 - (op.which % n)
-          const expected = model.expect(i, now)
-          const got = matchToken(s, model.tokens[i]!.key, now)
-          if (got.kind !== expected) return fail(`step ${step}: k${i} at ${now} is ${got.kind}, the rules say ${expected}`)
-          if (got.kind === 'rotated' && JSON.stringify(got.chain) !== JSON.stringify(model.chain(i))) return fail(`step ${step}: chain of k${i} ${JSON.stringify(got.chain)}`)
-          if (got.kind === 'current') {
-            const changed = markPresented(s, now, op.grace)
-            const first = model.tokens[i]!.firstPresentedAt === null
-            if (changed !== first) return fail(`step ${step}: markPresented answered ${changed}`)
-            if (first) {
-              model.tokens[i]!.firstPresentedAt = now
-              model.tokens[i]!.graceAtFirst = op.grace
-            }
-          }
-          if (got.kind === 'rotated') seen.rotatedHits++
-          if (got.kind === 'reused') seen.reusedHits++
-          if (got.kind === 'retired') seen.retiredHits++
-          if (got.kind === 'current' || got.kind === 'rotated') open.push(i)
-          break
-        }
-        case 'commit': {
-          if (open.length === 0) break
-          const i = open.splice(op.req % open.length, 1)[0]!
-          const key = model.tokens[i]!.key
-          if (op.rotate && i === model.cur) {
-            const allowed = model.working(now) < MAX_PAST_TOKENS
-            const next = `k${model.tokens.length}`
-            const done = rotate(s, next, `box${i}`, now, op.window)
-            if (done !== allowed) return fail(`step ${step}: rotate answered ${done} with ${model.working(now)} earlier tokens working`)
-            if (done) seen.rotations++
-            else seen.refused++
-            if (done) {
-              const token = model.tokens[i]!
-              token.rotatedAt = now
-              token.window = op.window
-              token.box = `box${i}`
-              model.add()
-              model.cur = model.tokens.length - 1
+          case 'resolve': {
+            const n = model.tokens.length
+            if (op.which === 'unknown') {
+              const got = matchToken(s, `unknown${unknown++}`, now)
+              if (got.kind !== 'reused') return fail(`step ${step}: an unknown key matched ${got.kind}`)
               break
             }
+            const i = op.which === 'cur' ? model.cur : op.which === 'prev' ? Math.max(0, model.cur - 1) : n - 1 - (op.which % n)
+            const expected = model.expect(i, now)
+            const got = matchToken(s, model.tokens[i]!.key, now)
+            if (got.kind !== expected) return fail(`step ${step}: k${i} at ${now} is ${got.kind}, the rules say ${expected}`)
+            if (got.kind === 'rotated' && JSON.stringify(got.chain) !== JSON.stringify(model.chain(i))) return fail(`step ${step}: chain of k${i} ${JSON.stringify(got.chain)}`)
+            if (got.kind === 'current') {
+              const changed = markPresented(s, now, op.grace)
+              const first = model.tokens[i]!.firstPresentedAt === null
+              if (changed !== first) return fail(`step ${step}: markPresented answered ${changed}`)
+              if (first) {
+                model.tokens[i]!.firstPresentedAt = now
+                model.tokens[i]!.graceAtFirst = op.grace
+              }
+            }
+            if (got.kind === 'rotated') seen.rotatedHits++
+            if (got.kind === 'reused') seen.reusedHits++
+            if (got.kind === 'retired') seen.retiredHits++
+            if (got.kind === 'current' || got.kind === 'rotated') open.push(i)
+            break
           }
-          const chain = chainOf(s, key)
-          const expected = model.expect(i, now)
-          if (i === model.cur) {
-            if (JSON.stringify(chain) !== '[]') return fail(`step ${step}: chainOf the current token is ${JSON.stringify(chain)}`)
-          } else if (model.tokens[i]!.retiredUntil !== null) {
-            if (chain !== null) return fail(`step ${step}: chainOf a retired token is ${JSON.stringify(chain)}`)
-          } else if (model.isWorking(i, now) || chain !== null) {
-            // Within its deadline the chain must be there; after it, it may have been dropped, but if given it must be right.
-            if (JSON.stringify(chain) !== JSON.stringify(model.chain(i))) return fail(`step ${step}: chainOf k${i} is ${JSON.stringify(chain)}`)
-            if (!model.isWorking(i, now)) seen.lateChains++
+          case 'commit': {
+            if (open.length === 0) break
+            const i = open.splice(op.req % open.length, 1)[0]!
+            const key = model.tokens[i]!.key
+            if (op.rotate && i === model.cur) {
+              const allowed = model.working(now) < MAX_PAST_TOKENS
+              const next = `k${model.tokens.length}`
+              const done = rotate(s, next, `box${i}`, now, op.window)
+              if (done !== allowed) return fail(`step ${step}: rotate answered ${done} with ${model.working(now)} earlier tokens working`)
+              if (done) seen.rotations++
+              else seen.refused++
+              if (done) {
+                const token = model.tokens[i]!
+                token.rotatedAt = now
+                token.window = op.window
+                token.box = `box${i}`
+                model.add()
+                model.cur = model.tokens.length - 1
+                break
+              }
+            }
+            const chain = chainOf(s, key)
+            if (i === model.cur) {
+              if (JSON.stringify(chain) !== '[]') return fail(`step ${step}: chainOf the current token is ${JSON.stringify(chain)}`)
+            } else if (model.tokens[i]!.retiredUntil !== null) {
+              if (chain !== null) return fail(`step ${step}: chainOf a retired token is ${JSON.stringify(chain)}`)
+            } else if (model.isWorking(i, now) || chain !== null) {
+              // Within its deadline the chain must be there; after it, it may have been dropped, but if given it must be right.
+              if (JSON.stringify(chain) !== JSON.stringify(model.chain(i))) return fail(`step ${step}: chainOf k${i} is ${JSON.stringify(chain)}`)
+              if (!model.isWorking(i, now)) seen.lateChains++
+            }
+            break
           }
-          break
+          case 'migrate': {
+            if (open.length === 0) break
+            const i = open.splice(op.req % open.length, 1)[0]!
+            const key = model.tokens[i]!.key
+            const expected = model.expect(i, now)
+            const may = mayMigrate(s, key)
+            if ((expected === 'current' || expected === 'rotated') && !may) return fail(`step ${step}: k${i} (${expected}) may not migrate`)
+            if (model.tokens[i]!.retiredUntil !== null && may) return fail(`step ${step}: k${i}, retired by a migration, may migrate again`)
+            if (!may) break
+            seen.migrations++
+            if (model.working(now) >= MAX_PAST_TOKENS) seen.fullMigrations++
+            const until = now + op.retiredFor
+            const retiredNow: number[] = []
+            for (let j = 0; j < model.tokens.length; j++) {
+              if (!model.isWorking(j, now)) continue
+              // Tokens retired by an earlier migration keep their own deadline.
+              if (model.tokens[j]!.retiredUntil === null) model.tokens[j]!.retiredUntil = until
+              retiredNow.push(j)
+            }
+            // At most MAX_RETIRED_TOKENS are kept, the oldest dropped first.
+            for (const j of retiredNow.slice(0, Math.max(0, retiredNow.length - MAX_RETIRED_TOKENS))) model.tokens[j]!.retiredUntil = -Infinity
+            const next = model.add()
+            model.cur = model.tokens.length - 1
+            model.base = model.cur
+            retireAll(s, next.key, now, until)
+            // Any request still open with a retired token can no longer migrate or learn a token.
+            break
+          }
         }
-        case 'migrate': {
-          if (open.length === 0) break
-          const i = open.splice(op.req % open.length, 1)[0]!
-          const key = model.tokens[i]!.key
-          const expected = model.expect(i, now)
-          const may = mayMigrate(s, key)
-          if ((expected === 'current' || expected === 'rotated') && !may) return fail(`step ${step}: k${i} (${expected}) may not migrate`)
-          if (model.tokens[i]!.retiredUntil !== null && may) return fail(`step ${step}: k${i}, retired by a migration, may migrate again`)
-          if (!may) break
-          seen.migrations++
-          if (model.working(now) >= MAX_PAST_TOKENS) seen.fullMigrations++
-          const until = now + op.retiredFor
-          const retiredNow: number[] = []
-          for (let j = 0; j < model.tokens.length; j++) {
-            if (!model.isWorking(j, now)) continue
-            // Tokens retired by an earlier migration keep their own deadline.
-            if (model.tokens[j]!.retiredUntil === null) model.tokens[j]!.retiredUntil = until
-            retiredNow.push(j)
-          }
-          // At most MAX_RETIRED_TOKENS are kept, the oldest dropped first.
-          for (const j of retiredNow.slice(0, Math.max(0, retiredNow.length - MAX_RETIRED_TOKENS))) model.tokens[j]!.retiredUntil = -Infinity
-          const next = model.add()
-          model.cur = model.tokens.length - 1
-          model.base = model.cur
-          retireAll(s, next.key, now, until)
-          // Any request still open with a retired token can no longer migrate or learn a token.
-          break
+        if (s.cur !== model.tokens[model.cur]!.key) return fail(`step ${step}: current token ${s.cur}, the model's k${model.cur}`)
+        // O(1) in the number of rotations (a migration may hold the token it replaced on top of a full record).
+        if (s.past.length > MAX_PAST_TOKENS + MAX_RETIRED_TOKENS) return fail(`step ${step}: ${s.past.length} earlier tokens held`)
+      }
+      // At the end, every token of the run is judged at several moments.
+      for (const later of [0, 1, GRACE, 30_000, 100_000]) {
+        for (let i = 0; i < model.tokens.length; i++) {
+          const got = matchToken(s, model.tokens[i]!.key, now + later).kind
+          const expected = model.expect(i, now + later)
+          if (got !== expected) return fail(`end +${later}: k${i} is ${got}, the rules say ${expected}`)
         }
       }
-      if (s.cur !== model.tokens[model.cur]!.key) return fail(`step ${step}: current token ${s.cur}, the model's k${model.cur}`)
-      // O(1) in the number of rotations (a migration may hold the token it replaced on top of a full record).
-      if (s.past.length > MAX_PAST_TOKENS + MAX_RETIRED_TOKENS) return fail(`step ${step}: ${s.past.length} earlier tokens held`)
-    }
-    // At the end, every token of the run is judged at several moments.
-    for (const later of [0, 1, GRACE, 30_000, 100_000]) {
-      for (let i = 0; i < model.tokens.length; i++) {
-        const got = matchToken(s, model.tokens[i]!.key, now + later).kind
-        const expected = model.expect(i, now + later)
-        if (got !== expected) return fail(`end +${later}: k${i} is ${got}, the rules say ${expected}`)
-      }
-    }
-    return true
-  }), runs)
+      return true
+    }), runs)
+  }
   t.comment(JSON.stringify(seen))
   t.ok(seen.rotations > 5000 && seen.refused > 10 && seen.migrations > 500, 'rotations, refused rotations (a full record) and migrations happened')
   t.ok(seen.rotatedHits > 1000 && seen.reusedHits > 1000 && seen.retiredHits > 500 && seen.lateChains > 10, 'and every kind of answer, and late commits')

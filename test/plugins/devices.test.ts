@@ -190,7 +190,10 @@ t.test('security events: new device, theft with both uses; no token, cookie or s
   t.equal(thief.statusCode, 401)
   const theft = events.find((e) => e.type === 'theft')
   t.match(theft, {
-    type: 'theft', userId: 'ada', revoked: true, id: String,
+    type: 'theft',
+    userId: 'ada',
+    revoked: true,
+    id: String,
     lastUse: { ip: '203.0.113.7', userAgent: CHROME, browser: 'Chrome' },
     presented: { ip: '192.0.2.66', userAgent: FIREFOX, browser: 'Firefox' }
   })

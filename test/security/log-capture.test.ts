@@ -43,7 +43,9 @@ t.test('a full MFA login with every kind of failure logs no secret and answers n
     if (options.token !== undefined) cookies.xems = options.token
     if (options.device !== undefined) cookies.xems_device = options.device
     const response = await app.inject({
-      method, url, cookies,
+      method,
+      url,
+      cookies,
       ...(payload === undefined ? {} : { payload: payload as Record<string, unknown> }),
       ...(options.header === undefined ? {} : { headers: { 'x-xems-token': options.header } })
     })
@@ -189,7 +191,7 @@ t.test('a full MFA login with every kind of failure logs no secret and answers n
     ...[...sessionTokens].map((value): [string, string] => ['a session token', value]),
     ...[...deviceTokens].map((value): [string, string] => ['the device-cookie token', value]),
     ...[...totpSecrets].map((value): [string, string] => ['the TOTP secret', value]),
-    [`the password`, password],
+    ['the password', password],
     ...wrongPasswords.map((value): [string, string] => ['a wrong password', value]),
     ...[...recoveryCodes].flatMap((value): Array<[string, string]> => [['a recovery code', value], ['a recovery code without dashes', value.replace(/-/g, '')]]),
     ...hashes.map((value): [string, string] => ['an argon2 hash', value]),

@@ -130,9 +130,12 @@ t.test('cookie and header paths: junk never gives a 5xx, a session, a cookie, or
   await fc.assert(fc.asyncProperty(junk, fc.constantFrom('cookie', 'header', 'raw-cookie-header', 'both'), async (value, how) => {
     const before = lookups
     const headers: Record<string, string> =
-      how === 'cookie' ? { cookie: `xems=${value}` }
-        : how === 'header' ? { 'x-xems-token': value }
-          : how === 'raw-cookie-header' ? { cookie: value }
+      how === 'cookie'
+        ? { cookie: `xems=${value}` }
+        : how === 'header'
+          ? { 'x-xems-token': value }
+          : how === 'raw-cookie-header'
+            ? { cookie: value }
             : { cookie: `xems=${valid}`, 'x-xems-token': value }
     const open = await app.inject({ url: '/public', headers })
     const guarded = await app.inject({ url: '/me', headers })

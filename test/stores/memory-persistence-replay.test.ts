@@ -223,7 +223,6 @@ for (const [seed, fsync] of [[1, 'always'], [2, 'everysec'], [7, 'always']] as A
   })
 }
 
-
 function sortedInfos (infos: SessionInfo[]): SessionInfo[] {
   return infos.sort((a, b) => a.id < b.id ? -1 : 1)
 }

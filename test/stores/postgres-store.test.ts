@@ -120,7 +120,7 @@ if (typeof connected === 'string') {
     const dump = await pool.query(`SELECT (SELECT json_agg(s)::text FROM "${schema}".xems_sessions s) || (SELECT json_agg(v)::text FROM "${schema}".xems_kv v) AS all`)
     const text = String(dump.rows[0].all)
     for (const plain of ['ada-lovelace', 'analytical', 'babbage']) t.notOk(text.includes(plain), `"${plain}" is not in the tables`)
-    for (const plain of ['ada-lovelace', 'analytical', 'babbage']) t.notOk(text.includes(Buffer.from(plain).toString('hex')), `nor its hex`)
+    for (const plain of ['ada-lovelace', 'analytical', 'babbage']) t.notOk(text.includes(Buffer.from(plain).toString('hex')), 'nor its hex')
     // Swap the sealed data of two rows: neither opens elsewhere.
     await pool.query(`UPDATE "${schema}".xems_sessions SET data = (SELECT data FROM "${schema}".xems_sessions WHERE id = $1) WHERE id = $2`, [c.id, other.id])
     t.same(await resolve(store, other, now + 1), { status: 'none' }, 'data sealed for another row does not open')
