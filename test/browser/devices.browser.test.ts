@@ -47,7 +47,7 @@ if (!existsSync(CHROMIUM)) {
     await page1.goto(base + '/')
     await page1.locator('#view-account').waitFor({ state: 'visible' })
     await page1.click('#devices-show')
-    await page1.locator('#message', { hasText: 'Confirm with a code' }).waitFor()
+    await page1.locator('#message', { hasText: 'Confirm with your second factor' }).waitFor()
     t.ok(await page1.locator('#devices-panel').isHidden(), 'without a fresh second factor the list is not shown')
     // The enrolment used the current step: the next one (within the drift window) confirms.
     await page1.fill('#step-up-form input[name=code]', await generateTotp({ secret, at: Date.now() + 30_000 }))
