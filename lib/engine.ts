@@ -5,7 +5,7 @@ import { decodeDevice, encodeDevice, type DeviceInfo } from './device.js'
 import { badOption, isXemsError, xemsError, type XemsError } from './errors.js'
 import { sameKindOfDevice, type SecurityEvent } from './security-events.js'
 import { decodeBinding, encodeBinding, type SessionBinding, type UnreadableBinding } from './binding.js'
-import { decodeData, encodeData, encodeValue, reservedKeyIn, splitDevice } from './session-data.js'
+import { decodeData, encodeData, encodeValue, assertNoReservedKey, splitDevice } from './session-data.js'
 import {
   generateLocator, parseSessionToken, publicIdOf, recordIdOf, secretKeyOf, sessionTokenOf, type ParsedToken
 } from './session-token.js'
@@ -621,10 +621,7 @@ function checkUserId (userId: unknown): string | undefined {
 
 /** The application's data, encoded; the reserved device key is not the application's to set. */
 function encodeAppData (data: Record<string, unknown>): EncodedData {
-  const reserved = data !== null && typeof data === 'object' ? reservedKeyIn(data) : undefined
-  if (reserved !== undefined) {
-    throw xemsError('FST_XEMS_BAD_VALUE', [`session data key "${reserved}"`, 'it is reserved for the library\'s own records'])
-  }
+  assertNoReservedKey(data)
   return encodeData(data)
 }
 

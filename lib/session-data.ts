@@ -70,7 +70,11 @@ export function splitDevice (encoded: EncodedData): { app: EncodedData, device: 
   return { app, device: encoded[DEVICE_KEY], binding: encoded[BINDING_KEY] }
 }
 
-/** The reserved key among `keys`, if any (an application tried to set one). */
-export function reservedKeyIn (data: object): string | undefined {
-  return RESERVED_KEYS.find((key) => Object.hasOwn(data, key))
+/** Refuses data in which the application set one of the library's reserved keys (device, binding). */
+export function assertNoReservedKey (data: unknown): void {
+  if (data === null || typeof data !== 'object') return
+  const reserved = RESERVED_KEYS.find((key) => Object.hasOwn(data, key))
+  if (reserved !== undefined) {
+    throw xemsError('FST_XEMS_BAD_VALUE', [`session data key "${reserved}"`, 'it is reserved for the library\'s own records'])
+  }
 }

@@ -3,7 +3,7 @@ import type { PresentedToken, XemsEngine } from './engine.js'
 import { xemsError } from './errors.js'
 import { checkSignIn, decodeDevice, deviceAfterUse, encodeDevice, type DeviceInfo, type SignInMethod } from './device.js'
 import { decodeBinding, encodeBinding, type SessionBinding, type UnreadableBinding } from './binding.js'
-import { decodeData, diffData, encodeData, reservedKeyIn, splitDevice } from './session-data.js'
+import { assertNoReservedKey, decodeData, diffData, encodeData, splitDevice } from './session-data.js'
 import { parseSessionToken, publicIdOf, secretKeyOf } from './session-token.js'
 import { BINDING_KEY, DEVICE_KEY, type EncodedData, type StoredSession } from './store/contract.js'
 
@@ -197,10 +197,7 @@ export class XemsSession<Data = Record<string, unknown>> {
     if (this.#mode === 'destroyed') return { action: 'clear' }
     if (this.#mode === 'lost') return { action: 'keep' }
     let patch = diffData(this.#original, this.data as Record<string, unknown>)
-    const reserved = patch === null ? undefined : reservedKeyIn(patch)
-    if (reserved !== undefined) {
-      throw xemsError('FST_XEMS_BAD_VALUE', [`session data key "${reserved}"`, 'it is reserved for the library\'s own records'])
-    }
+    assertNoReservedKey(patch)
     if (this.#deviceDirty && this.#device !== null) {
       patch ??= Object.create(null) as Record<string, string | null>
       patch[DEVICE_KEY] = encodeDevice(this.#device)
