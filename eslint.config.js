@@ -34,7 +34,7 @@ export default [
     }
   },
   {
-    files: ['lib/totp.ts'],
+    files: ['lib/mfa/totp.ts'],
     rules: {
       // LABEL_FORBIDDEN matches control characters on purpose: they are refused in an issuer or label.
       'no-control-regex': 'off'

@@ -18,7 +18,7 @@ const gcs: Array<{ start: number, ms: number }> = []
 new PerformanceObserver((list) => { for (const e of list.getEntries()) gcs.push({ start: e.startTime, ms: e.duration }) }).observe({ entryTypes: ['gc'] })
 const gcIn = (start: number, end: number): boolean => gcs.some((g) => g.start >= start - 0.5 && g.start <= end)
 
-/** Record ids: 16 bytes, 22 base64url characters (lib/session-token.ts). */
+/** Record ids: 16 bytes, 22 base64url characters (lib/session/token.ts). */
 const keys = Array.from({ length: ENTRIES }, () => randomBytes(16).toString('base64url'))
 const value = { id: 'x', next: null }
 

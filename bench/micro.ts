@@ -125,10 +125,10 @@ function sealFast (holder: string, secret: string): string {
 }
 
 async function main (): Promise<void> {
-  const token = await lib<TokenModule>('token.js')
-  const sessionToken = await lib<SessionTokenModule>('session-token.js')
-  const cipher = await lib<CipherModule>('cipher.js')
-  const data = await lib<DataModule>('session-data.js')
+  const token = await lib<TokenModule>('crypto/random-token.js')
+  const sessionToken = await lib<SessionTokenModule>('session/token.js')
+  const cipher = await lib<CipherModule>('crypto/cipher.js')
+  const data = await lib<DataModule>('session/data.js')
   const hash = (nodeCrypto as unknown as { hash?: (algorithm: string, data: string, encoding: string) => string }).hash
 
   console.log(`micro-benchmarks, Node ${process.version}: µs of CPU per call (fastest of 7 runs)`)

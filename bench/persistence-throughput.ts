@@ -27,7 +27,7 @@ const DATA = { user: JSON.stringify({ id: 'u1', name: 'Ada Lovelace', email: 'ad
 const secondsArg = process.argv.indexOf('--seconds')
 const SECONDS = secondsArg === -1 ? 3 : Number(process.argv[secondsArg + 1])
 
-/** Record ids and token keys are 16-byte hashes (lib/session-token.ts); random ones cost the store the same. */
+/** Record ids and token keys are 16-byte hashes (lib/session/token.ts); random ones cost the store the same. */
 const key = (): string => randomBytes(16).toString('base64url')
 /** A grace box is 49 bytes (version, sealed secret, tag): 66 base64url characters. */
 const BOX = 'x'.repeat(66)

@@ -25,7 +25,7 @@ export interface ProfileSummary {
   topSelf: Array<{ name: string, ms: number, share: number }>
 }
 
-/** Path of a frame's script relative to the repo (`dist/lib/session-token.js`, `node_modules/fastify/...`, `node:net`). */
+/** Path of a frame's script relative to the repo (`dist/lib/session/token.js`, `node_modules/fastify/...`, `node:net`). */
 function where (frame: CallFrame, repo: string): string {
   const url = frame.url
   if (url.startsWith('file://')) {
@@ -46,26 +46,26 @@ function bucketOf (frame: CallFrame, file: string): string | null {
   if (name === '(idle)') return 'idle'
   if (name === '(program)') return 'V8 / native (program)'
   if (name === '(root)') return null
-  if (file.startsWith('dist/lib/session-token.js')) {
+  if (file.startsWith('dist/lib/session/token.js')) {
     if (/^(recordIdOf|secretKeyOf|publicIdOf)$/.test(name)) return 'xems: SHA-256 names (record id, token key, public id)'
     if (name === 'generateLocator') return 'xems: CSPRNG (new tokens)'
     return 'xems: token syntax check'
   }
-  if (file.startsWith('dist/lib/token.js')) return 'xems: CSPRNG (new tokens)'
-  if (file.startsWith('dist/lib/cipher.js')) {
+  if (file.startsWith('dist/lib/crypto/random-token.js')) return 'xems: CSPRNG (new tokens)'
+  if (file.startsWith('dist/lib/crypto/cipher.js')) {
     // The one-shot digest helper serves the names and the grace box alike: its caller says which.
     if (name === 'sha') return null
     return 'xems: grace box (SHA-512 pad + SHA-256 tag)'
   }
   if (file.startsWith('dist/lib/store/rotation.js')) return 'xems: rotation rules'
-  if (file.startsWith('dist/lib/session-data.js')) {
+  if (file.startsWith('dist/lib/session/data.js')) {
     return name === 'decodeData' ? 'xems: session data decode (JSON.parse)' : 'xems: session data diff (JSON.stringify)'
   }
-  if (/^dist\/lib\/store\/(redis-store|redis-scripts)\.js/.test(file)) return 'xems: RedisStore'
-  if (/^dist\/lib\/store\/vault[^/]*\.js/.test(file)) return 'xems: vault (persistence)'
+  if (/^dist\/lib\/store\/redis\/(redis-store|scripts)\.js/.test(file)) return 'xems: RedisStore'
+  if (/^dist\/lib\/store\/vault\/[^/]*\.js/.test(file)) return 'xems: vault (persistence)'
   if (file.startsWith('dist/lib/store/')) return 'xems: MemoryStore'
-  if (file.startsWith('dist/lib/engine.js')) return 'xems: engine (other)'
-  if (file.startsWith('dist/lib/session-handle.js')) return 'xems: XemsSession (other)'
+  if (file.startsWith('dist/lib/session/engine.js')) return 'xems: engine (other)'
+  if (file.startsWith('dist/lib/session/handle.js')) return 'xems: XemsSession (other)'
   if (file.startsWith('dist/plugins/')) return 'xems: plugin hooks (other)'
   if (file.startsWith('dist/lib/')) return 'xems: lib (other)'
   if (file.startsWith('node_modules/@fastify/cookie/') || file.startsWith('node_modules/cookie/')) {
@@ -108,21 +108,21 @@ function stepRules (repo: string): StepRule[] {
   if (onRequest !== undefined) rules.push({ name: 'xems onRequest hook (resolve)', file: 'dist/plugins/session.js', line: onRequest })
   if (onSend !== undefined) rules.push({ name: 'xems onSend hook (finish: commit + rotate + Set-Cookie)', file: 'dist/plugins/session.js', line: onSend })
   rules.push(
-    { name: '  engine.open (token check, record id and token key, store.resolve)', file: 'dist/lib/engine.js', functionName: 'open' },
-    { name: '  new XemsSession (decode data, public id)', file: 'dist/lib/session-handle.js', functionName: 'XemsSession' },
-    { name: '  XemsSession.finish (diff data, engine.commit)', file: 'dist/lib/session-handle.js', functionName: 'finish' },
-    { name: '  engine.commit (new secret, grace box, token key, store.commit)', file: 'dist/lib/engine.js', functionName: 'commit' },
+    { name: '  engine.open (token check, record id and token key, store.resolve)', file: 'dist/lib/session/engine.js', functionName: 'open' },
+    { name: '  new XemsSession (decode data, public id)', file: 'dist/lib/session/handle.js', functionName: 'XemsSession' },
+    { name: '  XemsSession.finish (diff data, engine.commit)', file: 'dist/lib/session/handle.js', functionName: 'finish' },
+    { name: '  engine.commit (new secret, grace box, token key, store.commit)', file: 'dist/lib/session/engine.js', functionName: 'commit' },
     { name: '  applyOutcome (reply.setCookie)', file: 'dist/plugins/session.js', functionName: 'applyOutcome' },
     { name: 'store.resolve', file: 'dist/lib/store/', functionName: 'resolve' },
     { name: 'store.commit', file: 'dist/lib/store/', functionName: 'commit' },
-    { name: 'secretKeyOf (SHA-256 token key)', file: 'dist/lib/session-token.js', functionName: 'secretKeyOf' },
-    { name: 'recordIdOf (SHA-256 record id)', file: 'dist/lib/session-token.js', functionName: 'recordIdOf' },
-    { name: 'publicIdOf (SHA-256 public id)', file: 'dist/lib/session-token.js', functionName: 'publicIdOf' },
-    { name: 'generateToken (a new secret)', file: 'dist/lib/token.js', functionName: 'generateToken' },
+    { name: 'secretKeyOf (SHA-256 token key)', file: 'dist/lib/session/token.js', functionName: 'secretKeyOf' },
+    { name: 'recordIdOf (SHA-256 record id)', file: 'dist/lib/session/token.js', functionName: 'recordIdOf' },
+    { name: 'publicIdOf (SHA-256 public id)', file: 'dist/lib/session/token.js', functionName: 'publicIdOf' },
+    { name: 'generateToken (a new secret)', file: 'dist/lib/crypto/random-token.js', functionName: 'generateToken' },
     { name: 'rotation rules (match, present, rotate)', file: 'dist/lib/store/rotation.js' },
-    { name: 'sealForTokenHolder (grace box)', file: 'dist/lib/cipher.js', functionName: 'sealForTokenHolder' },
-    { name: 'decodeData', file: 'dist/lib/session-data.js', functionName: 'decodeData' },
-    { name: 'diffData', file: 'dist/lib/session-data.js', functionName: 'diffData' },
+    { name: 'sealForTokenHolder (grace box)', file: 'dist/lib/crypto/cipher.js', functionName: 'sealForTokenHolder' },
+    { name: 'decodeData', file: 'dist/lib/session/data.js', functionName: 'decodeData' },
+    { name: 'diffData', file: 'dist/lib/session/data.js', functionName: 'diffData' },
     { name: 'requireSession guard', file: 'dist/plugins/guard.js' },
     { name: '@fastify/cookie: parse Cookie header', file: 'node_modules/@fastify/cookie/', functionName: 'parseCookies' },
     { name: '@fastify/cookie: serialize Set-Cookie', file: 'node_modules/@fastify/cookie/', functionName: 'setCookies' },

@@ -256,16 +256,16 @@ type RedisStoreCtor = new (options: { client: Redis, prefix?: string, secret: un
 async function loadRedisStore (): Promise<RedisStoreCtor> {
   const index = await import('fastify-xems') as Record<string, unknown>
   if (typeof index.RedisStore === 'function') return index.RedisStore as RedisStoreCtor
-  const url = new URL('../lib/store/redis-store.js', import.meta.url).href
+  const url = new URL('../lib/store/redis/redis-store.js', import.meta.url).href
   let mod: Record<string, unknown>
   try {
     mod = await import(url) as Record<string, unknown>
   } catch (err) {
     const code = (err as { code?: string }).code
-    if (code === 'ERR_MODULE_NOT_FOUND') throw new Unavailable('no RedisStore export and no dist/lib/store/redis-store.js')
-    throw new Unavailable(`dist/lib/store/redis-store.js does not load: ${(err as Error).message}`)
+    if (code === 'ERR_MODULE_NOT_FOUND') throw new Unavailable('no RedisStore export and no dist/lib/store/redis/redis-store.js')
+    throw new Unavailable(`dist/lib/store/redis/redis-store.js does not load: ${(err as Error).message}`)
   }
-  if (typeof mod.RedisStore !== 'function') throw new Unavailable('dist/lib/store/redis-store.js exports no RedisStore class')
+  if (typeof mod.RedisStore !== 'function') throw new Unavailable('dist/lib/store/redis/redis-store.js exports no RedisStore class')
   return mod.RedisStore as RedisStoreCtor
 }
 

@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import type { SessionBinding } from '../lib/binding.js'
-import type { XemsEngine } from '../lib/engine.js'
+import type { SessionBinding } from '../lib/binding/binding.js'
+import type { XemsEngine } from '../lib/session/engine.js'
 
 /**
  * How xemsSession hands its sign-in and sign-out moments to the binding plugins it registers (DPoP,

@@ -1,10 +1,10 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import type { DbscBinding } from '../lib/binding.js'
+import type { DbscBinding } from '../lib/binding/binding.js'
 import {
   boundCookieValid, boundCookieValue, challengeHeader, DBSC_ALGORITHMS, dbscError, newBinding, parseSfString, randomId,
   registrationHeader, sessionInstructions, skippedReasons, TERMINATE, verifyRefreshProof, verifyRegistrationProof, type DbscAlgorithm
-} from '../lib/dbsc.js'
+} from '../lib/binding/dbsc.js'
 import { parsePositiveDuration, type Duration } from '../lib/duration.js'
 import { badOption, xemsError } from '../lib/errors.js'
 import type { BindingContext } from './binding-hooks.js'

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { parsePositiveDuration, type Duration } from '../lib/duration.js'
-import { DPOP_ALGORITHMS, DpopNonces, dpopError, verifyDpopProof, type DpopAlgorithm } from '../lib/dpop.js'
+import { DPOP_ALGORITHMS, DpopNonces, dpopError, verifyDpopProof, type DpopAlgorithm } from '../lib/binding/dpop.js'
 import { badOption, isXemsError } from '../lib/errors.js'
 import type { BindingContext } from './binding-hooks.js'
 

@@ -1,5 +1,5 @@
 import type { FastifyRequest, preHandlerAsyncHookHandler } from 'fastify'
-import { checkSandbox } from '../lib/engine.js'
+import { checkSandbox } from '../lib/session/engine.js'
 import { xemsError } from '../lib/errors.js'
 
 /**

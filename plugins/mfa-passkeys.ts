@@ -15,7 +15,7 @@ import {
   authenticationOptions, checkRelyingParty, isCounterRollback, publicInfo, readClientData, registrationOptions,
   responseCredentialId, responseUserHandle, verifyAssertion, verifyRegistration,
   type ClientData, type PasskeyCredential, type PasskeyOptions
-} from '../lib/passkey.js'
+} from '../lib/mfa/passkey.js'
 import type { Admitted, MfaRecord, MfaUserAdapter, XemsMfa } from './mfa.js'
 import type { XemsDecorator } from './session.js'
 

@@ -1,7 +1,7 @@
 import t from 'tap'
 import type { LightMyRequestResponse } from 'fastify'
 import { buildExample } from '../example/server.js'
-import { generateTotp } from '../lib/totp.js'
+import { generateTotp } from '../lib/mfa/totp.js'
 
 // Secure cookies by default: the plugin's __Host-xems.
 const token = (response: LightMyRequestResponse): string | undefined => response.cookies.find((c) => c.name === '__Host-xems')?.value

@@ -4,8 +4,8 @@
  */
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
 import { xemsSession, type XemsSessionOptions } from '../index.js'
-import { hashPassword } from '../lib/password.js'
-import { generateTotp } from '../lib/totp.js'
+import { hashPassword } from '../lib/mfa/password.js'
+import { generateTotp } from '../lib/mfa/totp.js'
 import { xemsMfa, type MfaRecord, type XemsMfa, type XemsMfaOptions } from '../plugins/mfa.js'
 import { makeClock, setCookieToken, type Clock } from './helpers.js'
 

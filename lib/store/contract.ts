@@ -1,7 +1,7 @@
 /**
  * The contract every session store fulfils. Operations are at session level so that each one is a
  * single atomic step (one Lua script on Redis, one synchronous section in memory). One record per
- * session: a session is filed under its record id (see lib/session-token.ts), and everything the store
+ * session: a session is filed under its record id (see lib/session/token.ts), and everything the store
  * knows about its tokens lives in that record, in O(1) space however often it rotates.
  *
  * Stores never see a token or a locator: only record ids, token keys (SHA-256 of a token) and grace
@@ -27,7 +27,7 @@ export const MAX_PAST_TOKENS = 8
 export const DEVICE_KEY = '$xems:device'
 
 /**
- * The reserved data key under which a session keeps its key binding (lib/binding.ts: DBSC or DPoP): the
+ * The reserved data key under which a session keeps its key binding (lib/binding/binding.ts: DBSC or DPoP): the
  * public key (or its thumbprint) the session is bound to. Kept by rotation and migration, sealed with the
  * rest of the data. Applications cannot use this key.
  */
@@ -39,7 +39,7 @@ export type EncodedData = Record<string, string>
 export type DataPatch = Record<string, string | null>
 
 export interface StoredSession {
-  /** The record id (never the locator; see lib/session-token.ts). */
+  /** The record id (never the locator; see lib/session/token.ts). */
   id: string
   sandbox: string
   userId?: string | undefined

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import t from 'tap'
-import { deriveKey, Keyring, openAsTokenHolder, parseSecret, sealForTokenHolder } from '../../lib/cipher.js'
-import { generateToken } from '../../lib/token.js'
+import { deriveKey, Keyring, openAsTokenHolder, parseSecret, sealForTokenHolder } from '../../lib/crypto/cipher.js'
+import { generateToken } from '../../lib/crypto/random-token.js'
 
 const secretA = randomBytes(32)
 const secretB = randomBytes(32)

@@ -1,7 +1,7 @@
-/** lib/dbsc.ts without a server: structured-field strings, the bound cookie, proofs verified by jose. */
+/** lib/binding/dbsc.ts without a server: structured-field strings, the bound cookie, proofs verified by jose. */
 import t from 'tap'
 import { exportJWK, generateKeyPair, SignJWT } from 'jose'
-import { boundCookieValid, boundCookieValue, newBinding, parseSfString, skippedReasons, verifyRefreshProof, verifyRegistrationProof } from '../../lib/dbsc.js'
+import { boundCookieValid, boundCookieValue, newBinding, parseSfString, skippedReasons, verifyRefreshProof, verifyRegistrationProof } from '../../lib/binding/dbsc.js'
 
 t.test('parseSfString reads an RFC 9651 string and refuses anything else', async (t) => {
   t.equal(parseSfString('"abc"'), 'abc')

@@ -8,7 +8,7 @@ import {
   PASSWORD_DEFAULTS,
   verifyPassword,
   type PasswordHashOptions
-} from '../../lib/password.js'
+} from '../../lib/mfa/password.js'
 
 const PASSWORD = 'correct horse battery staple'
 
@@ -233,7 +233,7 @@ t.test('needsRehash', async (t) => {
 
 t.test('a failed dummy hash computation is not cached', async (t) => {
   let failures = 1
-  const { verifyPassword: verifyWithFlakyArgon2 } = await t.mockImport<typeof import('../../lib/password.js')>('../../lib/password.js', {
+  const { verifyPassword: verifyWithFlakyArgon2 } = await t.mockImport<typeof import('../../lib/mfa/password.js')>('../../lib/mfa/password.js', {
     argon2: {
       default: {
         ...argon2,

@@ -2,7 +2,7 @@
 // no two codes ever meet after normalisation, and the code space is the 60 bits docs/mfa.md states.
 import fc from 'fast-check'
 import t from 'tap'
-import { findRecoveryCode, generateRecoveryCodes, hashRecoveryCodes, normalizeRecoveryCode, RECOVERY_ALPHABET } from '../../lib/recovery-codes.js'
+import { findRecoveryCode, generateRecoveryCodes, hashRecoveryCodes, normalizeRecoveryCode, RECOVERY_ALPHABET } from '../../lib/mfa/recovery-codes.js'
 
 const SEED = Number(process.env.FC_SEED ?? 18)
 const runs = (numRuns: number): fc.Parameters<unknown> => ({ seed: SEED, numRuns })

@@ -14,9 +14,9 @@
  */
 import fc from 'fast-check'
 import t, { type Test } from 'tap'
-import { XemsEngine } from '../../lib/engine.js'
+import { XemsEngine } from '../../lib/session/engine.js'
 import { MAX_PAST_TOKENS } from '../../lib/store/contract.js'
-import { MemoryStore } from '../../lib/store/memory-store.js'
+import { MemoryStore } from '../../lib/store/memory/memory-store.js'
 import {
   chainOf, markPresented, matchToken, mayMigrate, newRotationState, NO_PAST, retireAll, MAX_RETIRED_TOKENS, rotate, type RotationState
 } from '../../lib/store/rotation.js'

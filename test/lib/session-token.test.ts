@@ -1,18 +1,18 @@
 /**
- * Session tokens (`<locator>.<secret>`, lib/session-token.ts): the exact syntax a presented value must
+ * Session tokens (`<locator>.<secret>`, lib/session/token.ts): the exact syntax a presented value must
  * have before any store work, and the three names derived from a token (record id, public id, token
  * key), which must be one-way, domain-separated and distinct, so that neither a store dump nor a log
  * line gives a locator or a token.
  */
 import { createHash } from 'node:crypto'
 import t from 'tap'
-import { XemsEngine } from '../../lib/engine.js'
+import { XemsEngine } from '../../lib/session/engine.js'
 import {
   generateLocator, isWellFormedSessionToken, LOCATOR_BYTES, LOCATOR_LENGTH, parseSessionToken, publicIdOf, recordIdOf,
   secretKeyOf, SESSION_TOKEN_LENGTH, sessionTokenOf
-} from '../../lib/session-token.js'
-import { MemoryStore } from '../../lib/store/memory-store.js'
-import { generateToken, isWellFormedToken, TOKEN_LENGTH } from '../../lib/token.js'
+} from '../../lib/session/token.js'
+import { MemoryStore } from '../../lib/store/memory/memory-store.js'
+import { generateToken, isWellFormedToken, TOKEN_LENGTH } from '../../lib/crypto/random-token.js'
 
 const B64URL = [...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_']
 const sha256 = (text: string): Buffer => createHash('sha256').update(text, 'utf8').digest()

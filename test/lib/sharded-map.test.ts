@@ -1,6 +1,6 @@
 import t from 'tap'
-import { ShardedMap } from '../../lib/store/sharded-map.js'
-import { generateToken, tokenKey } from '../../lib/token.js'
+import { ShardedMap } from '../../lib/store/memory/sharded-map.js'
+import { generateToken, tokenKey } from '../../lib/crypto/random-token.js'
 
 t.test('behaves like a Map: set, get, has, delete, size, iteration that survives deletion', async (t) => {
   const map = new ShardedMap<number>()
@@ -25,7 +25,7 @@ t.test('behaves like a Map: set, get, has, delete, size, iteration that survives
 })
 
 t.test('token keys, record ids and prefixed value keys spread evenly over the shards', async (t) => {
-  const { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } = await import('../../lib/session-token.js')
+  const { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } = await import('../../lib/session/token.js')
   const kinds: Record<string, () => string> = {
     'token keys': () => secretKeyOf(sessionTokenOf(generateLocator(), generateToken())),
     'record ids': () => recordIdOf(generateLocator()),

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { IncrementalSweeper } from '../../lib/store/sweeper.js'
+import { IncrementalSweeper } from '../../lib/store/memory/sweeper.js'
 
 t.test('removes expired entries across several maps, bounded by its time budget', async (t) => {
   const a = new Map<string, number>()

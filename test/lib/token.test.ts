@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import t from 'tap'
-import { generateToken, isWellFormedToken, TOKEN_LENGTH, tokenKey } from '../../lib/token.js'
+import { generateToken, isWellFormedToken, TOKEN_LENGTH, tokenKey } from '../../lib/crypto/random-token.js'
 
 t.test('tokens are 32 CSPRNG bytes in canonical base64url, all distinct', async (t) => {
   const seen = new Set<string>()

@@ -8,7 +8,7 @@ import {
   TOTP_MAX_WINDOW,
   type TotpAlgorithm,
   type TotpVerifyOptions
-} from '../../lib/totp.js'
+} from '../../lib/mfa/totp.js'
 import { XemsError } from '../../lib/errors.js'
 
 // An independent RFC 4648 base32 codec (upper case, no padding), so the tests do not trust the

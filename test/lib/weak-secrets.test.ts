@@ -10,9 +10,9 @@ import Fastify from 'fastify'
 import { Redis } from 'ioredis'
 import t from 'tap'
 import { xemsSession } from '../../index.js'
-import { parseSecret } from '../../lib/cipher.js'
-import { MemoryStore } from '../../lib/store/memory-store.js'
-import { RedisStore } from '../../lib/store/redis-store.js'
+import { parseSecret } from '../../lib/crypto/cipher.js'
+import { MemoryStore } from '../../lib/store/memory/memory-store.js'
+import { RedisStore } from '../../lib/store/redis/redis-store.js'
 
 const WEAK: Array<[string, unknown, RegExp]> = [
   ['32 × "a"', 'a'.repeat(32), /all its bytes are the same/],

@@ -1,8 +1,8 @@
 import Fastify from 'fastify'
 import t from 'tap'
-import { secretKeyOf } from '../../lib/session-token.js'
+import { secretKeyOf } from '../../lib/session/token.js'
 import { MemoryStore, xems, xemsSession, type SessionStore } from '../../index.js'
-import { generateToken } from '../../lib/token.js'
+import { generateToken } from '../../lib/crypto/random-token.js'
 import { buildApp, setCookieToken } from '../helpers.js'
 
 t.test('from(sandbox): set / get / del / add / take with per-sandbox lifetimes', async (t) => {

@@ -6,7 +6,7 @@
 import Fastify, { type LightMyRequestResponse } from 'fastify'
 import t from 'tap'
 import { xemsSession } from '../../index.js'
-import { generateTotp } from '../../lib/totp.js'
+import { generateTotp } from '../../lib/mfa/totp.js'
 import type { SecurityEvent } from '../../lib/security-events.js'
 import { xemsMfa, type XemsMfaOptions } from '../../plugins/mfa.js'
 import { setCookieToken } from '../helpers.js'

@@ -2,7 +2,7 @@ import Fastify, { type LightMyRequestResponse } from 'fastify'
 import t from 'tap'
 import { xemsSession } from '../../index.js'
 import { xemsMfa, type XemsMfaOptions } from '../../plugins/mfa.js'
-import { generateTotp } from '../../lib/totp.js'
+import { generateTotp } from '../../lib/mfa/totp.js'
 import { setCookieToken } from '../helpers.js'
 import { buildMfaApp as buildApp, post, type MfaApp } from '../mfa-app.js'
 

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { buildApp, login, setCookieHeader, setCookieToken } from '../helpers.js'
-import { generateToken } from '../../lib/token.js'
-import { generateLocator, isWellFormedSessionToken as isWellFormedToken, sessionTokenOf } from '../../lib/session-token.js'
+import { generateToken } from '../../lib/crypto/random-token.js'
+import { generateLocator, isWellFormedSessionToken as isWellFormedToken, sessionTokenOf } from '../../lib/session/token.js'
 
 t.test('xLink opens a session: HttpOnly, Secure-by-default cookie, no-store, no token in the body', async (t) => {
   const { app } = await buildApp({ cookie: {} })

@@ -9,7 +9,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import t from 'tap'
-import { PostgresStore } from '../../lib/store/postgres-store.js'
+import { PostgresStore } from '../../lib/store/postgres/postgres-store.js'
 import { send, serve, sleep } from '../rotation/http.js'
 import { IN_CI, newPool, startOwnPostgres } from './pg-helpers.js'
 

@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto'
 import { Agent } from 'undici'
 import t from 'tap'
-import { RedisStore } from '../../lib/store/redis-store.js'
+import { RedisStore } from '../../lib/store/redis/redis-store.js'
 import { send, serve, sleep } from '../rotation/http.js'
 import { connect, deleteUnder, IN_CI, newPrefix } from './redis-helpers.js'
 

@@ -11,7 +11,7 @@
 import { randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
 import t from 'tap'
-import { RedisStore } from '../../lib/store/redis-store.js'
+import { RedisStore } from '../../lib/store/redis/redis-store.js'
 import { send, serve, sleep } from '../rotation/http.js'
 import { IN_CI, startOwnRedis } from './redis-helpers.js'
 

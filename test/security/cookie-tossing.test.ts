@@ -13,7 +13,7 @@
  */
 import type { FastifyInstance } from 'fastify'
 import t from 'tap'
-import { hashPassword } from '../../lib/password.js'
+import { hashPassword } from '../../lib/mfa/password.js'
 import { buildApp, setCookieHeader, setCookieToken } from '../helpers.js'
 import { buildMfaApp, post } from '../mfa-app.js'
 

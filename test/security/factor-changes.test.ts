@@ -12,7 +12,7 @@
  * after regenerating (or re-enrolling) the new code at a used position was refused.
  */
 import t from 'tap'
-import { generateTotp } from '../../lib/totp.js'
+import { generateTotp } from '../../lib/mfa/totp.js'
 import { setCookieToken } from '../helpers.js'
 import { buildMfaApp, enrolAda, post, type MfaApp } from '../mfa-app.js'
 

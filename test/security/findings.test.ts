@@ -3,7 +3,7 @@
  * fixed: each test failed before its fix.
  */
 import t from 'tap'
-import { generateTotp } from '../../lib/totp.js'
+import { generateTotp } from '../../lib/mfa/totp.js'
 import { setCookieToken } from '../helpers.js'
 import { buildMfaApp, enrolAda, post, type MfaApp } from '../mfa-app.js'
 

@@ -17,10 +17,10 @@ import vm from 'node:vm'
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
 import t from 'tap'
 import { xemsSession } from '../../index.js'
-import { generateLocator, parseSessionToken, publicIdOf, recordIdOf, sessionTokenOf } from '../../lib/session-token.js'
+import { generateLocator, parseSessionToken, publicIdOf, recordIdOf, sessionTokenOf } from '../../lib/session/token.js'
 import { MAX_PAST_TOKENS } from '../../lib/store/contract.js'
-import { MemoryStore } from '../../lib/store/memory-store.js'
-import { generateToken } from '../../lib/token.js'
+import { MemoryStore } from '../../lib/store/memory/memory-store.js'
+import { generateToken } from '../../lib/crypto/random-token.js'
 import { makeClock } from '../helpers.js'
 
 const TOTAL_REQUESTS = 10_000

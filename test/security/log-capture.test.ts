@@ -12,8 +12,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { LightMyRequestResponse } from 'fastify'
 import t from 'tap'
-import { MemoryStore } from '../../lib/store/memory-store.js'
-import { generateTotp } from '../../lib/totp.js'
+import { MemoryStore } from '../../lib/store/memory/memory-store.js'
+import { generateTotp } from '../../lib/mfa/totp.js'
 import { buildMfaApp } from '../mfa-app.js'
 
 t.test('a full MFA login with every kind of failure logs no secret and answers no secret in an error body', async (t) => {

@@ -8,9 +8,9 @@
 import { randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
 import t from 'tap'
-import { hashRecoveryCodes } from '../../lib/recovery-codes.js'
-import { RedisStore } from '../../lib/store/redis-store.js'
-import { generateTotp, generateTotpSecret } from '../../lib/totp.js'
+import { hashRecoveryCodes } from '../../lib/mfa/recovery-codes.js'
+import { RedisStore } from '../../lib/store/redis/redis-store.js'
+import { generateTotp, generateTotpSecret } from '../../lib/mfa/totp.js'
 import { makeClock } from '../helpers.js'
 import { buildMfaApp, post, type MfaApp, type User } from '../mfa-app.js'
 

@@ -1,6 +1,6 @@
 /**
  * Property-based tests (fast-check) over every parser that sees client input: the syntax checks of
- * session tokens (`locator.secret`) and of bare 256-bit secrets (lib/token.ts, still used by the MFA
+ * session tokens (`locator.secret`) and of bare 256-bit secrets (lib/crypto/random-token.ts, still used by the MFA
  * plugin), the plugin's cookie and header paths, durations, the AES-GCM keyring and the grace boxes, session
  * data encoding and diffing, TOTP verification and the MFA code route. Vault files (disk input) are
  * in vault-fuzz.test.ts.
@@ -11,16 +11,16 @@
 import { randomBytes } from 'node:crypto'
 import fc from 'fast-check'
 import t from 'tap'
-import { Keyring, openAsTokenHolder, sealForTokenHolder } from '../../lib/cipher.js'
+import { Keyring, openAsTokenHolder, sealForTokenHolder } from '../../lib/crypto/cipher.js'
 import { parseDuration } from '../../lib/duration.js'
 import { XemsError } from '../../lib/errors.js'
-import { hashRecoveryCodes, normalizeRecoveryCode } from '../../lib/recovery-codes.js'
-import { decodeData, diffData, encodeData } from '../../lib/session-data.js'
-import { generateLocator, isWellFormedSessionToken, parseSessionToken, sessionTokenOf } from '../../lib/session-token.js'
+import { hashRecoveryCodes, normalizeRecoveryCode } from '../../lib/mfa/recovery-codes.js'
+import { decodeData, diffData, encodeData } from '../../lib/session/data.js'
+import { generateLocator, isWellFormedSessionToken, parseSessionToken, sessionTokenOf } from '../../lib/session/token.js'
 import type { SessionStore } from '../../lib/store/contract.js'
-import { MemoryStore } from '../../lib/store/memory-store.js'
-import { generateToken, isWellFormedToken } from '../../lib/token.js'
-import { generateTotp, generateTotpSecret, verifyTotp } from '../../lib/totp.js'
+import { MemoryStore } from '../../lib/store/memory/memory-store.js'
+import { generateToken, isWellFormedToken } from '../../lib/crypto/random-token.js'
+import { generateTotp, generateTotpSecret, verifyTotp } from '../../lib/mfa/totp.js'
 import { buildApp, setCookieToken } from '../helpers.js'
 import { buildMfaApp, post } from '../mfa-app.js'
 
@@ -95,7 +95,7 @@ t.test('isWellFormedSessionToken and parseSessionToken agree with an oracle of t
   t.notOk(isWellFormedSessionToken(generateToken()), 'a bare secret is not a session token')
 })
 
-t.test('isWellFormedToken (bare secrets, lib/token.ts) agrees with a canonical-base64url-of-32-bytes oracle, on any input', async (t) => {
+t.test('isWellFormedToken (bare secrets, lib/crypto/random-token.ts) agrees with a canonical-base64url-of-32-bytes oracle, on any input', async (t) => {
   fc.assert(fc.property(fc.oneof(junk, fc.string({ unit: fc.constantFrom(...B64URL), minLength: 43, maxLength: 43 }), fc.anything()), (value) => {
     return isWellFormedToken(value) === (typeof value === 'string' && isCanonicalToken(value))
   }), runs(5000))

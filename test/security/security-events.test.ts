@@ -4,7 +4,7 @@
  * token, a code, a secret or a password.
  */
 import t from 'tap'
-import { generateTotp } from '../../lib/totp.js'
+import { generateTotp } from '../../lib/mfa/totp.js'
 import type { SecurityEvent } from '../../lib/security-events.js'
 import { setCookieToken } from '../helpers.js'
 import { buildMfaApp, enrolAda, post } from '../mfa-app.js'

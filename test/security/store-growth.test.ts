@@ -17,9 +17,9 @@ import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { Redis } from 'ioredis'
 import t from 'tap'
-import { MemoryStore } from '../../lib/store/memory-store.js'
-import { RedisStore } from '../../lib/store/redis-store.js'
-import { hashPassword } from '../../lib/password.js'
+import { MemoryStore } from '../../lib/store/memory/memory-store.js'
+import { RedisStore } from '../../lib/store/redis/redis-store.js'
+import { hashPassword } from '../../lib/mfa/password.js'
 import { makeClock } from '../helpers.js'
 import { buildMfaApp, post, type User } from '../mfa-app.js'
 
@@ -66,7 +66,7 @@ t.test(`MemoryStore: ${N} failed logins for new names keep one counter each, gon
 })
 
 t.test('MemoryStore heap per failed login for a new name: what the lockout keeps, measured on 20 000 names', async (t) => {
-  const { XemsEngine } = await import('../../lib/engine.js')
+  const { XemsEngine } = await import('../../lib/session/engine.js')
   const count = 20_000
   const measure = async (keysPerName: (n: string) => string[], window: number): Promise<number> => {
     const store = new MemoryStore({ sweepInterval: '1h' })

@@ -5,7 +5,7 @@
  */
 import type { LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
-import { generateTotp } from '../../lib/totp.js'
+import { generateTotp } from '../../lib/mfa/totp.js'
 import { buildApp, login, setCookieHeader, setCookieToken } from '../helpers.js'
 import { buildMfaApp, post } from '../mfa-app.js'
 

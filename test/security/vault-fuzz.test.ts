@@ -11,16 +11,16 @@ import { join } from 'node:path'
 import fc from 'fast-check'
 import t from 'tap'
 import { isXemsError } from '../../lib/errors.js'
-import { MemoryStore, type VaultWarning } from '../../lib/store/memory-store.js'
-import { sealForTokenHolder } from '../../lib/cipher.js'
-import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session-token.js'
+import { MemoryStore, type VaultWarning } from '../../lib/store/memory/memory-store.js'
+import { sealForTokenHolder } from '../../lib/crypto/cipher.js'
+import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session/token.js'
 import type { ResolveResult } from '../../lib/store/contract.js'
 import {
   decodeEntry, encodeAllData, encodeCore, encodeCounter, encodeCounterRemoved, encodeDataKey, encodeSessionRemoved, encodeTouch,
   encodeValue, encodeValueRemoved, type SessionCore
-} from '../../lib/store/vault-entries.js'
-import { decodeHeader, HEADER_BYTES, scanFrames } from '../../lib/store/vault-format.js'
-import { generateToken } from '../../lib/token.js'
+} from '../../lib/store/vault/entries.js'
+import { decodeHeader, HEADER_BYTES, scanFrames } from '../../lib/store/vault/format.js'
+import { generateToken } from '../../lib/crypto/random-token.js'
 
 const SEED = Number(process.env.FC_SEED ?? 20_251_126)
 const SECRET = randomBytes(32).toString('hex')

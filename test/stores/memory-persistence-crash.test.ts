@@ -11,7 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { MemoryStore, type VaultWarning } from '../../lib/store/memory-store.js'
+import { MemoryStore, type VaultWarning } from '../../lib/store/memory/memory-store.js'
 
 const HOUR = 3_600_000
 const WORKERS = 16

@@ -10,10 +10,10 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session-token.js'
+import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session/token.js'
 import { MAX_PAST_TOKENS, type SessionInfo, type SessionStore } from '../../lib/store/contract.js'
-import { MemoryStore, type FsyncPolicy, type VaultWarning } from '../../lib/store/memory-store.js'
-import { generateToken } from '../../lib/token.js'
+import { MemoryStore, type FsyncPolicy, type VaultWarning } from '../../lib/store/memory/memory-store.js'
+import { generateToken } from '../../lib/crypto/random-token.js'
 
 type Op = (store: SessionStore) => Promise<unknown>
 

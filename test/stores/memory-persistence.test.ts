@@ -6,11 +6,11 @@ import Fastify from 'fastify'
 import t, { type Test } from 'tap'
 import { xemsSession } from '../../index.js'
 import type { SessionStore } from '../../lib/store/contract.js'
-import { MemoryStore, type MemoryStoreOptions, type VaultWarning } from '../../lib/store/memory-store.js'
-import { scanFrames } from '../../lib/store/vault-format.js'
-import { sealForTokenHolder } from '../../lib/cipher.js'
-import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session-token.js'
-import { generateToken } from '../../lib/token.js'
+import { MemoryStore, type MemoryStoreOptions, type VaultWarning } from '../../lib/store/memory/memory-store.js'
+import { scanFrames } from '../../lib/store/vault/format.js'
+import { sealForTokenHolder } from '../../lib/crypto/cipher.js'
+import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session/token.js'
+import { generateToken } from '../../lib/crypto/random-token.js'
 import { runStoreConformance } from './conformance.js'
 
 const SECRET = randomBytes(32).toString('hex')
@@ -748,7 +748,7 @@ async function storeOnFailingDisk (t: Test, disk: { failFsync: boolean, failSnap
       })
     }
   })
-  const vault = await t.mockImport<typeof import('../../lib/store/vault.js')>('../../lib/store/vault.js', { 'node:fs/promises': failing })
-  const mocked = await t.mockImport<typeof import('../../lib/store/memory-store.js')>('../../lib/store/memory-store.js', { '../../lib/store/vault.js': vault })
+  const vault = await t.mockImport<typeof import('../../lib/store/vault/vault.js')>('../../lib/store/vault/vault.js', { 'node:fs/promises': failing })
+  const mocked = await t.mockImport<typeof import('../../lib/store/memory/memory-store.js')>('../../lib/store/memory/memory-store.js', { '../../lib/store/vault/vault.js': vault })
   return mocked.MemoryStore
 }

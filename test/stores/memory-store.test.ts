@@ -1,5 +1,5 @@
 import t from 'tap'
-import { MemoryStore } from '../../lib/store/memory-store.js'
+import { MemoryStore } from '../../lib/store/memory/memory-store.js'
 import { runStoreConformance } from './conformance.js'
 
 t.test('MemoryStore passes the store conformance suite', async (t) => {

@@ -10,12 +10,12 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { type Cluster, Redis } from 'ioredis'
 import t, { type Test } from 'tap'
-import { Keyring, sealForTokenHolder } from '../../lib/cipher.js'
-import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session-token.js'
+import { Keyring, sealForTokenHolder } from '../../lib/crypto/cipher.js'
+import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session/token.js'
 import type { SessionStore } from '../../lib/store/contract.js'
-import { BOX_LENGTH, SCRIPTS } from '../../lib/store/redis-scripts.js'
-import { REDIS_FORMAT_VERSION, REDIS_SEAL_PURPOSE, RedisStore, SESSION_LIFETIME_BOUND_MS } from '../../lib/store/redis-store.js'
-import { generateToken } from '../../lib/token.js'
+import { BOX_LENGTH, SCRIPTS } from '../../lib/store/redis/scripts.js'
+import { REDIS_FORMAT_VERSION, REDIS_SEAL_PURPOSE, RedisStore, SESSION_LIFETIME_BOUND_MS } from '../../lib/store/redis/redis-store.js'
+import { generateToken } from '../../lib/crypto/random-token.js'
 import { clusterFromEnv, connect, deleteUnder, deleteUnderCluster, IN_CI, keysUnder, newPrefix, REDIS_URL } from '../redis/redis-helpers.js'
 import { runStoreConformance } from './conformance.js'
 
@@ -127,7 +127,7 @@ if (typeof connected === 'string') {
 
   t.test('the migration index score bound is the engine cap', async (t) => {
     // The store keeps its own copy so that it does not import the engine.
-    const { MAX_AGE_CAP_MS } = await import('../../lib/engine.js')
+    const { MAX_AGE_CAP_MS } = await import('../../lib/session/engine.js')
     t.equal(SESSION_LIFETIME_BOUND_MS, MAX_AGE_CAP_MS)
   })
 
@@ -572,7 +572,7 @@ if (typeof connected === 'string') {
     await t.rejects(store.commit({ id: 'x', tokenKey: 'y', patch: null, rotate: null, now: Date.now() }))
     await t.rejects(store.kvGet('s', 'k', Date.now()))
     t.ok(Date.now() - started < 1000, `rejected in ${Date.now() - started} ms`)
-    const { XemsEngine } = await import('../../lib/engine.js')
+    const { XemsEngine } = await import('../../lib/session/engine.js')
     const engine = new XemsEngine({ store })
     await t.rejects(engine.open(newToken()), { code: 'FST_XEMS_STORE_UNAVAILABLE', statusCode: 503 })
 

@@ -40,7 +40,7 @@ async function child (dir: string, mode: string, secret: string): Promise<void> 
     syncBuiltinESMExports()
   }
   if (mode === 'lease') {
-    const { acquireVaultLock } = await import('../../lib/store/vault-lock.js')
+    const { acquireVaultLock } = await import('../../lib/store/vault/lock.js')
     try {
       const lock = await acquireVaultLock(dir, { refreshMs: 50, staleMs: 500 })
       say('got')
@@ -51,7 +51,7 @@ async function child (dir: string, mode: string, secret: string): Promise<void> 
     }
     return
   }
-  const { MemoryStore } = await import('../../lib/store/memory-store.js')
+  const { MemoryStore } = await import('../../lib/store/memory/memory-store.js')
   const { hostname } = await import('node:os')
   let store
   try {
@@ -81,10 +81,10 @@ async function child (dir: string, mode: string, secret: string): Promise<void> 
 
 async function parent (): Promise<void> {
   const { default: t } = await import('tap')
-  const { MemoryStore } = await import('../../lib/store/memory-store.js')
-  const { acquireVaultLock, leaseFile } = await import('../../lib/store/vault-lock.js')
+  const { MemoryStore } = await import('../../lib/store/memory/memory-store.js')
+  const { acquireVaultLock, leaseFile } = await import('../../lib/store/vault/lock.js')
   type Test = import('tap').Test
-  type VaultWarning = import('../../lib/store/memory-store.js').VaultWarning
+  type VaultWarning = import('../../lib/store/memory/memory-store.js').VaultWarning
 
   const isRoot = process.getuid?.() === 0
   const canUnshare = isRoot && spawnSync('unshare', ['-p', '-f', '--mount-proc', '-u', 'true']).status === 0

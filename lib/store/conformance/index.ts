@@ -11,9 +11,9 @@
  * so the suite moves time by passing later `now` values instead of sleeping.
  */
 import assert from 'node:assert/strict'
-import { sealForTokenHolder } from '../../cipher.js'
-import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../session-token.js'
-import { generateToken } from '../../token.js'
+import { sealForTokenHolder } from '../../crypto/cipher.js'
+import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../session/token.js'
+import { generateToken } from '../../crypto/random-token.js'
 import { DEVICE_KEY, MAX_PAST_TOKENS, type CommitInput, type LimitResult, type SessionStore, type UserLimit } from '../contract.js'
 
 export interface StoreUnderTest {

@@ -1,5 +1,5 @@
-import { sha } from './cipher.js'
-import { randomBase64url, TOKEN_LENGTH } from './token.js'
+import { sha } from '../crypto/cipher.js'
+import { randomBase64url, TOKEN_LENGTH } from '../crypto/random-token.js'
 
 /**
  * Session tokens name their session: `<locator>.<secret>`.

@@ -1,17 +1,17 @@
 import { createHash } from 'node:crypto'
 import type { Pool, PoolClient, QueryResultRow } from 'pg'
-import { inline } from './postgres-literal.js'
-import { Keyring, parseSecret } from '../cipher.js'
-import { badOption, isXemsError, XemsError, xemsError } from '../errors.js'
+import { inline } from './literal.js'
+import { Keyring, parseSecret } from '../../crypto/cipher.js'
+import { badOption, isXemsError, XemsError, xemsError } from '../../errors.js'
 import type {
   CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, LimitResult, MigrateInput, ResolveInput,
   ResolveResult, SessionInfo, SessionStore, StoredSession, UserLimit
-} from './contract.js'
-import { DEVICE_KEY } from './contract.js'
-import { chainOf, markPresented, matchToken, mayMigrate, newRotationState, retireAll, rotate, type RotationState } from './rotation.js'
+} from '../contract.js'
+import { DEVICE_KEY } from '../contract.js'
+import { chainOf, markPresented, matchToken, mayMigrate, newRotationState, retireAll, rotate, type RotationState } from '../rotation.js'
 import {
   isSchemaName, isTablePrefix, POSTGRES_FORMAT_VERSION, POSTGRES_UPGRADES, postgresSchemaSql, tableNames, type TableNames
-} from './postgres-schema.js'
+} from './schema.js'
 
 /** A 32-byte secret as `parseSecret` reads it (see RedisStoreSecret). */
 export type PostgresStoreSecret = string | Uint8Array

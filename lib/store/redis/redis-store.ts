@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto'
 import type { Cluster, Redis } from 'ioredis'
-import { Keyring, parseSecret } from '../cipher.js'
-import { badOption, isXemsError, XemsError, xemsError } from '../errors.js'
+import { Keyring, parseSecret } from '../../crypto/cipher.js'
+import { badOption, isXemsError, XemsError, xemsError } from '../../errors.js'
 import type {
   CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, LimitResult, MigrateInput, ResolveInput,
   ResolveResult, SessionInfo, SessionStore, StoredSession, UserLimit
-} from './contract.js'
-import { DEVICE_KEY } from './contract.js'
-import { BOX_LENGTH, KEY_LENGTH, SCRIPTS, type ScriptName } from './redis-scripts.js'
+} from '../contract.js'
+import { DEVICE_KEY } from '../contract.js'
+import { BOX_LENGTH, KEY_LENGTH, SCRIPTS, type ScriptName } from './scripts.js'
 
 /** A 32-byte secret as `parseSecret` reads it: 32 bytes, 64 hex characters, base64 of 32 bytes, 32 ASCII characters. */
 export type RedisStoreSecret = string | Uint8Array

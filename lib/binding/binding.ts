@@ -1,4 +1,4 @@
-import { BINDING_KEY } from './store/contract.js'
+import { BINDING_KEY } from '../store/contract.js'
 
 /**
  * What a session is bound to: a key pair the client holds and proves possession of. Kept in the session's

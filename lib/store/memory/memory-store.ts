@@ -1,20 +1,20 @@
 import { resolve as resolvePath } from 'node:path'
-import { parseSecret } from '../cipher.js'
-import { parsePositiveDuration, type Duration } from '../duration.js'
-import { badOption, xemsError } from '../errors.js'
+import { parseSecret } from '../../crypto/cipher.js'
+import { parsePositiveDuration, type Duration } from '../../duration.js'
+import { badOption, xemsError } from '../../errors.js'
 import type {
   CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, LimitResult, MigrateInput,
   ResolveInput, ResolveResult, SessionInfo, SessionStore, StoredSession, UserLimit
-} from './contract.js'
-import { DEVICE_KEY } from './contract.js'
-import { chainOf, markPresented, matchToken, mayMigrate, NO_PAST, retireAll, rotate, type RotationState } from './rotation.js'
+} from '../contract.js'
+import { DEVICE_KEY } from '../contract.js'
+import { chainOf, markPresented, matchToken, mayMigrate, NO_PAST, retireAll, rotate, type RotationState } from '../rotation.js'
 import { ShardedMap } from './sharded-map.js'
 import { IncrementalSweeper } from './sweeper.js'
-import { Vault, type FsyncPolicy, type VaultOptions, type VaultWarning } from './vault.js'
+import { Vault, type FsyncPolicy, type VaultOptions, type VaultWarning } from '../vault/vault.js'
 import {
   decodeEntry, encodeAllData, encodeCore, encodeCounter, encodeCounterRemoved, encodeDataKey, encodeSessionRemoved,
   encodeTouch, encodeValue, encodeValueRemoved, type SessionCore
-} from './vault-entries.js'
+} from '../vault/entries.js'
 
 export type { FsyncPolicy, VaultWarning }
 

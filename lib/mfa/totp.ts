@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto'
 import { generate, generateSecret, NobleCryptoPlugin, ScureBase32Plugin, type HashAlgorithm } from 'otplib'
-import { badOption, xemsError } from './errors.js'
+import { badOption, xemsError } from '../errors.js'
 
 /**
  * TOTP (RFC 6238) enrolment and verification on otplib v13.

@@ -26,8 +26,8 @@
  * (PEXPIRE target - now), never past the absolute deadline. Numbers are written with
  * string.format('%d') to keep them exact integers.
  */
-import { MAX_PAST_TOKENS } from './contract.js'
-import { MAX_RETIRED_TOKENS } from './rotation.js'
+import { MAX_PAST_TOKENS } from '../contract.js'
+import { MAX_RETIRED_TOKENS } from '../rotation.js'
 
 /**
  * maxSessionsPerUser on Redis: a session marked to end by a sign-in that has not ended it this long

@@ -1,5 +1,5 @@
-import { xemsError } from './errors.js'
-import { BINDING_KEY, DEVICE_KEY, type DataPatch, type EncodedData } from './store/contract.js'
+import { xemsError } from '../errors.js'
+import { BINDING_KEY, DEVICE_KEY, type DataPatch, type EncodedData } from '../store/contract.js'
 
 /**
  * Session data as the application sees it (an object of JSON values) and as stores keep it

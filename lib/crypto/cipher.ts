@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, createHash, hash, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto'
-import { xemsError } from './errors.js'
+import { xemsError } from '../errors.js'
 
 /**
  * AES-256-GCM sealing with keys derived by HKDF-SHA256.

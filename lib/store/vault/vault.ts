@@ -1,12 +1,12 @@
 import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
-import { XemsError, xemsError } from '../errors.js'
+import { XemsError, xemsError } from '../../errors.js'
 import {
   decodeHeader, encodeHeader, formatVersionOf, frame, HEADER_BYTES, newVaultId, recordAad, scanFrames, VAULT_FORMAT_VERSION,
   type VaultFileKind, type VaultHeader
-} from './vault-format.js'
-import { VaultKeys, type OpenOutcome } from './vault-keys.js'
-import { acquireVaultLock, type VaultLock } from './vault-lock.js'
+} from './format.js'
+import { VaultKeys, type OpenOutcome } from './keys.js'
+import { acquireVaultLock, type VaultLock } from './lock.js'
 
 /**
  * The vault: encrypted, crash-safe persistence for an in-memory state, as a snapshot plus an
@@ -15,7 +15,7 @@ import { acquireVaultLock, type VaultLock } from './vault-lock.js'
  * - `xems.snapshot`: the state at the start of generation N (header, meta record, chunks of entries,
  *   end record), replaced only by a complete new one (temp file, fsync, rename, fsync of the directory);
  * - `xems.journal.N`: what changed since generation N began, one sealed record per group commit;
- * - `xems.lock.<n>`: the lease of the store that has the vault open, refreshed every second (vault-lock.ts).
+ * - `xems.lock.<n>`: the lease of the store that has the vault open, refreshed every second (lock.ts).
  *
  * Start-up replays the snapshot and every journal from its generation on, then compacts at once
  * (fresh journal, new snapshot under the first secret, without expired entries), so old journals,

@@ -14,8 +14,8 @@ import {
   type PublicKeyCredentialRequestOptionsJSON,
   type RegistrationResponseJSON
 } from '@simplewebauthn/server'
-import type { Duration } from './duration.js'
-import { badOption, xemsError, type XemsError } from './errors.js'
+import type { Duration } from '../duration.js'
+import { badOption, xemsError, type XemsError } from '../errors.js'
 
 /** One registered passkey, as it lives in the user's MfaRecord. Binary fields are base64url. */
 export interface PasskeyCredential {

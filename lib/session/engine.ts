@@ -1,19 +1,19 @@
 import { EventEmitter } from 'node:events'
-import { openAsTokenHolder, sealForTokenHolder } from './cipher.js'
-import { parseDuration, parsePositiveDuration, type Duration } from './duration.js'
-import { decodeDevice, encodeDevice, type DeviceInfo } from './device.js'
-import { badOption, isXemsError, xemsError, type XemsError } from './errors.js'
-import { sameKindOfDevice, type SecurityEvent } from './security-events.js'
-import { decodeBinding, encodeBinding, type SessionBinding, type UnreadableBinding } from './binding.js'
-import { decodeData, encodeData, encodeValue, assertNoReservedKey, splitDevice } from './session-data.js'
+import { openAsTokenHolder, sealForTokenHolder } from '../crypto/cipher.js'
+import { parseDuration, parsePositiveDuration, type Duration } from '../duration.js'
+import { decodeDevice, encodeDevice, type DeviceInfo } from '../device.js'
+import { badOption, isXemsError, xemsError, type XemsError } from '../errors.js'
+import { sameKindOfDevice, type SecurityEvent } from '../security-events.js'
+import { decodeBinding, encodeBinding, type SessionBinding, type UnreadableBinding } from '../binding/binding.js'
+import { decodeData, encodeData, encodeValue, assertNoReservedKey, splitDevice } from './data.js'
 import {
   generateLocator, parseSessionToken, publicIdOf, recordIdOf, secretKeyOf, sessionTokenOf, type ParsedToken
-} from './session-token.js'
+} from './token.js'
 import {
   BINDING_KEY, DEVICE_KEY, type DataPatch, type EncodedData, type LimitResult, type RotateInput, type SessionInfo, type SessionStore, type StoredSession, type UserLimit
-} from './store/contract.js'
-import { MemoryStore } from './store/memory-store.js'
-import { generateToken } from './token.js'
+} from '../store/contract.js'
+import { MemoryStore } from '../store/memory/memory-store.js'
+import { generateToken } from '../crypto/random-token.js'
 
 /** The absolute cap on any session or stored value: five days, whatever is refreshed. */
 export const MAX_AGE_CAP_MS = 5 * 86_400_000

@@ -1,7 +1,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { calculateJwkThumbprint, decodeProtectedHeader, EmbeddedJWK, importJWK, jwtVerify, type JWK } from 'jose'
 import type { DbscBinding } from './binding.js'
-import { xemsError, XemsError, type XemsErrorCode } from './errors.js'
+import { xemsError, XemsError, type XemsErrorCode } from '../errors.js'
 
 /**
  * Device Bound Session Credentials, the server side, following the W3C WebAppSec draft

@@ -1,11 +1,11 @@
-import type { Duration } from './duration.js'
+import type { Duration } from '../duration.js'
 import type { PresentedToken, XemsEngine } from './engine.js'
-import { xemsError } from './errors.js'
-import { checkSignIn, decodeDevice, deviceAfterUse, encodeDevice, type DeviceInfo, type SignInMethod } from './device.js'
-import { decodeBinding, encodeBinding, type SessionBinding, type UnreadableBinding } from './binding.js'
-import { assertNoReservedKey, decodeData, diffData, encodeData, splitDevice } from './session-data.js'
-import { parseSessionToken, publicIdOf, secretKeyOf } from './session-token.js'
-import { BINDING_KEY, DEVICE_KEY, type EncodedData, type StoredSession } from './store/contract.js'
+import { xemsError } from '../errors.js'
+import { checkSignIn, decodeDevice, deviceAfterUse, encodeDevice, type DeviceInfo, type SignInMethod } from '../device.js'
+import { decodeBinding, encodeBinding, type SessionBinding, type UnreadableBinding } from '../binding/binding.js'
+import { assertNoReservedKey, decodeData, diffData, encodeData, splitDevice } from './data.js'
+import { parseSessionToken, publicIdOf, secretKeyOf } from './token.js'
+import { BINDING_KEY, DEVICE_KEY, type EncodedData, type StoredSession } from '../store/contract.js'
 
 /** What the end of a request must do with the client's token. */
 export type Outcome =

@@ -1,8 +1,8 @@
 import { createHash, createHmac } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
-import { Keyring } from '../cipher.js'
-import { badOption, xemsError } from '../errors.js'
-import { HOST_TAG_BYTES } from './vault-format.js'
+import { Keyring } from '../../crypto/cipher.js'
+import { badOption, xemsError } from '../../errors.js'
+import { HOST_TAG_BYTES } from './format.js'
 
 /**
  * The keys of the vault: one AES-256-GCM key per configured secret, derived by HKDF with the purpose

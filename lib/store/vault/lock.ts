@@ -4,7 +4,7 @@ import { readdir, readFile, realpath, unlink } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { XemsError, xemsError } from '../errors.js'
+import { XemsError, xemsError } from '../../errors.js'
 
 /**
  * The lock on a vault directory, so that two stores (two processes of a cluster, two containers on

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import argon2 from 'argon2'
-import { badOption, xemsError } from './errors.js'
+import { badOption, xemsError } from '../errors.js'
 
 /**
  * Password hashing with argon2id (OWASP Password Storage Cheat Sheet).

@@ -1,6 +1,6 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { calculateJwkThumbprint, EmbeddedJWK, jwtVerify, type JWK } from 'jose'
-import { xemsError, type XemsError, type XemsErrorCode } from './errors.js'
+import { xemsError, type XemsError, type XemsErrorCode } from '../errors.js'
 
 /**
  * DPoP proofs (RFC 9449) for header clients, checked as §4.3 lists: one well-formed `dpop+jwt`, signed

@@ -1,4 +1,4 @@
-import type { PastToken } from './rotation.js'
+import type { PastToken } from '../rotation.js'
 
 /**
  * The entries a MemoryStore vault holds. Every entry is the resulting state of one keyed item (a

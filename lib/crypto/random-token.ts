@@ -31,7 +31,7 @@ export function randomBase64url (bytes: number): string {
 
 /**
  * A new 256-bit secret: 32 bytes from the CSPRNG, base64url. The secret half of a session token
- * (lib/session-token.ts), and the MFA plugin's remember-device token. Never stored; only its key is.
+ * (lib/session/token.ts), and the MFA plugin's remember-device token. Never stored; only its key is.
  */
 export function generateToken (): string {
   return randomBase64url(TOKEN_BYTES)
