@@ -41,7 +41,7 @@ export default [
     }
   },
   {
-    files: ['test/lib/session-token.test.ts'],
+    files: ['test/lib/session/token.test.ts'],
     rules: {
       // `new String(token)` is one of the bad inputs the token parser must refuse.
       'no-new-wrappers': 'off'

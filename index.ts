@@ -3,12 +3,12 @@
  * Loads no optional dependency: the MFA helpers (argon2, the QR encoder) are in `fastify-xems/mfa`,
  * RedisStore (ioredis) in `fastify-xems/redis`. jose (DPoP, DBSC) is loaded only by apps that turn those options on.
  */
-export { xemsSession, xems } from './plugins/session.js'
-export type { XemsSessionData, XemsTypes, XemsData, XemsSessionOptions, XemsCookieOptions, CreateLimitOptions, LinkOptions, UnlinkOptions, ClearSiteDataType, XemsDecorator } from './plugins/session.js'
-export type { CsrfOptions } from './plugins/csrf.js'
+export { xemsSession, xems } from './plugins/session/index.js'
+export type { XemsSessionData, XemsTypes, XemsData, XemsSessionOptions, XemsCookieOptions, CreateLimitOptions, LinkOptions, UnlinkOptions, ClearSiteDataType, XemsDecorator } from './plugins/session/index.js'
+export type { CsrfOptions } from './plugins/session/csrf.js'
 // Types only: the DPoP and DBSC code (and jose) loads when xemsSession's `dpop` / `deviceBound` option is on.
-export type { DpopOptions, VerifiedDpop } from './plugins/dpop.js'
-export type { DeviceBoundOptions } from './plugins/dbsc.js'
+export type { DpopOptions, VerifiedDpop } from './plugins/session/dpop.js'
+export type { DeviceBoundOptions } from './plugins/session/dbsc.js'
 export type { DpopAlgorithm } from './lib/binding/dpop.js'
 export type { DbscAlgorithm } from './lib/binding/dbsc.js'
 export type { SessionBinding, DbscBinding, DpopBinding, UnreadableBinding } from './lib/binding/binding.js'

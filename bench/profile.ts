@@ -103,16 +103,16 @@ function lineOf (repo: string, file: string, text: string): number | undefined {
 
 function stepRules (repo: string): StepRule[] {
   const rules: StepRule[] = []
-  const onRequest = lineOf(repo, 'dist/plugins/session.js', "addHook('onRequest'")
-  const onSend = lineOf(repo, 'dist/plugins/session.js', "addHook('onSend'")
-  if (onRequest !== undefined) rules.push({ name: 'xems onRequest hook (resolve)', file: 'dist/plugins/session.js', line: onRequest })
-  if (onSend !== undefined) rules.push({ name: 'xems onSend hook (finish: commit + rotate + Set-Cookie)', file: 'dist/plugins/session.js', line: onSend })
+  const onRequest = lineOf(repo, 'dist/plugins/session/index.js', "addHook('onRequest'")
+  const onSend = lineOf(repo, 'dist/plugins/session/index.js', "addHook('onSend'")
+  if (onRequest !== undefined) rules.push({ name: 'xems onRequest hook (resolve)', file: 'dist/plugins/session/index.js', line: onRequest })
+  if (onSend !== undefined) rules.push({ name: 'xems onSend hook (finish: commit + rotate + Set-Cookie)', file: 'dist/plugins/session/index.js', line: onSend })
   rules.push(
     { name: '  engine.open (token check, record id and token key, store.resolve)', file: 'dist/lib/session/engine.js', functionName: 'open' },
     { name: '  new XemsSession (decode data, public id)', file: 'dist/lib/session/handle.js', functionName: 'XemsSession' },
     { name: '  XemsSession.finish (diff data, engine.commit)', file: 'dist/lib/session/handle.js', functionName: 'finish' },
     { name: '  engine.commit (new secret, grace box, token key, store.commit)', file: 'dist/lib/session/engine.js', functionName: 'commit' },
-    { name: '  applyOutcome (reply.setCookie)', file: 'dist/plugins/session.js', functionName: 'applyOutcome' },
+    { name: '  applyOutcome (reply.setCookie)', file: 'dist/plugins/session/index.js', functionName: 'applyOutcome' },
     { name: 'store.resolve', file: 'dist/lib/store/', functionName: 'resolve' },
     { name: 'store.commit', file: 'dist/lib/store/', functionName: 'commit' },
     { name: 'secretKeyOf (SHA-256 token key)', file: 'dist/lib/session/token.js', functionName: 'secretKeyOf' },
@@ -123,7 +123,7 @@ function stepRules (repo: string): StepRule[] {
     { name: 'sealForTokenHolder (grace box)', file: 'dist/lib/crypto/cipher.js', functionName: 'sealForTokenHolder' },
     { name: 'decodeData', file: 'dist/lib/session/data.js', functionName: 'decodeData' },
     { name: 'diffData', file: 'dist/lib/session/data.js', functionName: 'diffData' },
-    { name: 'requireSession guard', file: 'dist/plugins/guard.js' },
+    { name: 'requireSession guard', file: 'dist/plugins/session/guard.js' },
     { name: '@fastify/cookie: parse Cookie header', file: 'node_modules/@fastify/cookie/', functionName: 'parseCookies' },
     { name: '@fastify/cookie: serialize Set-Cookie', file: 'node_modules/@fastify/cookie/', functionName: 'setCookies' },
     { name: '@fastify/cookie: reply.setCookie', file: 'node_modules/@fastify/cookie/', functionName: 'fastifyCookieSetCookie' }

@@ -1,12 +1,12 @@
 /**
- * The MFA test app, shared by test/plugins/mfa.test.ts and the security tests: xemsSession + xemsMfa
+ * The MFA test app, shared by test/plugins/mfa/mfa.test.ts and the security tests: xemsSession + xemsMfa
  * routes, a logger whose every line is kept (level configurable), an injectable clock, and a user map.
  */
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
 import { xemsSession, type XemsSessionOptions } from '../index.js'
 import { hashPassword } from '../lib/mfa/password.js'
 import { generateTotp } from '../lib/mfa/totp.js'
-import { xemsMfa, type MfaRecord, type XemsMfa, type XemsMfaOptions } from '../plugins/mfa.js'
+import { xemsMfa, type MfaRecord, type XemsMfa, type XemsMfaOptions } from '../plugins/mfa/index.js'
 import { makeClock, setCookieToken, type Clock } from './helpers.js'
 
 export interface User { passwordHash: string, mfa: MfaRecord }

@@ -16,7 +16,7 @@ import { xemsError, XemsError, type XemsErrorCode } from '../errors.js'
  *    fresh `Secure-Session-Challenge: "<c>";id="<id>"` makes it sign that one and retry; a 200 sets the cookie;
  *    `{"continue": false}` (or any 4xx but 403) makes it drop the session.
  *
- * Framework-free; plugins/dbsc.ts maps it to routes. JWS verification is jose's; nothing here parses a JWS.
+ * Framework-free; plugins/session/dbsc.ts maps it to routes. JWS verification is jose's; nothing here parses a JWS.
  */
 export const DBSC_ALGORITHMS = ['ES256', 'RS256'] as const
 export type DbscAlgorithm = typeof DBSC_ALGORITHMS[number]

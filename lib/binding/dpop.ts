@@ -7,7 +7,7 @@ import { xemsError, type XemsError, type XemsErrorCode } from '../errors.js'
  * with an asymmetric algorithm by the public key in its own header (jose verifies it, nothing here parses
  * a JWS), `htm` / `htu` naming this request, `iat` inside the window, `ath` the hash of the token the
  * request presents, the server's nonce when it asks for one, and a `jti` never seen before (a single-use
- * claim the caller makes atomically in the store). Framework-free: plugins/dpop.ts feeds it requests.
+ * claim the caller makes atomically in the store). Framework-free: plugins/session/dpop.ts feeds it requests.
  */
 export const DPOP_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'RS256', 'PS256', 'EdDSA'] as const
 export type DpopAlgorithm = typeof DPOP_ALGORITHMS[number]
