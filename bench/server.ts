@@ -86,6 +86,32 @@ const SERVERS: Record<string, () => Promise<Built>> = {
     return await xemsServer({ autoRotation: true })
   },
 
+  async 'rotation-floor' () {
+    const { default: fastifyCookie } = await import('@fastify/cookie')
+    const app = Fastify({ logger: false })
+    await app.register(fastifyCookie)
+    const sessions = new Map<string, Profile>()
+    const attributes = { path: '/', httpOnly: true, sameSite: 'lax', secure: false } as const
+    const issue = (reply: FastifyReply, profile: Profile): void => {
+      const token = randomBytes(32).toString('base64url')
+      sessions.set(token, profile)
+      reply.header('cache-control', 'no-store').setCookie('floor', token, attributes)
+    }
+    app.post('/login', async (request, reply) => {
+      issue(reply, profileFor(userOf(request)))
+      return { ok: true }
+    })
+    app.get('/me', async (request, reply) => {
+      const token = request.cookies.floor
+      const profile = token === undefined ? undefined : sessions.get(token)
+      if (token === undefined || profile === undefined) return await reply.code(401).send({ code: 'NO_SESSION' })
+      sessions.delete(token)
+      issue(reply, profile)
+      return profile
+    })
+    return { app }
+  },
+
   async 'xems-persist' () {
     const { MemoryStore } = await import('fastify-xems')
     if (typeof (MemoryStore.prototype as { ready?: unknown }).ready !== 'function') {
