@@ -21,6 +21,21 @@ export function sha (algorithm: 'sha256' | 'sha512', data: string | Buffer): Buf
   return typeof hash === 'function' ? hash(algorithm, data, 'buffer') : createHash(algorithm).update(data).digest()
 }
 
+const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+/** For a base64url character of value v, the character of value v & 0b110000: its top 2 bits alone. */
+const TOP_TWO_BITS: string[] = []
+for (let v = 0; v < 64; v++) TOP_TWO_BITS[BASE64URL.charCodeAt(v)] = BASE64URL[v & 0x30]!
+
+/**
+ * The first 16 bytes of SHA-256(data), as base64url (22 characters): the same text as
+ * `sha('sha256', data).subarray(0, 16).toString('base64url')`, about three times faster (no Buffer: the
+ * digest is encoded by the hash call itself). 21 characters carry 126 bits; the 22nd carries bits 126–127.
+ */
+export function sha256Prefix16 (data: string): string {
+  const text = typeof hash === 'function' ? hash('sha256', data, 'base64url') : createHash('sha256').update(data).digest('base64url')
+  return text.slice(0, 21) + TOP_TWO_BITS[text.charCodeAt(21)]!
+}
+
 /** HKDF-SHA256 from input key material to a 32-byte key for one purpose (`info`). */
 export function deriveKey (ikm: Buffer, info: string, salt: Buffer = Buffer.alloc(0)): Buffer {
   return Buffer.from(hkdfSync('sha256', ikm, salt, Buffer.from(info, 'utf8'), 32))

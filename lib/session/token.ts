@@ -1,4 +1,4 @@
-import { sha } from '../crypto/cipher.js'
+import { sha256Prefix16 } from '../crypto/cipher.js'
 import { randomBase64url, TOKEN_LENGTH } from '../crypto/random-token.js'
 
 /**
@@ -24,11 +24,9 @@ export const SESSION_TOKEN_LENGTH = LOCATOR_LENGTH + 1 + TOKEN_LENGTH
 // one carrying 4 (the 16 below). A token we issued always matches; nothing else can be adopted.
 const SESSION_TOKEN_SYNTAX = /^[A-Za-z0-9_-]{21}[AQgw]\.[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/
 
-/**
- * Record ids, token keys and public ids are SHA-256 cut to 16 bytes (22 characters): 128 bits is far
- * beyond any search for a preimage or a collision among sessions, and a million sessions keep 48 MB less.
- */
-const ID_BYTES = 16
+// Record ids, token keys and public ids are SHA-256 cut to 16 bytes (22 characters, sha256Prefix16): 128
+// bits is far beyond any search for a preimage or a collision among sessions, and a million sessions keep
+// 48 MB less than with whole digests.
 
 /** A presented token, split. */
 export interface ParsedToken {
@@ -60,15 +58,15 @@ export function parseSessionToken (value: unknown): ParsedToken | null {
 
 /** The name the store files a session under. Not a credential, and it does not give the locator. */
 export function recordIdOf (locator: string): string {
-  return sha('sha256', 'xems/record|' + locator).subarray(0, ID_BYTES).toString('base64url')
+  return sha256Prefix16('xems/record|' + locator)
 }
 
 /** The store's key for one token: SHA-256 of the whole token. */
 export function secretKeyOf (token: string): string {
-  return sha('sha256', token).subarray(0, ID_BYTES).toString('base64url')
+  return sha256Prefix16(token)
 }
 
 /** The public id of a session (logs, events, device lists): names it, opens and targets nothing. */
 export function publicIdOf (recordId: string): string {
-  return sha('sha256', 'xems/public|' + recordId).subarray(0, ID_BYTES).toString('base64url')
+  return sha256Prefix16('xems/public|' + recordId)
 }

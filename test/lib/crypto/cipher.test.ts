@@ -1,6 +1,6 @@
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import t from 'tap'
-import { deriveKey, Keyring, openAsTokenHolder, parseSecret, sealForTokenHolder } from '../../../lib/crypto/cipher.js'
+import { deriveKey, Keyring, openAsTokenHolder, parseSecret, sealForTokenHolder, sha256Prefix16 } from '../../../lib/crypto/cipher.js'
 import { generateToken } from '../../../lib/crypto/random-token.js'
 
 const secretA = randomBytes(32)
@@ -21,6 +21,16 @@ t.test('parseSecret takes exactly 32 bytes in the documented forms', async (t) =
   } catch (err) {
     t.notMatch((err as Error).message, 'x'.repeat(31), 'the message never echoes the value')
   }
+})
+
+t.test('sha256Prefix16 is the first 16 bytes of SHA-256 in base64url, for any input (stored ids and keys keep their values)', async (t) => {
+  const inputs = ['', 'a', 'xems/record|' + 'A'.repeat(22), '\u00e9\u{1F600}', ...Array.from({ length: 2000 }, () => randomBytes(1 + (randomBytes(1)[0]! % 90)).toString('base64url'))]
+  let same = 0
+  for (const input of inputs) {
+    if (sha256Prefix16(input) === createHash('sha256').update(input, 'utf8').digest().subarray(0, 16).toString('base64url')) same++
+  }
+  t.equal(same, inputs.length, 'every input gives the same 22 characters as the Buffer route')
+  t.match(sha256Prefix16('x'), /^[A-Za-z0-9_-]{21}[AQgw]$/, 'canonical: the last character carries 2 bits')
 })
 
 t.test('seal/open round trip with a fresh nonce each time', async (t) => {
