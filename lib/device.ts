@@ -85,6 +85,27 @@ export function encodeDevice (device: DeviceInfo): string {
   return JSON.stringify(device)
 }
 
+/** Device records decoded lately, by their text: most requests of a session present the same record. */
+const SHARED_DEVICES = new Map<string, Readonly<DeviceInfo>>()
+/** At most this many records are kept (about 0.4 MB): a cache, so a miss only costs the decode. */
+const SHARED_DEVICES_MAX = 1024
+
+/**
+ * decodeDevice, for a reader that never changes the record in place (it replaces it): the same text
+ * gives the same frozen object, decoded once while it stays among the last SHARED_DEVICES_MAX texts.
+ */
+export function decodeSharedDevice (text: string | undefined): Readonly<DeviceInfo> | null {
+  if (text === undefined) return null
+  const known = SHARED_DEVICES.get(text)
+  if (known !== undefined) return known
+  const device = decodeDevice(text)
+  if (device === null) return null
+  Object.freeze(device)
+  if (SHARED_DEVICES.size >= SHARED_DEVICES_MAX) SHARED_DEVICES.delete(SHARED_DEVICES.keys().next().value!)
+  SHARED_DEVICES.set(text, device)
+  return device
+}
+
 /** A stored device, checked field by field; null when absent or not one. */
 export function decodeDevice (text: string | undefined): DeviceInfo | null {
   if (text === undefined) return null

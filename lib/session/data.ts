@@ -27,28 +27,38 @@ export function encodeValue (value: unknown, where: string): string | undefined 
   }
 }
 
-/** Rebuilds the application's object; keys are defined as own data properties, so `__proto__` is just a key. */
+/**
+ * Rebuilds the application's object from stored data, leaving out the library's reserved keys (device
+ * record, key binding). `__proto__` is defined as an own data property: just a key.
+ */
 export function decodeData (encoded: EncodedData): Record<string, unknown> {
   const data: Record<string, unknown> = {}
   for (const key of Object.keys(encoded)) {
-    Object.defineProperty(data, key, { value: JSON.parse(encoded[key]!), enumerable: true, writable: true, configurable: true })
+    if (isReservedKey(key)) continue
+    const value: unknown = JSON.parse(encoded[key]!)
+    if (key === '__proto__') Object.defineProperty(data, key, { value, enumerable: true, writable: true, configurable: true })
+    else data[key] = value
   }
   return data
 }
 
-/** The keys whose JSON text differs from what was loaded; null when nothing changed. */
+/**
+ * The keys whose JSON text differs from what was loaded; null when nothing changed. `original` may hold
+ * the reserved keys (they are not the application's: never patched away here); a reserved key the
+ * application put in `data` is always in the patch, so that assertNoReservedKey refuses it.
+ */
 export function diffData (original: EncodedData, data: Record<string, unknown>): DataPatch | null {
   const patch: DataPatch = Object.create(null)
   let changed = false
   for (const key of Object.keys(data)) {
     const text = encodeValue(data[key], `data.${key}`)
-    if (text === undefined ? Object.hasOwn(original, key) : !Object.hasOwn(original, key) || original[key] !== text) {
+    if (isReservedKey(key) || (text === undefined ? Object.hasOwn(original, key) : !Object.hasOwn(original, key) || original[key] !== text)) {
       patch[key] = text ?? null
       changed = true
     }
   }
   for (const key of Object.keys(original)) {
-    if (!Object.hasOwn(data, key)) {
+    if (!isReservedKey(key) && !Object.hasOwn(data, key)) {
       patch[key] = null
       changed = true
     }
@@ -59,15 +69,8 @@ export function diffData (original: EncodedData, data: Record<string, unknown>):
 /** The data keys reserved for the library's own records; applications cannot set them. */
 export const RESERVED_KEYS: readonly string[] = [DEVICE_KEY, BINDING_KEY]
 
-/**
- * The stored data split into the application's part, the device record's JSON text (DEVICE_KEY) and the
- * key binding's JSON text (BINDING_KEY).
- */
-export function splitDevice (encoded: EncodedData): { app: EncodedData, device: string | undefined, binding: string | undefined } {
-  if (!Object.hasOwn(encoded, DEVICE_KEY) && !Object.hasOwn(encoded, BINDING_KEY)) return { app: encoded, device: undefined, binding: undefined }
-  const app: EncodedData = Object.create(null)
-  for (const key of Object.keys(encoded)) if (!RESERVED_KEYS.includes(key)) app[key] = encoded[key]!
-  return { app, device: encoded[DEVICE_KEY], binding: encoded[BINDING_KEY] }
+function isReservedKey (key: string): boolean {
+  return key === DEVICE_KEY || key === BINDING_KEY
 }
 
 /** Refuses data in which the application set one of the library's reserved keys (device, binding). */

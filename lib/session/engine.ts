@@ -5,12 +5,12 @@ import { decodeDevice, encodeDevice, type DeviceInfo } from '../device.js'
 import { badOption, isXemsError, xemsError, type XemsError } from '../errors.js'
 import { sameKindOfDevice, type SecurityEvent } from '../security-events.js'
 import { decodeBinding, encodeBinding, type SessionBinding, type UnreadableBinding } from '../binding/binding.js'
-import { decodeData, encodeData, encodeValue, assertNoReservedKey, splitDevice } from './data.js'
+import { decodeData, encodeData, encodeValue, assertNoReservedKey } from './data.js'
 import {
   generateLocator, parseSessionToken, publicIdOf, recordIdOf, secretKeyOf, sessionTokenOf, type ParsedToken
 } from './token.js'
 import {
-  BINDING_KEY, DEVICE_KEY, type DataPatch, type EncodedData, type LimitResult, type RotateInput, type SessionInfo, type SessionStore, type StoredSession, type UserLimit
+  BINDING_KEY, DEVICE_KEY, type CommitResult, type DataPatch, type EncodedData, type LimitResult, type ResolveInput, type ResolveResult, type RotateInput, type SessionInfo, type SessionStore, type StoredSession, type UserLimit
 } from '../store/contract.js'
 import { MemoryStore } from '../store/memory/memory-store.js'
 import { generateToken } from '../crypto/random-token.js'
@@ -328,15 +328,16 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
   async open (token: unknown, sandbox?: string, gracePeriod = this.gracePeriod): Promise<Opened> {
     const parsed = parseSessionToken(token)
     if (parsed === null) return { status: 'none' }
-    const presented: PresentedToken = { ...parsed, key: secretKeyOf(parsed.token) }
-    const result = await this.#call(async () => await this.store.resolve({
-      id: recordIdOf(parsed.locator),
-      tokenKey: presented.key,
-      now: this.now(),
-      gracePeriod,
-      revokeOnReuse: this.onReuse === 'revoke',
-      ...(sandbox === undefined ? {} : { sandbox })
-    }))
+    const presented: PresentedToken = { token: parsed.token, locator: parsed.locator, secret: parsed.secret, key: secretKeyOf(parsed.token) }
+    const input: ResolveInput = { id: recordIdOf(parsed.locator), tokenKey: presented.key, now: this.now(), gracePeriod, revokeOnReuse: this.onReuse === 'revoke' }
+    if (sandbox !== undefined) input.sandbox = sandbox
+    // On every request: awaited here, not through #call's closure.
+    let result: ResolveResult
+    try {
+      result = await this.store.resolve(input)
+    } catch (err) {
+      throw storeFailure(err)
+    }
     switch (result.status) {
       case 'none':
         return result
@@ -366,7 +367,12 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
       newToken = sessionTokenOf(presented.locator, secret)
       rotation = { newKey: secretKeyOf(newToken), box: sealForTokenHolder(presented.token, secret), unseenWindow: this.unseenWindow }
     }
-    const result = await this.#call(async () => await this.store.commit({ id: session.id, tokenKey: presented.key, patch, rotate: rotation, now }))
+    let result: CommitResult
+    try {
+      result = await this.store.commit({ id: session.id, tokenKey: presented.key, patch, rotate: rotation, now })
+    } catch (err) {
+      throw storeFailure(err)
+    }
     if (result.status === 'gone') return result
     if (result.rotated) {
       if (this.listenerCount('rotated') > 0) this.emit('rotated', { id: publicIdOf(session.id), sandbox: session.sandbox })
@@ -425,8 +431,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     const opened = await this.open(token, sandbox, grace)
     if (opened.status !== 'live' && opened.status !== 'grace') return null
     const { session } = opened
-    const { app, binding: bindingText } = splitDevice(session.data)
-    const binding = decodeBinding(bindingText)
+    const binding = decodeBinding(session.data[BINDING_KEY])
     // Fail closed: the token alone is not a bound session (nothing here can check the key).
     if (binding !== null && options.allowBound !== true) return null
     let current = opened.token
@@ -441,7 +446,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     const resolved: ResolvedSession = {
       id: publicIdOf(session.id),
       sandbox: session.sandbox,
-      data: decodeData(app),
+      data: decodeData(session.data),
       createdAt: session.createdAt,
       lastSeenAt: session.lastSeenAt,
       expiresAt,
@@ -561,10 +566,14 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     try {
       return await operation()
     } catch (err) {
-      if (isXemsError(err)) throw err
-      throw xemsError('FST_XEMS_STORE_UNAVAILABLE', [], { cause: err })
+      throw storeFailure(err)
     }
   }
+}
+
+/** What a store's failure is thrown as: a 503 FST_XEMS_STORE_UNAVAILABLE; our own errors as they are. */
+function storeFailure (err: unknown): unknown {
+  return isXemsError(err) ? err : xemsError('FST_XEMS_STORE_UNAVAILABLE', [], { cause: err })
 }
 
 /** The one error of a refused sign-in under maxSessionsPerUser (409). */

@@ -1,9 +1,9 @@
 import type { Duration } from '../duration.js'
 import type { PresentedToken, XemsEngine } from './engine.js'
 import { xemsError } from '../errors.js'
-import { checkSignIn, decodeDevice, deviceAfterUse, encodeDevice, type DeviceInfo, type SignInMethod } from '../device.js'
+import { checkSignIn, decodeSharedDevice, deviceAfterUse, encodeDevice, type DeviceInfo, type SignInMethod } from '../device.js'
 import { decodeBinding, encodeBinding, type SessionBinding, type UnreadableBinding } from '../binding/binding.js'
-import { assertNoReservedKey, decodeData, diffData, encodeData, splitDevice } from './data.js'
+import { assertNoReservedKey, decodeData, diffData, encodeData } from './data.js'
 import { parseSessionToken, publicIdOf, secretKeyOf } from './token.js'
 import { BINDING_KEY, DEVICE_KEY, type EncodedData, type StoredSession } from '../store/contract.js'
 
@@ -65,7 +65,7 @@ export class XemsSession<Data = Record<string, unknown>> {
   /** The token the client must hold from now on, when known. */
   #token: string | null
   #touched = false
-  /** The device record; dirty when this request changed it (saved with the commit). */
+  /** The device record (frozen: replaced, never changed in place); dirty when this request changed it (saved with the commit). */
   #device: DeviceInfo | null
   #deviceDirty = false
   /** The key binding (DBSC, DPoP); dirty when this request bound the session (saved with the commit). */
@@ -76,15 +76,15 @@ export class XemsSession<Data = Record<string, unknown>> {
     this.#engine = engine
     this.#recordId = stored.id
     this.sandbox = stored.sandbox
-    const { app, device, binding } = splitDevice(stored.data)
-    this.data = decodeData(app) as Data
-    this.#device = decodeDevice(device)
-    this.#binding = decodeBinding(binding)
+    // The stored data as loaded, reserved keys included: diffData leaves those to this class.
+    this.data = decodeData(stored.data) as Data
+    this.#device = decodeSharedDevice(stored.data[DEVICE_KEY])
+    this.#binding = decodeBinding(stored.data[BINDING_KEY])
     if (stored.userId !== undefined) this.userId = stored.userId
     this.createdAt = stored.createdAt
     this.absoluteExpiresAt = stored.absoluteExpiresAt
     this.expiresAt = Math.min(stored.lastSeenAt + stored.idleTtl, stored.absoluteExpiresAt)
-    this.#original = app
+    this.#original = stored.data
     this.#mode = mode
     this.#presented = presented
     this.#token = currentToken
