@@ -178,6 +178,8 @@ interface CookieSettings {
   secure: boolean
   sameSite: 'lax' | 'strict' | 'none'
   persistent: boolean
+  /** The Set-Cookie attributes after the value, built once (setCookieHeader). */
+  tail?: string
 }
 
 function checkCookie (cookie: XemsCookieOptions | false | undefined): CookieSettings | null {
@@ -379,8 +381,10 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
       return
     }
     if (cookie !== null && !state.headerClient) {
-      const maxAge = Math.max(1, Math.floor((outcome.absoluteExpiresAt - engine.now()) / 1000))
-      reply.setCookie(cookie.name, outcome.token, cookie.persistent ? { ...cookieAttributes(cookie), maxAge } : cookieAttributes(cookie))
+      // Written as the header itself, as @fastify/cookie would serialise it (a token needs no encoding):
+      // other cookies the app sets still go through @fastify/cookie, which appends them to this one.
+      const maxAge = cookie.persistent ? Math.max(1, Math.floor((outcome.absoluteExpiresAt - engine.now()) / 1000)) : null
+      reply.header('set-cookie', setCookieHeader(cookie, outcome.token, maxAge))
     }
     if (header !== null && (state.headerClient || cookie === null)) reply.header(header, outcome.token)
   }
@@ -436,6 +440,18 @@ function checkClearSiteData (types: ClearSiteDataType[] | false | undefined, opt
   }
   return [...new Set(types)].map((type) => `"${type}"`).join(', ')
 }
+
+/**
+ * The Set-Cookie value carrying a token, attributes in the order and spelling of the cookie module that
+ * @fastify/cookie uses (`name=value; Max-Age=…; Domain=…; Path=…; HttpOnly; Secure; SameSite=…`). A
+ * token is base64url and `.`, which cookie encoding leaves as they are.
+ */
+function setCookieHeader (cookie: CookieSettings, token: string, maxAge: number | null): string {
+  cookie.tail ??= `${cookie.domain === undefined ? '' : `; Domain=${cookie.domain}`}; Path=${cookie.path}; HttpOnly${cookie.secure ? '; Secure' : ''}; SameSite=${SAME_SITE[cookie.sameSite]}`
+  return maxAge === null ? `${cookie.name}=${token}${cookie.tail}` : `${cookie.name}=${token}; Max-Age=${maxAge}${cookie.tail}`
+}
+
+const SAME_SITE = { lax: 'Lax', strict: 'Strict', none: 'None' } as const
 
 function cookieAttributes (cookie: CookieSettings): { path: string, domain?: string, secure: boolean, sameSite: 'lax' | 'strict' | 'none', httpOnly: true } {
   return { path: cookie.path, secure: cookie.secure, sameSite: cookie.sameSite, httpOnly: true, ...(cookie.domain === undefined ? {} : { domain: cookie.domain }) }

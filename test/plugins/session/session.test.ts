@@ -31,6 +31,34 @@ t.test('cookie.persistent: true sets Max-Age to the time left before the absolut
   t.match(setCookieHeader(response), new RegExp(`Max-Age=${2 * 86_400 - 1_800}(;|$)`), 'two days minus the half hour gone')
 })
 
+t.test('the session cookie is written exactly as @fastify/cookie writes it, beside the app\'s own cookies', async (t) => {
+  const { stringifySetCookie } = await import('cookie')
+  const cases = [
+    { cookie: {}, name: '__Host-xems', attributes: { path: '/', secure: true, sameSite: 'lax' } },
+    { cookie: { secure: false }, name: 'xems', attributes: { path: '/', secure: false, sameSite: 'lax' } },
+    { cookie: { domain: 'example.com', path: '/app', sameSite: 'strict' as const }, name: '__Secure-xems', attributes: { domain: 'example.com', path: '/app', secure: true, sameSite: 'strict' } },
+    { cookie: { name: 'sid', sameSite: 'none' as const }, name: 'sid', attributes: { path: '/', secure: true, sameSite: 'none' } },
+    { cookie: { secure: false, persistent: true }, name: 'xems', attributes: { path: '/', secure: false, sameSite: 'lax', maxAge: 5 * 86_400 } }
+  ]
+  for (const { cookie, name, attributes } of cases) {
+    const { app } = await buildApp({ cookie })
+    app.get('/app-cookie', { preHandler: app.xems.requireSession() }, async (_request, reply) => {
+      reply.setCookie('theme', 'dark', { path: '/' })
+      return { ok: true }
+    })
+    const login = await app.inject({ method: 'POST', url: '/login' })
+    const token = setCookieToken(login, name)!
+    t.equal(login.headers['set-cookie'], stringifySetCookie({ name, value: token, httpOnly: true, ...attributes }), `${JSON.stringify(cookie)}: the same text`)
+    const both = await app.inject({ url: '/app-cookie', cookies: { [name]: token } })
+    const headers = [both.headers['set-cookie']].flat()
+    t.equal(headers.length, 2, 'the app\'s cookie and the rotated session cookie, each its own header')
+    t.ok(headers.includes('theme=dark; Path=/; SameSite=Lax'), 'the app\'s cookie goes through @fastify/cookie as before')
+    const rotated = setCookieToken(both, name)
+    t.ok(rotated !== undefined && rotated !== token, 'the session cookie carries the new token')
+    await app.close()
+  }
+})
+
 t.test('every response to a request that resolved a session carries a new token', async (t) => {
   const { app } = await buildApp()
   t.teardown(async () => { await app.close() })
