@@ -1,4 +1,5 @@
 import t from 'tap'
+import type { XemsCookieOptions } from '../../../plugins/session/index.js'
 import { buildApp, login, setCookieHeader, setCookieToken } from '../../helpers.js'
 import { generateToken } from '../../../lib/crypto/random-token.js'
 import { generateLocator, isWellFormedSessionToken as isWellFormedToken, sessionTokenOf } from '../../../lib/session/token.js'
@@ -33,11 +34,11 @@ t.test('cookie.persistent: true sets Max-Age to the time left before the absolut
 
 t.test('the session cookie is written exactly as @fastify/cookie writes it, beside the app\'s own cookies', async (t) => {
   const { stringifySetCookie } = await import('cookie')
-  const cases = [
+  const cases: Array<{ cookie: XemsCookieOptions, name: string, attributes: { path: string, secure: boolean, sameSite: 'lax' | 'strict' | 'none', domain?: string, maxAge?: number } }> = [
     { cookie: {}, name: '__Host-xems', attributes: { path: '/', secure: true, sameSite: 'lax' } },
     { cookie: { secure: false }, name: 'xems', attributes: { path: '/', secure: false, sameSite: 'lax' } },
-    { cookie: { domain: 'example.com', path: '/app', sameSite: 'strict' as const }, name: '__Secure-xems', attributes: { domain: 'example.com', path: '/app', secure: true, sameSite: 'strict' } },
-    { cookie: { name: 'sid', sameSite: 'none' as const }, name: 'sid', attributes: { path: '/', secure: true, sameSite: 'none' } },
+    { cookie: { domain: 'example.com', path: '/app', sameSite: 'strict' }, name: '__Secure-xems', attributes: { domain: 'example.com', path: '/app', secure: true, sameSite: 'strict' } },
+    { cookie: { name: 'sid', sameSite: 'none' }, name: 'sid', attributes: { path: '/', secure: true, sameSite: 'none' } },
     { cookie: { secure: false, persistent: true }, name: 'xems', attributes: { path: '/', secure: false, sameSite: 'lax', maxAge: 5 * 86_400 } }
   ]
   for (const { cookie, name, attributes } of cases) {
