@@ -16,7 +16,8 @@ import {
   responseCredentialId, responseUserHandle, verifyAssertion, verifyRegistration,
   type ClientData, type PasskeyCredential, type PasskeyOptions
 } from '../../lib/mfa/passkey.js'
-import type { Admitted, MfaRecord, MfaUserAdapter, XemsMfa } from './index.js'
+import type { Admitted } from './lockout.js'
+import type { MfaRecord, MfaUserAdapter, XemsMfa } from './types.js'
 import type { XemsDecorator } from '../session/index.js'
 
 export type PasskeyCreationOptions = PublicKeyCredentialCreationOptionsJSON
