@@ -7,7 +7,8 @@ import type {
   ResolveResult, SessionInfo, SessionStore, StoredSession, UserLimit
 } from '../contract.js'
 import { DEVICE_KEY } from '../contract.js'
-import { BOX_LENGTH, KEY_LENGTH, SCRIPTS, type ScriptName } from './scripts.js'
+import { type Arg, BOX_LENGTH, KEY_LENGTH, SCRIPT } from './scripts/index.js'
+import type { Script } from './scripts/define.js'
 
 /** A 32-byte secret as `parseSecret` reads it: 32 bytes, 64 hex characters, base64 of 32 bytes, 32 ASCII characters. */
 export type RedisStoreSecret = string | Uint8Array
@@ -53,12 +54,14 @@ const CANARY_TEXT = `fastify-xems redis canary, format ${REDIS_FORMAT_VERSION}`
 /** The marker format 1 wrote (its canary had no `format` field). */
 const CANARY_TEXT_V1 = 'fastify-xems redis canary v1'
 
-type Arg = string | Buffer
 type Reply = Buffer | string | number | null | Reply[]
 type ScriptFunction = (...args: Arg[]) => Promise<Reply>
 
 /** A sealed field of one hash to rewrite under the newest key: field, old, new. */
 type Reseal = [field: string, old: Buffer, fresh: Buffer]
+
+/** The numkeys argument of EVALSHA, by the number of keys. */
+const NUMKEYS = ['0', '1', '2'] as const
 
 const NONE: ResolveResult = Object.freeze({ status: 'none' })
 
@@ -139,7 +142,8 @@ export class RedisStore implements SessionStore {
   readonly #keyring: Keyring
   /** One keyring per secret, newest first, with its key id (hex): for the canary. */
   readonly #rings: Array<{ id: string, ring: Keyring }>
-  readonly #scripts = new Map<ScriptName, ScriptFunction>()
+  /** The ioredis command of each script. */
+  readonly #commands = new Map<Script<never>, ScriptFunction>()
   #verified: Promise<void> | null = null
   #closed = false
 
@@ -172,11 +176,11 @@ export class RedisStore implements SessionStore {
       const ring = new Keyring([secret], REDIS_SEAL_PURPOSE)
       return { id: ring.seal('', 'key-id').subarray(1, 5).toString('hex'), ring }
     })
-    for (const [name, lua] of Object.entries(SCRIPTS) as Array<[ScriptName, string]>) {
+    for (const [name, script] of Object.entries(SCRIPT)) {
       const command = COMMAND_PREFIX + name[0]!.toUpperCase() + name.slice(1)
-      options.client.defineCommand(command, { lua })
+      options.client.defineCommand(command, { lua: script.lua })
       const fn = client[`${command}Buffer`] as ScriptFunction
-      this.#scripts.set(name, fn.bind(options.client))
+      this.#commands.set(script, fn.bind(options.client))
     }
   }
 
@@ -210,13 +214,19 @@ export class RedisStore implements SessionStore {
       sealedUser = this.#seal(input.userId, 'session', id, 'user')
     }
     const ending = admitted === undefined ? null : this.#endAdmitted(uk, admitted.toEnd, input.now)
-    const created = this.#run('create', this.#sessionKey(id), [
-      input.sandbox, keyArg(input.tokenKey), String(input.now), String(input.idleTtl), String(input.absoluteExpiresAt),
-      uk, sealedUser,
-      this.#sandboxSeal(id, input.sandbox, input.idleTtl),
-      this.#seal('', 'session', id, 'times', input.now, input.absoluteExpiresAt),
-      ...this.#dataPairs(id, input.data)
-    ])
+    const created = this.#run(SCRIPT.create, {
+      key: this.#sessionKey(id),
+      sandbox: input.sandbox,
+      tokenKey: keyArg(input.tokenKey),
+      now: input.now,
+      idleTtl: input.idleTtl,
+      absoluteExpiresAt: input.absoluteExpiresAt,
+      userKey: uk,
+      sealedUser,
+      sandboxSeal: this.#sandboxSeal(id, input.sandbox, input.idleTtl),
+      timesSeal: this.#seal('', 'session', id, 'times', input.now, input.absoluteExpiresAt),
+      data: this.#dataPairs(id, input.data)
+    })
     if (ending === null) {
       await created
       return
@@ -228,9 +238,15 @@ export class RedisStore implements SessionStore {
   async resolve (input: ResolveInput): Promise<ResolveResult> {
     await this.ready()
     const { id } = input
-    const reply = list(await this.#run('resolve', this.#sessionKey(id), [
-      keyArg(input.tokenKey), String(input.now), input.sandbox ?? '', input.revokeOnReuse ? '1' : '0', String(input.gracePeriod), DEVICE_FIELD
-    ]))
+    const reply = list(await this.#run(SCRIPT.resolve, {
+      key: this.#sessionKey(id),
+      tokenKey: keyArg(input.tokenKey),
+      now: input.now,
+      sandbox: input.sandbox ?? '',
+      revokeOnReuse: input.revokeOnReuse,
+      gracePeriod: input.gracePeriod,
+      deviceField: DEVICE_FIELD
+    }))
     const status = num(reply[0])
     if (status === 3) {
       const revoked = num(reply[3]) === 1
@@ -263,12 +279,18 @@ export class RedisStore implements SessionStore {
         else written.push(...this.#dataPair(id, key, value))
       }
     }
-    const rotate = input.rotate === null
-      ? ['0', '', '', '0']
-      : ['1', keyArg(input.rotate.newKey), boxArg(input.rotate.box), String(input.rotate.unseenWindow)]
-    const reply = list(await this.#run('commit', this.#sessionKey(id), [
-      keyArg(input.tokenKey), String(input.now), ...rotate, String(deleted.length), ...deleted, ...written
-    ]))
+    const rotate = input.rotate
+    const reply = list(await this.#run(SCRIPT.commit, {
+      key: this.#sessionKey(id),
+      tokenKey: keyArg(input.tokenKey),
+      now: input.now,
+      rotate: rotate !== null,
+      newKey: rotate === null ? '' : keyArg(rotate.newKey),
+      box: rotate === null ? '' : boxArg(rotate.box),
+      unseenWindow: rotate === null ? 0 : rotate.unseenWindow,
+      deleted,
+      written
+    }))
     const status = num(reply[0])
     if (status === 0) return { status: 'gone' }
     const expiresAt = num(reply[1])
@@ -293,12 +315,21 @@ export class RedisStore implements SessionStore {
       }
       sealedUser = this.#seal(input.userId, 'session', id, 'user')
     }
-    const moved = await this.#run('migrate', this.#sessionKey(id), [
-      keyArg(input.tokenKey), input.from, input.to, keyArg(input.newKey), String(input.retiredUntil), String(input.idleTtl), String(input.now),
-      this.#sandboxSeal(id, input.to, input.idleTtl),
-      input.data === null ? '0' : '1', uk, sealedUser,
-      ...(input.data === null ? [] : this.#dataPairs(id, input.data))
-    ])
+    const moved = await this.#run(SCRIPT.migrate, {
+      key: this.#sessionKey(id),
+      tokenKey: keyArg(input.tokenKey),
+      from: input.from,
+      to: input.to,
+      newKey: keyArg(input.newKey),
+      retiredUntil: input.retiredUntil,
+      idleTtl: input.idleTtl,
+      now: input.now,
+      sandboxSeal: this.#sandboxSeal(id, input.to, input.idleTtl),
+      replaceData: input.data !== null,
+      userKey: uk,
+      sealedUser,
+      data: input.data === null ? [] : this.#dataPairs(id, input.data)
+    })
     // A user the session no longer names keeps a dangling index entry: harmless (revokeUser and
     // listUser check the record), gone with its score. Removing it here could race a later migration
     // back to that user, whose index entry is written before its record. (Under maxSessionsPerUser it
@@ -310,7 +341,7 @@ export class RedisStore implements SessionStore {
 
   async destroy (id: string): Promise<boolean> {
     await this.ready()
-    const reply = list(await this.#run('destroy', this.#sessionKey(id), []))
+    const reply = list(await this.#run(SCRIPT.destroy, { key: this.#sessionKey(id) }))
     if (num(reply[0]) !== 1) return false
     const uk = buffer(reply[1])
     if (uk !== null) await this.#unindex(uk.toString('latin1'), id)
@@ -327,7 +358,7 @@ export class RedisStore implements SessionStore {
     const uk = digest('user', userId)
     const entries = (await this.#indexRead(uk, now)).filter((entry) => entry.id !== exceptId)
     const outcomes = await Promise.all(entries.map(async (entry) =>
-      num(await this.#run('revokeOne', this.#sessionKey(entry.id), [uk, String(now), String(entry.score)]))))
+      num(await this.#run(SCRIPT.revokeOne, { key: this.#sessionKey(entry.id), userKey: uk, now, score: entry.score }))))
     const gone = entries.filter((_, i) => outcomes[i] !== 0).map((entry) => entry.id)
     if (gone.length > 0) await this.#client.zrem(this.#userKey(uk), ...gone)
     return outcomes.filter((outcome) => outcome === 2).length
@@ -338,7 +369,7 @@ export class RedisStore implements SessionStore {
     await this.ready()
     const uk = digest('user', userId)
     // Score `now`: a record that is not there gets no tombstone (nothing of this user is on its way there).
-    const outcome = num(await this.#run('revokeOne', this.#sessionKey(id), [uk, String(now), String(now)]))
+    const outcome = num(await this.#run(SCRIPT.revokeOne, { key: this.#sessionKey(id), userKey: uk, now, score: now }))
     if (outcome !== 0) await this.#client.zrem(this.#userKey(uk), id)
     return outcome === 2
   }
@@ -376,7 +407,7 @@ export class RedisStore implements SessionStore {
   async kvGet (sandbox: string, key: string, now: number): Promise<string | null> {
     await this.ready()
     const name = this.#valueKey(sandbox, key)
-    const sealed = buffer(await this.#run('kvGet', name, [String(now)]))
+    const sealed = buffer(await this.#run(SCRIPT.kvGet, { key: name, now }))
     if (sealed === null) return null
     const plain = this.#open(sealed, 'value', sandbox, key)
     if (plain === null) return null
@@ -386,7 +417,7 @@ export class RedisStore implements SessionStore {
 
   async kvSet (sandbox: string, key: string, value: string, ttl: number, now: number): Promise<void> {
     await this.ready()
-    await this.#run('kvSet', this.#valueKey(sandbox, key), [String(now), String(ttl), this.#seal(value, 'value', sandbox, key)])
+    await this.#run(SCRIPT.kvSet, { key: this.#valueKey(sandbox, key), now, ttl, sealed: this.#seal(value, 'value', sandbox, key) })
   }
 
   async kvDel (sandbox: string, key: string): Promise<boolean> {
@@ -396,20 +427,20 @@ export class RedisStore implements SessionStore {
 
   async kvAdd (sandbox: string, key: string, value: string, ttl: number, now: number): Promise<boolean> {
     await this.ready()
-    const added = await this.#run('kvAdd', this.#valueKey(sandbox, key), [String(now), String(ttl), this.#seal(value, 'value', sandbox, key)])
+    const added = await this.#run(SCRIPT.kvAdd, { key: this.#valueKey(sandbox, key), now, ttl, sealed: this.#seal(value, 'value', sandbox, key) })
     return num(added) === 1
   }
 
   async kvTake (sandbox: string, key: string, now: number): Promise<string | null> {
     await this.ready()
-    const sealed = buffer(await this.#run('kvTake', this.#valueKey(sandbox, key), [String(now)]))
+    const sealed = buffer(await this.#run(SCRIPT.kvTake, { key: this.#valueKey(sandbox, key), now }))
     if (sealed === null) return null
     return this.#open(sealed, 'value', sandbox, key)?.toString('utf8') ?? null
   }
 
   async increment (key: string, window: number, now: number): Promise<CounterResult> {
     await this.ready()
-    const [count, resetAt] = list(await this.#run('increment', this.#counterKey(key), [String(now), String(window)]))
+    const [count, resetAt] = list(await this.#run(SCRIPT.increment, { key: this.#counterKey(key), now, window }))
     return { count: num(count), resetAt: num(resetAt) }
   }
 
@@ -427,9 +458,10 @@ export class RedisStore implements SessionStore {
     if (this.#closed) throw xemsError('FST_XEMS_STORE_CLOSED')
   }
 
-  /** Runs a script on one key. */
-  async #run (script: ScriptName, key: string, args: Arg[]): Promise<Reply> {
-    return await this.#scripts.get(script)!('1', key, ...args)
+  /** Runs a script (EVALSHA, one round trip) with the arguments its builder makes of `input`. */
+  async #run<I> (script: Script<I>, input: I): Promise<Reply> {
+    const { keys, argv } = script.args(input)
+    return await this.#commands.get(script as Script<never>)!(NUMKEYS[keys.length]!, ...keys, ...argv)
   }
 
   /**
@@ -439,7 +471,7 @@ export class RedisStore implements SessionStore {
    * check each record) and ends with its score. `score` bounds the session's absolute deadline.
    */
   async #indexAdd (uk: string, id: string, score: number, now: number): Promise<void> {
-    await this.#run('indexAdd', this.#userKey(uk), [id, String(score), String(now)])
+    await this.#run(SCRIPT.indexAdd, { key: this.#userKey(uk), member: id, score, now })
   }
 
   /**
@@ -448,12 +480,11 @@ export class RedisStore implements SessionStore {
    * than ADMISSION_FENCE_MS (then fenced) are dead for good, and the script decides again without them.
    */
   async #admit (uk: string, id: string, score: number, now: number, limit: UserLimit): Promise<{ result: LimitResult, toEnd: string[] }> {
-    const keys = [this.#userKey(uk), this.#limitKey(uk)]
-    const args = [id, String(score), String(now), String(limit.max), limit.onLimit]
-    let reply = list(await this.#scripts.get('admit')!('2', ...keys, ...args))
+    const input = { u: this.#userKey(uk), l: this.#limitKey(uk), id, score, now, max: limit.max, onLimit: limit.onLimit, dead: [] }
+    let reply = list(await this.#run(SCRIPT.admit, input))
     if (num(reply[0]) === 2) {
       const dead = await this.#deadAmong(reply.slice(1), now)
-      if (dead.length > 0) reply = list(await this.#scripts.get('admit')!('2', ...keys, ...args, ...dead))
+      if (dead.length > 0) reply = list(await this.#run(SCRIPT.admit, { ...input, dead }))
     }
     if (num(reply[0]) === 2) return { result: { status: 'refused' }, toEnd: [] }
     return { result: { status: 'admitted', ended: [] }, toEnd: reply.slice(1).map(text) }
@@ -469,7 +500,7 @@ export class RedisStore implements SessionStore {
       if (x !== null && x !== undefined) return true
       if (sb === null || sb === undefined) {
         if (now - admittedAt < ADMISSION_FENCE_MS) return false
-        return num(await this.#run('fence', key, [String(now), String(now + SESSION_LIFETIME_BOUND_MS)])) === 1
+        return num(await this.#run(SCRIPT.fence, { key, now, fenceUntil: now + SESSION_LIFETIME_BOUND_MS })) === 1
       }
       const deadline = Math.min(intOf(ls ?? undefined) + intOf(it ?? undefined), intOf(ax ?? undefined))
       return deadline <= now
@@ -485,13 +516,13 @@ export class RedisStore implements SessionStore {
   async #endAdmitted (uk: string, ids: string[], now: number): Promise<string[]> {
     if (ids.length === 0) return []
     const outcomes = await Promise.all(ids.map(async (id) =>
-      num(await this.#run('revokeOne', this.#sessionKey(id), [uk, String(now), String(now + SESSION_LIFETIME_BOUND_MS)]))))
-    await this.#scripts.get('admitDone')!('2', this.#userKey(uk), this.#limitKey(uk), ...ids)
+      num(await this.#run(SCRIPT.revokeOne, { key: this.#sessionKey(id), userKey: uk, now, score: now + SESSION_LIFETIME_BOUND_MS }))))
+    await this.#run(SCRIPT.admitDone, { u: this.#userKey(uk), l: this.#limitKey(uk), ids })
     return ids.filter((_, i) => outcomes[i] === 2)
   }
 
   async #indexRead (uk: string, now: number): Promise<Array<{ id: string, score: number }>> {
-    const reply = list(await this.#run('indexRead', this.#userKey(uk), [String(now)]))
+    const reply = list(await this.#run(SCRIPT.indexRead, { key: this.#userKey(uk), now }))
     const entries: Array<{ id: string, score: number }> = []
     for (let i = 0; i + 1 < reply.length; i += 2) entries.push({ id: text(reply[i]), score: num(reply[i + 1]) })
     return entries
@@ -509,7 +540,7 @@ export class RedisStore implements SessionStore {
   async #checkCanary (): Promise<void> {
     const newest = this.#rings[0]!
     const marker = newest.ring.seal(CANARY_TEXT, this.#aad('canary', newest.id))
-    const reply = list(await this.#run('canary', this.#canaryKey(), [newest.id, marker, String(REDIS_FORMAT_VERSION)]))
+    const reply = list(await this.#run(SCRIPT.canary, { key: this.#canaryKey(), keyId: newest.id, marker, format: REDIS_FORMAT_VERSION }))
     if (reply.length === 0) return
     const fields = new Map<string, Buffer | null>()
     for (let i = 0; i + 1 < reply.length; i += 2) fields.set(text(reply[i]), buffer(reply[i + 1]))
@@ -650,7 +681,7 @@ export class RedisStore implements SessionStore {
   }
 
   async #reseal (key: string, items: Reseal[]): Promise<void> {
-    await this.#run('reseal', key, items.flat())
+    await this.#run(SCRIPT.reseal, { key, items: items.flat() })
   }
 
   /** A session's hash: a hash tag of its own, so sessions spread over a cluster's slots. */
