@@ -7,7 +7,7 @@
  * over every master of a cluster (each has a hash tag of its own). Scripts never build key names: every
  * key they touch is passed in KEYS (ioredis adds the client keyPrefix and routes by it).
  *
- * Session hash `<prefix>s:{<recordId>}` (layout format 2, see REDIS_FORMAT_VERSION in redis-store.ts):
+ * Session hash `<prefix>s:{<recordId>}` (layout format 2, see REDIS_FORMAT_VERSION in layout.ts):
  *   sb  sandbox              ca  createdAt             ls  lastSeenAt
  *   it  idle ttl (ms)        ax  absoluteExpiresAt      xp  how far the key's Redis expiry reaches (see touch)
  *   k   current token key    s   '1' once the current token has been presented, else '0'
@@ -38,9 +38,9 @@ import { MAX_RETIRED_TOKENS } from '../../rotation.js'
  */
 export const RECLAIM_MARKS_MS = 10_000
 
-/** Length of a token key as the store passes it to Lua (secretKeyOf: 16 bytes, base64url; see redis-store.ts keyArg). */
+/** Length of a token key as the store passes it to Lua (secretKeyOf: 16 bytes, base64url; see codec.ts keyArg). */
 export const KEY_LENGTH = 22
-/** Length of a grace box (sealForTokenHolder: 49 bytes, base64url); redis-store.ts checks every box. */
+/** Length of a grace box (sealForTokenHolder: 49 bytes, base64url); codec.ts boxArg checks every box. */
 export const BOX_LENGTH = 66
 /** One earlier token in the `p` field: deadline (15 digits), flag, key, box. */
 export const ENTRY_WIDTH = 15 + 1 + KEY_LENGTH + BOX_LENGTH
