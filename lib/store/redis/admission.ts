@@ -2,18 +2,11 @@
  * maxSessionsPerUser on Redis: the admit script decides in the user's slot; the records it counts or
  * ends live in slots of their own, so they are checked and ended from here.
  */
-import type { Cluster, Redis } from 'ioredis'
 import type { LimitResult, UserLimit } from '../contract.js'
 import { intOf, list, num, type Reply, text } from './codec.js'
-import type { ScriptRunner } from './commands.js'
-import { ADMISSION_FENCE_MS, type RedisKeys, SESSION_LIFETIME_BOUND_MS } from './layout.js'
+import type { RedisParts } from './commands.js'
+import { ADMISSION_FENCE_MS, SESSION_LIFETIME_BOUND_MS } from './layout.js'
 import { SCRIPT } from './scripts/index.js'
-
-export interface AdmissionParts {
-  client: Redis | Cluster
-  scripts: ScriptRunner
-  keys: RedisKeys
-}
 
 /** An admission: the result, and the records the caller ends (endAdmitted) once it has written its own. */
 export interface Admission {
@@ -26,7 +19,7 @@ export interface Admission {
  * expired, or missing longer than ADMISSION_FENCE_MS (then fenced) are dead for good, and the script
  * decides again without them.
  */
-export async function admit (parts: AdmissionParts, uk: string, id: string, score: number, now: number, limit: UserLimit): Promise<Admission> {
+export async function admit (parts: RedisParts, uk: string, id: string, score: number, now: number, limit: UserLimit): Promise<Admission> {
   const { keys, scripts } = parts
   const input = { u: keys.user(uk), l: keys.limit(uk), id, score, now, max: limit.max, onLimit: limit.onLimit, dead: [] }
   let reply = list(await scripts.run(SCRIPT.admit, input))
@@ -39,7 +32,7 @@ export async function admit (parts: AdmissionParts, uk: string, id: string, scor
 }
 
 /** Of the counted [id, admittedAt, ...] of a refusal, the ids whose records can never be live again. */
-async function deadAmong ({ client, scripts, keys }: AdmissionParts, counted: Reply[], now: number): Promise<string[]> {
+async function deadAmong ({ client, scripts, keys }: RedisParts, counted: Reply[], now: number): Promise<string[]> {
   const entries: Array<{ id: string, admittedAt: number }> = []
   for (let i = 0; i + 1 < counted.length; i += 2) entries.push({ id: text(counted[i]), admittedAt: num(counted[i + 1]) })
   const dead = await Promise.all(entries.map(async ({ id, admittedAt }) => {
@@ -61,7 +54,7 @@ async function deadAmong ({ client, scripts, keys }: AdmissionParts, counted: Re
  * answer "none"), then drops them from the index and the limit set. Returns those that were live.
  * Marked ones a crash left unended are handed out again by the user's next admission.
  */
-export async function endAdmitted ({ scripts, keys }: AdmissionParts, uk: string, ids: string[], now: number): Promise<string[]> {
+export async function endAdmitted ({ scripts, keys }: RedisParts, uk: string, ids: string[], now: number): Promise<string[]> {
   if (ids.length === 0) return []
   const outcomes = await Promise.all(ids.map(async (id) =>
     num(await scripts.run(SCRIPT.revokeOne, { key: keys.session(id), userKey: uk, now, score: now + SESSION_LIFETIME_BOUND_MS }))))

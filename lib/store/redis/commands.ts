@@ -4,10 +4,18 @@
  */
 import type { Cluster, Redis } from 'ioredis'
 import type { Reply } from './codec.js'
+import type { RedisKeys } from './layout.js'
 import { type Arg, SCRIPT } from './scripts/index.js'
 import type { Script } from './scripts/define.js'
 
 type ScriptFunction = (...args: Arg[]) => Promise<Reply>
+
+/** What the modules of RedisStore work with: the client, its script commands, the key names. */
+export interface RedisParts {
+  client: Redis | Cluster
+  scripts: ScriptRunner
+  keys: RedisKeys
+}
 
 /** The numkeys argument of EVALSHA, by the number of keys. */
 const NUMKEYS = ['0', '1', '2'] as const

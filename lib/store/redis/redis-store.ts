@@ -6,14 +6,15 @@ import type {
   ResolveResult, SessionInfo, SessionStore
 } from '../contract.js'
 import { DEVICE_KEY } from '../contract.js'
-import { admit, type Admission, type AdmissionParts, endAdmitted } from './admission.js'
+import { admit, type Admission, endAdmitted } from './admission.js'
 import { type CanaryRings, checkCanary } from './canary-check.js'
 import { boxArg, buffer, DEVICE_FIELD, digest, intOf, keyArg, list, num, text } from './codec.js'
-import { ScriptRunner } from './commands.js'
+import { type RedisParts, ScriptRunner } from './commands.js'
 import { REDIS_FORMAT_VERSION, REDIS_SEAL_PURPOSE, RedisKeys, SESSION_LIFETIME_BOUND_MS } from './layout.js'
 import { parseOptions, type RedisStoreOptions } from './options.js'
 import { type Reseal, RedisSealer } from './sealing.js'
 import { type Arg, SCRIPT } from './scripts/index.js'
+import { indexAdd, indexRead, unindex } from './user-index.js'
 
 export { ADMISSION_FENCE_MS, REDIS_FORMAT_VERSION, REDIS_SEAL_PURPOSE, SESSION_LIFETIME_BOUND_MS } from './layout.js'
 export type { RedisStoreOptions, RedisStoreSecret } from './options.js'
@@ -28,7 +29,7 @@ const NONE: ResolveResult = Object.freeze({ status: 'none' })
  * Each session is one hash under a hash tag of its own, so sessions spread over every master of a
  * cluster; resolve and commit are one Lua script each on that hash (one atomic step, one round trip).
  * A user's sessions are indexed in a sorted set in another slot, written before the session so that
- * revokeUser never misses one (see #indexAdd). Every payload is sealed with AES-256-GCM before it
+ * revokeUser never misses one (see indexAdd in user-index.ts). Every payload is sealed with AES-256-GCM before it
  * leaves the process, bound to its place by the associated data. The layout and what a Redis operator
  * can see are documented in docs/stores.md.
  */
@@ -41,7 +42,7 @@ export class RedisStore implements SessionStore {
   /** One keyring per secret, newest first, with its key id (hex): for the canary. */
   readonly #rings: CanaryRings
   readonly #scripts: ScriptRunner
-  readonly #parts: AdmissionParts
+  readonly #parts: RedisParts
   #verified: Promise<void> | null = null
   #closed = false
 
@@ -81,7 +82,7 @@ export class RedisStore implements SessionStore {
     let admitted: Admission | undefined
     if (input.userId !== undefined) {
       uk = digest('user', input.userId)
-      if (input.userLimit === undefined) await this.#indexAdd(uk, id, input.absoluteExpiresAt, input.now)
+      if (input.userLimit === undefined) await indexAdd(this.#parts, uk, id, input.absoluteExpiresAt, input.now)
       else {
         admitted = await admit(this.#parts, uk, id, input.absoluteExpiresAt, input.now, input.userLimit)
         if (admitted.result.status === 'refused') return admitted.result
@@ -132,7 +133,7 @@ export class RedisStore implements SessionStore {
       const device = this.#sealer.openDataField(id, DEVICE_FIELD.slice(2), buffer(reply[5]))
       if (device !== null) reused.device = device[1]
       const uk = buffer(reply[4])
-      if (revoked && uk !== null) await this.#unindex(uk.toString('latin1'), id)
+      if (revoked && uk !== null) await unindex(this.#parts, uk.toString('latin1'), id)
       return reused
     }
     if (status !== 1 && status !== 2) return NONE
@@ -183,7 +184,7 @@ export class RedisStore implements SessionStore {
     if (input.userId !== undefined) {
       uk = digest('user', input.userId)
       // The absolute deadline is not part of a migration; no session outlives now + the engine's cap.
-      if (input.userLimit === undefined) await this.#indexAdd(uk, id, input.now + SESSION_LIFETIME_BOUND_MS, input.now)
+      if (input.userLimit === undefined) await indexAdd(this.#parts, uk, id, input.now + SESSION_LIFETIME_BOUND_MS, input.now)
       else {
         admitted = await admit(this.#parts, uk, id, input.now + SESSION_LIFETIME_BOUND_MS, input.now, input.userLimit)
         if (admitted.result.status === 'refused') return admitted.result
@@ -219,7 +220,7 @@ export class RedisStore implements SessionStore {
     const reply = list(await this.#scripts.run(SCRIPT.destroy, { key: this.#keys.session(id) }))
     if (num(reply[0]) !== 1) return false
     const uk = buffer(reply[1])
-    if (uk !== null) await this.#unindex(uk.toString('latin1'), id)
+    if (uk !== null) await unindex(this.#parts, uk.toString('latin1'), id)
     return true
   }
 
@@ -231,7 +232,7 @@ export class RedisStore implements SessionStore {
   async revokeUser (userId: string, now: number, exceptId?: string): Promise<number> {
     await this.ready()
     const uk = digest('user', userId)
-    const entries = (await this.#indexRead(uk, now)).filter((entry) => entry.id !== exceptId)
+    const entries = (await indexRead(this.#parts, uk, now)).filter((entry) => entry.id !== exceptId)
     const outcomes = await Promise.all(entries.map(async (entry) =>
       num(await this.#scripts.run(SCRIPT.revokeOne, { key: this.#keys.session(entry.id), userKey: uk, now, score: entry.score }))))
     const gone = entries.filter((_, i) => outcomes[i] !== 0).map((entry) => entry.id)
@@ -253,7 +254,7 @@ export class RedisStore implements SessionStore {
   async listUser (userId: string, now: number): Promise<SessionInfo[]> {
     await this.ready()
     const uk = digest('user', userId)
-    const entries = await this.#indexRead(uk, now)
+    const entries = await indexRead(this.#parts, uk, now)
     const records = await Promise.all(entries.map(async (entry) =>
       await this.#client.hmgetBuffer(this.#keys.session(entry.id), 'sb', 'ca', 'ls', 'it', 'ax', 'uk', 'u', 'ms', 'mt', 'x', DEVICE_FIELD)))
     const infos: SessionInfo[] = []
@@ -331,32 +332,6 @@ export class RedisStore implements SessionStore {
 
   #assertOpen (): void {
     if (this.#closed) throw xemsError('FST_XEMS_STORE_CLOSED')
-  }
-
-  /**
-   * Adds a record to its user's index. Called BEFORE the session record names the user (create, and a
-   * migration that sets a user), so no record ever names a user without an index entry: if the record
-   * write then fails or never arrives, the entry dangles, which is harmless (revokeUser and listUser
-   * check each record) and ends with its score. `score` bounds the session's absolute deadline.
-   */
-  async #indexAdd (uk: string, id: string, score: number, now: number): Promise<void> {
-    await this.#scripts.run(SCRIPT.indexAdd, { key: this.#keys.user(uk), member: id, score, now })
-  }
-
-  async #indexRead (uk: string, now: number): Promise<Array<{ id: string, score: number }>> {
-    const reply = list(await this.#scripts.run(SCRIPT.indexRead, { key: this.#keys.user(uk), now }))
-    const entries: Array<{ id: string, score: number }> = []
-    for (let i = 0; i + 1 < reply.length; i += 2) entries.push({ id: text(reply[i]), score: num(reply[i + 1]) })
-    return entries
-  }
-
-  /**
-   * Drops the index entry of a record this store has just deleted (destroy, a reuse revocation). Records
-   * are never re-created, so this is always safe; it is tidying only, so a failure is not the caller's:
-   * the entry then dangles until revokeUser or its score removes it.
-   */
-  async #unindex (uk: string, id: string): Promise<void> {
-    await this.#client.zrem(this.#keys.user(uk), id).catch(() => {})
   }
 
   async #reseal (key: string, items: Reseal[]): Promise<void> {
