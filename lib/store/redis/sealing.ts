@@ -1,0 +1,132 @@
+/**
+ * The sealing of what RedisStore writes: every payload is sealed with AES-256-GCM (the keyring of the
+ * store's secrets) before it leaves the process, bound to its place (prefix, key, field) by the
+ * associated data, so a value copied to another place does not open.
+ */
+import type { Keyring } from '../../crypto/cipher.js'
+import type { EncodedData, StoredSession } from '../contract.js'
+import { dataPairOf, digest, intOf, type Reply } from './codec.js'
+import type { Arg } from './scripts/index.js'
+
+/** A sealed field of one hash to rewrite under the newest key: field, old, new. */
+export type Reseal = [field: string, old: Buffer, fresh: Buffer]
+
+export class RedisSealer {
+  readonly #prefix: string
+  readonly #keyring: Keyring
+
+  constructor (prefix: string, keyring: Keyring) {
+    this.#prefix = prefix
+    this.#keyring = keyring
+  }
+
+  /** Whether a sealed value was sealed under an older key than the newest. */
+  isStale (sealed: Buffer): boolean {
+    return this.#keyring.isStale(sealed)
+  }
+
+  aad (...parts: Array<string | number>): string {
+    return JSON.stringify([this.#prefix, ...parts])
+  }
+
+  seal (plain: string | Buffer, ...place: Array<string | number>): Buffer {
+    return this.#keyring.seal(plain, this.aad(...place))
+  }
+
+  open (sealed: Buffer, ...place: Array<string | number>): Buffer | null {
+    return this.#keyring.open(sealed, this.aad(...place))
+  }
+
+  sandboxSeal (id: string, sandbox: string, idleTtl: number): Buffer {
+    return this.seal('', 'session', id, 'sandbox', sandbox, idleTtl)
+  }
+
+  /** One top-level data key: field `d:<digest of the key>`, value sealing the key's name and its JSON text. */
+  dataPair (id: string, key: string, json: string): [string, Buffer] {
+    const field = digest('data', key)
+    const name = Buffer.from(key, 'utf8')
+    const length = Buffer.alloc(4)
+    length.writeUInt32BE(name.length)
+    return [`d:${field}`, this.seal(Buffer.concat([length, name, Buffer.from(json, 'utf8')]), 'session', id, 'data', field)]
+  }
+
+  dataPairs (id: string, data: EncodedData): Arg[] {
+    const pairs: Arg[] = []
+    for (const [key, json] of Object.entries(data)) pairs.push(...this.dataPair(id, key, json))
+    return pairs
+  }
+
+  /**
+   * Opens the session hash the resolve script read (HGETALL, before its own writes: lastSeenAt is `now`).
+   * Null when any part does not open (tampered with, moved, or sealed under a key no longer in the
+   * keyring): such a session is not trusted, so it does not resolve.
+   */
+  openSession (id: string, all: Reply[], now: number): { session: StoredSession, reseal: Reseal[] } | null {
+    let sb: Buffer | undefined
+    let ca: Buffer | undefined
+    let it: Buffer | undefined
+    let ax: Buffer | undefined
+    let u: Buffer | undefined
+    let ms: Buffer | undefined
+    let mt: Buffer | undefined
+    const data: Array<[string, Buffer]> = []
+    for (let i = 0; i + 1 < all.length; i += 2) {
+      const name = all[i] as Buffer
+      const value = all[i + 1] as Buffer
+      // Field names are ASCII: compare the first bytes before making strings.
+      if (name[0] === 0x64 && name[1] === 0x3a) { data.push([name.toString('latin1', 2), value]); continue }
+      switch (name.toString('latin1')) {
+        case 'sb': sb = value; break
+        case 'ca': ca = value; break
+        case 'it': it = value; break
+        case 'ax': ax = value; break
+        case 'u': u = value; break
+        case 'ms': ms = value; break
+        case 'mt': mt = value; break
+      }
+    }
+    if (sb === undefined) return null
+    const sandbox = sb.toString('utf8')
+    const createdAt = intOf(ca)
+    const idleTtl = intOf(it)
+    const absoluteExpiresAt = intOf(ax)
+    const reseal: Reseal[] = []
+    const check = (field: string, sealed: Buffer | undefined, ...place: Array<string | number>): Buffer | null => {
+      if (sealed === undefined) return null
+      const opened = this.open(sealed, ...place)
+      if (opened === null) return null
+      if (this.#keyring.isStale(sealed)) reseal.push([field, sealed, this.seal(opened, ...place)])
+      return opened
+    }
+    if (check('ms', ms, 'session', id, 'sandbox', sandbox, idleTtl) === null) return null
+    if (check('mt', mt, 'session', id, 'times', createdAt, absoluteExpiresAt) === null) return null
+    const session: StoredSession = {
+      id,
+      sandbox,
+      data: Object.create(null) as EncodedData,
+      createdAt,
+      lastSeenAt: now,
+      idleTtl,
+      absoluteExpiresAt
+    }
+    if (u !== undefined) {
+      const userId = check('u', u, 'session', id, 'user')
+      if (userId === null) return null
+      session.userId = userId.toString('utf8')
+    }
+    for (const [field, sealed] of data) {
+      const plain = check(`d:${field}`, sealed, 'session', id, 'data', field)
+      const pair = plain === null ? null : dataPairOf(plain, field)
+      if (pair === null) return null
+      session.data[pair[0]] = pair[1]
+    }
+    return { session, reseal }
+  }
+
+  /** One sealed data field as [key, JSON text]; null when absent or it does not open. */
+  openDataField (id: string, field: string, sealed: Buffer | null): [string, string] | null {
+    if (sealed === null) return null
+    const plain = this.open(sealed, 'session', id, 'data', field)
+    return plain === null ? null : dataPairOf(plain, field)
+  }
+}
