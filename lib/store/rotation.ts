@@ -3,7 +3,7 @@ import { MAX_PAST_TOKENS } from './contract.js'
 /**
  * The rotation rules, as one small state per session that a store keeps in the session's record and
  * changes atomically. MemoryStore runs these functions; RedisStore runs the same rules in Lua
- * (redis/scripts.ts), and the conformance suite holds every store to them.
+ * (redis/scripts/), and the conformance suite holds every store to them.
  *
  * A session has one current token and at most MAX_PAST_TOKENS earlier ones that still work, each until
  * its own deadline `until`:
