@@ -303,10 +303,18 @@ if (typeof connected === 'string') {
 
     const a = await create(store, { data: { role: '"admin"' }, userId: 'alice' })
     const b = await create(store, { data: { role: '"guest"' }, userId: 'bob' })
+    t.equal((await resolve(store, a)).status, 'live', "a resolved first: its fields opened once (and kept by what they sealed and where)")
     const field = Object.keys(await client.hgetall(sessionKey(prefix, a.id))).find((f) => f.startsWith('d:'))!
     await client.hset(sessionKey(prefix, b.id), field, (await client.hgetBuffer(sessionKey(prefix, a.id), field))!)
     t.same(await resolve(store, b), { status: 'none' }, "a's data field copied into b's session: b is not trusted")
     t.equal((await resolve(store, a)).status, 'live', 'a still resolves')
+
+    const opened = await create(store, { data: { role: '"admin"' } })
+    t.equal((await resolve(store, opened)).status, 'live')
+    const flipped = (await client.hgetBuffer(sessionKey(prefix, opened.id), field))!
+    flipped[flipped.length - 1]! ^= 1
+    await client.hset(sessionKey(prefix, opened.id), field, flipped)
+    t.same(await resolve(store, opened), { status: 'none' }, 'a flipped bit in a field that opened a moment before: not trusted')
 
     const victim = await create(store, { data: { secret: '"victim"' }, userId: 'victim' })
     const thief = await create(store, { userId: 'thief' })

@@ -11,9 +11,14 @@ import type { Arg } from './scripts/index.js'
 /** A sealed field of one hash to rewrite under the newest key: field, old, new. */
 export type Reseal = [field: string, old: Buffer, fresh: Buffer]
 
+/** Opened values kept (a cache: a miss costs one AES-256-GCM open; about 2 MB at most). */
+const OPENED_MAX = 4096
+
 export class RedisSealer {
   readonly #prefix: string
   readonly #keyring: Keyring
+  /** Sealed bytes and place → what they opened to, oldest first. */
+  readonly #opened = new Map<string, Buffer>()
 
   constructor (prefix: string, keyring: Keyring) {
     this.#prefix = prefix
@@ -33,8 +38,24 @@ export class RedisSealer {
     return this.#keyring.seal(plain, this.aad(...place))
   }
 
+  /**
+   * Opens a sealed value at its place; null when it does not open. The result is shared: read it, never
+   * change it. A session's fields are read on every request and mostly unchanged between them, so the
+   * last OPENED_MAX session fields that opened are kept by their exact sealed bytes and place: the same bytes at
+   * the same place opened under this store's keyring before, and open to the same plaintext again.
+   */
   open (sealed: Buffer, ...place: Array<string | number>): Buffer | null {
-    return this.#keyring.open(sealed, this.aad(...place))
+    const aad = this.aad(...place)
+    // Values of the kv sandboxes (MFA records among them) are opened when asked for and not kept.
+    if (place[0] !== 'session') return this.#keyring.open(sealed, aad)
+    const key = aad + '\u0000' + sealed.toString('latin1')
+    const known = this.#opened.get(key)
+    if (known !== undefined) return known
+    const plain = this.#keyring.open(sealed, aad)
+    if (plain === null) return null
+    if (this.#opened.size >= OPENED_MAX) this.#opened.delete(this.#opened.keys().next().value!)
+    this.#opened.set(key, plain)
+    return plain
   }
 
   sandboxSeal (id: string, sandbox: string, idleTtl: number): Buffer {
