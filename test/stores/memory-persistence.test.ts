@@ -748,8 +748,9 @@ async function storeOnFailingDisk (t: Test, disk: { failFsync: boolean, failSnap
       })
     }
   })
-  const vault = await t.mockImport<typeof import('../../lib/store/vault/vault.js')>('../../lib/store/vault/vault.js', { 'node:fs/promises': failing })
   // A mock reaches only the module that imports it by name (a `.js` name of a `.ts` file is not followed further down).
+  const write = await t.mockImport<typeof import('../../lib/store/vault/write.js')>('../../lib/store/vault/write.js', { 'node:fs/promises': failing })
+  const vault = await t.mockImport<typeof import('../../lib/store/vault/vault.js')>('../../lib/store/vault/vault.js', { '../../lib/store/vault/write.js': write })
   const persistence = await t.mockImport<typeof import('../../lib/store/memory/persistence.js')>('../../lib/store/memory/persistence.js', { '../../lib/store/vault/vault.js': vault })
   const mocked = await t.mockImport<typeof import('../../lib/store/memory/memory-store.js')>('../../lib/store/memory/memory-store.js', { '../../lib/store/memory/persistence.js': persistence })
   return mocked.MemoryStore
