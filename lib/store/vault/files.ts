@@ -1,7 +1,6 @@
+/** The names of the vault's files, and what loading and writing both say about them. */
 import { XemsError, xemsError } from '../../errors.js'
 import type { VaultWarning } from './vault.js'
-
-/** The names of the vault's files, and what loading and writing both say about them. */
 
 export const SNAPSHOT_FILE = 'xems.snapshot'
 /** Written by a clean close: which journal ended the run and how many records it held. */
@@ -29,11 +28,11 @@ export function describeIoError (err: unknown): string {
   return typeof code === 'string' ? code : err instanceof Error ? err.message : 'unknown error'
 }
 
-/** Hands a warning to `onWarning`: a failing logger must not break the store. */
+/** Hands a warning to `onWarning`; a failing logger must not break the store. */
 export function report (onWarning: (warning: VaultWarning) => void, warning: VaultWarning): void {
   try {
     onWarning(warning)
   } catch {
-    // a failing logger must not break the store
+    // ignored
   }
 }

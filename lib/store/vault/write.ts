@@ -1,20 +1,10 @@
-import { open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises'
-import { join } from 'node:path'
 import { xemsError, type XemsError } from '../../errors.js'
-import { encodeHeader, frame, recordAad, type VaultFileKind } from './format.js'
-import { CHUNK_CHARS, CLOSED_FILE, closedAad, describeIoError, JOURNAL_FILE, journalFile, report, SNAPSHOT_FILE, TEMP_SUFFIX } from './files.js'
+import { CHUNK_CHARS, CLOSED_FILE, closedAad, describeIoError, report } from './files.js'
+import { GenerationFiles, writeAll, type Journal } from './generation.js'
 import type { VaultKeys } from './keys.js'
 import type { VaultOptions, VaultWarning } from './vault.js'
 
 const EVERYSEC_MS = 1000
-
-interface Journal {
-  generation: number
-  handle: FileHandle
-  header: Buffer
-  seq: number
-  bytes: number
-}
 
 interface Waiter {
   resolve: () => void
@@ -32,7 +22,8 @@ export class VaultWriter {
   readonly #keys: VaultKeys
   /** False once another store has taken the directory's lease. */
   readonly #isLocked: () => boolean
-  #vaultId: Buffer | null = null
+  /** The files of the generations written; set by start(). */
+  #files: GenerationFiles | null = null
   #scan: (() => Iterator<string>) | null = null
   #journal: Journal | null = null
   #pending: string[] = []
@@ -63,12 +54,13 @@ export class VaultWriter {
    * of `scan()` beside it, the older journals and leftover temp files removed.
    */
   async start (generation: number, vaultId: Buffer, scan: () => Iterator<string>): Promise<void> {
-    this.#vaultId = vaultId
+    const files = new GenerationFiles(this.#options.dir, this.#keys, vaultId, () => { this.#assertLocked() })
+    this.#files = files
     this.#scan = scan
-    this.#journal = await this.#createJournal(generation)
-    const bytes = await this.#writeSnapshot(generation, scan())
+    this.#journal = await files.createJournal(generation)
+    const bytes = await files.writeSnapshot(generation, scan())
     this.#rotateAt = Math.max(this.#options.compactAfter, bytes)
-    await this.#removeObsolete(generation, true)
+    await files.removeObsolete(generation, true)
   }
 
   /** With fsync 'everysec': fsyncs what was written, once a second. */
@@ -122,104 +114,9 @@ export class VaultWriter {
       // A clean close says where the run ended. Without it, or when the journal no longer matches it,
       // the next start warns: the process crashed, or the journal was cut or rolled back.
       const marker = this.#keys.sealer.keyring.seal(JSON.stringify({ v: 1, generation: journal.generation, records: journal.seq }), closedAad(journal.header))
-      await this.#writeAtomically(CLOSED_FILE, async (handle) => { await writeAll(handle, marker) })
+      await this.#files!.writeAtomically(CLOSED_FILE, async (handle) => { await writeAll(handle, marker) })
         .catch((err: unknown) => { this.#warn({ code: 'FST_XEMS_VAULT_WRITE_FAILED', message: `fastify-xems: the vault close marker could not be written (${describeIoError(err)}); the next start will report an unclean close`, file: this.#options.dir }) })
     }
-  }
-
-  #headerFor (kind: VaultFileKind, generation: number): Buffer {
-    return encodeHeader({ kind, generation, vaultId: this.#vaultId!, hostTag: this.#keys.sealer.hostTag })
-  }
-
-  #seal (plain: string, header: Buffer, seq: number): Buffer {
-    return frame(this.#keys.sealer.keyring.seal(plain, recordAad(header, seq)))
-  }
-
-  /** Creates journal `generation` complete with its header record (temp file, fsync, rename, fsync dir). */
-  async #createJournal (generation: number): Promise<Journal> {
-    const header = this.#headerFor('journal', generation)
-    const meta = this.#seal(JSON.stringify({ v: 1, kind: 'journal', generation, createdAt: Date.now() }), header, 0)
-    const name = journalFile(generation)
-    await this.#writeAtomically(name, async (handle) => {
-      await writeAll(handle, Buffer.concat([header, meta]))
-    })
-    const handle = await open(join(this.#options.dir, name), 'a')
-    return { generation, handle, header, seq: 1, bytes: header.length + meta.length }
-  }
-
-  /** Writes snapshot `generation` from `scan`, yielding to the event loop between chunks. Returns its size. */
-  async #writeSnapshot (generation: number, scan: Iterator<string>): Promise<number> {
-    const header = this.#headerFor('snapshot', generation)
-    let bytes = 0
-    await this.#writeAtomically(SNAPSHOT_FILE, async (handle) => {
-      let seq = 0
-      const put = async (plain: string): Promise<void> => {
-        const framed = this.#seal(plain, header, seq++)
-        await writeAll(handle, framed)
-        bytes += framed.length
-      }
-      await writeAll(handle, header)
-      bytes += header.length
-      await put(JSON.stringify({ v: 1, kind: 'snapshot', generation, createdAt: Date.now() }))
-      let chunk: string[] = []
-      let chars = 0
-      let chunks = 0
-      let entries = 0
-      for (let next = scan.next(); next.done !== true; next = scan.next()) {
-        chunk.push(next.value)
-        chars += next.value.length
-        entries++
-        if (chars >= CHUNK_CHARS) {
-          await put(`[${chunk.join(',')}]`)
-          chunks++
-          chunk = []
-          chars = 0
-        }
-      }
-      if (chunk.length > 0) {
-        await put(`[${chunk.join(',')}]`)
-        chunks++
-      }
-      await put(JSON.stringify({ end: chunks, entries }))
-    })
-    return bytes
-  }
-
-  /** Writes `name` through a temp file: write, fsync, rename over, fsync the directory. */
-  async #writeAtomically (name: string, write: (handle: FileHandle) => Promise<void>): Promise<void> {
-    const { dir } = this.#options
-    const temp = join(dir, name + TEMP_SUFFIX)
-    // A leftover (or planted) temp file is removed, and the new one must not exist: a symlink put
-    // there is never followed.
-    await unlink(temp).catch(() => {})
-    const handle = await open(temp, 'wx', 0o600)
-    let written = false
-    try {
-      await write(handle)
-      await handle.sync()
-      written = true
-    } finally {
-      await handle.close()
-      if (!written) await unlink(temp).catch(() => {})
-    }
-    this.#assertLocked()
-    await rename(temp, join(dir, name))
-    await fsyncDirectory(dir)
-  }
-
-  /** Removes journals older than `generation` (their changes are in the snapshot) and leftover temp files. */
-  async #removeObsolete (generation: number, temps: boolean): Promise<void> {
-    this.#assertLocked()
-    const { dir } = this.#options
-    let removed = false
-    for (const name of await readdir(dir)) {
-      const match = JOURNAL_FILE.exec(name)
-      const obsolete = match !== null ? Number(match[1]) < generation : temps && name.endsWith(TEMP_SUFFIX) && name.startsWith('xems.')
-      if (!obsolete) continue
-      await unlink(join(dir, name))
-      removed = true
-    }
-    if (removed) await fsyncDirectory(dir)
   }
 
   #kick (): void {
@@ -266,7 +163,7 @@ export class VaultWriter {
       let group: string[] = []
       let chars = 0
       const close = (): void => {
-        frames.push(this.#seal(`[${group.join(',')}]`, journal.header, journal.seq++))
+        frames.push(this.#files!.seal(`[${group.join(',')}]`, journal.header, journal.seq++))
         group = []
         chars = 0
       }
@@ -303,7 +200,7 @@ export class VaultWriter {
     this.#unsynced = false
     let next: Journal
     try {
-      next = await this.#createJournal(old.generation + 1)
+      next = await this.#files!.createJournal(old.generation + 1)
     } catch (err) {
       this.#rotateAt = old.bytes + this.#options.compactAfter
       this.#warn({ code: 'FST_XEMS_VAULT_COMPACTION_FAILED', message: `fastify-xems: vault compaction could not start (${describeIoError(err)}); the journal goes on and it will be tried again`, file: this.#options.dir })
@@ -312,10 +209,10 @@ export class VaultWriter {
     this.#journal = next
     await old.handle.close()
     const generation = next.generation
-    this.#snapshotTask = this.#writeSnapshot(generation, this.#scan!())
+    this.#snapshotTask = this.#files!.writeSnapshot(generation, this.#scan!())
       .then(async (bytes) => {
         this.#rotateAt = Math.max(this.#options.compactAfter, bytes)
-        await this.#removeObsolete(generation, false).catch((err: unknown) => {
+        await this.#files!.removeObsolete(generation, false).catch((err: unknown) => {
           this.#warn({ code: 'FST_XEMS_VAULT_COMPACTION_FAILED', message: `fastify-xems: old vault journals could not be removed (${describeIoError(err)}); they will be removed at the next start`, file: this.#options.dir })
         })
       }, (err: unknown) => {
@@ -355,22 +252,5 @@ export class VaultWriter {
 
   #warn (warning: VaultWarning): void {
     report(this.#options.onWarning, warning)
-  }
-}
-
-async function writeAll (handle: FileHandle, data: Buffer): Promise<void> {
-  let offset = 0
-  while (offset < data.length) {
-    const { bytesWritten } = await handle.write(data, offset, data.length - offset, null)
-    offset += bytesWritten
-  }
-}
-
-async function fsyncDirectory (dir: string): Promise<void> {
-  const handle = await open(dir, 'r')
-  try {
-    await handle.sync()
-  } finally {
-    await handle.close()
   }
 }
