@@ -21,9 +21,8 @@ import { VaultWriter } from './write.js'
  * torn tails and old keys never outlive a successful start. While running, a journal that grows past
  * the threshold is closed, a new one begins, and the snapshot is written beside it while writes go on.
  *
- * Loading is in load.ts, writing and compaction in write.ts (the files of a generation in generation.ts),
- * file names in files.ts, the format in format.ts, the keys in
- * keys.ts, the lease in lock.ts.
+ * Loading is in load.ts, writing and compaction in write.ts (the files of a generation in
+ * generation.ts), file names in files.ts, the format in format.ts, the keys in keys.ts, the lease in lock.ts.
  */
 
 export type FsyncPolicy = 'always' | 'everysec'
