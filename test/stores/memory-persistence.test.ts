@@ -748,7 +748,13 @@ async function storeOnFailingDisk (t: Test, disk: { failFsync: boolean, failSnap
       })
     }
   })
-  const vault = await t.mockImport<typeof import('../../lib/store/vault/vault.js')>('../../lib/store/vault/vault.js', { 'node:fs/promises': failing })
-  const mocked = await t.mockImport<typeof import('../../lib/store/memory/memory-store.js')>('../../lib/store/memory/memory-store.js', { '../../lib/store/vault/vault.js': vault })
+  // A mock reaches only the module that imports it by name (a `.js` name of a `.ts` file is not followed
+  // further down), so each module from the one that opens the files up to the store is mocked with the one below.
+  let mocks: Record<string, unknown> = { 'node:fs/promises': failing }
+  for (const path of ['vault/generation.js', 'vault/write.js', 'vault/vault.js', 'memory/persistence.js']) {
+    const specifier = `../../lib/store/${path}`
+    mocks = { [specifier]: await t.mockImport(specifier, mocks) }
+  }
+  const mocked = await t.mockImport<typeof import('../../lib/store/memory/memory-store.js')>('../../lib/store/memory/memory-store.js', mocks)
   return mocked.MemoryStore
 }

@@ -1,140 +1,24 @@
-import { resolve as resolvePath } from 'node:path'
-import { parseSecret } from '../../crypto/cipher.js'
-import { parsePositiveDuration, type Duration } from '../../duration.js'
-import { badOption, xemsError } from '../../errors.js'
 import type {
-  CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, LimitResult, MigrateInput,
+  CommitInput, CommitResult, CounterResult, CreateInput, LimitResult, MigrateInput,
   ResolveInput, ResolveResult, SessionInfo, SessionStore, StoredSession, UserLimit
 } from '../contract.js'
 import { DEVICE_KEY } from '../contract.js'
-import { chainOf, markPresented, matchToken, mayMigrate, NO_PAST, retireAll, rotate, type RotationState } from '../rotation.js'
+import { xemsError } from '../../errors.js'
+import { chainOf, markPresented, matchToken, mayMigrate, NO_PAST, retireAll, rotate } from '../rotation.js'
+import type { ChangeTracker } from './changes.js'
+import { checkOptions, type MemoryStoreOptions } from './options.js'
+import { MemoryPersistence } from './persistence.js'
+import {
+  createdOf, absoluteOf, flat, flatData, lastSeenOf, seen, sessionExpiresAt, setDataKey, setTimes, small,
+  type Counter, type MemorySession, type TimedValue
+} from './record.js'
 import { ShardedMap } from './sharded-map.js'
 import { IncrementalSweeper } from './sweeper.js'
-import { Vault, type FsyncPolicy, type VaultOptions, type VaultWarning } from '../vault/vault.js'
-import {
-  decodeEntry, encodeAllData, encodeCore, encodeCounter, encodeCounterRemoved, encodeDataKey, encodeSessionRemoved,
-  encodeTouch, encodeValue, encodeValueRemoved, type SessionCore
-} from '../vault/entries.js'
 
-export type { FsyncPolicy, VaultWarning }
-
-/** A 32-byte secret: a Buffer of 32 bytes, 64 hex characters, base64 of 32 bytes, or 32 printable ASCII characters. */
-export type VaultSecret = string | Uint8Array
-
-/** Encrypted, crash-safe persistence of a MemoryStore (see docs/persistence.md). */
-export interface PersistenceOptions {
-  /**
-   * The vault directory, used by this store alone (created with mode 0700 if missing; a relative path
-   * is resolved at construction). It holds `xems.snapshot`, `xems.journal.<generation>` and the lease `xems.lock.<generation>`.
-   */
-  path: string
-  /**
-   * The secret the vault is sealed with, or a list newest first: files open with any of them and are
-   * rewritten with the first at start-up, so rotating the secret logs nobody out.
-   */
-  secret: VaultSecret | VaultSecret[]
-  /**
-   * When a change is on disk before its operation resolves. `'always'` (default): after fsync, so
-   * nothing acknowledged is lost even by a power cut. `'everysec'`: after the write to the OS, fsync
-   * at most a second later; a process crash loses nothing acknowledged, a power cut up to about a second.
-   */
-  fsync?: FsyncPolicy | undefined
-  /** Journal size in bytes after which it is compacted into a new snapshot (default 8 MiB; at least the snapshot's size). */
-  compactAfter?: number | undefined
-}
-
-export interface MemoryStoreOptions {
-  /** How often expired entries are swept, in small steps (default 250ms). */
-  sweepInterval?: Duration | undefined
-  /** The clock the background sweep reads (default Date.now); give the engine's clock in tests. */
-  clock?: (() => number) | undefined
-  /** Keep the store in an encrypted vault on disk, so sessions survive a restart (default: memory only). */
-  persistence?: PersistenceOptions | undefined
-  /**
-   * Bind the vault to this machine: its keys also derive from the machine id (/etc/machine-id, else
-   * /var/lib/dbus/machine-id), so the files do not open on another host even with the secret. Default false.
-   */
-  bindToHost?: boolean | undefined
-  /**
-   * The host identity to use instead of the machine id: for tests, and for containers whose machine
-   * id is missing or changes with every image (give a stable value of your own).
-   */
-  hostId?: string | undefined
-  /** Receives what the vault reports without stopping (a torn journal tail, a failed compaction). Default: process.emitWarning. */
-  onWarning?: ((warning: VaultWarning) => void) | undefined
-}
-
-const DEFAULT_COMPACT_AFTER = 8 * 1024 * 1024
-
-/**
- * One record per session: its fields and its rotation state (lib/store/rotation.ts), nothing else. Times
- * are kept as offsets: small integers, which V8 keeps in the object itself, where a timestamp would be a
- * 16-byte heap number of its own (a million sessions: 48 MB).
- */
-interface MemorySession extends RotationState {
-  id: string
-  sandbox: string
-  /** Always present (undefined without a user): one object shape for every session, fields in place. */
-  userId: string | undefined
-  data: EncodedData
-  /** createdAt − EPOCH (a small integer for about 24 days either side of the process's start). */
-  created: number
-  /** lastSeenAt − createdAt. */
-  seenOffset: number
-  idleTtl: number
-  /** absoluteExpiresAt − createdAt. */
-  lifeSpan: number
-}
-
-const EPOCH = Date.now()
-
-/** `n` as a small integer (V8's Smi, stored in place) whenever it is one; any other number as it is. */
-function small (n: number): number {
-  return n >= -0x80000000 && n <= 0x7fffffff && Number.isInteger(n) ? n | 0 : n
-}
-
-function createdOf (session: MemorySession): number {
-  return EPOCH + session.created
-}
-
-function lastSeenOf (session: MemorySession): number {
-  return EPOCH + session.created + session.seenOffset
-}
-
-function absoluteOf (session: MemorySession): number {
-  return EPOCH + session.created + session.lifeSpan
-}
-
-function seen (session: MemorySession, now: number): void {
-  session.seenOffset = small(now - createdOf(session))
-}
-
-/** Sets the times of a session (its offsets), as created or as loaded. */
-function setTimes (session: MemorySession, createdAt: number, lastSeenAt: number, absoluteExpiresAt: number): void {
-  session.created = small(createdAt - EPOCH)
-  session.seenOffset = small(lastSeenAt - createdAt)
-  session.lifeSpan = small(absoluteExpiresAt - createdAt)
-}
-
-interface TimedValue {
-  value: string
-  expiresAt: number
-}
-
-interface Counter {
-  count: number
-  resetAt: number
-}
+export type { FsyncPolicy, VaultWarning } from '../vault/vault.js'
+export type { MemoryStoreOptions, PersistenceOptions, VaultSecret } from './options.js'
 
 const NONE: ResolveResult = Object.freeze({ status: 'none' })
-
-/** What an operation changed of a session, for the journal; a larger one includes the smaller. */
-const Change = { Touch: 0, Presented: 1, Core: 2 } as const
-type Change = typeof Change[keyof typeof Change]
-
-function sessionExpiresAt (session: MemorySession): number {
-  return EPOCH + session.created + Math.min(session.seenOffset + session.idleTtl, session.lifeSpan)
-}
 
 /**
  * The embedded store: everything lives in this process's memory. Each operation runs as one
@@ -152,19 +36,12 @@ export class MemoryStore implements SessionStore {
   /** userId → the id of its one session, or a set of ids once it has several (most users have one). */
   readonly #users = new ShardedMap<string | Set<string>>()
   readonly #sweeper: IncrementalSweeper
-  readonly #clock: () => number
-  readonly #vault: Vault | null
+  /** The vault and the change tracking, with `persistence`; null without. */
+  readonly #persistence: MemoryPersistence | null
+  /** What the current operation changed, for the journal (the persistence's tracker; null without persistence). */
+  readonly #changes: ChangeTracker | null
   /** Rejects with the start-up error; what `ready()` answers. */
   readonly #ready: Promise<void>
-  /** Settles (never rejects) when loading ends; null once it has. */
-  #opening: Promise<void> | null = null
-  #startError: unknown = null
-  /** What the current operation changed, per session id (see Change). */
-  readonly #dirtySessions = new Map<string, Change>()
-  /** id → the data keys changed, or null for all of them. */
-  readonly #dirtyData = new Map<string, Set<string> | null>()
-  readonly #dirtyValues = new Set<string>()
-  readonly #dirtyCounters = new Set<string>()
   #timer: NodeJS.Timeout | null
   #closed = false
   #closing: Promise<void> | null = null
@@ -182,33 +59,29 @@ export class MemoryStore implements SessionStore {
   }
 
   constructor (options: MemoryStoreOptions = {}) {
-    const interval = parsePositiveDuration(options.sweepInterval ?? 250, 'sweepInterval')
-    if (interval > 2_147_483_647) throw badOption('sweepInterval', 'must be at most 24 days (the longest timer Node.js keeps)')
-    if (options.clock !== undefined && typeof options.clock !== 'function') throw badOption('clock', 'must be a function returning milliseconds')
-    const vaultOptions = checkPersistence(options)
+    const { sweepInterval, clock, vault } = checkOptions(options)
     this.#sweeper = new IncrementalSweeper([
       { map: this.#sessions, isExpired: (s: MemorySession, now) => sessionExpiresAt(s) <= now, remove: (_k, s: MemorySession) => this.#forgetSession(s) },
       { map: this.#values, isExpired: (v: TimedValue, now) => v.expiresAt <= now, remove: (k) => this.#values.delete(k) },
       { map: this.#counters, isExpired: (c: Counter, now) => c.resetAt <= now, remove: (k) => this.#counters.delete(k) }
     ])
-    const clock = options.clock ?? Date.now
-    this.#clock = clock
-    if (vaultOptions === null) {
-      this.#vault = null
+    if (vault === null) {
+      this.#persistence = null
+      this.#changes = null
       this.#ready = Promise.resolve()
     } else {
-      this.#vault = new Vault(vaultOptions)
-      this.#ready = this.#vault.open({
-        apply: (entry) => { this.#applyEntry(entry) },
-        loaded: () => { this.#finishLoading(clock()) },
-        scan: () => this.#scan()
-      })
-      this.#opening = this.#ready.then(() => { this.#opening = null }, (err: unknown) => {
-        this.#startError = err
-        this.#opening = null
-      })
+      this.#persistence = new MemoryPersistence(vault, {
+        sessions: this.#sessions,
+        values: this.#values,
+        counters: this.#counters,
+        indexUser: (userId, id) => { this.#indexUser(userId, id) },
+        unindexUser: (session) => { this.#unindexUser(session) },
+        forgetSession: (session) => { this.#forgetSession(session) }
+      }, clock, () => this.#closed)
+      this.#changes = this.#persistence.changes
+      this.#ready = this.#persistence.ready
     }
-    this.#timer = setInterval(() => this.sweep(clock()), interval)
+    this.#timer = setInterval(() => this.sweep(clock()), sweepInterval)
     this.#timer.unref()
   }
 
@@ -228,11 +101,11 @@ export class MemoryStore implements SessionStore {
 
   /** One bounded sweep step (about 2 ms at most); the store runs it on its own timer. */
   sweep (now: number): number {
-    return this.#closed || this.#opening !== null ? 0 : this.#sweeper.step(now)
+    return this.#closed || this.#persistence?.loading === true ? 0 : this.#sweeper.step(now)
   }
 
   async create (input: CreateInput): Promise<LimitResult | void> {
-    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#create(input))
+    if (this.#persistence !== null) return await this.#persistence.run(() => this.#create(input))
     this.#assertOpen()
     return this.#create(input)
   }
@@ -287,7 +160,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async resolve (input: ResolveInput): Promise<ResolveResult> {
-    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#resolve(input))
+    if (this.#persistence !== null) return await this.#persistence.run(() => this.#resolve(input))
     this.#assertOpen()
     return this.#resolve(input)
   }
@@ -316,7 +189,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async commit (input: CommitInput): Promise<CommitResult> {
-    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#commit(input))
+    if (this.#persistence !== null) return await this.#persistence.run(() => this.#commit(input))
     this.#assertOpen()
     return this.#commit(input)
   }
@@ -342,7 +215,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async migrate (input: MigrateInput): Promise<boolean | LimitResult> {
-    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#migrate(input))
+    if (this.#persistence !== null) return await this.#persistence.run(() => this.#migrate(input))
     this.#assertOpen()
     return this.#migrate(input)
   }
@@ -375,7 +248,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async destroy (id: string): Promise<boolean> {
-    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#destroy(id))
+    if (this.#persistence !== null) return await this.#persistence.run(() => this.#destroy(id))
     this.#assertOpen()
     return this.#destroy(id)
   }
@@ -388,7 +261,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async revokeUserSession (userId: string, id: string, now: number): Promise<boolean> {
-    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#revokeUserSession(userId, id, now))
+    if (this.#persistence !== null) return await this.#persistence.run(() => this.#revokeUserSession(userId, id, now))
     this.#assertOpen()
     return this.#revokeUserSession(userId, id, now)
   }
@@ -401,7 +274,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async revokeUser (userId: string, now: number, exceptId?: string): Promise<number> {
-    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#revokeUser(userId, now, exceptId))
+    if (this.#persistence !== null) return await this.#persistence.run(() => this.#revokeUser(userId, now, exceptId))
     this.#assertOpen()
     return this.#revokeUser(userId, now, exceptId)
   }
@@ -418,7 +291,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async listUser (userId: string, now: number): Promise<SessionInfo[]> {
-    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#listUser(userId, now))
+    if (this.#persistence !== null) return await this.#persistence.run(() => this.#listUser(userId, now))
     this.#assertOpen()
     return this.#listUser(userId, now)
   }
@@ -444,7 +317,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async kvGet (sandbox: string, key: string, now: number): Promise<string | null> {
-    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#kvGet(sandbox, key, now))
+    if (this.#persistence !== null) return await this.#persistence.run(() => this.#kvGet(sandbox, key, now))
     this.#assertOpen()
     return this.#kvGet(sandbox, key, now)
   }
@@ -454,7 +327,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async kvSet (sandbox: string, key: string, value: string, ttl: number, now: number): Promise<void> {
-    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#kvSet(sandbox, key, value, ttl, now))
+    if (this.#persistence !== null) return await this.#persistence.run(() => this.#kvSet(sandbox, key, value, ttl, now))
     this.#assertOpen()
     return this.#kvSet(sandbox, key, value, ttl, now)
   }
@@ -466,7 +339,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async kvDel (sandbox: string, key: string): Promise<boolean> {
-    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#kvDel(sandbox, key))
+    if (this.#persistence !== null) return await this.#persistence.run(() => this.#kvDel(sandbox, key))
     this.#assertOpen()
     return this.#kvDel(sandbox, key)
   }
@@ -479,7 +352,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async kvAdd (sandbox: string, key: string, value: string, ttl: number, now: number): Promise<boolean> {
-    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#kvAdd(sandbox, key, value, ttl, now))
+    if (this.#persistence !== null) return await this.#persistence.run(() => this.#kvAdd(sandbox, key, value, ttl, now))
     this.#assertOpen()
     return this.#kvAdd(sandbox, key, value, ttl, now)
   }
@@ -493,7 +366,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async kvTake (sandbox: string, key: string, now: number): Promise<string | null> {
-    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#kvTake(sandbox, key, now))
+    if (this.#persistence !== null) return await this.#persistence.run(() => this.#kvTake(sandbox, key, now))
     this.#assertOpen()
     return this.#kvTake(sandbox, key, now)
   }
@@ -508,7 +381,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async increment (key: string, window: number, now: number): Promise<CounterResult> {
-    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#increment(key, window, now))
+    if (this.#persistence !== null) return await this.#persistence.run(() => this.#increment(key, window, now))
     this.#assertOpen()
     return this.#increment(key, window, now)
   }
@@ -525,7 +398,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async resetCounter (key: string): Promise<void> {
-    if (this.#vault !== null) return await this.#persistently(this.#vault, () => this.#resetCounter(key))
+    if (this.#persistence !== null) return await this.#persistence.run(() => this.#resetCounter(key))
     this.#assertOpen()
     return this.#resetCounter(key)
   }
@@ -544,212 +417,41 @@ export class MemoryStore implements SessionStore {
     if (this.#timer !== null) clearInterval(this.#timer)
     this.#timer = null
     this.#closed = true
-    if (this.#vault !== null) {
-      if (this.#opening !== null) await this.#opening
-      await this.#vault.close()
-    }
+    if (this.#persistence !== null) await this.#persistence.close()
   }
 
-  /**
-   * Runs one operation of a persistent store: waits for the vault to load, runs `body` as one
-   * synchronous section, then hands what it changed to the vault and, unless it only refreshed
-   * lastSeenAt, waits until that is on disk as the fsync policy promises.
-   */
-  async #persistently<T> (vault: Vault, body: () => T): Promise<T> {
-    if (this.#opening !== null) await this.#opening
-    this.#assertOpen()
-    const result = body()
-    const written = this.#persistChanges(vault)
-    if (written !== undefined) await written
-    return result
-  }
-
+  /** Without persistence (with it, `MemoryPersistence.run` checks). */
   #assertOpen (): void {
     if (this.#closed) throw xemsError('FST_XEMS_STORE_CLOSED')
-    if (this.#startError !== null) throw this.#startError
-    if (this.#vault?.failure != null) throw this.#vault.failure
   }
 
-  // ---- persistence ----
+  // ---- changes, noted for the journal with persistence ----
 
   /** Fields of a session changed (journaled and waited for). */
   #coreChanged (id: string): void {
-    if (this.#vault !== null) this.#dirtySessions.set(id, Change.Core)
+    if (this.#changes !== null) this.#changes.core(id)
   }
 
-  /**
-   * A token was presented for the first time (journaled, not waited for: lost in a crash, the previous
-   * token keeps its unseen window instead of the grace period; it never makes a thief of anyone).
-   */
+  /** A token was presented for the first time (journaled, not waited for). */
   #presented (id: string): void {
-    if (this.#vault !== null && (this.#dirtySessions.get(id) ?? Change.Touch) < Change.Presented) this.#dirtySessions.set(id, Change.Presented)
+    if (this.#changes !== null) this.#changes.presented(id)
   }
 
   #touched (id: string): void {
-    if (this.#vault !== null && !this.#dirtySessions.has(id)) this.#dirtySessions.set(id, Change.Touch)
+    if (this.#changes !== null) this.#changes.touched(id)
   }
 
   /** A data key of a session changed; `key` null: all its data was replaced. */
   #dataChanged (id: string, key: string | null): void {
-    if (this.#vault === null) return
-    const keys = this.#dirtyData.get(id)
-    if (key === null) this.#dirtyData.set(id, null)
-    else if (keys === undefined) this.#dirtyData.set(id, new Set([key]))
-    else if (keys !== null) keys.add(key)
+    if (this.#changes !== null) this.#changes.data(id, key)
   }
 
   #valueChanged (key: string): void {
-    if (this.#vault !== null) this.#dirtyValues.add(key)
+    if (this.#changes !== null) this.#changes.value(key)
   }
 
   #counterChanged (key: string): void {
-    if (this.#vault !== null) this.#dirtyCounters.add(key)
-  }
-
-  /** Encodes the resulting state of everything the operation changed and queues it in the journal. */
-  #persistChanges (vault: Vault): Promise<void> | undefined {
-    if (this.#dirtySessions.size === 0 && this.#dirtyData.size === 0 && this.#dirtyValues.size === 0 && this.#dirtyCounters.size === 0) return undefined
-    const entries: string[] = []
-    // A change that only refreshed lastSeenAt is not waited for: lost in a crash, it can only make
-    // the session expire earlier, never later.
-    let durable = this.#dirtyData.size > 0 || this.#dirtyValues.size > 0 || this.#dirtyCounters.size > 0
-    // Order matters for replay: a session's core comes before its data.
-    for (const [id, change] of this.#dirtySessions) {
-      const session = this.#sessions.get(id)
-      if (session === undefined) entries.push(encodeSessionRemoved(id))
-      else if (change === Change.Touch) entries.push(encodeTouch(id, lastSeenOf(session)))
-      else entries.push(encodeCore(coreOf(session)))
-      durable ||= change === Change.Core || session === undefined
-    }
-    for (const [id, keys] of this.#dirtyData) {
-      const session = this.#sessions.get(id)
-      if (session === undefined) continue
-      if (keys === null) entries.push(encodeAllData(id, session.data))
-      else for (const key of keys) entries.push(encodeDataKey(id, key, Object.hasOwn(session.data, key) ? session.data[key]! : null))
-    }
-    for (const key of this.#dirtyValues) {
-      const value = this.#values.get(key)
-      entries.push(value === undefined ? encodeValueRemoved(key) : encodeValue(key, value.value, value.expiresAt))
-    }
-    for (const key of this.#dirtyCounters) {
-      const counter = this.#counters.get(key)
-      entries.push(counter === undefined ? encodeCounterRemoved(key) : encodeCounter(key, counter.count, counter.resetAt))
-    }
-    this.#dirtySessions.clear()
-    this.#dirtyData.clear()
-    this.#dirtyValues.clear()
-    this.#dirtyCounters.clear()
-    return vault.append(entries.join(','), durable)
-  }
-
-  /** Replays one vault entry (a resulting state), as loading does. */
-  #applyEntry (raw: unknown): void {
-    const entry = decodeEntry(raw)
-    switch (entry.tag) {
-      case 'S': {
-        const core = entry.core
-        const session = this.#sessions.get(core.id)
-        if (session === undefined) {
-          const created: MemorySession = {
-            id: core.id,
-            sandbox: core.sandbox,
-            userId: core.userId ?? undefined,
-            data: {},
-            created: 0,
-            seenOffset: 0,
-            idleTtl: small(core.idleTtl),
-            lifeSpan: 0,
-            cur: core.cur,
-            seen: core.seen,
-            past: core.past.length === 0 ? NO_PAST : core.past
-          }
-          setTimes(created, core.createdAt, core.lastSeenAt, core.absoluteExpiresAt)
-          if (core.userId !== null) this.#indexUser(core.userId, core.id)
-          this.#sessions.set(core.id, created)
-          break
-        }
-        session.sandbox = core.sandbox
-        setTimes(session, core.createdAt, core.lastSeenAt, core.absoluteExpiresAt)
-        session.idleTtl = small(core.idleTtl)
-        session.cur = core.cur
-        session.seen = core.seen
-        session.past = core.past.length === 0 ? NO_PAST : core.past
-        if ((core.userId ?? undefined) !== session.userId) {
-          this.#unindexUser(session)
-          session.userId = undefined
-          if (core.userId !== null) {
-            session.userId = core.userId
-            this.#indexUser(core.userId, core.id)
-          }
-        }
-        break
-      }
-      case 'T': {
-        const session = this.#sessions.get(entry.id)
-        if (session !== undefined) seen(session, entry.lastSeenAt)
-        break
-      }
-      case 'D': {
-        const session = this.#sessions.get(entry.id)
-        if (session !== undefined) this.#forgetSession(session)
-        break
-      }
-      case 'A': {
-        const session = this.#sessions.get(entry.id)
-        if (session !== undefined) session.data = flatData(entry.data)
-        break
-      }
-      case 'P': {
-        const session = this.#sessions.get(entry.id)
-        if (session === undefined) break
-        if (entry.value === null) delete session.data[entry.key]
-        else setDataKey(session.data, entry.key, entry.value)
-        break
-      }
-      case 'V':
-        this.#values.set(entry.key, { value: entry.value, expiresAt: entry.expiresAt })
-        break
-      case 'X':
-        this.#values.delete(entry.key)
-        break
-      case 'C':
-        this.#counters.set(entry.key, { count: entry.count, resetAt: entry.resetAt })
-        break
-      case 'Z':
-        this.#counters.delete(entry.key)
-        break
-    }
-  }
-
-  /** After loading: drops what has expired at `now`. */
-  #finishLoading (now: number): void {
-    this.#dropExpired(now)
-  }
-
-  /** Drops everything expired at `now` (after loading, so that it is not written back). */
-  #dropExpired (now: number): void {
-    for (const session of [...this.#sessions.values()]) if (sessionExpiresAt(session) <= now) this.#forgetSession(session)
-    for (const [key, value] of this.#values) if (value.expiresAt <= now) this.#values.delete(key)
-    for (const [key, counter] of this.#counters) if (counter.resetAt <= now) this.#counters.delete(key)
-  }
-
-  /**
-   * The live state as vault entries, for a snapshot; expired entries are left out. The entries of one
-   * session come as one item, read in one synchronous step, even when the snapshot is written across
-   * several turns of the event loop.
-   */
-  * #scan (): Generator<string> {
-    const now = this.#clock()
-    for (const session of this.#sessions.values()) {
-      if (sessionExpiresAt(session) <= now) continue
-      yield encodeCore(coreOf(session)) + ',' + encodeAllData(session.id, session.data)
-    }
-    for (const [key, value] of this.#values) {
-      if (value.expiresAt > now) yield encodeValue(key, value.value, value.expiresAt)
-    }
-    for (const [key, counter] of this.#counters) {
-      if (counter.resetAt > now) yield encodeCounter(key, counter.count, counter.resetAt)
-    }
+    if (this.#changes !== null) this.#changes.counter(key)
   }
 
   #liveSession (id: string, now: number): MemorySession | null {
@@ -811,51 +513,8 @@ export class MemoryStore implements SessionStore {
   }
 }
 
-/**
- * Sets a data key as an own property: `__proto__` is a key like any other. (Spread copies keep own
- * properties too; plain objects keep V8's fast layout, where null-prototype ones fall into dictionary mode.)
- */
-function setDataKey (data: Record<string, string>, key: string, value: string): void {
-  if (key === '__proto__') Object.defineProperty(data, key, { value: flat(value), enumerable: true, writable: true, configurable: true })
-  else data[key] = flat(value)
-}
-
-/**
- * V8 keeps a string built in pieces (JSON.stringify of a larger value is one) as a tree of fragments;
- * converting it to a number flattens it in place. Kept for hours, a flat string is ~90 bytes smaller
- * per session value (bench/memory.ts --breakdown).
- */
-function flat (text: string): string {
-  void Number(text)
-  return text
-}
-
-/**
- * A session's data as it is kept: JSON.parse makes an object with exactly as many in-object slots as it
- * has keys (a literal `{}` reserves four) and flat strings; `__proto__` stays an own key, as JSON.parse
- * defines every key as an own data property.
- */
-function flatData (data: Record<string, string>): Record<string, string> {
-  return JSON.parse(JSON.stringify(data)) as Record<string, string>
-}
-
 function valueKey (sandbox: string, key: string): string {
   return `${sandbox}\u0000${key}`
-}
-
-function coreOf (session: MemorySession): SessionCore {
-  return {
-    id: session.id,
-    sandbox: session.sandbox,
-    userId: session.userId ?? null,
-    createdAt: createdOf(session),
-    lastSeenAt: lastSeenOf(session),
-    idleTtl: session.idleTtl,
-    absoluteExpiresAt: absoluteOf(session),
-    cur: session.cur,
-    seen: session.seen,
-    past: session.past
-  }
 }
 
 function snapshot (session: MemorySession): StoredSession {
@@ -870,45 +529,4 @@ function snapshot (session: MemorySession): StoredSession {
   }
   if (session.userId !== undefined) copy.userId = session.userId
   return copy
-}
-
-/** Validates the persistence options; null without persistence. */
-function checkPersistence (options: MemoryStoreOptions): VaultOptions | null {
-  const persistence = options.persistence
-  if (options.bindToHost !== undefined && typeof options.bindToHost !== 'boolean') throw badOption('bindToHost', 'must be true or false')
-  if (options.hostId !== undefined && (typeof options.hostId !== 'string' || options.hostId.trim().length === 0 || options.hostId.length > 256)) {
-    throw badOption('hostId', 'must be a non-empty string of at most 256 characters')
-  }
-  if (options.onWarning !== undefined && typeof options.onWarning !== 'function') throw badOption('onWarning', 'must be a function')
-  if (persistence === undefined) {
-    if (options.bindToHost !== undefined) throw badOption('bindToHost', 'only applies with option "persistence"')
-    if (options.hostId !== undefined) throw badOption('hostId', 'only applies with option "persistence"')
-    return null
-  }
-  if (persistence === null || typeof persistence !== 'object') throw badOption('persistence', 'must be an object { path, secret, fsync }')
-  const { path, secret, fsync = 'always', compactAfter = DEFAULT_COMPACT_AFTER } = persistence
-  if (typeof path !== 'string' || path.length === 0 || path.includes('\u0000')) {
-    throw badOption('persistence.path', 'must be the path of a directory for the vault files')
-  }
-  let secrets: Buffer[]
-  if (Array.isArray(secret)) {
-    if (secret.length === 0) {
-      throw xemsError('FST_XEMS_BAD_SECRET', ['persistence.secret', 'it must be a 32-byte secret or a non-empty list of them, newest first'])
-    }
-    secrets = secret.map((value, i) => parseSecret(value, `persistence.secret[${i}]`))
-  } else {
-    secrets = [parseSecret(secret, 'persistence.secret')]
-  }
-  if (fsync !== 'always' && fsync !== 'everysec') throw badOption('persistence.fsync', "must be 'always' or 'everysec'")
-  if (!Number.isSafeInteger(compactAfter) || compactAfter < 1) throw badOption('persistence.compactAfter', 'must be a positive whole number of bytes')
-  const onWarning = options.onWarning ?? ((warning: VaultWarning) => { process.emitWarning(warning.message, { code: warning.code }) })
-  return {
-    dir: resolvePath(path),
-    secrets,
-    fsync,
-    compactAfter,
-    bindToHost: options.bindToHost ?? false,
-    ...(options.hostId === undefined ? {} : { hostId: options.hostId }),
-    onWarning
-  }
 }
