@@ -13,14 +13,15 @@ import { presentedOf, XemsSession, type Outcome } from '../../lib/session/handle
 import type { BindingContext, BindingHooks } from './binding-hooks.js'
 import { cookieAttributes, setCookieHeader } from './cookie.js'
 import { assertSameOrigin, checkCsrfOptions } from './csrf.js'
-import { createSessionGuard } from './guard.js'
 import { checkClearSiteData, checkCookie, checkCreateLimit, checkHeader, type XemsSessionOptions } from './options.js'
 import { readRawCookie } from './raw-cookie.js'
 import { StoreOutage } from './store-outage.js'
-import type { LinkOptions, UnlinkOptions, XemsDecorator } from './types.js'
+import { XemsApi, type XemsDecorator } from './api.js'
+import type { LinkOptions, UnlinkOptions } from './types.js'
 
 export type { ClearSiteDataType, CreateLimitOptions, XemsCookieOptions, XemsSessionOptions } from './options.js'
-export type { LinkOptions, UnlinkOptions, XemsData, XemsDecorator, XemsSessionData, XemsTypes } from './types.js'
+export type { XemsDecorator } from './api.js'
+export type { LinkOptions, UnlinkOptions, XemsData, XemsSessionData, XemsTypes } from './types.js'
 
 const kState = Symbol('xems.state')
 
@@ -69,8 +70,8 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
 
   if (cookie !== null && !fastify.hasRequestDecorator('cookies')) await fastify.register(fastifyCookie)
 
-  const decorator: XemsDecorator = Object.assign(engine, { requireSession: createSessionGuard(engine.defaultSandbox) })
-  fastify.decorate('xems', decorator)
+  const api: XemsDecorator = new XemsApi(engine)
+  fastify.decorate('xems', api)
   fastify.decorateRequest('session', null)
   fastify.decorateRequest(kState, null)
   fastify.decorateReply('xLink', xLink)
@@ -242,7 +243,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
 /** Sessions for Fastify: `app.xems`, `request.session`, `reply.xLink` / `reply.xUnlink`, rotation on send. */
 export const xemsSession = fp(xemsSessionPlugin, { name: 'xems-session', fastify: '5.x' })
 
-/** `xems.forApp(app)`: the engine a registered xemsSession put on `app` (as the XEMS tutorials call it). */
+/** `xems.forApp(app)`: the session API a registered xemsSession put on `app` (as the XEMS tutorials call it). */
 export const xems = {
   forApp (app: FastifyInstance): XemsDecorator {
     if (!app.hasDecorator('xems')) {

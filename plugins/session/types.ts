@@ -2,11 +2,10 @@
  * The types xemsSession adds to Fastify (declaration merging: `app.xems`, `request.session`,
  * `reply.xLink` / `reply.xUnlink`) and the shape of session data an app can narrow.
  */
-import type { preHandlerAsyncHookHandler } from 'fastify'
 import type { SignInMethod } from '../../lib/device.js'
 import type { Duration } from '../../lib/duration.js'
-import type { XemsEngine } from '../../lib/session/engine.js'
 import type { XemsSession } from '../../lib/session/handle.js'
+import type { XemsDecorator } from './api.js'
 import type { ClearSiteDataType } from './options.js'
 
 /**
@@ -53,13 +52,9 @@ export interface UnlinkOptions {
   clearSiteData?: ClearSiteDataType[] | false | undefined
 }
 
-export type XemsDecorator = XemsEngine & {
-  /** A preHandler that answers 401 unless the request has a session in `sandbox` (default: the default sandbox). */
-  requireSession: (sandbox?: string) => preHandlerAsyncHookHandler
-}
-
 declare module 'fastify' {
   interface FastifyInstance {
+    /** The session API (plugins/session/api.ts): the documented members only, not the engine. */
     xems: XemsDecorator
   }
   interface FastifyRequest {
