@@ -40,7 +40,8 @@ interface RequestState {
   clearSiteData: string | null
 }
 
-type StatefulRequest = FastifyRequest & { [kState]?: RequestState }
+/** The state is a request decorator (null until this plugin's onRequest ran; it does not when an earlier hook answered). */
+type StatefulRequest = FastifyRequest & { [kState]?: RequestState | null }
 
 async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSessionOptions): Promise<void> {
   const cookie = checkCookie(options.cookie)
@@ -147,7 +148,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
 
   fastify.addHook('onSend', async (request: StatefulRequest, reply, payload) => {
     const state = request[kState]
-    if (state === undefined || state.done) return payload
+    if (state == null || state.done) return payload
     state.done = true
     let outcome: Outcome = state.clear ? { action: 'clear' } : { action: 'keep' }
     if (request.session !== null) {
@@ -233,7 +234,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
     // Whatever happens next, this answer is never cached (it also carries the cookie's removal).
     this.header('cache-control', 'no-store')
     const state = request[kState]
-    if (state !== undefined) {
+    if (state != null) {
       state.clear = true
       state.clearSiteData = siteData
     }
