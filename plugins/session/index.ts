@@ -1,151 +1,27 @@
+/**
+ * xemsSession: the engine on `app.xems`, the request's session on `request.session`, `reply.xLink` /
+ * `reply.xUnlink`, and the two hooks: `onRequest` resolves the presented token, `onSend` commits the
+ * session and answers with its (rotated) token.
+ */
 import fastifyCookie from '@fastify/cookie'
-import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { parsePositiveDuration, type Duration } from '../../lib/duration.js'
-import { checkSignIn, deviceOf, type SignInMethod } from '../../lib/device.js'
-import { XemsEngine, type EngineOptions } from '../../lib/session/engine.js'
+import { checkSignIn, deviceOf } from '../../lib/device.js'
+import { XemsEngine } from '../../lib/session/engine.js'
 import { badOption, isXemsError, XemsError, xemsError } from '../../lib/errors.js'
 import { presentedOf, XemsSession, type Outcome } from '../../lib/session/handle.js'
 import type { BindingContext, BindingHooks } from './binding-hooks.js'
-import { assertSameOrigin, checkCsrfOptions, type CsrfOptions } from './csrf.js'
-import type { DeviceBoundOptions } from './dbsc.js'
-import type { DpopOptions } from './dpop.js'
-import { createSessionGuard } from './guard.js'
+import { cookieAttributes, setCookieHeader } from './cookie.js'
+import { assertSameOrigin, checkCsrfOptions } from './csrf.js'
+import { checkClearSiteData, checkCookie, checkCreateLimit, checkHeader, type XemsSessionOptions } from './options.js'
 import { readRawCookie } from './raw-cookie.js'
 import { StoreOutage } from './store-outage.js'
+import { XemsApi, type XemsDecorator } from './api.js'
+import type { LinkOptions, UnlinkOptions } from './types.js'
 
-/**
- * The shape of session data, for `request.session.data`: any key (of type `unknown`) unless the app narrows
- * it. Type keys by declaration merging (other keys stay allowed):
- *
- * ```ts
- * declare module 'fastify-xems' {
- *   interface XemsSessionData { userId: string, cart?: string[] }
- * }
- * ```
- *
- * or allow only the app's keys through {@link XemsTypes}.
- */
-export interface XemsSessionData {
-  [key: string]: unknown
-}
-
-/**
- * Augment with `sessionData: YourShape` to type `request.session.data` (and `reply.xLink`) as exactly that
- * shape, with no index signature: a misspelt key is then a compile error.
- *
- * ```ts
- * declare module 'fastify-xems' {
- *   interface XemsTypes { sessionData: { userId: string, cart?: string[] } }
- * }
- * ```
- */
-export interface XemsTypes {}
-
-/** The type of session data: `XemsTypes['sessionData']` when the app set it, else {@link XemsSessionData}. */
-export type XemsData = XemsTypes extends { sessionData: infer Data extends object } ? Data : XemsSessionData
-
-export interface XemsCookieOptions {
-  /**
-   * Cookie name. Default `__Host-xems` when the cookie is secure with path `/` and no domain (no
-   * sibling subdomain can then set or shadow it), `__Secure-xems` when secure otherwise, `xems` when
-   * not secure. A `__Host-` name requires secure, path `/` and no domain.
-   */
-  name?: string | undefined
-  path?: string | undefined
-  domain?: string | undefined
-  /** Default true; turn it off only for plain http://localhost development. */
-  secure?: boolean | undefined
-  sameSite?: 'lax' | 'strict' | 'none' | undefined
-  /**
-   * false (default): a browser-session cookie, gone when the browser closes (the OWASP cheat sheet's
-   * advice). true: the cookie carries Max-Age up to the session's absolute deadline. Either way the
-   * server enforces the idle and absolute timeouts.
-   */
-  persistent?: boolean | undefined
-}
-
-export interface CreateLimitOptions {
-  /** Sessions one client may open per window. */
-  max: number
-  window: Duration
-  /** Who "one client" is (default: the request's IP). */
-  key?: ((request: FastifyRequest) => string) | undefined
-}
-
-export interface XemsSessionOptions extends EngineOptions {
-  /** A new token on every response to a request that resolved a session (default true). */
-  autoRotation?: boolean | undefined
-  /** Cookie transport for browsers, always HttpOnly (default on); false turns it off. */
-  cookie?: XemsCookieOptions | false | undefined
-  /** Header transport for other clients (default `x-xems-token`); false turns it off. */
-  header?: string | false | undefined
-  /** Rate limit on sessions opened through `reply.xLink` (default off). */
-  createLimit?: CreateLimitOptions | false | undefined
-  /**
-   * Refuse cross-site state-changing requests that carry the session cookie, with 403 FST_XEMS_CSRF
-   * (Fetch Metadata, else Origin; see plugins/session/csrf.ts). Default on; false turns it off.
-   */
-  csrf?: CsrfOptions | false | undefined
-  /** Record the client's IP in each session's device record (default true; false for privacy). */
-  recordIp?: boolean | undefined
-  /**
-   * What `reply.xUnlink()` sends as `Clear-Site-Data` (default none; e.g. `['cache', 'storage']`).
-   * `"cookies"` clears every cookie of the registrable domain (example.com and all its subdomains),
-   * not only this app's: choose it only when the app owns the whole domain.
-   */
-  clearSiteData?: ClearSiteDataType[] | false | undefined
-  /**
-   * Device Bound Session Credentials for browsers (W3C draft; default off): a sign-in offers the browser
-   * to bind the session to a device key; once bound, requests are served as the session only with a
-   * short-lived bound cookie that only the key can refresh. See docs/sessions.md and plugins/session/dbsc.ts.
-   */
-  deviceBound?: DeviceBoundOptions | boolean | undefined
-  /**
-   * DPoP (RFC 9449) for header clients (default off): a header client that signs in with a `DPoP` proof
-   * gets a session bound to its key, and every request of it must carry a fresh proof. See plugins/session/dpop.ts.
-   */
-  dpop?: DpopOptions | boolean | undefined
-}
-
-export type ClearSiteDataType = 'cache' | 'cookies' | 'storage' | 'executionContexts' | '*'
-
-export interface LinkOptions {
-  sandbox?: string | undefined
-  userId?: string | undefined
-  ttl?: Duration | undefined
-  /** How the user signed in, kept in the session's device record. */
-  signIn?: SignInMethod | undefined
-}
-
-export interface UnlinkOptions {
-  /** Overrides the `clearSiteData` option for this response. */
-  clearSiteData?: ClearSiteDataType[] | false | undefined
-}
-
-export type XemsDecorator = XemsEngine & {
-  /** A preHandler that answers 401 unless the request has a session in `sandbox` (default: the default sandbox). */
-  requireSession: (sandbox?: string) => preHandlerAsyncHookHandler
-}
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    xems: XemsDecorator
-  }
-  interface FastifyRequest {
-    /** The request's session, or null. */
-    session: XemsSession<XemsData> | null
-  }
-  interface FastifyReply {
-    /**
-     * Opens a session (ending the request's current one) and sends its token with this response.
-     * Returns the token.
-     */
-    xLink: (data?: Partial<XemsData>, sandboxOrOptions?: string | LinkOptions) => Promise<string>
-    /** Ends the request's session everywhere and clears the cookie; the answer is never cached. */
-    xUnlink: (options?: UnlinkOptions) => Promise<void>
-  }
-}
+export type { ClearSiteDataType, CreateLimitOptions, XemsCookieOptions, XemsSessionOptions } from './options.js'
+export type { XemsDecorator } from './api.js'
+export type { LinkOptions, UnlinkOptions, XemsData, XemsSessionData, XemsTypes } from './types.js'
 
 const kState = Symbol('xems.state')
 
@@ -164,73 +40,8 @@ interface RequestState {
   clearSiteData: string | null
 }
 
-type StatefulRequest = FastifyRequest & { [kState]?: RequestState }
-
-const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/
-const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/
-const COOKIE_PATH = /^\/[\x21-\x3a\x3c-\x7e]{0,255}$/
-const COOKIE_DOMAIN = /^\.?[A-Za-z0-9](?:[A-Za-z0-9-.]{0,251}[A-Za-z0-9])?$/
-
-interface CookieSettings {
-  name: string
-  path: string
-  domain?: string | undefined
-  secure: boolean
-  sameSite: 'lax' | 'strict' | 'none'
-  persistent: boolean
-  /** The Set-Cookie attributes after the value, built once (setCookieHeader). */
-  tail?: string
-}
-
-function checkCookie (cookie: XemsCookieOptions | false | undefined): CookieSettings | null {
-  if (cookie === false) return null
-  if (cookie !== undefined && (cookie === null || typeof cookie !== 'object')) throw badOption('cookie', 'must be an object of cookie options or false')
-  const options = cookie ?? {}
-  if ('httpOnly' in options && (options as { httpOnly?: unknown }).httpOnly !== true) {
-    throw badOption('cookie.httpOnly', 'cannot be turned off: the session cookie is always HttpOnly, so page scripts never see the token')
-  }
-  const secure = options.secure ?? true
-  const path = options.path ?? '/'
-  const settings: CookieSettings = {
-    name: options.name ?? (!secure ? 'xems' : path === '/' && options.domain === undefined ? '__Host-xems' : '__Secure-xems'),
-    path,
-    secure,
-    sameSite: options.sameSite ?? 'lax',
-    persistent: options.persistent ?? false
-  }
-  if (typeof settings.name !== 'string' || !COOKIE_NAME.test(settings.name)) throw badOption('cookie.name', 'must be 1 to 128 cookie-name characters (letters, digits, !#$%&\'*+-.^_`|~)')
-  if (typeof settings.path !== 'string' || !COOKIE_PATH.test(settings.path)) throw badOption('cookie.path', 'must start with "/" and hold no ";" or control characters')
-  if (typeof settings.secure !== 'boolean') throw badOption('cookie.secure', 'must be true or false')
-  if (typeof settings.persistent !== 'boolean') throw badOption('cookie.persistent', 'must be true or false')
-  if (!['lax', 'strict', 'none'].includes(settings.sameSite)) throw badOption('cookie.sameSite', "must be 'lax', 'strict' or 'none'")
-  if (options.domain !== undefined) {
-    if (typeof options.domain !== 'string' || !COOKIE_DOMAIN.test(options.domain)) throw badOption('cookie.domain', 'must be a host name')
-    settings.domain = options.domain
-  }
-  if (settings.sameSite === 'none' && !settings.secure) throw badOption('cookie.sameSite', "'none' requires cookie.secure: browsers drop insecure SameSite=None cookies")
-  if (settings.name.startsWith('__Host-') && (!settings.secure || settings.path !== '/' || settings.domain !== undefined)) {
-    throw badOption('cookie.name', 'with the __Host- prefix requires secure: true, path: "/" and no domain')
-  }
-  if (settings.name.startsWith('__Secure-') && !settings.secure) throw badOption('cookie.name', 'with the __Secure- prefix requires secure: true')
-  return settings
-}
-
-function checkHeader (header: string | false | undefined): string | null {
-  if (header === false) return null
-  const name = header ?? 'x-xems-token'
-  if (typeof name !== 'string' || !HEADER_NAME.test(name)) throw badOption('header', 'must be a header name (letters, digits, !#$%&\'*+-.^_`|~) or false')
-  const lower = name.toLowerCase()
-  if (['cookie', 'set-cookie', 'authorization', 'host', 'content-type', 'content-length'].includes(lower)) throw badOption('header', `cannot be "${lower}"`)
-  return lower
-}
-
-function checkCreateLimit (limit: CreateLimitOptions | false | undefined): { max: number, window: number, key: (request: FastifyRequest) => string } | null {
-  if (limit === undefined || limit === false) return null
-  if (limit === null || typeof limit !== 'object') throw badOption('createLimit', 'must be { max, window } or false')
-  if (!Number.isSafeInteger(limit.max) || limit.max < 1) throw badOption('createLimit.max', 'must be a whole number of at least 1')
-  if (limit.key !== undefined && typeof limit.key !== 'function') throw badOption('createLimit.key', 'must be a function of the request')
-  return { max: limit.max, window: parsePositiveDuration(limit.window, 'createLimit.window'), key: limit.key ?? ((request) => request.ip) }
-}
+/** The state is a request decorator (null until this plugin's onRequest ran; it does not when an earlier hook answered). */
+type StatefulRequest = FastifyRequest & { [kState]?: RequestState | null }
 
 async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSessionOptions): Promise<void> {
   const cookie = checkCookie(options.cookie)
@@ -260,8 +71,8 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
 
   if (cookie !== null && !fastify.hasRequestDecorator('cookies')) await fastify.register(fastifyCookie)
 
-  const decorator: XemsDecorator = Object.assign(engine, { requireSession: createSessionGuard(engine.defaultSandbox) })
-  fastify.decorate('xems', decorator)
+  const api: XemsDecorator = new XemsApi(engine)
+  fastify.decorate('xems', api)
   fastify.decorateRequest('session', null)
   fastify.decorateRequest(kState, null)
   fastify.decorateReply('xLink', xLink)
@@ -337,7 +148,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
 
   fastify.addHook('onSend', async (request: StatefulRequest, reply, payload) => {
     const state = request[kState]
-    if (state === undefined || state.done) return payload
+    if (state == null || state.done) return payload
     state.done = true
     let outcome: Outcome = state.clear ? { action: 'clear' } : { action: 'keep' }
     if (request.session !== null) {
@@ -423,44 +234,17 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
     // Whatever happens next, this answer is never cached (it also carries the cookie's removal).
     this.header('cache-control', 'no-store')
     const state = request[kState]
-    if (state !== undefined) {
+    if (state != null) {
       state.clear = true
       state.clearSiteData = siteData
     }
   }
 }
 
-const CLEAR_SITE_DATA_TYPES = new Set(['cache', 'cookies', 'storage', 'executionContexts', '*'])
-
-/** The Clear-Site-Data header value (quoted types), or null for none. */
-function checkClearSiteData (types: ClearSiteDataType[] | false | undefined, option: string): string | null {
-  if (types === undefined || types === false) return null
-  if (!Array.isArray(types) || types.length === 0 || !types.every((type) => CLEAR_SITE_DATA_TYPES.has(type))) {
-    throw badOption(option, "must be false or a non-empty list of 'cache', 'cookies', 'storage', 'executionContexts', '*'")
-  }
-  return [...new Set(types)].map((type) => `"${type}"`).join(', ')
-}
-
-/**
- * The Set-Cookie value carrying a token, attributes in the order and spelling of the cookie module that
- * @fastify/cookie uses (`name=value; Max-Age=…; Domain=…; Path=…; HttpOnly; Secure; SameSite=…`). A
- * token is base64url and `.`, which cookie encoding leaves as they are.
- */
-function setCookieHeader (cookie: CookieSettings, token: string, maxAge: number | null): string {
-  cookie.tail ??= `${cookie.domain === undefined ? '' : `; Domain=${cookie.domain}`}; Path=${cookie.path}; HttpOnly${cookie.secure ? '; Secure' : ''}; SameSite=${SAME_SITE[cookie.sameSite]}`
-  return maxAge === null ? `${cookie.name}=${token}${cookie.tail}` : `${cookie.name}=${token}; Max-Age=${maxAge}${cookie.tail}`
-}
-
-const SAME_SITE = { lax: 'Lax', strict: 'Strict', none: 'None' } as const
-
-function cookieAttributes (cookie: CookieSettings): { path: string, domain?: string, secure: boolean, sameSite: 'lax' | 'strict' | 'none', httpOnly: true } {
-  return { path: cookie.path, secure: cookie.secure, sameSite: cookie.sameSite, httpOnly: true, ...(cookie.domain === undefined ? {} : { domain: cookie.domain }) }
-}
-
 /** Sessions for Fastify: `app.xems`, `request.session`, `reply.xLink` / `reply.xUnlink`, rotation on send. */
 export const xemsSession = fp(xemsSessionPlugin, { name: 'xems-session', fastify: '5.x' })
 
-/** `xems.forApp(app)`: the engine a registered xemsSession put on `app` (as the XEMS tutorials call it). */
+/** `xems.forApp(app)`: the session API a registered xemsSession put on `app` (as the XEMS tutorials call it). */
 export const xems = {
   forApp (app: FastifyInstance): XemsDecorator {
     if (!app.hasDecorator('xems')) {

@@ -2,9 +2,9 @@
  * Type tests of the public API as a consumer sees it (the emitted .d.ts files through the package's
  * exports), run by `npm run test:types` (tsd). They fail when a public type loosens or breaks.
  */
-import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify'
+import Fastify, { type FastifyReply, type FastifyRequest, type preHandlerAsyncHookHandler } from 'fastify'
 import { expectAssignable, expectError, expectNotAssignable, expectType } from 'tsd'
-import { MemoryStore, xemsSession, XemsError, type Duration, type SessionBinding, type UnreadableBinding, type VerifiedDpop, type XemsSession, type XemsSessionData, type XemsSessionOptions, type MaxSessionsPerUser, type XemsErrorCode, type LimitResult, type UserLimit } from 'fastify-xems'
+import { MemoryStore, xems, xemsSession, XemsError, type XemsDecorator, type Duration, type SessionBinding, type UnreadableBinding, type VerifiedDpop, type XemsSession, type XemsSessionData, type XemsSessionOptions, type MaxSessionsPerUser, type XemsErrorCode, type LimitResult, type UserLimit } from 'fastify-xems'
 import { hashPassword, xemsMfa, type VerifyResult } from 'fastify-xems/mfa'
 import { RedisStore } from 'fastify-xems/redis'
 import { PostgresStore } from 'fastify-xems/postgres'
@@ -57,6 +57,50 @@ expectNotAssignable<Duration>({ seconds: 10 })
 
 // The decorators exist on the instance.
 expectType<typeof app.xems.requireSession>(app.xems.requireSession)
+
+// app.xems is the documented session API (docs/sessions.md, "Engine API"), typed XemsDecorator, and no more.
+expectType<XemsDecorator>(app.xems)
+expectType<XemsDecorator>(xems.forApp(app))
+expectType<preHandlerAsyncHookHandler>(app.xems.requireSession('otp-pending'))
+expectType<Promise<void>>(app.xems.from('users-registry').set('ada', { name: 'Ada' }, '1h'))
+expectType<Promise<{ name: string } | null>>(app.xems.from('users-registry').get<{ name: string }>('ada'))
+expectType<Promise<boolean>>(app.xems.from('users-registry').del('ada'))
+expectType<Promise<boolean>>(app.xems.from('users-registry').add('ada', 1))
+expectType<Promise<unknown>>(app.xems.from('users-registry').take('ada'))
+expectType<Promise<string>>(app.xems.createSession('otp-pending', { user: 'ada' }, { ttl: '10m', userId: 'u1' }))
+declare const resolved: Awaited<ReturnType<XemsDecorator['resolveSession']>>
+expectType<Promise<typeof resolved>>(app.xems.resolveSession('token', { sandbox: 'otp-pending', rotate: true, gracePeriod: '1s' }))
+expectType<string | undefined>(resolved?.userId)
+expectType<Promise<string | null>>(app.xems.migrate('token', { from: 'otp-pending', to: 'auth-active', data: {}, userId: 'u1' }))
+expectType<Promise<boolean>>(app.xems.destroySession('token'))
+expectType<Promise<number>>(app.xems.revokeUser('u1', { except: 'public-id' }))
+expectType<Promise<boolean>>(app.xems.revokeSession('u1', 'public-id'))
+app.get('/devices', async (request) => {
+  const sessions = await app.xems.listUserSessions('u1', { current: request })
+  expectType<boolean>(sessions[0]!.current)
+  return sessions
+})
+expectType<Promise<{ count: number, resetAt: number }>>(app.xems.hit('my-limit', 60_000))
+expectType<Promise<void>>(app.xems.resetCounter('my-limit'))
+expectType<XemsDecorator>(app.xems.on('created', (event) => { expectType<string>(event.id) }))
+expectType<XemsDecorator>(app.xems.once('security', (event) => { expectAssignable<string>(event.type) }))
+expectType<XemsDecorator>(app.xems.off('revoked', (event) => { expectType<number>(event.count) }))
+expectError(app.xems.on('no-such-event', () => {}))
+expectType<string>(app.xems.defaultSandbox)
+expectType<number>(app.xems.maxAge)
+expectType<number>(app.xems.gracePeriod)
+expectType<number>(app.xems.unseenWindow)
+expectType<'revoke' | 'reject'>(app.xems.onReuse)
+expectError(app.xems.gracePeriod = 0)
+// The engine stays private: its store and its request-path methods are not on app.xems.
+expectError(app.xems.store)
+expectError(app.xems.open)
+expectError(app.xems.commit)
+expectError(app.xems.issue)
+expectError(app.xems.migrateById)
+expectError(app.xems.destroyById)
+expectError(app.xems.security)
+expectError(app.xems.close)
 expectType<Promise<string>>(hashPassword('correct horse battery staple'))
 
 // Errors carry a stable code and a status.

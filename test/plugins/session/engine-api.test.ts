@@ -1,8 +1,10 @@
-import Fastify from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 import t from 'tap'
 import { secretKeyOf } from '../../../lib/session/token.js'
 import { MemoryStore, xems, xemsSession, type SessionStore } from '../../../index.js'
 import { generateToken } from '../../../lib/crypto/random-token.js'
+import { XemsEngine } from '../../../lib/session/engine.js'
+import { engineOf } from '../../../plugins/session/engine-access.js'
 import { buildApp, setCookieToken } from '../../helpers.js'
 
 t.test('from(sandbox): set / get / del / add / take with per-sandbox lifetimes', async (t) => {
@@ -78,6 +80,54 @@ t.test('createSession / resolveSession / migrate / destroySession / revokeUser /
 t.test('xems.forApp fails clearly without the plugin', async (t) => {
   const app = Fastify()
   t.throws(() => xems.forApp(app), { code: 'FST_XEMS_MISSING_SESSION_PLUGIN', message: /register xemsSession/ })
+  await app.close()
+})
+
+t.test('app.xems is the documented API, not the engine; engineOf reaches the engine', async (t) => {
+  const { app } = await buildApp({ sandbox: 'app:main', gracePeriod: '2s', unseenWindow: '5m', onReuse: 'reject', maxAge: '1d' })
+  t.teardown(async () => { await app.close() })
+  const api = app.xems as unknown as Record<string, unknown>
+  for (const hidden of ['store', 'open', 'commit', 'issue', 'migrateById', 'destroyById', 'security', 'signedIn', 'close', 'now', 'emit']) {
+    t.equal(api[hidden], undefined, `app.xems.${hidden} is not there`)
+  }
+  t.same(Object.keys(app.xems), ['requireSession'], 'no own state but the guard (the engine is private)')
+  t.same({ defaultSandbox: app.xems.defaultSandbox, gracePeriod: app.xems.gracePeriod, unseenWindow: app.xems.unseenWindow, onReuse: app.xems.onReuse, maxAge: app.xems.maxAge },
+    { defaultSandbox: 'app:main', gracePeriod: 2000, unseenWindow: 300_000, onReuse: 'reject', maxAge: 86_400_000 }, 'the settings, read-only')
+  t.throws(() => { (app.xems as { gracePeriod: number }).gracePeriod = 0 }, TypeError)
+  const engine = engineOf(app)
+  t.ok(engine instanceof XemsEngine)
+  t.equal(engine.store.constructor, MemoryStore, 'the engine holds the store')
+  t.equal(engineOf(app), engine, 'always the same engine')
+  const parent = Fastify()
+  t.teardown(async () => { await parent.close() })
+  await parent.register(xemsSession)
+  let child: FastifyInstance | undefined
+  await parent.register(async (instance) => { child = instance })
+  await parent.ready()
+  t.not(child, parent)
+  t.equal(engineOf(child!), engineOf(parent), 'an encapsulated child reaches its parent\'s engine')
+  t.equal(xems.forApp(child!), parent.xems)
+
+  const created: string[] = []
+  const listener = (event: { id: string }): void => { created.push(event.id) }
+  t.equal(app.xems.on('created', listener), app.xems, 'on chains')
+  const once: string[] = []
+  app.xems.once('created', (event) => { once.push(event.id) })
+  await app.xems.createSession('app:main')
+  await app.xems.createSession('app:main')
+  t.equal(created.length, 2, 'on: every event')
+  t.equal(once.length, 1, 'once: the first only')
+  t.equal(app.xems.off('created', listener), app.xems)
+  await app.xems.createSession('app:main')
+  t.equal(created.length, 2, 'off: no more')
+  t.equal(engine.listenerCount('created'), 1, 'the plugin\'s own log listener stays')
+})
+
+t.test('engineOf fails clearly without the plugin', async (t) => {
+  const app = Fastify()
+  t.throws(() => engineOf(app), { code: 'FST_XEMS_MISSING_SESSION_PLUGIN' })
+  app.decorate('xems', { not: 'the api' } as never)
+  t.throws(() => engineOf(app), { code: 'FST_XEMS_MISSING_SESSION_PLUGIN' }, 'a foreign xems decorator is not an engine')
   await app.close()
 })
 

@@ -1,6 +1,7 @@
 import Fastify from 'fastify'
 import t from 'tap'
 import { MemoryStore, xemsSession, type XemsSessionOptions } from '../../../index.js'
+import { engineOf } from '../../../plugins/session/engine-access.js'
 
 async function registerWith (options: XemsSessionOptions): Promise<unknown> {
   const app = Fastify()
@@ -73,7 +74,7 @@ t.test('a store passed in is not closed with the app; the default one is', async
   const own = Fastify()
   await own.register(xemsSession)
   await own.ready()
-  const engineStore = own.xems.store
+  const engineStore = engineOf(own).store
   await own.close()
   await t.rejects(engineStore.kvGet('s', 'k', Date.now()), { code: 'FST_XEMS_STORE_CLOSED' })
 })

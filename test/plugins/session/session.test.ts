@@ -1,5 +1,6 @@
+import Fastify from 'fastify'
 import t from 'tap'
-import type { XemsCookieOptions } from '../../../plugins/session/index.js'
+import { xemsSession, type XemsCookieOptions } from '../../../plugins/session/index.js'
 import { buildApp, login, setCookieHeader, setCookieToken } from '../../helpers.js'
 import { generateToken } from '../../../lib/crypto/random-token.js'
 import { generateLocator, isWellFormedSessionToken as isWellFormedToken, sessionTokenOf } from '../../../lib/session/token.js'
@@ -391,4 +392,21 @@ t.test('logs never contain a token', async (t) => {
   t.match(text, /session-created/)
   t.match(text, /session-rotated/)
   t.match(text, /token-reuse/)
+})
+
+t.test('an earlier onRequest hook that answers (a rate limiter) gets its own answer through onSend', async (t) => {
+  const app = Fastify()
+  t.teardown(async () => { await app.close() })
+  app.addHook('onRequest', async (request, reply) => {
+    if (request.url === '/limited') await reply.code(429).send({ limited: true })
+  })
+  await app.register(xemsSession, { cookie: { secure: false } })
+  app.get('/limited', async () => 'never')
+  app.get('/open', async (request) => ({ session: request.session }))
+  const limited = await app.inject({ url: '/limited', cookies: { xems: 'a-token' } })
+  t.equal(limited.statusCode, 429)
+  t.same(limited.json(), { limited: true }, 'the hook\'s body, not an error about the missing request state')
+  t.equal(limited.headers['set-cookie'], undefined)
+  const open = await app.inject({ url: '/open' })
+  t.same(open.json(), { session: null }, 'request.session is decorated: null without a token')
 })
