@@ -4,7 +4,7 @@
  */
 import type { FastifyInstance } from 'fastify'
 import type { SandboxValues } from '../../lib/session/engine.js'
-import type { XemsDecorator } from '../session/index.js'
+import type { XemsEngine } from '../../lib/session/engine.js'
 import type { MfaSettings } from './options.js'
 
 /** Internal keys live in their own sandbox, apart from application data. */
@@ -16,7 +16,7 @@ export const PASSKEY_FIRST_FACTOR = 'xemsPasskeyFirstFactor'
 export interface MfaContext {
   /** The instance the plugin decorates (its logger serves calls made without a request). */
   fastify: FastifyInstance
-  engine: XemsDecorator
+  engine: XemsEngine
   settings: MfaSettings
   /** Lockout markers, claimed TOTP steps and recovery codes, pending enrolments. */
   mfaState: SandboxValues
@@ -24,6 +24,6 @@ export interface MfaContext {
   devices: SandboxValues
 }
 
-export function createContext (fastify: FastifyInstance, engine: XemsDecorator, settings: MfaSettings): MfaContext {
+export function createContext (fastify: FastifyInstance, engine: XemsEngine, settings: MfaSettings): MfaContext {
   return { fastify, engine, settings, mfaState: engine.from(MFA_SANDBOX), devices: engine.from(DEVICE_SANDBOX) }
 }

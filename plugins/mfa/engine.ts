@@ -1,10 +1,5 @@
 /**
- * The one way the MFA plugin reaches the session engine (the sibling xemsSession plugin's), so that
- * where the engine comes from is decided in one place.
+ * The one way the MFA plugin reaches the session engine (the sibling xemsSession plugin's, through the
+ * accessor it exports for its siblings: `app.xems` is the documented API only).
  */
-import type { FastifyInstance } from 'fastify'
-import type { XemsDecorator } from '../session/index.js'
-
-export function engineOf (fastify: FastifyInstance): XemsDecorator {
-  return fastify.xems
-}
+export { engineOf } from '../session/engine-access.js'

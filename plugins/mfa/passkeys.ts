@@ -18,7 +18,7 @@ import {
 } from '../../lib/mfa/passkey.js'
 import type { Admitted } from './lockout.js'
 import type { MfaRecord, MfaUserAdapter, XemsMfa } from './types.js'
-import type { XemsDecorator } from '../session/index.js'
+import type { XemsEngine } from '../../lib/session/engine.js'
 
 export type PasskeyCreationOptions = PublicKeyCredentialCreationOptionsJSON
 export type PasskeyRequestOptions = PublicKeyCredentialRequestOptionsJSON
@@ -40,7 +40,7 @@ export interface PasskeyAuthResult {
 
 /** What xemsMfa shares with the ceremonies. Internal: not part of the public API. */
 export interface MfaCore {
-  engine: XemsDecorator
+  engine: XemsEngine
   users: MfaUserAdapter
   pendingSandbox: string
   activeSandbox: string

@@ -303,7 +303,7 @@ if (typeof connected === 'string') {
 
     const a = await create(store, { data: { role: '"admin"' }, userId: 'alice' })
     const b = await create(store, { data: { role: '"guest"' }, userId: 'bob' })
-    t.equal((await resolve(store, a)).status, 'live', "a resolved first: its fields opened once (and kept by what they sealed and where)")
+    t.equal((await resolve(store, a)).status, 'live', 'a resolved first: its fields opened once (and kept by what they sealed and where)')
     const field = Object.keys(await client.hgetall(sessionKey(prefix, a.id))).find((f) => f.startsWith('d:'))!
     await client.hset(sessionKey(prefix, b.id), field, (await client.hgetBuffer(sessionKey(prefix, a.id), field))!)
     t.same(await resolve(store, b), { status: 'none' }, "a's data field copied into b's session: b is not trusted")
