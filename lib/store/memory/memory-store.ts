@@ -5,15 +5,16 @@ import type {
 import { DEVICE_KEY } from '../contract.js'
 import { xemsError } from '../../errors.js'
 import { chainOf, markPresented, matchToken, mayMigrate, NO_PAST, retireAll, rotate } from '../rotation.js'
-import type { ChangeTracker } from './changes.js'
+import { ChangeTracker } from './changes.js'
 import { checkOptions, type MemoryStoreOptions } from './options.js'
 import { MemoryPersistence } from './persistence.js'
 import {
-  createdOf, absoluteOf, flat, flatData, lastSeenOf, seen, sessionExpiresAt, setDataKey, setTimes, small,
+  createdOf, absoluteOf, flatData, lastSeenOf, seen, sessionExpiresAt, setDataKey, setTimes, small,
   type Counter, type MemorySession, type TimedValue
 } from './record.js'
 import { ShardedMap } from './sharded-map.js'
 import { IncrementalSweeper } from './sweeper.js'
+import { MemoryValues } from './values.js'
 
 export type { FsyncPolicy, VaultWarning } from '../vault/vault.js'
 export type { MemoryStoreOptions, PersistenceOptions, VaultSecret } from './options.js'
@@ -31,10 +32,10 @@ const NONE: ResolveResult = Object.freeze({ status: 'none' })
  */
 export class MemoryStore implements SessionStore {
   readonly #sessions = new ShardedMap<MemorySession>()
-  readonly #values = new ShardedMap<TimedValue>()
-  readonly #counters = new ShardedMap<Counter>()
   /** userId → the id of its one session, or a set of ids once it has several (most users have one). */
   readonly #users = new ShardedMap<string | Set<string>>()
+  /** The timed values and the counters. */
+  readonly #values: MemoryValues
   readonly #sweeper: IncrementalSweeper
   /** The vault and the change tracking, with `persistence`; null without. */
   readonly #persistence: MemoryPersistence | null
@@ -60,25 +61,26 @@ export class MemoryStore implements SessionStore {
 
   constructor (options: MemoryStoreOptions = {}) {
     const { sweepInterval, clock, vault } = checkOptions(options)
+    const changes = vault === null ? null : new ChangeTracker()
+    this.#changes = changes
+    const values = this.#values = new MemoryValues(changes)
     this.#sweeper = new IncrementalSweeper([
       { map: this.#sessions, isExpired: (s: MemorySession, now) => sessionExpiresAt(s) <= now, remove: (_k, s: MemorySession) => this.#forgetSession(s) },
-      { map: this.#values, isExpired: (v: TimedValue, now) => v.expiresAt <= now, remove: (k) => this.#values.delete(k) },
-      { map: this.#counters, isExpired: (c: Counter, now) => c.resetAt <= now, remove: (k) => this.#counters.delete(k) }
+      { map: values.values, isExpired: (v: TimedValue, now) => v.expiresAt <= now, remove: (k) => values.values.delete(k) },
+      { map: values.counters, isExpired: (c: Counter, now) => c.resetAt <= now, remove: (k) => values.counters.delete(k) }
     ])
     if (vault === null) {
       this.#persistence = null
-      this.#changes = null
       this.#ready = Promise.resolve()
     } else {
       this.#persistence = new MemoryPersistence(vault, {
         sessions: this.#sessions,
-        values: this.#values,
-        counters: this.#counters,
+        values: values.values,
+        counters: values.counters,
         indexUser: (userId, id) => { this.#indexUser(userId, id) },
         unindexUser: (session) => { this.#unindexUser(session) },
         forgetSession: (session) => { this.#forgetSession(session) }
-      }, clock, () => this.#closed)
-      this.#changes = this.#persistence.changes
+      }, changes!, clock, () => this.#closed)
       this.#ready = this.#persistence.ready
     }
     this.#timer = setInterval(() => this.sweep(clock()), sweepInterval)
@@ -96,7 +98,7 @@ export class MemoryStore implements SessionStore {
 
   /** Number of live entries (sessions, values, counters), for monitoring and tests. */
   get size (): { sessions: number, values: number, counters: number } {
-    return { sessions: this.#sessions.size, values: this.#values.size, counters: this.#counters.size }
+    return { sessions: this.#sessions.size, values: this.#values.values.size, counters: this.#values.counters.size }
   }
 
   /** One bounded sweep step (about 2 ms at most); the store runs it on its own timer. */
@@ -316,95 +318,32 @@ export class MemoryStore implements SessionStore {
     return infos
   }
 
-  async kvGet (sandbox: string, key: string, now: number): Promise<string | null> {
-    if (this.#persistence !== null) return await this.#persistence.run(() => this.#kvGet(sandbox, key, now))
-    this.#assertOpen()
-    return this.#kvGet(sandbox, key, now)
+  kvGet (sandbox: string, key: string, now: number): Promise<string | null> {
+    return this.#run(() => this.#values.get(sandbox, key, now))
   }
 
-  #kvGet (sandbox: string, key: string, now: number): string | null {
-    return this.#liveValue(valueKey(sandbox, key), now)?.value ?? null
+  kvSet (sandbox: string, key: string, value: string, ttl: number, now: number): Promise<void> {
+    return this.#run(() => { this.#values.set(sandbox, key, value, ttl, now) })
   }
 
-  async kvSet (sandbox: string, key: string, value: string, ttl: number, now: number): Promise<void> {
-    if (this.#persistence !== null) return await this.#persistence.run(() => this.#kvSet(sandbox, key, value, ttl, now))
-    this.#assertOpen()
-    return this.#kvSet(sandbox, key, value, ttl, now)
+  kvDel (sandbox: string, key: string): Promise<boolean> {
+    return this.#run(() => this.#values.delete(sandbox, key))
   }
 
-  #kvSet (sandbox: string, key: string, value: string, ttl: number, now: number): void {
-    const k = valueKey(sandbox, key)
-    this.#values.set(k, { value: flat(value), expiresAt: now + ttl })
-    this.#valueChanged(k)
+  kvAdd (sandbox: string, key: string, value: string, ttl: number, now: number): Promise<boolean> {
+    return this.#run(() => this.#values.add(sandbox, key, value, ttl, now))
   }
 
-  async kvDel (sandbox: string, key: string): Promise<boolean> {
-    if (this.#persistence !== null) return await this.#persistence.run(() => this.#kvDel(sandbox, key))
-    this.#assertOpen()
-    return this.#kvDel(sandbox, key)
+  kvTake (sandbox: string, key: string, now: number): Promise<string | null> {
+    return this.#run(() => this.#values.take(sandbox, key, now))
   }
 
-  #kvDel (sandbox: string, key: string): boolean {
-    const k = valueKey(sandbox, key)
-    const deleted = this.#values.delete(k)
-    if (deleted) this.#valueChanged(k)
-    return deleted
+  increment (key: string, window: number, now: number): Promise<CounterResult> {
+    return this.#run(() => this.#values.increment(key, window, now))
   }
 
-  async kvAdd (sandbox: string, key: string, value: string, ttl: number, now: number): Promise<boolean> {
-    if (this.#persistence !== null) return await this.#persistence.run(() => this.#kvAdd(sandbox, key, value, ttl, now))
-    this.#assertOpen()
-    return this.#kvAdd(sandbox, key, value, ttl, now)
-  }
-
-  #kvAdd (sandbox: string, key: string, value: string, ttl: number, now: number): boolean {
-    const k = valueKey(sandbox, key)
-    if (this.#liveValue(k, now) !== null) return false
-    this.#values.set(k, { value: flat(value), expiresAt: now + ttl })
-    this.#valueChanged(k)
-    return true
-  }
-
-  async kvTake (sandbox: string, key: string, now: number): Promise<string | null> {
-    if (this.#persistence !== null) return await this.#persistence.run(() => this.#kvTake(sandbox, key, now))
-    this.#assertOpen()
-    return this.#kvTake(sandbox, key, now)
-  }
-
-  #kvTake (sandbox: string, key: string, now: number): string | null {
-    const k = valueKey(sandbox, key)
-    const entry = this.#liveValue(k, now)
-    if (entry === null) return null
-    this.#values.delete(k)
-    this.#valueChanged(k)
-    return entry.value
-  }
-
-  async increment (key: string, window: number, now: number): Promise<CounterResult> {
-    if (this.#persistence !== null) return await this.#persistence.run(() => this.#increment(key, window, now))
-    this.#assertOpen()
-    return this.#increment(key, window, now)
-  }
-
-  #increment (key: string, window: number, now: number): CounterResult {
-    let counter = this.#counters.get(key)
-    if (counter === undefined || counter.resetAt <= now) {
-      counter = { count: 0, resetAt: now + window }
-      this.#counters.set(key, counter)
-    }
-    counter.count++
-    this.#counterChanged(key)
-    return { count: counter.count, resetAt: counter.resetAt }
-  }
-
-  async resetCounter (key: string): Promise<void> {
-    if (this.#persistence !== null) return await this.#persistence.run(() => this.#resetCounter(key))
-    this.#assertOpen()
-    return this.#resetCounter(key)
-  }
-
-  #resetCounter (key: string): void {
-    if (this.#counters.delete(key)) this.#counterChanged(key)
+  resetCounter (key: string): Promise<void> {
+    return this.#run(() => { this.#values.resetCounter(key) })
   }
 
   /** Stops the store. With persistence, waits until every change is written and fsynced, then releases the vault. */
@@ -418,6 +357,13 @@ export class MemoryStore implements SessionStore {
     this.#timer = null
     this.#closed = true
     if (this.#persistence !== null) await this.#persistence.close()
+  }
+
+  /** Runs `body` as one operation (the session methods inline this, to allocate no closure without persistence). */
+  async #run<T> (body: () => T): Promise<T> {
+    if (this.#persistence !== null) return await this.#persistence.run(body)
+    this.#assertOpen()
+    return body()
   }
 
   /** Without persistence (with it, `MemoryPersistence.run` checks). */
@@ -446,14 +392,6 @@ export class MemoryStore implements SessionStore {
     if (this.#changes !== null) this.#changes.data(id, key)
   }
 
-  #valueChanged (key: string): void {
-    if (this.#changes !== null) this.#changes.value(key)
-  }
-
-  #counterChanged (key: string): void {
-    if (this.#changes !== null) this.#changes.counter(key)
-  }
-
   #liveSession (id: string, now: number): MemorySession | null {
     const session = this.#sessions.get(id)
     if (session === undefined) return null
@@ -462,17 +400,6 @@ export class MemoryStore implements SessionStore {
       return null
     }
     return session
-  }
-
-  #liveValue (key: string, now: number): TimedValue | null {
-    const entry = this.#values.get(key)
-    if (entry === undefined) return null
-    if (entry.expiresAt <= now) {
-      this.#values.delete(key)
-      this.#valueChanged(key)
-      return null
-    }
-    return entry
   }
 
   /** Ends a session within an operation (journaled). */
@@ -511,10 +438,6 @@ export class MemoryStore implements SessionStore {
     ids.delete(session.id)
     if (ids.size === 1) this.#users.set(session.userId, ids.values().next().value!)
   }
-}
-
-function valueKey (sandbox: string, key: string): string {
-  return `${sandbox}\u0000${key}`
 }
 
 function snapshot (session: MemorySession): StoredSession {
