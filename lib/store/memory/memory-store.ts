@@ -14,6 +14,7 @@ import {
 } from './record.js'
 import { ShardedMap } from './sharded-map.js'
 import { IncrementalSweeper } from './sweeper.js'
+import { UserIndex } from './users.js'
 import { MemoryValues } from './values.js'
 
 export type { FsyncPolicy, VaultWarning } from '../vault/vault.js'
@@ -32,8 +33,7 @@ const NONE: ResolveResult = Object.freeze({ status: 'none' })
  */
 export class MemoryStore implements SessionStore {
   readonly #sessions = new ShardedMap<MemorySession>()
-  /** userId → the id of its one session, or a set of ids once it has several (most users have one). */
-  readonly #users = new ShardedMap<string | Set<string>>()
+  readonly #users = new UserIndex()
   /** The timed values and the counters. */
   readonly #values: MemoryValues
   readonly #sweeper: IncrementalSweeper
@@ -77,8 +77,8 @@ export class MemoryStore implements SessionStore {
         sessions: this.#sessions,
         values: values.values,
         counters: values.counters,
-        indexUser: (userId, id) => { this.#indexUser(userId, id) },
-        unindexUser: (session) => { this.#unindexUser(session) },
+        indexUser: (userId, id) => { this.#users.add(userId, id) },
+        unindexUser: (session) => { this.#users.remove(session) },
         forgetSession: (session) => { this.#forgetSession(session) }
       }, changes!, clock, () => this.#closed)
       this.#ready = this.#persistence.ready
@@ -134,7 +134,7 @@ export class MemoryStore implements SessionStore {
       past: NO_PAST
     }
     setTimes(session, input.now, input.now, input.absoluteExpiresAt)
-    if (input.userId !== undefined) this.#indexUser(input.userId, input.id)
+    if (input.userId !== undefined) this.#users.add(input.userId, input.id)
     this.#sessions.set(input.id, session)
     this.#coreChanged(input.id)
     this.#dataChanged(input.id, null)
@@ -148,7 +148,7 @@ export class MemoryStore implements SessionStore {
    */
   #admit (userId: string, id: string, limit: UserLimit, now: number): LimitResult {
     const live: MemorySession[] = []
-    for (const other of this.#userIds(userId)) {
+    for (const other of this.#users.ids(userId)) {
       if (other === id) continue
       const session = this.#liveSession(other, now)
       if (session !== null) live.push(session)
@@ -241,9 +241,9 @@ export class MemoryStore implements SessionStore {
       this.#dataChanged(session.id, null)
     }
     if (input.userId !== undefined && input.userId !== session.userId) {
-      this.#unindexUser(session)
+      this.#users.remove(session)
       session.userId = input.userId
-      this.#indexUser(input.userId, session.id)
+      this.#users.add(input.userId, session.id)
     }
     this.#coreChanged(session.id)
     return admitted
@@ -283,7 +283,7 @@ export class MemoryStore implements SessionStore {
 
   #revokeUser (userId: string, now: number, exceptId?: string): number {
     let ended = 0
-    for (const id of this.#userIds(userId)) {
+    for (const id of this.#users.ids(userId)) {
       if (id === exceptId) continue
       const session = this.#sessions.get(id)!
       if (sessionExpiresAt(session) > now) ended++
@@ -300,7 +300,7 @@ export class MemoryStore implements SessionStore {
 
   #listUser (userId: string, now: number): SessionInfo[] {
     const infos: SessionInfo[] = []
-    for (const id of this.#userIds(userId)) {
+    for (const id of this.#users.ids(userId)) {
       const session = this.#liveSession(id, now)
       if (session === null) continue
       const info: SessionInfo = {
@@ -411,32 +411,7 @@ export class MemoryStore implements SessionStore {
   /** Drops a session from memory without journaling it (expiry sweeps, replay). */
   #forgetSession (session: MemorySession): void {
     this.#sessions.delete(session.id)
-    this.#unindexUser(session)
-  }
-
-  /** A copy of the ids of a user's sessions (callers remove sessions while they go through them). */
-  #userIds (userId: string): string[] {
-    const ids = this.#users.get(userId)
-    return ids === undefined ? [] : typeof ids === 'string' ? [ids] : [...ids]
-  }
-
-  #indexUser (userId: string, id: string): void {
-    const ids = this.#users.get(userId)
-    if (ids === undefined || ids === id) this.#users.set(userId, id)
-    else if (typeof ids === 'string') this.#users.set(userId, new Set([ids, id]))
-    else ids.add(id)
-  }
-
-  #unindexUser (session: MemorySession): void {
-    if (session.userId === undefined) return
-    const ids = this.#users.get(session.userId)
-    if (ids === undefined) return
-    if (typeof ids === 'string') {
-      if (ids === session.id) this.#users.delete(session.userId)
-      return
-    }
-    ids.delete(session.id)
-    if (ids.size === 1) this.#users.set(session.userId, ids.values().next().value!)
+    this.#users.remove(session)
   }
 }
 
