@@ -1,6 +1,6 @@
 import type {
   CommitInput, CommitResult, CounterResult, CreateInput, LimitResult, MigrateInput,
-  ResolveInput, ResolveResult, SessionInfo, SessionStore, StoredSession, UserLimit
+  ResolveInput, ResolveResult, SessionInfo, SessionStore, UserLimit
 } from '../contract.js'
 import { DEVICE_KEY } from '../contract.js'
 import { xemsError } from '../../errors.js'
@@ -9,7 +9,7 @@ import { ChangeTracker } from './changes.js'
 import { checkOptions, type MemoryStoreOptions } from './options.js'
 import { MemoryPersistence } from './persistence.js'
 import {
-  createdOf, absoluteOf, flatData, lastSeenOf, seen, sessionExpiresAt, setDataKey, setTimes, small,
+  flatData, seen, sessionExpiresAt, sessionInfo, setDataKey, setTimes, small, snapshot,
   type Counter, type MemorySession, type TimedValue
 } from './record.js'
 import { ShardedMap } from './sharded-map.js'
@@ -302,18 +302,7 @@ export class MemoryStore implements SessionStore {
     const infos: SessionInfo[] = []
     for (const id of this.#users.ids(userId)) {
       const session = this.#liveSession(id, now)
-      if (session === null) continue
-      const info: SessionInfo = {
-        id,
-        sandbox: session.sandbox,
-        userId,
-        createdAt: createdOf(session),
-        lastSeenAt: lastSeenOf(session),
-        expiresAt: sessionExpiresAt(session)
-      }
-      const device = session.data[DEVICE_KEY]
-      if (device !== undefined) info.device = device
-      infos.push(info)
+      if (session !== null) infos.push(sessionInfo(session, userId))
     }
     return infos
   }
@@ -413,18 +402,4 @@ export class MemoryStore implements SessionStore {
     this.#sessions.delete(session.id)
     this.#users.remove(session)
   }
-}
-
-function snapshot (session: MemorySession): StoredSession {
-  const copy: StoredSession = {
-    id: session.id,
-    sandbox: session.sandbox,
-    data: { ...session.data },
-    createdAt: createdOf(session),
-    lastSeenAt: lastSeenOf(session),
-    idleTtl: session.idleTtl,
-    absoluteExpiresAt: absoluteOf(session)
-  }
-  if (session.userId !== undefined) copy.userId = session.userId
-  return copy
 }
