@@ -1,6 +1,6 @@
 import type {
   CommitInput, CommitResult, CounterResult, CreateInput, LimitResult, MigrateInput,
-  ResolveInput, ResolveResult, SessionInfo, SessionStore, UserLimit
+  ResolveInput, ResolveResult, SessionInfo, SessionStore
 } from '../contract.js'
 import { DEVICE_KEY } from '../contract.js'
 import { xemsError } from '../../errors.js'
@@ -33,13 +33,13 @@ const NONE: ResolveResult = Object.freeze({ status: 'none' })
  */
 export class MemoryStore implements SessionStore {
   readonly #sessions = new ShardedMap<MemorySession>()
-  readonly #users = new UserIndex()
+  readonly #users = new UserIndex((id, now) => this.#liveSession(id, now), (session) => { this.#removeSession(session) })
   /** The timed values and the counters. */
   readonly #values: MemoryValues
   readonly #sweeper: IncrementalSweeper
   /** The vault and the change tracking, with `persistence`; null without. */
   readonly #persistence: MemoryPersistence | null
-  /** What the current operation changed, for the journal (the persistence's tracker; null without persistence). */
+  /** What the current operation changed, for the journal; null without persistence. */
   readonly #changes: ChangeTracker | null
   /** Rejects with the start-up error; what `ready()` answers. */
   readonly #ready: Promise<void>
@@ -115,7 +115,7 @@ export class MemoryStore implements SessionStore {
   #create (input: CreateInput): LimitResult | void {
     let admitted: LimitResult | undefined
     if (input.userId !== undefined && input.userLimit !== undefined) {
-      admitted = this.#admit(input.userId, input.id, input.userLimit, input.now)
+      admitted = this.#users.admit(input.userId, input.id, input.userLimit, input.now)
       if (admitted.status === 'refused') return admitted
     }
     const old = this.#sessions.get(input.id)
@@ -139,26 +139,6 @@ export class MemoryStore implements SessionStore {
     this.#coreChanged(input.id)
     this.#dataChanged(input.id, null)
     return admitted
-  }
-
-  /**
-   * The cap of a user, within the operation that gives session `id` the user: counts the user's other
-   * live sessions and refuses, or ends the least recently created ones (ties by id) so that `max` are
-   * left with the new one. Part of one synchronous section with the write that follows.
-   */
-  #admit (userId: string, id: string, limit: UserLimit, now: number): LimitResult {
-    const live: MemorySession[] = []
-    for (const other of this.#users.ids(userId)) {
-      if (other === id) continue
-      const session = this.#liveSession(other, now)
-      if (session !== null) live.push(session)
-    }
-    if (live.length < limit.max) return { status: 'admitted', ended: [] }
-    if (limit.onLimit === 'refuse') return { status: 'refused' }
-    live.sort((a, b) => a.created - b.created || (a.id < b.id ? -1 : 1))
-    const ended = live.slice(0, live.length - limit.max + 1)
-    for (const session of ended) this.#removeSession(session)
-    return { status: 'admitted', ended: ended.map((session) => session.id) }
   }
 
   async resolve (input: ResolveInput): Promise<ResolveResult> {
@@ -229,7 +209,7 @@ export class MemoryStore implements SessionStore {
     if (input.userId !== undefined && input.userLimit !== undefined) {
       admitted = input.userId === session.userId
         ? { status: 'admitted', ended: [] }
-        : this.#admit(input.userId, session.id, input.userLimit, input.now)
+        : this.#users.admit(input.userId, session.id, input.userLimit, input.now)
       if (admitted.status === 'refused') return admitted
     }
     retireAll(session, input.newKey, input.now, input.retiredUntil)
