@@ -1,19 +1,21 @@
 import type {
   CommitInput, CommitResult, CounterResult, CreateInput, LimitResult, MigrateInput,
-  ResolveInput, ResolveResult, SessionInfo, SessionStore, StoredSession, UserLimit
+  ResolveInput, ResolveResult, SessionInfo, SessionStore
 } from '../contract.js'
 import { DEVICE_KEY } from '../contract.js'
 import { xemsError } from '../../errors.js'
 import { chainOf, markPresented, matchToken, mayMigrate, NO_PAST, retireAll, rotate } from '../rotation.js'
-import type { ChangeTracker } from './changes.js'
+import { ChangeTracker } from './changes.js'
 import { checkOptions, type MemoryStoreOptions } from './options.js'
 import { MemoryPersistence } from './persistence.js'
 import {
-  createdOf, absoluteOf, flat, flatData, lastSeenOf, seen, sessionExpiresAt, setDataKey, setTimes, small,
+  flatData, seen, sessionExpiresAt, sessionInfo, setDataKey, setTimes, small, snapshot,
   type Counter, type MemorySession, type TimedValue
 } from './record.js'
 import { ShardedMap } from './sharded-map.js'
 import { IncrementalSweeper } from './sweeper.js'
+import { UserIndex } from './users.js'
+import { MemoryValues } from './values.js'
 
 export type { FsyncPolicy, VaultWarning } from '../vault/vault.js'
 export type { MemoryStoreOptions, PersistenceOptions, VaultSecret } from './options.js'
@@ -31,14 +33,13 @@ const NONE: ResolveResult = Object.freeze({ status: 'none' })
  */
 export class MemoryStore implements SessionStore {
   readonly #sessions = new ShardedMap<MemorySession>()
-  readonly #values = new ShardedMap<TimedValue>()
-  readonly #counters = new ShardedMap<Counter>()
-  /** userId → the id of its one session, or a set of ids once it has several (most users have one). */
-  readonly #users = new ShardedMap<string | Set<string>>()
+  readonly #users = new UserIndex((id, now) => this.#liveSession(id, now), (session) => { this.#removeSession(session) })
+  /** The timed values and the counters. */
+  readonly #values: MemoryValues
   readonly #sweeper: IncrementalSweeper
   /** The vault and the change tracking, with `persistence`; null without. */
   readonly #persistence: MemoryPersistence | null
-  /** What the current operation changed, for the journal (the persistence's tracker; null without persistence). */
+  /** What the current operation changed, for the journal; null without persistence. */
   readonly #changes: ChangeTracker | null
   /** Rejects with the start-up error; what `ready()` answers. */
   readonly #ready: Promise<void>
@@ -60,25 +61,26 @@ export class MemoryStore implements SessionStore {
 
   constructor (options: MemoryStoreOptions = {}) {
     const { sweepInterval, clock, vault } = checkOptions(options)
+    const changes = vault === null ? null : new ChangeTracker()
+    this.#changes = changes
+    const values = this.#values = new MemoryValues(changes)
     this.#sweeper = new IncrementalSweeper([
       { map: this.#sessions, isExpired: (s: MemorySession, now) => sessionExpiresAt(s) <= now, remove: (_k, s: MemorySession) => this.#forgetSession(s) },
-      { map: this.#values, isExpired: (v: TimedValue, now) => v.expiresAt <= now, remove: (k) => this.#values.delete(k) },
-      { map: this.#counters, isExpired: (c: Counter, now) => c.resetAt <= now, remove: (k) => this.#counters.delete(k) }
+      { map: values.values, isExpired: (v: TimedValue, now) => v.expiresAt <= now, remove: (k) => values.values.delete(k) },
+      { map: values.counters, isExpired: (c: Counter, now) => c.resetAt <= now, remove: (k) => values.counters.delete(k) }
     ])
     if (vault === null) {
       this.#persistence = null
-      this.#changes = null
       this.#ready = Promise.resolve()
     } else {
       this.#persistence = new MemoryPersistence(vault, {
         sessions: this.#sessions,
-        values: this.#values,
-        counters: this.#counters,
-        indexUser: (userId, id) => { this.#indexUser(userId, id) },
-        unindexUser: (session) => { this.#unindexUser(session) },
+        values: values.values,
+        counters: values.counters,
+        indexUser: (userId, id) => { this.#users.add(userId, id) },
+        unindexUser: (session) => { this.#users.remove(session) },
         forgetSession: (session) => { this.#forgetSession(session) }
-      }, clock, () => this.#closed)
-      this.#changes = this.#persistence.changes
+      }, changes!, clock, () => this.#closed)
       this.#ready = this.#persistence.ready
     }
     this.#timer = setInterval(() => this.sweep(clock()), sweepInterval)
@@ -96,7 +98,7 @@ export class MemoryStore implements SessionStore {
 
   /** Number of live entries (sessions, values, counters), for monitoring and tests. */
   get size (): { sessions: number, values: number, counters: number } {
-    return { sessions: this.#sessions.size, values: this.#values.size, counters: this.#counters.size }
+    return { sessions: this.#sessions.size, values: this.#values.values.size, counters: this.#values.counters.size }
   }
 
   /** One bounded sweep step (about 2 ms at most); the store runs it on its own timer. */
@@ -113,7 +115,7 @@ export class MemoryStore implements SessionStore {
   #create (input: CreateInput): LimitResult | void {
     let admitted: LimitResult | undefined
     if (input.userId !== undefined && input.userLimit !== undefined) {
-      admitted = this.#admit(input.userId, input.id, input.userLimit, input.now)
+      admitted = this.#users.admit(input.userId, input.id, input.userLimit, input.now)
       if (admitted.status === 'refused') return admitted
     }
     const old = this.#sessions.get(input.id)
@@ -132,31 +134,11 @@ export class MemoryStore implements SessionStore {
       past: NO_PAST
     }
     setTimes(session, input.now, input.now, input.absoluteExpiresAt)
-    if (input.userId !== undefined) this.#indexUser(input.userId, input.id)
+    if (input.userId !== undefined) this.#users.add(input.userId, input.id)
     this.#sessions.set(input.id, session)
     this.#coreChanged(input.id)
     this.#dataChanged(input.id, null)
     return admitted
-  }
-
-  /**
-   * The cap of a user, within the operation that gives session `id` the user: counts the user's other
-   * live sessions and refuses, or ends the least recently created ones (ties by id) so that `max` are
-   * left with the new one. Part of one synchronous section with the write that follows.
-   */
-  #admit (userId: string, id: string, limit: UserLimit, now: number): LimitResult {
-    const live: MemorySession[] = []
-    for (const other of this.#userIds(userId)) {
-      if (other === id) continue
-      const session = this.#liveSession(other, now)
-      if (session !== null) live.push(session)
-    }
-    if (live.length < limit.max) return { status: 'admitted', ended: [] }
-    if (limit.onLimit === 'refuse') return { status: 'refused' }
-    live.sort((a, b) => a.created - b.created || (a.id < b.id ? -1 : 1))
-    const ended = live.slice(0, live.length - limit.max + 1)
-    for (const session of ended) this.#removeSession(session)
-    return { status: 'admitted', ended: ended.map((session) => session.id) }
   }
 
   async resolve (input: ResolveInput): Promise<ResolveResult> {
@@ -227,7 +209,7 @@ export class MemoryStore implements SessionStore {
     if (input.userId !== undefined && input.userLimit !== undefined) {
       admitted = input.userId === session.userId
         ? { status: 'admitted', ended: [] }
-        : this.#admit(input.userId, session.id, input.userLimit, input.now)
+        : this.#users.admit(input.userId, session.id, input.userLimit, input.now)
       if (admitted.status === 'refused') return admitted
     }
     retireAll(session, input.newKey, input.now, input.retiredUntil)
@@ -239,9 +221,9 @@ export class MemoryStore implements SessionStore {
       this.#dataChanged(session.id, null)
     }
     if (input.userId !== undefined && input.userId !== session.userId) {
-      this.#unindexUser(session)
+      this.#users.remove(session)
       session.userId = input.userId
-      this.#indexUser(input.userId, session.id)
+      this.#users.add(input.userId, session.id)
     }
     this.#coreChanged(session.id)
     return admitted
@@ -281,7 +263,7 @@ export class MemoryStore implements SessionStore {
 
   #revokeUser (userId: string, now: number, exceptId?: string): number {
     let ended = 0
-    for (const id of this.#userIds(userId)) {
+    for (const id of this.#users.ids(userId)) {
       if (id === exceptId) continue
       const session = this.#sessions.get(id)!
       if (sessionExpiresAt(session) > now) ended++
@@ -298,113 +280,39 @@ export class MemoryStore implements SessionStore {
 
   #listUser (userId: string, now: number): SessionInfo[] {
     const infos: SessionInfo[] = []
-    for (const id of this.#userIds(userId)) {
+    for (const id of this.#users.ids(userId)) {
       const session = this.#liveSession(id, now)
-      if (session === null) continue
-      const info: SessionInfo = {
-        id,
-        sandbox: session.sandbox,
-        userId,
-        createdAt: createdOf(session),
-        lastSeenAt: lastSeenOf(session),
-        expiresAt: sessionExpiresAt(session)
-      }
-      const device = session.data[DEVICE_KEY]
-      if (device !== undefined) info.device = device
-      infos.push(info)
+      if (session !== null) infos.push(sessionInfo(session, userId))
     }
     return infos
   }
 
-  async kvGet (sandbox: string, key: string, now: number): Promise<string | null> {
-    if (this.#persistence !== null) return await this.#persistence.run(() => this.#kvGet(sandbox, key, now))
-    this.#assertOpen()
-    return this.#kvGet(sandbox, key, now)
+  kvGet (sandbox: string, key: string, now: number): Promise<string | null> {
+    return this.#run(() => this.#values.get(sandbox, key, now))
   }
 
-  #kvGet (sandbox: string, key: string, now: number): string | null {
-    return this.#liveValue(valueKey(sandbox, key), now)?.value ?? null
+  kvSet (sandbox: string, key: string, value: string, ttl: number, now: number): Promise<void> {
+    return this.#run(() => { this.#values.set(sandbox, key, value, ttl, now) })
   }
 
-  async kvSet (sandbox: string, key: string, value: string, ttl: number, now: number): Promise<void> {
-    if (this.#persistence !== null) return await this.#persistence.run(() => this.#kvSet(sandbox, key, value, ttl, now))
-    this.#assertOpen()
-    return this.#kvSet(sandbox, key, value, ttl, now)
+  kvDel (sandbox: string, key: string): Promise<boolean> {
+    return this.#run(() => this.#values.delete(sandbox, key))
   }
 
-  #kvSet (sandbox: string, key: string, value: string, ttl: number, now: number): void {
-    const k = valueKey(sandbox, key)
-    this.#values.set(k, { value: flat(value), expiresAt: now + ttl })
-    this.#valueChanged(k)
+  kvAdd (sandbox: string, key: string, value: string, ttl: number, now: number): Promise<boolean> {
+    return this.#run(() => this.#values.add(sandbox, key, value, ttl, now))
   }
 
-  async kvDel (sandbox: string, key: string): Promise<boolean> {
-    if (this.#persistence !== null) return await this.#persistence.run(() => this.#kvDel(sandbox, key))
-    this.#assertOpen()
-    return this.#kvDel(sandbox, key)
+  kvTake (sandbox: string, key: string, now: number): Promise<string | null> {
+    return this.#run(() => this.#values.take(sandbox, key, now))
   }
 
-  #kvDel (sandbox: string, key: string): boolean {
-    const k = valueKey(sandbox, key)
-    const deleted = this.#values.delete(k)
-    if (deleted) this.#valueChanged(k)
-    return deleted
+  increment (key: string, window: number, now: number): Promise<CounterResult> {
+    return this.#run(() => this.#values.increment(key, window, now))
   }
 
-  async kvAdd (sandbox: string, key: string, value: string, ttl: number, now: number): Promise<boolean> {
-    if (this.#persistence !== null) return await this.#persistence.run(() => this.#kvAdd(sandbox, key, value, ttl, now))
-    this.#assertOpen()
-    return this.#kvAdd(sandbox, key, value, ttl, now)
-  }
-
-  #kvAdd (sandbox: string, key: string, value: string, ttl: number, now: number): boolean {
-    const k = valueKey(sandbox, key)
-    if (this.#liveValue(k, now) !== null) return false
-    this.#values.set(k, { value: flat(value), expiresAt: now + ttl })
-    this.#valueChanged(k)
-    return true
-  }
-
-  async kvTake (sandbox: string, key: string, now: number): Promise<string | null> {
-    if (this.#persistence !== null) return await this.#persistence.run(() => this.#kvTake(sandbox, key, now))
-    this.#assertOpen()
-    return this.#kvTake(sandbox, key, now)
-  }
-
-  #kvTake (sandbox: string, key: string, now: number): string | null {
-    const k = valueKey(sandbox, key)
-    const entry = this.#liveValue(k, now)
-    if (entry === null) return null
-    this.#values.delete(k)
-    this.#valueChanged(k)
-    return entry.value
-  }
-
-  async increment (key: string, window: number, now: number): Promise<CounterResult> {
-    if (this.#persistence !== null) return await this.#persistence.run(() => this.#increment(key, window, now))
-    this.#assertOpen()
-    return this.#increment(key, window, now)
-  }
-
-  #increment (key: string, window: number, now: number): CounterResult {
-    let counter = this.#counters.get(key)
-    if (counter === undefined || counter.resetAt <= now) {
-      counter = { count: 0, resetAt: now + window }
-      this.#counters.set(key, counter)
-    }
-    counter.count++
-    this.#counterChanged(key)
-    return { count: counter.count, resetAt: counter.resetAt }
-  }
-
-  async resetCounter (key: string): Promise<void> {
-    if (this.#persistence !== null) return await this.#persistence.run(() => this.#resetCounter(key))
-    this.#assertOpen()
-    return this.#resetCounter(key)
-  }
-
-  #resetCounter (key: string): void {
-    if (this.#counters.delete(key)) this.#counterChanged(key)
+  resetCounter (key: string): Promise<void> {
+    return this.#run(() => { this.#values.resetCounter(key) })
   }
 
   /** Stops the store. With persistence, waits until every change is written and fsynced, then releases the vault. */
@@ -418,6 +326,13 @@ export class MemoryStore implements SessionStore {
     this.#timer = null
     this.#closed = true
     if (this.#persistence !== null) await this.#persistence.close()
+  }
+
+  /** Runs `body` as one operation (the session methods inline this, to allocate no closure without persistence). */
+  async #run<T> (body: () => T): Promise<T> {
+    if (this.#persistence !== null) return await this.#persistence.run(body)
+    this.#assertOpen()
+    return body()
   }
 
   /** Without persistence (with it, `MemoryPersistence.run` checks). */
@@ -446,14 +361,6 @@ export class MemoryStore implements SessionStore {
     if (this.#changes !== null) this.#changes.data(id, key)
   }
 
-  #valueChanged (key: string): void {
-    if (this.#changes !== null) this.#changes.value(key)
-  }
-
-  #counterChanged (key: string): void {
-    if (this.#changes !== null) this.#changes.counter(key)
-  }
-
   #liveSession (id: string, now: number): MemorySession | null {
     const session = this.#sessions.get(id)
     if (session === undefined) return null
@@ -462,17 +369,6 @@ export class MemoryStore implements SessionStore {
       return null
     }
     return session
-  }
-
-  #liveValue (key: string, now: number): TimedValue | null {
-    const entry = this.#values.get(key)
-    if (entry === undefined) return null
-    if (entry.expiresAt <= now) {
-      this.#values.delete(key)
-      this.#valueChanged(key)
-      return null
-    }
-    return entry
   }
 
   /** Ends a session within an operation (journaled). */
@@ -484,49 +380,6 @@ export class MemoryStore implements SessionStore {
   /** Drops a session from memory without journaling it (expiry sweeps, replay). */
   #forgetSession (session: MemorySession): void {
     this.#sessions.delete(session.id)
-    this.#unindexUser(session)
+    this.#users.remove(session)
   }
-
-  /** A copy of the ids of a user's sessions (callers remove sessions while they go through them). */
-  #userIds (userId: string): string[] {
-    const ids = this.#users.get(userId)
-    return ids === undefined ? [] : typeof ids === 'string' ? [ids] : [...ids]
-  }
-
-  #indexUser (userId: string, id: string): void {
-    const ids = this.#users.get(userId)
-    if (ids === undefined || ids === id) this.#users.set(userId, id)
-    else if (typeof ids === 'string') this.#users.set(userId, new Set([ids, id]))
-    else ids.add(id)
-  }
-
-  #unindexUser (session: MemorySession): void {
-    if (session.userId === undefined) return
-    const ids = this.#users.get(session.userId)
-    if (ids === undefined) return
-    if (typeof ids === 'string') {
-      if (ids === session.id) this.#users.delete(session.userId)
-      return
-    }
-    ids.delete(session.id)
-    if (ids.size === 1) this.#users.set(session.userId, ids.values().next().value!)
-  }
-}
-
-function valueKey (sandbox: string, key: string): string {
-  return `${sandbox}\u0000${key}`
-}
-
-function snapshot (session: MemorySession): StoredSession {
-  const copy: StoredSession = {
-    id: session.id,
-    sandbox: session.sandbox,
-    data: { ...session.data },
-    createdAt: createdOf(session),
-    lastSeenAt: lastSeenOf(session),
-    idleTtl: session.idleTtl,
-    absoluteExpiresAt: absoluteOf(session)
-  }
-  if (session.userId !== undefined) copy.userId = session.userId
-  return copy
 }

@@ -1,6 +1,6 @@
 import { xemsError } from '../../errors.js'
 import { Vault, type VaultOptions } from '../vault/vault.js'
-import { ChangeTracker } from './changes.js'
+import type { ChangeTracker } from './changes.js'
 import type { MemoryState } from './record.js'
 import { vaultStateOf } from './vault-state.js'
 
@@ -11,7 +11,7 @@ import { vaultStateOf } from './vault-state.js'
  */
 export class MemoryPersistence {
   /** What the current operation changes; the store notes them as it goes. */
-  readonly changes = new ChangeTracker()
+  readonly #changes: ChangeTracker
   /** Rejects with the start-up error; what the store's `ready()` answers. */
   readonly ready: Promise<void>
   readonly #state: MemoryState
@@ -21,9 +21,10 @@ export class MemoryPersistence {
   #opening: Promise<void> | null = null
   #startError: unknown = null
 
-  /** Starts loading `state` from the vault at once. */
-  constructor (options: VaultOptions, state: MemoryState, clock: () => number, isClosed: () => boolean) {
+  /** Starts loading `state` from the vault at once; the store notes its changes in `changes`. */
+  constructor (options: VaultOptions, state: MemoryState, changes: ChangeTracker, clock: () => number, isClosed: () => boolean) {
     this.#state = state
+    this.#changes = changes
     this.#isClosed = isClosed
     this.#vault = new Vault(options)
     this.ready = this.#vault.open(vaultStateOf(state, clock))
@@ -47,7 +48,7 @@ export class MemoryPersistence {
     if (this.#opening !== null) await this.#opening
     this.#assertOpen()
     const result = body()
-    const written = this.changes.persist(this.#state, this.#vault)
+    const written = this.#changes.persist(this.#state, this.#vault)
     if (written !== undefined) await written
     return result
   }

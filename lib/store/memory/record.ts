@@ -1,8 +1,9 @@
 /**
  * The records of the MemoryStore (sessions, timed values, counters) and the functions that read and
- * write them, shared by the store (memory-store.ts) and its persistence (persistence.ts).
+ * write them, shared by the store (memory-store.ts, values.ts, users.ts) and its persistence (persistence.ts).
  */
-import type { EncodedData } from '../contract.js'
+import type { EncodedData, SessionInfo, StoredSession } from '../contract.js'
+import { DEVICE_KEY } from '../contract.js'
 import type { RotationState } from '../rotation.js'
 import type { ShardedMap } from './sharded-map.js'
 
@@ -68,6 +69,36 @@ export interface Counter {
 
 export function sessionExpiresAt (session: MemorySession): number {
   return EPOCH + session.created + Math.min(session.seenOffset + session.idleTtl, session.lifeSpan)
+}
+
+/** A copy of a session as the store answers it (resolve). */
+export function snapshot (session: MemorySession): StoredSession {
+  const copy: StoredSession = {
+    id: session.id,
+    sandbox: session.sandbox,
+    data: { ...session.data },
+    createdAt: createdOf(session),
+    lastSeenAt: lastSeenOf(session),
+    idleTtl: session.idleTtl,
+    absoluteExpiresAt: absoluteOf(session)
+  }
+  if (session.userId !== undefined) copy.userId = session.userId
+  return copy
+}
+
+/** A session as listUser answers it; `userId` is its user. */
+export function sessionInfo (session: MemorySession, userId: string): SessionInfo {
+  const info: SessionInfo = {
+    id: session.id,
+    sandbox: session.sandbox,
+    userId,
+    createdAt: createdOf(session),
+    lastSeenAt: lastSeenOf(session),
+    expiresAt: sessionExpiresAt(session)
+  }
+  const device = session.data[DEVICE_KEY]
+  if (device !== undefined) info.device = device
+  return info
 }
 
 /**
