@@ -10,6 +10,8 @@ export default class TapSummary extends Transform {
   #buffer = []
   #passed = 0
   #failed = []
+  /** tap's `# ERROR:` lines (a coverage threshold not met): they fail the run though every file passed. */
+  #errors = []
   #started = Date.now()
 
   _transform (chunk, _encoding, done) {
@@ -26,6 +28,9 @@ export default class TapSummary extends Transform {
     this.push(this.#failed.length === 0
       ? `\n✓ all ${files} test files passed (${seconds} s)\n`
       : `\n✗ ${this.#failed.length} of ${files} test files failed (${seconds} s):\n${this.#failed.map((f) => `  ${f}\n`).join('')}`)
+    if (this.#errors.length > 0) {
+      this.push(`✗ and the run fails: ${this.#errors.join('; ')} (the thresholds are package.json "tap"; one file alone: npx tap --disable-coverage FILE)\n`)
+    }
     done()
   }
 
@@ -38,6 +43,8 @@ export default class TapSummary extends Transform {
       this.#buffer = []
     } else if (/^Bail out!|^# \{ total/.test(line)) {   // a bail-out; tap's count of assertions
       this.push(`${line}\n`)
+    } else if (/^# ERROR: /.test(line)) {
+      this.#errors.push(line.slice('# ERROR: '.length))
     }
   }
 

@@ -61,3 +61,10 @@ t.test('a failing file: named, with its failing assertion and diagnostics, and c
   t.match(out, /✗ 1 of 2 test files failed .*:\n {2}test\/b\.test\.ts\n$/)
   t.match(out, /^# \{ total: 4, pass: 3, fail: 1 \}$/m)
 })
+
+t.test('a coverage threshold not met: every file passed, and the summary still says the run fails, and why', async (t) => {
+  const out = await report([...passing, '1..1', '# ERROR: incomplete branches coverage (79.5%)', '# { total: 1, pass: 1 }', ''].join('\n'))
+  t.match(out, /✓ all 1 test files passed/)
+  t.match(out, /✗ and the run fails: incomplete branches coverage \(79\.5%\)/)
+  t.match(out, /npx tap --disable-coverage FILE/, 'says how to run one file alone')
+})
