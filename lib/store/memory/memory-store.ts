@@ -9,7 +9,7 @@ import { ChangeTracker } from './changes.js'
 import { checkOptions, type MemoryStoreOptions } from './options.js'
 import { MemoryPersistence } from './persistence.js'
 import {
-  flatData, seen, sessionExpiresAt, sessionInfo, setDataKey, setTimes, small, snapshot,
+  flatData, ownKey, seen, sessionExpiresAt, sessionInfo, setDataKey, setTimes, small, snapshot,
   type Counter, type MemorySession, type TimedValue
 } from './record.js'
 import { ShardedMap } from './sharded-map.js'
@@ -113,15 +113,16 @@ export class MemoryStore implements SessionStore {
   }
 
   #create (input: CreateInput): LimitResult | void {
+    const id = ownKey(input.id)
     let admitted: LimitResult | undefined
     if (input.userId !== undefined && input.userLimit !== undefined) {
-      admitted = this.#users.admit(input.userId, input.id, input.userLimit, input.now)
+      admitted = this.#users.admit(input.userId, id, input.userLimit, input.now)
       if (admitted.status === 'refused') return admitted
     }
-    const old = this.#sessions.get(input.id)
+    const old = this.#sessions.get(id)
     if (old !== undefined) this.#forgetSession(old)
     const session: MemorySession = {
-      id: input.id,
+      id,
       sandbox: input.sandbox,
       userId: input.userId,
       data: flatData(input.data),
@@ -129,15 +130,15 @@ export class MemoryStore implements SessionStore {
       seenOffset: 0,
       idleTtl: small(input.idleTtl),
       lifeSpan: 0,
-      cur: input.tokenKey,
+      cur: ownKey(input.tokenKey),
       seen: false,
       past: NO_PAST
     }
     setTimes(session, input.now, input.now, input.absoluteExpiresAt)
-    if (input.userId !== undefined) this.#users.add(input.userId, input.id)
-    this.#sessions.set(input.id, session)
-    this.#coreChanged(input.id)
-    this.#dataChanged(input.id, null)
+    if (input.userId !== undefined) this.#users.add(input.userId, id)
+    this.#sessions.set(id, session)
+    this.#coreChanged(id)
+    this.#dataChanged(id, null)
     return admitted
   }
 
@@ -188,7 +189,7 @@ export class MemoryStore implements SessionStore {
     }
     seen(session, input.now)
     if (input.rotate !== null && session.cur === input.tokenKey &&
-      rotate(session, input.rotate.newKey, input.rotate.box, input.now, input.rotate.unseenWindow)) {
+      rotate(session, ownKey(input.rotate.newKey), input.rotate.box, input.now, input.rotate.unseenWindow)) {
       this.#coreChanged(session.id)
       return { status: 'ok', rotated: true, expiresAt: sessionExpiresAt(session) }
     }
@@ -212,7 +213,7 @@ export class MemoryStore implements SessionStore {
         : this.#users.admit(input.userId, session.id, input.userLimit, input.now)
       if (admitted.status === 'refused') return admitted
     }
-    retireAll(session, input.newKey, input.now, input.retiredUntil)
+    retireAll(session, ownKey(input.newKey), input.now, input.retiredUntil)
     session.sandbox = input.to
     session.idleTtl = small(input.idleTtl)
     seen(session, input.now)
