@@ -56,10 +56,66 @@ export default [
     }
   },
   {
+    files: ['*.ts', '*.js', 'lib/**', 'plugins/**', 'scripts/**'],
+    rules: {
+      '@stylistic/max-len': ['error', {
+        // Issue 13: shipped code stays readable in a side-by-side diff.
+        code: 140,
+        // A URL cannot be wrapped without breaking it (links in doc comments).
+        ignoreUrls: true,
+        // A regular expression split with + would need new RegExp(...) and lose its literal checking.
+        ignoreRegExpLiterals: true
+      }]
+    }
+  },
+  {
+    files: ['lib/errors.ts'],
+    rules: {
+      '@stylistic/max-len': ['error', {
+        // The same limit as the rest of lib/.
+        code: 140,
+        // As above: a URL cannot be wrapped.
+        ignoreUrls: true,
+        // A message must stay one string literal: the type Slots<> counts its %s slots at compile time,
+        // and 'a' + 'b' is only `string` to TypeScript. So a table line that is one code and its message may be longer.
+        ignorePattern: "^  FST_XEMS_[A-Z_]+: \\[\\d{3}, '.*'\\],$"
+      }]
+    }
+  },
+  {
+    files: ['test/**', 'bench/**', 'example/**'],
+    rules: {
+      '@stylistic/max-len': ['error', {
+        // Tests, benchmarks and the example hold longer assertions and tables; 180 still fits a diff.
+        code: 180,
+        // A URL cannot be wrapped without breaking it.
+        ignoreUrls: true,
+        // A regular expression split with + would need new RegExp(...) and lose its literal checking.
+        ignoreRegExpLiterals: true
+      }]
+    }
+  },
+  {
     files: ['bench/run.ts'],
     rules: {
       // `resolve` there is node:path's; the promise's resolver is named resolvePromise instead.
       'promise/param-names': ['error', { resolvePattern: '^_?resolve(Promise)?$' }]
+    }
+  },
+  {
+    // TEMPORARY: wrapped by the merger after the performance work (these files are being edited
+    // elsewhere right now; wrapping them here would only conflict).
+    files: [
+      'lib/store/memory/memory-store.ts',
+      'lib/store/memory/record.ts',
+      'lib/session/*.ts',
+      'lib/crypto/cipher.ts',
+      'plugins/session/index.ts',
+      'bench/**',
+      'docs/**'
+    ],
+    rules: {
+      '@stylistic/max-len': 'off'
     }
   }
 ]

@@ -4,7 +4,18 @@
  * RedisStore (ioredis) in `fastify-xems/redis`. jose (DPoP, DBSC) is loaded only by apps that turn those options on.
  */
 export { xemsSession, xems } from './plugins/session/index.js'
-export type { XemsSessionData, XemsTypes, XemsData, XemsSessionOptions, XemsCookieOptions, CreateLimitOptions, LinkOptions, UnlinkOptions, ClearSiteDataType, XemsDecorator } from './plugins/session/index.js'
+export type {
+  XemsSessionData,
+  XemsTypes,
+  XemsData,
+  XemsSessionOptions,
+  XemsCookieOptions,
+  CreateLimitOptions,
+  LinkOptions,
+  UnlinkOptions,
+  ClearSiteDataType,
+  XemsDecorator
+} from './plugins/session/index.js'
 export type { CsrfOptions } from './plugins/session/csrf.js'
 // Types only: the DPoP and DBSC code (and jose) loads when xemsSession's `dpop` / `deviceBound` option is on.
 export type { DpopOptions, VerifiedDpop } from './plugins/session/dpop.js'
@@ -16,7 +27,21 @@ export type { SecurityEvent, SecurityEventType, UseOf } from './lib/security-eve
 export type { DeviceInfo, DeviceType, SignInMethod } from './lib/device.js'
 export { MAX_USER_AGENT_BYTES } from './lib/device.js'
 export { XemsEngine, MAX_AGE_CAP_MS, DEFAULT_SANDBOX } from './lib/session/engine.js'
-export type { EngineOptions, ResolvedSession, UserSessionInfo, ListUserSessionsOptions, PresentedToken, CreateSessionOptions, ResolveSessionOptions, MigrateOptions, SandboxValues, SandboxOptions, ReuseAction, XemsEvents, MaxSessionsPerUser } from './lib/session/engine.js'
+export type {
+  EngineOptions,
+  ResolvedSession,
+  UserSessionInfo,
+  ListUserSessionsOptions,
+  PresentedToken,
+  CreateSessionOptions,
+  ResolveSessionOptions,
+  MigrateOptions,
+  SandboxValues,
+  SandboxOptions,
+  ReuseAction,
+  XemsEvents,
+  MaxSessionsPerUser
+} from './lib/session/engine.js'
 export { XemsSession } from './lib/session/handle.js'
 export type { SessionMigrateOptions } from './lib/session/handle.js'
 export { MemoryStore } from './lib/store/memory/memory-store.js'

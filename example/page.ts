@@ -101,13 +101,15 @@ export const PAGE = `<!doctype html>
   <button id="enrol-button">Set up authenticator</button>
   <button id="passkey-step-up">Confirm with a passkey</button>
   <span id="factor-actions">
-    <form id="step-up-form"><label>Code <input type="text" name="code" inputmode="numeric" autocomplete="one-time-code" required></label><button type="submit">Confirm with a code</button></form>
+    <form id="step-up-form"><label>Code <input type="text" name="code" inputmode="numeric" autocomplete="one-time-code"
+      required></label><button type="submit">Confirm with a code</button></form>
     <button id="reenrol-button">Replace authenticator</button>
     <button id="new-codes-button">New recovery codes</button>
     <button id="disable-button">Remove authenticator</button>
   </span>
   <h3>Passkeys</h3>
-  <p>A passkey signs you in without a password (with your device's PIN or fingerprint), and serves as the second step or to confirm. Adding or removing one needs your password above.</p>
+  <p>A passkey signs you in without a password (with your device's PIN or fingerprint), and serves as the second step or to confirm.
+    Adding or removing one needs your password above.</p>
   <label>Name <input type="text" id="passkey-name" maxlength="64" placeholder="e.g. Laptop"></label>
   <button id="passkey-add">Add a passkey</button>
   <p id="passkeys-empty">No passkeys yet.</p>
@@ -138,7 +140,9 @@ async function showAccount () {
   const me = await call('GET', '/api/me')
   if (me.status !== 200) { show('signed-out'); return false }
   document.getElementById('token-fingerprint').textContent = me.data.tokenFingerprint
-  document.getElementById('device-bound').textContent = me.data.deviceBound === 'dbsc' ? 'yes: this browser proves a device key to keep it' : 'no (this browser does not support DBSC, or has not registered yet)'
+  document.getElementById('device-bound').textContent = me.data.deviceBound === 'dbsc'
+    ? 'yes: this browser proves a device key to keep it'
+    : 'no (this browser does not support DBSC, or has not registered yet)'
   document.getElementById('account').textContent = JSON.stringify(me.data, null, 2)
   document.getElementById('cookies').textContent = JSON.stringify(document.cookie)
   document.getElementById('enrol-button').hidden = me.data.mfaEnrolled
@@ -154,7 +158,9 @@ const webauthn = () => window.SimpleWebAuthnBrowser
 const when = (at) => at === null ? 'never' : new Date(at).toLocaleString()
 function passkeyRefused (error) {
   if (!webauthn()) return say('Passkeys need @simplewebauthn/browser next to the example: npm install @simplewebauthn/browser, then restart it.', 'error')
-  say(error && error.name === 'NotAllowedError' ? 'The passkey request was cancelled or timed out.' : 'Your browser could not use a passkey: ' + (error && error.message || error), 'error')
+  say(error && error.name === 'NotAllowedError'
+    ? 'The passkey request was cancelled or timed out.'
+    : 'Your browser could not use a passkey: ' + (error && error.message || error), 'error')
 }
 async function showPasskeys () {
   const result = await call('GET', '/api/mfa/passkeys')
@@ -162,7 +168,9 @@ async function showPasskeys () {
   const rows = result.data.map((passkey) => {
     const tr = document.createElement('tr')
     tr.dataset.id = passkey.id
-    for (const text of [passkey.name, when(passkey.createdAt), when(passkey.lastUsedAt), passkey.backedUp ? 'yes' : 'no']) { const td = document.createElement('td'); td.textContent = text; tr.append(td) }
+    for (const text of [passkey.name, when(passkey.createdAt), when(passkey.lastUsedAt), passkey.backedUp ? 'yes' : 'no']) {
+      const td = document.createElement('td'); td.textContent = text; tr.append(td)
+    }
     const last = document.createElement('td')
     const button = document.createElement('button')
     button.textContent = 'Remove'
@@ -238,7 +246,11 @@ document.getElementById('login-form').addEventListener('submit', async (event) =
   const result = await call('POST', '/api/login', fields(event.target))
   if (result.status !== 200) return say(result.data.message, 'error')
   event.target.reset()
-  if (result.data.next !== 'active') { say('Password accepted.', 'ok'); showSecondStep(result.data.methods || [result.data.next]) } else { say(result.data.remembered ? 'Signed in (remembered device).' : 'Signed in.', 'ok'); await showAccount() }
+  if (result.data.next !== 'active') {
+    say('Password accepted.', 'ok'); showSecondStep(result.data.methods || [result.data.next])
+  } else {
+    say(result.data.remembered ? 'Signed in (remembered device).' : 'Signed in.', 'ok'); await showAccount()
+  }
 })
 
 document.getElementById('code-form').addEventListener('submit', async (event) => {
@@ -301,7 +313,9 @@ document.getElementById('confirm-form').addEventListener('submit', async (event)
 
 const codesText = () => [...document.querySelectorAll('#recovery-codes li')].map((li) => li.textContent).join('\\n') + '\\n'
 document.getElementById('recovery-copy').addEventListener('click', async () => {
-  try { await navigator.clipboard.writeText(codesText()); say('Recovery codes copied.', 'ok') } catch { say('Copying is not allowed here: select the codes and copy them by hand.', 'error') }
+  try {
+    await navigator.clipboard.writeText(codesText()); say('Recovery codes copied.', 'ok')
+  } catch { say('Copying is not allowed here: select the codes and copy them by hand.', 'error') }
 })
 document.getElementById('recovery-download').addEventListener('click', () => {
   const link = document.createElement('a')
@@ -324,7 +338,10 @@ async function showDevices () {
   const rows = result.data.map((device) => {
     const tr = document.createElement('tr')
     tr.dataset.id = device.id
-    const cells = [device.browser + (device.type === 'mobile' || device.type === 'tablet' ? ' (' + device.type + ')' : ''), device.os, device.ip || '—', new Date(device.lastSeenAt).toLocaleString()]
+    const cells = [
+      device.browser + (device.type === 'mobile' || device.type === 'tablet' ? ' (' + device.type + ')' : ''),
+      device.os, device.ip || '—', new Date(device.lastSeenAt).toLocaleString()
+    ]
     for (const text of cells) { const td = document.createElement('td'); td.textContent = text; tr.append(td) }
     const last = document.createElement('td')
     if (device.current) { const mark = document.createElement('span'); mark.className = 'this-device'; mark.textContent = 'This device'; last.append(mark) } else {
@@ -351,7 +368,9 @@ document.getElementById('devices-sign-out-others').addEventListener('click', asy
   say(result.status === 200 ? 'Signed out of ' + result.data.ended + ' other session(s).' : result.data.message, result.status === 200 ? 'ok' : 'error')
   await showDevices()
 })
-document.getElementById('logout').addEventListener('click', async () => { await call('POST', '/api/logout'); document.getElementById('devices-panel').hidden = true; say('Signed out.', 'ok'); show('signed-out') })
+document.getElementById('logout').addEventListener('click', async () => {
+  await call('POST', '/api/logout'); document.getElementById('devices-panel').hidden = true; say('Signed out.', 'ok'); show('signed-out')
+})
 document.getElementById('logout-everywhere').addEventListener('click', async () => {
   const result = await call('POST', '/api/logout-everywhere')
   say('Signed out of ' + (result.data.ended ?? 0) + ' session(s).', 'ok')

@@ -81,7 +81,10 @@ async function webauthnBrowserBundle (): Promise<string | null> {
 const handleKey = (handle: string): string => `passkey-handle:${handle}`
 
 export async function buildExample (options: ExampleOptions = {}): Promise<FastifyInstance> {
-  const app = Fastify({ logger: { level: options.logLevel ?? process.env.LOG_LEVEL ?? 'info', ...(options.logStream === undefined ? {} : { stream: options.logStream }) }, bodyLimit: 16 * 1024 })
+  const app = Fastify({
+    logger: { level: options.logLevel ?? process.env.LOG_LEVEL ?? 'info', ...(options.logStream === undefined ? {} : { stream: options.logStream }) },
+    bodyLimit: 16 * 1024
+  })
   const secure = options.secureCookies ?? process.env.XEMS_COOKIE_SECURE !== 'false'
   // The plugin's default name: __Host-xems when secure (path /, no domain), xems otherwise.
   const cookieName = secure ? '__Host-xems' : 'xems'

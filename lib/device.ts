@@ -71,7 +71,8 @@ export function parseUserAgent (ua: string): Pick<DeviceInfo, 'browser' | 'brows
     return { browser: '', browserVersion: '', os: '', type: 'unknown' }
   }
   const platform = parsed.platform?.type
-  const type: DeviceType = platform === 'desktop' || platform === 'mobile' || platform === 'tablet' || platform === 'tv' || platform === 'bot' ? platform : 'unknown'
+  const known = platform === 'desktop' || platform === 'mobile' || platform === 'tablet' || platform === 'tv' || platform === 'bot'
+  const type: DeviceType = known ? platform : 'unknown'
   return {
     browser: name(parsed.browser?.name),
     browserVersion: name(parsed.browser?.version),

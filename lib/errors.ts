@@ -13,7 +13,8 @@ export const XEMS_ERRORS = {
   FST_XEMS_BAD_SANDBOX: [500, 'fastify-xems: option "%s" must be a sandbox name of 1 to 64 characters from [A-Za-z0-9_:-]'],
   FST_XEMS_BAD_SECRET: [500, 'fastify-xems: option "%s" is not a usable secret: %s'],
   FST_XEMS_WRONG_SECRET: [500, 'fastify-xems: %s does not open with option "%s": %s'],
-  FST_XEMS_MISSING_SESSION_PLUGIN: [500, 'fastify-xems: register xemsSession on this instance (or a parent) before calling xems.forApp(app)'],
+  FST_XEMS_MISSING_SESSION_PLUGIN: [500,
+    'fastify-xems: register xemsSession on this instance (or a parent) before calling xems.forApp(app)'],
   // Stores and vault files, at start-up (nothing is read or changed) or when a store stops.
   FST_XEMS_STORE_FORMAT: [500, 'fastify-xems: %s are in layout format %s; this version reads format %s only and will not read them. %s'],
   FST_XEMS_STORE_UNAVAILABLE: [503, 'fastify-xems: the session store is unavailable'],
@@ -22,7 +23,8 @@ export const XEMS_ERRORS = {
   FST_XEMS_VAULT_FORMAT: [500, 'fastify-xems: the vault file %s is in format version %s; this version of fastify-xems reads format %s. Sessions cannot be carried over from another format: the store did not start and left the files untouched; move the vault directory away to start with an empty store.'],
   FST_XEMS_VAULT_OTHER_HOST: [500, 'fastify-xems: the vault file %s is bound to another host (bindToHost) and cannot be opened here; it was left untouched. Run on the host that wrote it, or give that host\'s id as option "hostId".'],
   FST_XEMS_VAULT_LOCKED: [500, 'fastify-xems: the vault directory %s is locked: %s'],
-  FST_XEMS_VAULT_LOCK_LOST: [503, 'fastify-xems: this store lost the lock on the vault directory %s (%s); it stopped writing and must be restarted'],
+  FST_XEMS_VAULT_LOCK_LOST: [503,
+    'fastify-xems: this store lost the lock on the vault directory %s (%s); it stopped writing and must be restarted'],
   FST_XEMS_VAULT_IO: [500, 'fastify-xems: the vault in %s could not be opened (%s)'],
   // The application's own calls with values a store cannot hold (a bug in the app, hence 500).
   FST_XEMS_BAD_VALUE: [500, 'fastify-xems: %s cannot be stored: %s'],

@@ -88,7 +88,9 @@ export function checkSnippets (files, modes = Object.keys(MODES)) {
   const { dir, snippets: snippetDir } = makeProject()
   const errors = []
   const named = snippets.map((snippet) => {
-    const name = join(snippetDir, `${basename(dirname(snippet.file))}-${basename(snippet.file, '.md')}-${snippet.line}.ts`.replace(/[^A-Za-z0-9./_-]/g, '-'))
+    const name = join(
+      snippetDir, `${basename(dirname(snippet.file))}-${basename(snippet.file, '.md')}-${snippet.line}.ts`.replace(/[^A-Za-z0-9./_-]/g, '-')
+    )
     writeFileSync(name, `${snippet.code}\nexport {}\n`)
     return { ...snippet, name }
   })
@@ -102,7 +104,10 @@ export function checkSnippets (files, modes = Object.keys(MODES)) {
         options,
         host: ts.createIncrementalCompilerHost(options)
       })
-      const diagnostics = [...program.getOptionsDiagnostics(), ...program.getGlobalDiagnostics(), ...program.getSyntacticDiagnostics(), ...program.getSemanticDiagnostics()]
+      const diagnostics = [
+        ...program.getOptionsDiagnostics(), ...program.getGlobalDiagnostics(), ...program.getSyntacticDiagnostics(),
+        ...program.getSemanticDiagnostics()
+      ]
       program.emit()   // noEmit: writes only the tsbuildinfo
       for (const d of diagnostics) {
         const message = ts.flattenDiagnosticMessageText(d.messageText, '\n')
@@ -125,9 +130,14 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const modes = modeArg === undefined ? Object.keys(MODES) : modeArg.slice('--mode='.length).split(',')
   for (const mode of modes) if (!(mode in MODES)) throw new Error(`unknown mode ${mode}: ${Object.keys(MODES).join(', ')}`)
   const paths = args.filter((a) => !a.startsWith('--'))
-  const files = paths.length > 0 ? paths.map((f) => resolve(f)) : [join(root, 'README.md'), ...readdirSync(join(root, 'docs')).filter((f) => f.endsWith('.md')).map((f) => join(root, 'docs', f))]
+  const files = paths.length > 0
+    ? paths.map((f) => resolve(f))
+    : [
+        join(root, 'README.md'), ...readdirSync(join(root, 'docs')).filter((f) => f.endsWith('.md')).map((f) => join(root, 'docs', f))
+      ]
   const { count, errors } = checkSnippets(files, modes)
   for (const error of errors) console.error(error)
-  console.log(`${count} snippets in ${files.length} files, ${modes.join(' and ')}: ${errors.length === 0 ? 'all type-check' : `${errors.length} errors`}`)
+  const summary = errors.length === 0 ? 'all type-check' : `${errors.length} errors`
+  console.log(`${count} snippets in ${files.length} files, ${modes.join(' and ')}: ${summary}`)
   process.exitCode = errors.length === 0 ? 0 : 1
 }

@@ -136,7 +136,9 @@ t.test('the example guards factor changes with the password and a fresh code', a
     t.equal(refused.json().code, 'FST_XEMS_MFA_REQUIRED')
     current = token(refused) ?? current
   }
-  const stepUp = await app.inject({ method: 'POST', url: '/api/mfa/step-up', cookies: { '__Host-xems': current }, payload: { code: await generateTotp({ secret, at: Date.now() + 30_000 }) } })
+  const stepUp = await app.inject({
+    method: 'POST', url: '/api/mfa/step-up', cookies: { '__Host-xems': current }, payload: { code: await generateTotp({ secret, at: Date.now() + 30_000 }) }
+  })
   t.equal(stepUp.statusCode, 200)
   current = token(stepUp)!
   const wrongPassword = await app.inject({ method: 'POST', url: '/api/mfa/disable', cookies: { '__Host-xems': current }, payload: { password: 'wrong password' } })

@@ -32,7 +32,9 @@ export async function buildApp (options: XemsSessionOptions = {}): Promise<TestA
   await app.register(xemsSession, { cookie: { secure: false }, clock: () => clock.now, ...options })
   app.post<{ Body: { data?: Record<string, unknown>, sandbox?: string, userId?: string } | undefined }>('/login', async (request, reply) => {
     const body = request.body ?? {}
-    const token = await reply.xLink(body.data ?? { user: 'ada' }, { ...(body.sandbox === undefined ? {} : { sandbox: body.sandbox }), ...(body.userId === undefined ? {} : { userId: body.userId }) })
+    const token = await reply.xLink(
+      body.data ?? { user: 'ada' }, { ...(body.sandbox === undefined ? {} : { sandbox: body.sandbox }), ...(body.userId === undefined ? {} : { userId: body.userId }) }
+    )
     return { linked: token.length }
   })
   app.get('/me', { preHandler: app.xems.requireSession() }, async (request) => {

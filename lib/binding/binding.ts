@@ -65,7 +65,9 @@ export function decodeBinding (text: string | undefined): SessionBinding | Unrea
   if (v.type === 'dpop') return { type: 'dpop', jkt: v.jkt, boundAt: v.boundAt }
   if (v.type === 'dbsc' && typeof v.id === 'string' && (v.alg === 'ES256' || v.alg === 'RS256') &&
     v.jwk !== null && typeof v.jwk === 'object' && typeof v.cookieKey === 'string') {
-    return { type: 'dbsc', id: v.id, alg: v.alg, jwk: v.jwk as Record<string, unknown>, jkt: v.jkt, cookieKey: v.cookieKey, boundAt: v.boundAt }
+    return {
+      type: 'dbsc', id: v.id, alg: v.alg, jwk: v.jwk as Record<string, unknown>, jkt: v.jkt, cookieKey: v.cookieKey, boundAt: v.boundAt
+    }
   }
   return unreadable
 }

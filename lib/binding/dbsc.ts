@@ -64,7 +64,10 @@ export function parseSfString (header: unknown, maxLength = MAX_PROOF_LENGTH): s
 /** The reason tokens of a `Secure-Session-Skipped` request header (`unreachable`, `server_error`, `quota_exceeded`). */
 export function skippedReasons (header: unknown): string[] {
   if (typeof header !== 'string') return []
-  return header.split(',').map((item) => item.trim().split(';')[0]!).filter((token) => ['unreachable', 'server_error', 'quota_exceeded'].includes(token)).slice(0, 8)
+  return header.split(',')
+    .map((item) => item.trim().split(';')[0]!)
+    .filter((token) => ['unreachable', 'server_error', 'quota_exceeded'].includes(token))
+    .slice(0, 8)
 }
 
 /** `Secure-Session-Registration` for a sign-in response. */
@@ -134,7 +137,15 @@ function publicJwk (jwk: JWK): JWK {
 
 /** A new binding for a verified registration. */
 export function newBinding (proof: RegistrationProof, now: number): DbscBinding {
-  return { type: 'dbsc', id: randomId(), alg: proof.alg, jwk: { ...proof.jwk }, jkt: proof.jkt, cookieKey: randomBytes(32).toString('base64url'), boundAt: now }
+  return {
+    type: 'dbsc',
+    id: randomId(),
+    alg: proof.alg,
+    jwk: { ...proof.jwk },
+    jkt: proof.jkt,
+    cookieKey: randomBytes(32).toString('base64url'),
+    boundAt: now
+  }
 }
 
 /**

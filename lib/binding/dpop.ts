@@ -57,14 +57,17 @@ export async function verifyDpopProof (check: DpopCheck): Promise<VerifiedProof>
   let payload: Record<string, unknown>
   let jwk: JWK
   try {
-    const verified = await jwtVerify(proof, EmbeddedJWK, { typ: 'dpop+jwt', algorithms: [...check.algorithms], currentDate: new Date(check.now) })
+    const verified = await jwtVerify(
+      proof, EmbeddedJWK, { typ: 'dpop+jwt', algorithms: [...check.algorithms], currentDate: new Date(check.now) }
+    )
     payload = verified.payload
     jwk = verified.protectedHeader.jwk as JWK
   } catch {
     throw dpopError('FST_XEMS_DPOP_INVALID')
   }
   const { jti, htm, htu, iat } = payload
-  if (typeof jti !== 'string' || jti.length === 0 || jti.length > MAX_JTI_LENGTH || typeof htm !== 'string' || typeof htu !== 'string' || typeof iat !== 'number' || !Number.isFinite(iat)) {
+  if (typeof jti !== 'string' || jti.length === 0 || jti.length > MAX_JTI_LENGTH ||
+    typeof htm !== 'string' || typeof htu !== 'string' || typeof iat !== 'number' || !Number.isFinite(iat)) {
     throw dpopError('FST_XEMS_DPOP_INVALID')
   }
   if (htm !== check.method || !sameTarget(htu, check.url)) throw dpopError('FST_XEMS_DPOP_WRONG_TARGET')

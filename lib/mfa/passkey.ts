@@ -61,15 +61,26 @@ export function checkRelyingParty (options: PasskeyOptions): RelyingParty {
   if (typeof rpId !== 'string' || !/^(localhost|([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63})$/.test(rpId)) {
     throw badOption('passkeys.rpId', 'must be a lower-case domain name (example.com) or localhost, without scheme or port')
   }
-  if (typeof rpName !== 'string' || rpName.length === 0 || rpName.length > 100) throw badOption('passkeys.rpName', 'must be a name of 1 to 100 characters')
+  if (typeof rpName !== 'string' || rpName.length === 0 || rpName.length > 100) {
+    throw badOption('passkeys.rpName', 'must be a name of 1 to 100 characters')
+  }
   if (!Array.isArray(origins) || origins.length === 0) throw badOption('passkeys.origins', 'must list at least one origin, e.g. [\'https://example.com\']')
   for (const origin of origins) {
     let url: URL
     try { url = new URL(origin) } catch { throw badOption('passkeys.origins', `has ${JSON.stringify(origin)}, which is not an origin`) }
-    if (url.origin !== origin) throw badOption('passkeys.origins', `has ${JSON.stringify(origin)}: write it as an origin, ${JSON.stringify(url.origin)} (no path, no trailing slash)`)
+    if (url.origin !== origin) {
+      throw badOption(
+        'passkeys.origins',
+        `has ${JSON.stringify(origin)}: write it as an origin, ${JSON.stringify(url.origin)} (no path, no trailing slash)`
+      )
+    }
     const host = url.hostname
-    if (host !== rpId && !host.endsWith(`.${rpId}`)) throw badOption('passkeys.origins', `has ${origin}, which is not on passkeys.rpId ${rpId}`)
-    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && host === 'localhost')) throw badOption('passkeys.origins', `has ${origin}: browsers run WebAuthn on https only (http only on localhost)`)
+    if (host !== rpId && !host.endsWith(`.${rpId}`)) {
+      throw badOption('passkeys.origins', `has ${origin}, which is not on passkeys.rpId ${rpId}`)
+    }
+    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && host === 'localhost')) {
+      throw badOption('passkeys.origins', `has ${origin}: browsers run WebAuthn on https only (http only on localhost)`)
+    }
   }
   return { rpId, rpName, origins: [...origins] }
 }
@@ -122,7 +133,11 @@ export function publicInfo (credential: PasskeyCredential): PasskeyInfo {
   return info
 }
 
-export async function registrationOptions (rp: RelyingParty, user: { handle: string, name: string, displayName: string }, existing: PasskeyCredential[], timeout: number): Promise<PublicKeyCredentialCreationOptionsJSON> {
+export async function registrationOptions (rp: RelyingParty, user: {
+  handle: string
+  name: string
+  displayName: string
+}, existing: PasskeyCredential[], timeout: number): Promise<PublicKeyCredentialCreationOptionsJSON> {
   return await generateRegistrationOptions({
     rpName: rp.rpName,
     rpID: rp.rpId,
@@ -136,19 +151,29 @@ export async function registrationOptions (rp: RelyingParty, user: { handle: str
   })
 }
 
-export async function authenticationOptions (rp: RelyingParty, allow: PasskeyCredential[] | null, timeout: number): Promise<PublicKeyCredentialRequestOptionsJSON> {
+export async function authenticationOptions (
+  rp: RelyingParty, allow: PasskeyCredential[] | null, timeout: number
+): Promise<PublicKeyCredentialRequestOptionsJSON> {
   return await generateAuthenticationOptions({
     rpID: rp.rpId,
     timeout,
     userVerification: 'preferred',
-    ...(allow === null ? {} : { allowCredentials: allow.map((c) => ({ id: c.id, ...(c.transports === undefined ? {} : { transports: c.transports as never }) })) })
+    ...(allow === null
+      ? {}
+      : {
+          allowCredentials: allow.map((c) => ({
+            id: c.id, ...(c.transports === undefined ? {} : { transports: c.transports as never })
+          }))
+        })
   })
 }
 
 const invalid = (): XemsError => xemsError('FST_XEMS_PASSKEY_INVALID')
 
 /** Verifies a registration response (attestation `none` or any the library accepts, without trust path checks). */
-export async function verifyRegistration (rp: RelyingParty, response: unknown, challenge: string, now: number, name: string): Promise<{ credential: PasskeyCredential, userVerified: boolean }> {
+export async function verifyRegistration (
+  rp: RelyingParty, response: unknown, challenge: string, now: number, name: string
+): Promise<{ credential: PasskeyCredential, userVerified: boolean }> {
   let result
   try {
     result = await verifyRegistrationResponse({
@@ -185,7 +210,9 @@ export async function verifyRegistration (rp: RelyingParty, response: unknown, c
  * that it never refuses on the counter: the caller compares `newCounter` itself, after the signature
  * proved the response genuine, and reports a rollback as such.
  */
-export async function verifyAssertion (rp: RelyingParty, response: unknown, challenge: string, credential: PasskeyCredential): Promise<{ newCounter: number, userVerified: boolean, backedUp: boolean }> {
+export async function verifyAssertion (
+  rp: RelyingParty, response: unknown, challenge: string, credential: PasskeyCredential
+): Promise<{ newCounter: number, userVerified: boolean, backedUp: boolean }> {
   let result
   try {
     result = await verifyAuthenticationResponse({

@@ -48,7 +48,9 @@ export function createFactorChanges (ctx: MfaContext, devices: RememberedDevices
     const { userId } = activeSessionOf(ctx, request)
     const record = await users.load(userId)
     if (hasFactor(record)) assertFresh(ctx, request, freshFor)
-    await users.save(userId, { ...(record ?? {}), totp: null, recoveryCodes: [], ...(record?.passkeys === undefined ? {} : { passkeys: [] }) })
+    await users.save(
+      userId, { ...(record ?? {}), totp: null, recoveryCodes: [], ...(record?.passkeys === undefined ? {} : { passkeys: [] }) }
+    )
     await afterFactorChange(request, userId)
     request.log.info({ xems: 'mfa-disabled', userId }, 'xems: second factor removed')
     if (isEnrolled(record)) engine.security({ type: 'factor-removed', at: engine.now(), userId, factor: 'totp' })

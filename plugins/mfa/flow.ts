@@ -23,8 +23,13 @@ export interface Flow extends Pick<XemsMfa, 'begin' | 'verify' | 'stepUp'> {
   countPendingAttempt: (sessionId: string) => Promise<number>
   /** A pending session's data as the active session gets it: nothing that claims a verification. */
   carriedData: (data: Record<string, unknown>) => Record<string, unknown>
-  /** Moves the pending session to the active sandbox; of concurrent promotions of one session exactly one wins (the others get 401 FST_XEMS_NO_SESSION). */
-  promote: (request: FastifyRequest, data: Record<string, unknown>, userId: string, signIn: 'totp' | 'recovery-code' | 'passkey') => Promise<void>
+  /**
+   * Moves the pending session to the active sandbox; of concurrent promotions of one session exactly one wins
+   * (the others get 401 FST_XEMS_NO_SESSION).
+   */
+  promote: (
+    request: FastifyRequest, data: Record<string, unknown>, userId: string, signIn: 'totp' | 'recovery-code' | 'passkey'
+  ) => Promise<void>
 }
 
 export interface FlowParts {
@@ -51,7 +56,9 @@ export function createFlow (ctx: MfaContext, { lockout, totp, recoveryCodes, dev
     return carried
   }
 
-  async function promote (request: FastifyRequest, data: Record<string, unknown>, userId: string, signIn: 'totp' | 'recovery-code' | 'passkey'): Promise<void> {
+  async function promote (
+    request: FastifyRequest, data: Record<string, unknown>, userId: string, signIn: 'totp' | 'recovery-code' | 'passkey'
+  ): Promise<void> {
     await request.session!.migrate(activeSandbox, { data: { ...data, mfaVerifiedAt: engine.now() }, userId, signIn })
   }
 

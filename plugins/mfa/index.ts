@@ -84,9 +84,11 @@ async function xemsMfaPlugin (fastify: FastifyInstance, options: XemsMfaOptions)
     requireFreshMfa: createFreshMfaGuard(ctx),
     revokeUser: changes.revokeUser,
     startPasskeyRegistration: async (request, reply, o) => await passkeyApi().startPasskeyRegistration(request, reply, o),
-    finishPasskeyRegistration: async (request, reply, response, o) => await passkeyApi().finishPasskeyRegistration(request, reply, response, o),
+    finishPasskeyRegistration: async (request, reply, response, o) =>
+      await passkeyApi().finishPasskeyRegistration(request, reply, response, o),
     startPasskeyAuthentication: async (request, reply) => await passkeyApi().startPasskeyAuthentication(request, reply),
-    finishPasskeyAuthentication: async (request, reply, response, o) => await passkeyApi().finishPasskeyAuthentication(request, reply, response, o),
+    finishPasskeyAuthentication: async (request, reply, response, o) =>
+      await passkeyApi().finishPasskeyAuthentication(request, reply, response, o),
     listPasskeys: async (request) => await passkeyApi().listPasskeys(request),
     removePasskey: async (request, id) => await passkeyApi().removePasskey(request, id)
   }

@@ -59,7 +59,10 @@ export function createLockout (ctx: MfaContext): Lockout {
     const consecutive = await engine.hit(consecutiveKey(userId), MAX_AGE_CAP_MS)
     if (consecutive.count > maxConsecutive) {
       if (consecutive.count === maxConsecutive + 1) {
-        log.warn({ xems: 'user-locked', ...who(userId, known), until: consecutive.resetAt, reason: 'consecutive' }, 'xems: user locked after too many consecutive failures')
+        log.warn(
+          { xems: 'user-locked', ...who(userId, known), until: consecutive.resetAt, reason: 'consecutive' },
+          'xems: user locked after too many consecutive failures'
+        )
         lockoutEvent(userId, consecutive.resetAt)
       }
       // Once per window at most: the marker may be shorter-lived (maxAge) than the lock itself.
@@ -81,8 +84,11 @@ export function createLockout (ctx: MfaContext): Lockout {
 
   async function failed (userId: string, known: boolean, factor: string, admitted: Admitted, log: FastifyBaseLogger): Promise<void> {
     log.warn({ xems: 'auth-failure', factor, ...who(userId, known), failures: admitted.inWindow }, 'xems: authentication failure')
-    if (admitted.consecutive !== null && admitted.consecutive >= maxConsecutive) await mark(userId, known, engine.now() + MAX_AGE_CAP_MS, log)
-    else if (admitted.inWindow >= maxFailures) await mark(userId, known, admitted.resetAt, log)
+    if (admitted.consecutive !== null && admitted.consecutive >= maxConsecutive) {
+      await mark(userId, known, engine.now() + MAX_AGE_CAP_MS, log)
+    } else if (admitted.inWindow >= maxFailures) {
+      await mark(userId, known, admitted.resetAt, log)
+    }
   }
 
   /** The advisory marker that assertNotLocked reads; written only when a budget runs out, never fails the request. */
@@ -93,7 +99,10 @@ export function createLockout (ctx: MfaContext): Lockout {
       await mfaState.set(lockKey(userId), engine.now() + ttl, ttl)
     } catch (err) {
       // Only the early answer of assertNotLocked depends on it; the counters already hold the lock.
-      log.warn({ xems: 'lock-marker-failed', ...who(userId, known), err: { code: (err as { code?: unknown }).code } }, 'xems: the lock marker could not be written')
+      log.warn(
+        { xems: 'lock-marker-failed', ...who(userId, known), err: { code: (err as { code?: unknown }).code } },
+        'xems: the lock marker could not be written'
+      )
     }
   }
 

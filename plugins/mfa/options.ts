@@ -83,7 +83,9 @@ export interface MfaSettings {
 
 function checkWhole (value: unknown, option: string, min: number, max: number, fallback: number): number {
   const n = value ?? fallback
-  if (!Number.isSafeInteger(n) || (n as number) < min || (n as number) > max) throw badOption(option, `must be a whole number from ${min} to ${max}`)
+  if (!Number.isSafeInteger(n) || (n as number) < min || (n as number) > max) {
+    throw badOption(option, `must be a whole number from ${min} to ${max}`)
+  }
   return n as number
 }
 
@@ -100,7 +102,9 @@ export function checkOptions (options: XemsMfaOptions, defaultSandbox: string): 
   const activeSandbox = checkSandbox(options.activeSandbox ?? defaultSandbox, 'activeSandbox')
   if (pendingSandbox === activeSandbox) throw badOption('pendingSandbox', 'must differ from activeSandbox')
   const pendingTtl = parsePositiveDuration(options.pendingTtl ?? '15m', 'pendingTtl')
-  if (pendingTtl > FIFTEEN_MINUTES) throw badOption('pendingTtl', 'must be at most 15 minutes: a half-authenticated session must not linger')
+  if (pendingTtl > FIFTEEN_MINUTES) {
+    throw badOption('pendingTtl', 'must be at most 15 minutes: a half-authenticated session must not linger')
+  }
   const window = checkWhole(options.window, 'window', 0, 10, 1)
   const maxAttempts = checkWhole(options.maxAttempts, 'maxAttempts', 1, 10, 5)
   const maxFailures = checkWhole(options.lockout?.maxFailures, 'lockout.maxFailures', 1, 10, 10)
@@ -113,7 +117,9 @@ export function checkOptions (options: XemsMfaOptions, defaultSandbox: string): 
     digits: checkWhole(options.totp?.digits, 'totp.digits', 6, 8, 6),
     period: checkWhole(options.totp?.period, 'totp.period', 15, 120, 30)
   } as const
-  if (!['SHA1', 'SHA256', 'SHA512'].includes(totpParams.algorithm)) throw badOption('totp.algorithm', "must be 'SHA1', 'SHA256' or 'SHA512'")
+  if (!['SHA1', 'SHA256', 'SHA512'].includes(totpParams.algorithm)) {
+    throw badOption('totp.algorithm', "must be 'SHA1', 'SHA256' or 'SHA512'")
+  }
   const remember = options.rememberDevice === undefined || options.rememberDevice === false
     ? null
     : {
@@ -121,8 +127,12 @@ export function checkOptions (options: XemsMfaOptions, defaultSandbox: string): 
         cookieName: options.rememberDevice.cookieName ?? 'xems_device',
         secure: options.rememberDevice.secure ?? true
       }
-  if (remember !== null && remember.ttl > MAX_AGE_CAP_MS) throw badOption('rememberDevice.ttl', 'must be at most 5 days: nothing lives longer')
-  if (remember !== null && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/.test(remember.cookieName)) throw badOption('rememberDevice.cookieName', 'must be a cookie name')
+  if (remember !== null && remember.ttl > MAX_AGE_CAP_MS) {
+    throw badOption('rememberDevice.ttl', 'must be at most 5 days: nothing lives longer')
+  }
+  if (remember !== null && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/.test(remember.cookieName)) {
+    throw badOption('rememberDevice.cookieName', 'must be a cookie name')
+  }
   const argon2 = options.argon2
   const freshFor = parsePositiveDuration(options.freshFor ?? '10m', 'freshFor')
   if (freshFor > ONE_HOUR) throw badOption('freshFor', 'must be at most 1 hour: a change of factor needs a recent second factor')

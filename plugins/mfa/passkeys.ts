@@ -60,7 +60,11 @@ export interface MfaCore {
   rememberDevice: (reply: FastifyReply, userId: string) => Promise<void>
 }
 
-export type PasskeyApi = Pick<XemsMfa, 'startPasskeyRegistration' | 'finishPasskeyRegistration' | 'startPasskeyAuthentication' | 'finishPasskeyAuthentication' | 'listPasskeys' | 'removePasskey'>
+export type PasskeyApi = Pick<
+  XemsMfa,
+  'startPasskeyRegistration' | 'finishPasskeyRegistration' | 'startPasskeyAuthentication' | 'finishPasskeyAuthentication' |
+  'listPasskeys' | 'removePasskey'
+>
 
 const PASSKEY_SANDBOX = 'xems-passkeys'
 const TEN_MINUTES = 10 * 60_000
@@ -75,7 +79,9 @@ export function createPasskeys (core: MfaCore, options: PasskeyOptions): Passkey
   const challengeTtl = parsePositiveDuration(options.challengeTtl ?? '2m', 'passkeys.challengeTtl')
   if (challengeTtl > TEN_MINUTES) throw badOption('passkeys.challengeTtl', 'must be at most 10 minutes')
   const maxPerUser = options.maxPerUser ?? 10
-  if (!Number.isSafeInteger(maxPerUser) || maxPerUser < 1 || maxPerUser > 50) throw badOption('passkeys.maxPerUser', 'must be a whole number from 1 to 50')
+  if (!Number.isSafeInteger(maxPerUser) || maxPerUser < 1 || maxPerUser > 50) {
+    throw badOption('passkeys.maxPerUser', 'must be a whole number from 1 to 50')
+  }
   const { engine, users } = core
   const state = engine.from(PASSKEY_SANDBOX)
 
@@ -87,7 +93,9 @@ export function createPasskeys (core: MfaCore, options: PasskeyOptions): Passkey
    * Consumes the ceremony this session waits for (exactly once, whatever the answer) and checks the
    * client data against it: the challenge, the ceremony type, the origin.
    */
-  async function consume<T extends { challenge: string }> (key: string, client: ClientData, type: 'webauthn.create' | 'webauthn.get', log: FastifyBaseLogger): Promise<T> {
+  async function consume<T extends { challenge: string }> (
+    key: string, client: ClientData, type: 'webauthn.create' | 'webauthn.get', log: FastifyBaseLogger
+  ): Promise<T> {
     const waiting = await state.take<T>(key)
     if (waiting === null || waiting.challenge !== client.challenge) {
       if (client.challenge.length <= 128 && await state.get(usedKey(client.challenge)) !== null) {
@@ -99,7 +107,10 @@ export function createPasskeys (core: MfaCore, options: PasskeyOptions): Passkey
     await state.set(usedKey(waiting.challenge), true, 2 * challengeTtl)
     if (client.type !== type) throw xemsError('FST_XEMS_PASSKEY_CEREMONY')
     if (!rp.origins.includes(client.origin)) {
-      log.warn({ xems: 'passkey-origin', origin: client.origin.slice(0, 200) }, 'xems: a passkey answer came from an origin not in passkeys.origins')
+      log.warn(
+        { xems: 'passkey-origin', origin: client.origin.slice(0, 200) },
+        'xems: a passkey answer came from an origin not in passkeys.origins'
+      )
       throw xemsError('FST_XEMS_PASSKEY_ORIGIN')
     }
     return waiting
@@ -115,7 +126,9 @@ export function createPasskeys (core: MfaCore, options: PasskeyOptions): Passkey
     const session = request.session
     if (session === null || session.destroyed) return null
     if (session.sandbox === core.activeSandbox && session.userId !== undefined) return { mode: 'step-up', userId: session.userId }
-    if (session.sandbox === core.pendingSandbox) return session.userId === undefined ? { mode: 'passwordless', userId: null } : { mode: 'second-factor', userId: session.userId }
+    if (session.sandbox === core.pendingSandbox) {
+      return session.userId === undefined ? { mode: 'passwordless', userId: null } : { mode: 'second-factor', userId: session.userId }
+    }
     return null
   }
 
@@ -129,7 +142,9 @@ export function createPasskeys (core: MfaCore, options: PasskeyOptions): Passkey
       const handle = record?.passkeyUserHandle ?? randomBytes(32).toString('base64url')
       const userName = typeof start.userName === 'string' && start.userName.length > 0 ? start.userName.slice(0, 256) : userId
       const creation = await registrationOptions(rp, { handle, name: userName, displayName: userName }, existing, challengeTtl)
-      await state.set(regKey(request.session!.id), { challenge: creation.challenge, userId, handle } satisfies WaitingRegistration, challengeTtl)
+      await state.set(
+        regKey(request.session!.id), { challenge: creation.challenge, userId, handle } satisfies WaitingRegistration, challengeTtl
+      )
       return creation
     },
 
@@ -175,7 +190,9 @@ export function createPasskeys (core: MfaCore, options: PasskeyOptions): Passkey
         if (allow.length === 0) throw xemsError('FST_XEMS_PASSKEY_UNKNOWN')
       }
       const requestOptions = await authenticationOptions(rp, allow, challengeTtl)
-      await state.set(authKey(request.session!.id), { challenge: requestOptions.challenge, ...ceremony } satisfies WaitingAuthentication, challengeTtl)
+      await state.set(
+        authKey(request.session!.id), { challenge: requestOptions.challenge, ...ceremony } satisfies WaitingAuthentication, challengeTtl
+      )
       return requestOptions
     },
 
@@ -208,14 +225,25 @@ export function createPasskeys (core: MfaCore, options: PasskeyOptions): Passkey
         (handle !== null && handle !== record?.passkeyUserHandle)) return await refuse(unknown())
       const verified = await verifyAssertion(rp, response, waiting.challenge, credential).catch(refuse)
       if (isCounterRollback(credential.counter, verified.newCounter)) {
-        request.log.warn({ xems: 'passkey-counter-rollback', userId, credentialId }, 'xems: a passkey counter went backwards; the passkey may be cloned')
-        engine.security({ type: 'passkey-counter-rollback', at: engine.now(), userId, credentialId, stored: credential.counter, presented: verified.newCounter })
+        request.log.warn(
+          { xems: 'passkey-counter-rollback', userId, credentialId }, 'xems: a passkey counter went backwards; the passkey may be cloned'
+        )
+        engine.security({
+          type: 'passkey-counter-rollback',
+          at: engine.now(),
+          userId,
+          credentialId,
+          stored: credential.counter,
+          presented: verified.newCounter
+        })
         return await refuse(xemsError('FST_XEMS_PASSKEY_COUNTER'))
       }
       const fresh = await users.load(userId) ?? {}
       await users.save(userId, {
         ...fresh,
-        passkeys: (fresh.passkeys ?? []).map((c) => c.id === credentialId ? { ...c, counter: Math.max(c.counter, verified.newCounter), backedUp: verified.backedUp, lastUsedAt: engine.now() } : c)
+        passkeys: (fresh.passkeys ?? []).map((c) => c.id === credentialId
+          ? { ...c, counter: Math.max(c.counter, verified.newCounter), backedUp: verified.backedUp, lastUsedAt: engine.now() }
+          : c)
       })
       await core.recordSuccess(userId)
 

@@ -37,7 +37,10 @@ export function createRememberedDevices (ctx: MfaContext): RememberedDevices {
     if (remember === null) return
     const token = generateToken()
     await devices.set(tokenKey(token), { userId, createdAt: engine.now() }, remember.ttl)
-    reply.setCookie(remember.cookieName, token, { httpOnly: true, secure: remember.secure, sameSite: 'strict', path: '/', maxAge: Math.floor(remember.ttl / 1000) })
+    reply.setCookie(
+      remember.cookieName, token,
+      { httpOnly: true, secure: remember.secure, sameSite: 'strict', path: '/', maxAge: Math.floor(remember.ttl / 1000) }
+    )
   }
 
   async function forgetDevices (userId: string): Promise<void> {

@@ -42,7 +42,9 @@ export function createTotpFactor (ctx: MfaContext, lockout: Lockout, changes: Fa
       ...(lastStep === null ? {} : { afterStep: lastStep })
     })
     if (!result.valid || result.step === null) {
-      if (lastStep !== null && await isReplay(code, totp, lastStep)) log.warn({ xems: 'totp-replay', userId }, 'xems: a TOTP code of an already used step was replayed')
+      if (lastStep !== null && await isReplay(code, totp, lastStep)) {
+        log.warn({ xems: 'totp-replay', userId }, 'xems: a TOTP code of an already used step was replayed')
+      }
       return false
     }
     return await claimStep(userId, result.step, period, log)
@@ -73,7 +75,9 @@ export function createTotpFactor (ctx: MfaContext, lockout: Lockout, changes: Fa
     return again.valid && again.step !== null && again.step <= lastStep
   }
 
-  async function startEnrolment (request: FastifyRequest, enrolOptions: { label?: string | undefined } = {}): ReturnType<XemsMfa['startEnrolment']> {
+  async function startEnrolment (
+    request: FastifyRequest, enrolOptions: { label?: string | undefined } = {}
+  ): ReturnType<XemsMfa['startEnrolment']> {
     const { userId } = activeSessionOf(ctx, request)
     if (hasFactor(await users.load(userId))) assertFresh(ctx, request, freshFor)
     const secret = generateTotpSecret()

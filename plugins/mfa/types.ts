@@ -10,7 +10,13 @@ import type { PasskeyAuthResult, PasskeyCreationOptions, PasskeyRequestOptions }
 
 /** A user's second factors, as the application stores them (in its own user database). */
 export interface MfaRecord {
-  totp?: { secret: string, algorithm?: TotpAlgorithm | undefined, digits?: number | undefined, period?: number | undefined, enrolledAt: number } | null | undefined
+  totp?: {
+    secret: string
+    algorithm?: TotpAlgorithm | undefined
+    digits?: number | undefined
+    period?: number | undefined
+    enrolledAt: number
+  } | null | undefined
   /** argon2id hashes of recovery codes; a used one is null. */
   recoveryCodes?: Array<string | null> | undefined
   /** The user's passkeys (with the `passkeys` option). */
@@ -80,7 +86,9 @@ export interface XemsMfa {
   /** After the password step: opens the pending session (or, without a second factor or on a remembered device, the active one). */
   begin: (request: FastifyRequest, reply: FastifyReply, options: BeginOptions) => Promise<BeginResult>
   /** Verifies a TOTP or recovery code against the request's pending session and, on success, moves it to the active sandbox. */
-  verify: (request: FastifyRequest, reply: FastifyReply, code: unknown, options?: { remember?: boolean | undefined }) => Promise<VerifyResult>
+  verify: (
+    request: FastifyRequest, reply: FastifyReply, code: unknown, options?: { remember?: boolean | undefined }
+  ) => Promise<VerifyResult>
   /**
    * Starts (or restarts) TOTP enrolment for the signed-in user; nothing is stored for the user until
    * confirmEnrolment. When the user already has a factor, both steps need a second factor verified
@@ -110,16 +118,22 @@ export interface XemsMfa {
    * (@simplewebauthn/browser `startRegistration`). When the user already has a factor, both steps
    * need a second factor verified within `freshFor`, as TOTP enrolment does.
    */
-  startPasskeyRegistration: (request: FastifyRequest, reply: FastifyReply, options?: { userName?: string | undefined }) => Promise<PasskeyCreationOptions>
+  startPasskeyRegistration: (
+    request: FastifyRequest, reply: FastifyReply, options?: { userName?: string | undefined }
+  ) => Promise<PasskeyCreationOptions>
   /** Verifies the browser's answer and stores the passkey under `name`; ends the user's other sessions, as any change of factor. */
-  finishPasskeyRegistration: (request: FastifyRequest, reply: FastifyReply, response: unknown, options?: { name?: string | undefined }) => Promise<PasskeyInfo>
+  finishPasskeyRegistration: (
+    request: FastifyRequest, reply: FastifyReply, response: unknown, options?: { name?: string | undefined }
+  ) => Promise<PasskeyInfo>
   /**
    * Options for `navigator.credentials.get`. The ceremony follows the session: a pending session (after
    * the password) gets a second factor, an active one a step-up, none a passwordless sign-in.
    */
   startPasskeyAuthentication: (request: FastifyRequest, reply: FastifyReply) => Promise<PasskeyRequestOptions>
   /** Verifies an assertion for the ceremony this session started, and signs in or refreshes mfaVerifiedAt. */
-  finishPasskeyAuthentication: (request: FastifyRequest, reply: FastifyReply, response: unknown, options?: { remember?: boolean | undefined }) => Promise<PasskeyAuthResult>
+  finishPasskeyAuthentication: (
+    request: FastifyRequest, reply: FastifyReply, response: unknown, options?: { remember?: boolean | undefined }
+  ) => Promise<PasskeyAuthResult>
   /** The signed-in user's passkeys, without their keys. */
   listPasskeys: (request: FastifyRequest) => Promise<PasskeyInfo[]>
   /** Removes one passkey; needs a second factor verified within `freshFor`, also for the last factor. */

@@ -17,12 +17,25 @@ export interface CookieSettings {
  * token is base64url and `.`, which cookie encoding leaves as they are.
  */
 export function setCookieHeader (cookie: CookieSettings, token: string, maxAge: number | null): string {
-  cookie.tail ??= `${cookie.domain === undefined ? '' : `; Domain=${cookie.domain}`}; Path=${cookie.path}; HttpOnly${cookie.secure ? '; Secure' : ''}; SameSite=${SAME_SITE[cookie.sameSite]}`
+  cookie.tail ??= `${cookie.domain === undefined ? '' : `; Domain=${cookie.domain}`}; Path=${cookie.path}; HttpOnly` +
+    `${cookie.secure ? '; Secure' : ''}; SameSite=${SAME_SITE[cookie.sameSite]}`
   return maxAge === null ? `${cookie.name}=${token}${cookie.tail}` : `${cookie.name}=${token}; Max-Age=${maxAge}${cookie.tail}`
 }
 
 const SAME_SITE = { lax: 'Lax', strict: 'Strict', none: 'None' } as const
 
-export function cookieAttributes (cookie: CookieSettings): { path: string, domain?: string, secure: boolean, sameSite: 'lax' | 'strict' | 'none', httpOnly: true } {
-  return { path: cookie.path, secure: cookie.secure, sameSite: cookie.sameSite, httpOnly: true, ...(cookie.domain === undefined ? {} : { domain: cookie.domain }) }
+export function cookieAttributes (cookie: CookieSettings): {
+  path: string
+  domain?: string
+  secure: boolean
+  sameSite: 'lax' | 'strict' | 'none'
+  httpOnly: true
+} {
+  return {
+    path: cookie.path,
+    secure: cookie.secure,
+    sameSite: cookie.sameSite,
+    httpOnly: true,
+    ...(cookie.domain === undefined ? {} : { domain: cookie.domain })
+  }
 }

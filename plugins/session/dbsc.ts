@@ -51,20 +51,33 @@ interface DeviceBoundSettings {
 
 export function checkDeviceBoundOptions (options: DeviceBoundOptions | true, sessionCookieName: string): DeviceBoundSettings {
   const o: DeviceBoundOptions = options === true ? {} : options
-  if (o === null || typeof o !== 'object') throw badOption('deviceBound', 'must be true or { registrationPath?, refreshPath?, cookieLifetime?, cookieName?, algorithms?, challengeTtl? }')
+  if (o === null || typeof o !== 'object') {
+    throw badOption(
+      'deviceBound', 'must be true or { registrationPath?, refreshPath?, cookieLifetime?, cookieName?, algorithms?, challengeTtl? }'
+    )
+  }
   const registrationPath = o.registrationPath ?? '/xems/dbsc/register'
   const refreshPath = o.refreshPath ?? '/xems/dbsc/refresh'
-  if (typeof registrationPath !== 'string' || !PATH.test(registrationPath)) throw badOption('deviceBound.registrationPath', 'must be a path starting with "/" (no quotes, no query)')
-  if (typeof refreshPath !== 'string' || !PATH.test(refreshPath)) throw badOption('deviceBound.refreshPath', 'must be a path starting with "/" (no quotes, no query)')
+  if (typeof registrationPath !== 'string' || !PATH.test(registrationPath)) {
+    throw badOption('deviceBound.registrationPath', 'must be a path starting with "/" (no quotes, no query)')
+  }
+  if (typeof refreshPath !== 'string' || !PATH.test(refreshPath)) {
+    throw badOption('deviceBound.refreshPath', 'must be a path starting with "/" (no quotes, no query)')
+  }
   if (registrationPath === refreshPath) throw badOption('deviceBound.refreshPath', 'must differ from deviceBound.registrationPath')
   const cookieLifetimeMs = parsePositiveDuration(o.cookieLifetime ?? '10m', 'deviceBound.cookieLifetime')
-  if (cookieLifetimeMs < 30_000 || cookieLifetimeMs > 3_600_000) throw badOption('deviceBound.cookieLifetime', 'must be between 30 seconds and 1 hour: a copied bound cookie works that long')
+  if (cookieLifetimeMs < 30_000 || cookieLifetimeMs > 3_600_000) {
+    throw badOption('deviceBound.cookieLifetime', 'must be between 30 seconds and 1 hour: a copied bound cookie works that long')
+  }
   const challengeTtlMs = parsePositiveDuration(o.challengeTtl ?? '5m', 'deviceBound.challengeTtl')
   if (challengeTtlMs > 3_600_000) throw badOption('deviceBound.challengeTtl', 'must be at most 1 hour')
   const cookieName = o.cookieName ?? `${sessionCookieName}-bound`
-  if (typeof cookieName !== 'string' || !COOKIE_NAME.test(cookieName) || cookieName === sessionCookieName) throw badOption('deviceBound.cookieName', 'must be a cookie name other than the session cookie\'s')
+  if (typeof cookieName !== 'string' || !COOKIE_NAME.test(cookieName) || cookieName === sessionCookieName) {
+    throw badOption('deviceBound.cookieName', 'must be a cookie name other than the session cookie\'s')
+  }
   const algorithms = o.algorithms ?? [...DBSC_ALGORITHMS]
-  if (!Array.isArray(algorithms) || algorithms.length === 0 || !algorithms.every((alg) => (DBSC_ALGORITHMS as readonly string[]).includes(alg))) {
+  if (!Array.isArray(algorithms) || algorithms.length === 0 ||
+    !algorithms.every((alg) => (DBSC_ALGORITHMS as readonly string[]).includes(alg))) {
     throw badOption('deviceBound.algorithms', "must be a non-empty list of 'ES256', 'RS256'")
   }
   return { registrationPath, refreshPath, cookieLifetimeMs, cookieName, algorithms: [...new Set(algorithms)], challengeTtlMs }
@@ -75,10 +88,21 @@ async function xemsDbscPlugin (fastify: FastifyInstance, { deviceBound, context 
   if (cookie === null) throw badOption('deviceBound', 'needs the cookie transport (option "cookie"): DBSC binds browser sessions')
   const settings = checkDeviceBoundOptions(deviceBound, cookie.name)
   const challenges = engine.from(CHALLENGE_SANDBOX)
-  const attributes = [`Path=${cookie.path}`, ...(cookie.domain === undefined ? [] : [`Domain=${cookie.domain}`]), ...(cookie.secure ? ['Secure'] : []), 'HttpOnly', `SameSite=${cookie.sameSite[0]!.toUpperCase()}${cookie.sameSite.slice(1)}`].join('; ')
-  const cookieOptions = { path: cookie.path, secure: cookie.secure, sameSite: cookie.sameSite, httpOnly: true as const, ...(cookie.domain === undefined ? {} : { domain: cookie.domain }) }
+  const attributes = [
+    `Path=${cookie.path}`, ...(cookie.domain === undefined ? [] : [`Domain=${cookie.domain}`]), ...(cookie.secure ? ['Secure'] : []),
+    'HttpOnly', `SameSite=${cookie.sameSite[0]!.toUpperCase()}${cookie.sameSite.slice(1)}`
+  ].join('; ')
+  const cookieOptions = {
+    path: cookie.path,
+    secure: cookie.secure,
+    sameSite: cookie.sameSite,
+    httpOnly: true as const,
+    ...(cookie.domain === undefined ? {} : { domain: cookie.domain })
+  }
   const instructions = (binding: DbscBinding): Record<string, unknown> =>
-    sessionInstructions({ sessionId: binding.id, refreshUrl: settings.refreshPath, cookieName: settings.cookieName, cookieAttributes: attributes })
+    sessionInstructions({
+      sessionId: binding.id, refreshUrl: settings.refreshPath, cookieName: settings.cookieName, cookieAttributes: attributes
+    })
 
   const isRefresh = (request: FastifyRequest): boolean => request.method === 'POST' && request.routeOptions.url === settings.refreshPath
 
@@ -93,7 +117,10 @@ async function xemsDbscPlugin (fastify: FastifyInstance, { deviceBound, context 
     const bound = readRawCookie(request.headers.cookie, settings.cookieName)
     if (boundCookieValid(binding, bound.status === 'one' ? bound.value : undefined, engine.now())) return
     const skipped = skippedReasons(request.headers['secure-session-skipped'])
-    request.log.info({ xems: 'dbsc-unbound-request', id: session.id, bound: bound.status, ...(skipped.length === 0 ? {} : { skipped }) }, 'xems: a device-bound session without its valid bound cookie: not served as that session')
+    request.log.info(
+      { xems: 'dbsc-unbound-request', id: session.id, bound: bound.status, ...(skipped.length === 0 ? {} : { skipped }) },
+      'xems: a device-bound session without its valid bound cookie: not served as that session'
+    )
     request.session = null
   })
 

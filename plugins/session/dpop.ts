@@ -51,22 +51,29 @@ interface DpopSettings {
 
 export function checkDpopOptions (options: DpopOptions | true): DpopSettings {
   const o: DpopOptions = options === true ? {} : options
-  if (o === null || typeof o !== 'object') throw badOption('dpop', 'must be true or { algorithms?, iatWindow?, nonce?, origin?, required? }')
+  if (o === null || typeof o !== 'object') {
+    throw badOption('dpop', 'must be true or { algorithms?, iatWindow?, nonce?, origin?, required? }')
+  }
   const algorithms = o.algorithms ?? [...DPOP_ALGORITHMS]
-  if (!Array.isArray(algorithms) || algorithms.length === 0 || !algorithms.every((alg) => (DPOP_ALGORITHMS as readonly string[]).includes(alg))) {
+  if (!Array.isArray(algorithms) || algorithms.length === 0 ||
+    !algorithms.every((alg) => (DPOP_ALGORITHMS as readonly string[]).includes(alg))) {
     throw badOption('dpop.algorithms', `must be a non-empty list of ${DPOP_ALGORITHMS.join(', ')}`)
   }
   const iatWindow = parsePositiveDuration(o.iatWindow ?? '1m', 'dpop.iatWindow')
   if (iatWindow > 300_000) throw badOption('dpop.iatWindow', 'must be at most 5 minutes: a proof is for one request now, not later')
   let nonce: DpopSettings['nonce'] = null
   if (o.nonce !== undefined && o.nonce !== false) {
-    if (o.nonce !== true && (o.nonce === null || typeof o.nonce !== 'object')) throw badOption('dpop.nonce', 'must be true, false or { secret?, window? }')
+    if (o.nonce !== true && (o.nonce === null || typeof o.nonce !== 'object')) {
+      throw badOption('dpop.nonce', 'must be true, false or { secret?, window? }')
+    }
     const n = o.nonce === true ? {} : o.nonce
     const window = parsePositiveDuration(n.window ?? '5m', 'dpop.nonce.window')
     let secret: Buffer | undefined
     if (n.secret !== undefined) {
       secret = typeof n.secret === 'string' ? Buffer.from(n.secret, 'utf8') : Buffer.isBuffer(n.secret) ? n.secret : undefined
-      if (secret === undefined || secret.length < 32) throw badOption('dpop.nonce.secret', 'must be a string or Buffer of at least 32 bytes')
+      if (secret === undefined || secret.length < 32) {
+        throw badOption('dpop.nonce.secret', 'must be a string or Buffer of at least 32 bytes')
+      }
     }
     nonce = { window, secret }
   }
@@ -98,9 +105,13 @@ async function xemsDpopPlugin (fastify: FastifyInstance, { dpop, context }: Dpop
 
   function challenge (reply: FastifyReply, err: unknown): void {
     if (!isXemsError(err)) return
-    if (err.code === 'FST_XEMS_DPOP_MISSING') reply.header('www-authenticate', `DPoP algs="${algs}"`)
-    else if (err.code === 'FST_XEMS_DPOP_NONCE') reply.header('www-authenticate', `DPoP error="use_dpop_nonce", error_description="${err.message}", algs="${algs}"`)
-    else if (err.code.startsWith('FST_XEMS_DPOP_')) reply.header('www-authenticate', `DPoP error="invalid_dpop_proof", algs="${algs}"`)
+    if (err.code === 'FST_XEMS_DPOP_MISSING') {
+      reply.header('www-authenticate', `DPoP algs="${algs}"`)
+    } else if (err.code === 'FST_XEMS_DPOP_NONCE') {
+      reply.header('www-authenticate', `DPoP error="use_dpop_nonce", error_description="${err.message}", algs="${algs}"`)
+    } else if (err.code.startsWith('FST_XEMS_DPOP_')) {
+      reply.header('www-authenticate', `DPoP error="invalid_dpop_proof", algs="${algs}"`)
+    }
   }
 
   // After xemsSession's onRequest (registered after it): the session is resolved, not yet served.

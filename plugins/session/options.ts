@@ -83,7 +83,9 @@ const COOKIE_DOMAIN = /^\.?[A-Za-z0-9](?:[A-Za-z0-9-.]{0,251}[A-Za-z0-9])?$/
 
 export function checkCookie (cookie: XemsCookieOptions | false | undefined): CookieSettings | null {
   if (cookie === false) return null
-  if (cookie !== undefined && (cookie === null || typeof cookie !== 'object')) throw badOption('cookie', 'must be an object of cookie options or false')
+  if (cookie !== undefined && (cookie === null || typeof cookie !== 'object')) {
+    throw badOption('cookie', 'must be an object of cookie options or false')
+  }
   const options = cookie ?? {}
   if ('httpOnly' in options && (options as { httpOnly?: unknown }).httpOnly !== true) {
     throw badOption('cookie.httpOnly', 'cannot be turned off: the session cookie is always HttpOnly, so page scripts never see the token')
@@ -97,8 +99,12 @@ export function checkCookie (cookie: XemsCookieOptions | false | undefined): Coo
     sameSite: options.sameSite ?? 'lax',
     persistent: options.persistent ?? false
   }
-  if (typeof settings.name !== 'string' || !COOKIE_NAME.test(settings.name)) throw badOption('cookie.name', 'must be 1 to 128 cookie-name characters (letters, digits, !#$%&\'*+-.^_`|~)')
-  if (typeof settings.path !== 'string' || !COOKIE_PATH.test(settings.path)) throw badOption('cookie.path', 'must start with "/" and hold no ";" or control characters')
+  if (typeof settings.name !== 'string' || !COOKIE_NAME.test(settings.name)) {
+    throw badOption('cookie.name', 'must be 1 to 128 cookie-name characters (letters, digits, !#$%&\'*+-.^_`|~)')
+  }
+  if (typeof settings.path !== 'string' || !COOKIE_PATH.test(settings.path)) {
+    throw badOption('cookie.path', 'must start with "/" and hold no ";" or control characters')
+  }
   if (typeof settings.secure !== 'boolean') throw badOption('cookie.secure', 'must be true or false')
   if (typeof settings.persistent !== 'boolean') throw badOption('cookie.persistent', 'must be true or false')
   if (!['lax', 'strict', 'none'].includes(settings.sameSite)) throw badOption('cookie.sameSite', "must be 'lax', 'strict' or 'none'")
@@ -106,24 +112,36 @@ export function checkCookie (cookie: XemsCookieOptions | false | undefined): Coo
     if (typeof options.domain !== 'string' || !COOKIE_DOMAIN.test(options.domain)) throw badOption('cookie.domain', 'must be a host name')
     settings.domain = options.domain
   }
-  if (settings.sameSite === 'none' && !settings.secure) throw badOption('cookie.sameSite', "'none' requires cookie.secure: browsers drop insecure SameSite=None cookies")
+  if (settings.sameSite === 'none' && !settings.secure) {
+    throw badOption('cookie.sameSite', "'none' requires cookie.secure: browsers drop insecure SameSite=None cookies")
+  }
   if (settings.name.startsWith('__Host-') && (!settings.secure || settings.path !== '/' || settings.domain !== undefined)) {
     throw badOption('cookie.name', 'with the __Host- prefix requires secure: true, path: "/" and no domain')
   }
-  if (settings.name.startsWith('__Secure-') && !settings.secure) throw badOption('cookie.name', 'with the __Secure- prefix requires secure: true')
+  if (settings.name.startsWith('__Secure-') && !settings.secure) {
+    throw badOption('cookie.name', 'with the __Secure- prefix requires secure: true')
+  }
   return settings
 }
 
 export function checkHeader (header: string | false | undefined): string | null {
   if (header === false) return null
   const name = header ?? 'x-xems-token'
-  if (typeof name !== 'string' || !HEADER_NAME.test(name)) throw badOption('header', 'must be a header name (letters, digits, !#$%&\'*+-.^_`|~) or false')
+  if (typeof name !== 'string' || !HEADER_NAME.test(name)) {
+    throw badOption('header', 'must be a header name (letters, digits, !#$%&\'*+-.^_`|~) or false')
+  }
   const lower = name.toLowerCase()
-  if (['cookie', 'set-cookie', 'authorization', 'host', 'content-type', 'content-length'].includes(lower)) throw badOption('header', `cannot be "${lower}"`)
+  if (['cookie', 'set-cookie', 'authorization', 'host', 'content-type', 'content-length'].includes(lower)) {
+    throw badOption('header', `cannot be "${lower}"`)
+  }
   return lower
 }
 
-export function checkCreateLimit (limit: CreateLimitOptions | false | undefined): { max: number, window: number, key: (request: FastifyRequest) => string } | null {
+export function checkCreateLimit (limit: CreateLimitOptions | false | undefined): {
+  max: number
+  window: number
+  key: (request: FastifyRequest) => string
+} | null {
   if (limit === undefined || limit === false) return null
   if (limit === null || typeof limit !== 'object') throw badOption('createLimit', 'must be { max, window } or false')
   if (!Number.isSafeInteger(limit.max) || limit.max < 1) throw badOption('createLimit.max', 'must be a whole number of at least 1')

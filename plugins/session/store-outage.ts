@@ -28,7 +28,10 @@ export class StoreOutage {
     this.#failures++
     if (this.#since === null || now - this.#remindedAt >= REMIND_MS) {
       const cause = err.cause instanceof Error ? err.cause.message : undefined
-      this.#log.error({ xems: 'store-unavailable', failures: this.#failures, since: this.#since ?? now, cause }, 'xems: the session store is unavailable; requests that need it answer 503')
+      this.#log.error(
+        { xems: 'store-unavailable', failures: this.#failures, since: this.#since ?? now, cause },
+        'xems: the session store is unavailable; requests that need it answer 503'
+      )
       this.#since ??= now
       this.#remindedAt = now
     }
@@ -38,7 +41,9 @@ export class StoreOutage {
   /** A store call succeeded: ends an outage in progress. */
   succeeded (): void {
     if (this.#since === null) return
-    this.#log.warn({ xems: 'store-recovered', failures: this.#failures, downMs: this.#now() - this.#since }, 'xems: the session store answers again')
+    this.#log.warn(
+      { xems: 'store-recovered', failures: this.#failures, downMs: this.#now() - this.#since }, 'xems: the session store answers again'
+    )
     this.#since = null
     this.#failures = 0
   }

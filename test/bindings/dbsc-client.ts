@@ -55,7 +55,9 @@ export class DbscBrowser {
   }
 
   async send (method: 'GET' | 'POST', url: string, payload?: Record<string, unknown>, headers: Record<string, string> = {}): Promise<LightMyRequestResponse> {
-    const response = await this.app.inject({ method, url, cookies: this.cookies(), headers: { 'sec-fetch-site': 'same-origin', ...headers }, ...(payload === undefined ? {} : { payload }) })
+    const response = await this.app.inject({
+      method, url, cookies: this.cookies(), headers: { 'sec-fetch-site': 'same-origin', ...headers }, ...(payload === undefined ? {} : { payload })
+    })
     this.log.push({ method, url, status: response.statusCode })
     this.store(response)
     if (this.supportsDbsc) {
@@ -90,7 +92,9 @@ export class DbscBrowser {
     const { privateKey, publicKey } = await generateKeyPair('ES256')
     const publicJwk = await exportJWK(publicKey)
     const proof = await this.sign(privateKey, match[3]!, publicJwk)
-    const response = await this.app.inject({ method: 'POST', url: match[2]!, cookies: this.cookies(), headers: { 'sec-fetch-site': 'same-origin', 'secure-session-response': `"${proof}"` } })
+    const response = await this.app.inject({
+      method: 'POST', url: match[2]!, cookies: this.cookies(), headers: { 'sec-fetch-site': 'same-origin', 'secure-session-response': `"${proof}"` }
+    })
     this.log.push({ method: 'POST', url: match[2]!, status: response.statusCode })
     this.store(response)
     if (response.statusCode !== 200) return response

@@ -79,7 +79,9 @@ t.test('refresh: an expired bound cookie is refreshed with the cached challenge,
   b.session!.challenge = null
   clock.advance(LIFETIME + 1)
   t.equal((await b.fetch('GET', '/me')).statusCode, 200)
-  t.same(b.log.slice(-3).map((e) => `${e.url} ${e.status}`), ['/xems/dbsc/refresh 403', '/xems/dbsc/refresh 200', '/me 200'], 'no cached challenge: 403 with one, then the signed retry')
+  t.same(
+    b.log.slice(-3).map((e) => `${e.url} ${e.status}`), ['/xems/dbsc/refresh 403', '/xems/dbsc/refresh 200', '/me 200'], 'no cached challenge: 403 with one, then the signed retry'
+  )
 })
 
 t.test('a copied cookie jar: works until the bound cookie expires, then cannot be refreshed without the key', async (t) => {
@@ -103,7 +105,9 @@ t.test('a copied cookie jar: works until the bound cookie expires, then cannot b
   for (const [name, cookie] of thief.jar) impostor.jar.set(name, { ...cookie })
   const { generateKeyPair, exportJWK } = await import('jose')
   const keys = await generateKeyPair('ES256')
-  impostor.session = { id: victim.session!.id, refreshUrl: '/xems/dbsc/refresh', cookieName: 'xems-bound', privateKey: keys.privateKey, publicJwk: await exportJWK(keys.publicKey), challenge: null }
+  impostor.session = {
+    id: victim.session!.id, refreshUrl: '/xems/dbsc/refresh', cookieName: 'xems-bound', privateKey: keys.privateKey, publicJwk: await exportJWK(keys.publicKey), challenge: null
+  }
   const refused = await impostor.refresh()
   t.equal(refused!.statusCode, 400, 'the 403 challenge, signed by another key')
   t.equal(refused!.json().code, 'FST_XEMS_DBSC_INVALID')
@@ -128,12 +132,18 @@ t.test('a replayed refresh proof is refused; of 100 parallel refreshes with one 
   const session = b.session!
   const proof = await b.sign(session.privateKey, session.challenge!)
   const refresh = async (): Promise<import('fastify').LightMyRequestResponse> => await app.inject({
-    method: 'POST', url: '/xems/dbsc/refresh', cookies: { xems: b.cookies().xems! }, headers: { 'sec-fetch-site': 'same-origin', 'sec-secure-session-id': `"${session.id}"`, 'secure-session-response': `"${proof}"` }
+    method: 'POST',
+    url: '/xems/dbsc/refresh',
+    cookies: { xems: b.cookies().xems! },
+    headers: { 'sec-fetch-site': 'same-origin', 'sec-secure-session-id': `"${session.id}"`, 'secure-session-response': `"${proof}"` }
   })
   const answers = await Promise.all(Array.from({ length: 100 }, refresh))
   t.equal(answers.filter((r) => r.statusCode === 200).length, 1, 'exactly one')
   const others = answers.filter((r) => r.statusCode !== 200)
-  t.ok(others.every((r) => r.statusCode === 403 && r.json().code === 'FST_XEMS_DBSC_CHALLENGE' && typeof r.headers['secure-session-challenge'] === 'string'), 'the other 99: 403 with a fresh challenge')
+  t.ok(
+    others.every((r) => r.statusCode === 403 && r.json().code === 'FST_XEMS_DBSC_CHALLENGE' && typeof r.headers['secure-session-challenge'] === 'string'),
+    'the other 99: 403 with a fresh challenge'
+  )
   t.ok(others.every((r) => !r.cookies.some((c) => c.name === 'xems-bound')), 'and no bound cookie')
 })
 

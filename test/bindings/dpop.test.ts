@@ -139,7 +139,10 @@ t.test('server nonces: a proof without the current nonce gets use_dpop_nonce and
   const response = await get(app, token, await client.proof('GET', BASE + '/me', { token, nonce, iat: Math.floor(clock.now / 1000) }))
   t.equal(response.statusCode, 200, 'the previous window\'s nonce is still accepted')
   clock.advance(60_000)
-  const late = await get(app, response.headers['x-xems-token'] as string, await client.proof('GET', BASE + '/me', { token: response.headers['x-xems-token'] as string, nonce, iat: Math.floor(clock.now / 1000) }))
+  const late = await get(
+    app, response.headers['x-xems-token'] as string,
+    await client.proof('GET', BASE + '/me', { token: response.headers['x-xems-token'] as string, nonce, iat: Math.floor(clock.now / 1000) })
+  )
   t.equal(late.json().code, 'FST_XEMS_DPOP_NONCE', 'two windows later it is not')
   t.not(late.headers['dpop-nonce'], nonce, 'and the answer carries the new one')
 })

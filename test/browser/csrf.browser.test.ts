@@ -58,7 +58,9 @@ if (!existsSync(CHROMIUM)) {
     await page.goto(`http://localhost:${appPort}/`)
     t.equal(await page.evaluate(async () => (await fetch('/login', { method: 'POST' })).status), 200, 'signed in')
 
-    const own = await page.evaluate(async () => (await fetch('/transfer?via=own', { method: 'POST', body: '{"to":"bob"}', headers: { 'content-type': 'application/json' } })).status)
+    const own = await page.evaluate(async () => (await fetch(
+      '/transfer?via=own', { method: 'POST', body: '{"to":"bob"}', headers: { 'content-type': 'application/json' } }
+    )).status)
     t.equal(own, 200, 'the app\'s own fetch passes')
     t.equal(transfers, 1)
 

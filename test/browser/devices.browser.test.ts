@@ -37,7 +37,10 @@ if (!existsSync(CHROMIUM)) {
     const { recoveryCodes } = await (await page1.request.post(base + '/api/mfa/confirm', { data: { code: await generateTotp({ secret }) } })).json() as { recoveryCodes: string[] }
     t.equal(recoveryCodes.length, 10)
 
-    const second = await browser.newContext({ viewport: { width: 900, height: 700 }, userAgent: 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1' })
+    const second = await browser.newContext({
+      viewport: { width: 900, height: 700 },
+      userAgent: 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1'
+    })
     const page2 = await second.newPage()
     t.match(await (await page2.request.post(base + '/api/login', { data: { email, password } })).json(), { next: 'totp' })
     t.match(await (await page2.request.post(base + '/api/mfa/verify', { data: { code: recoveryCodes[0] } })).json(), { method: 'recovery' })

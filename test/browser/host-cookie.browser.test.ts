@@ -23,7 +23,10 @@ if (!existsSync(CHROMIUM)) {
     app.post('/login', async (_request, reply) => { await reply.xLink({ who: 'ada' }); return { ok: true } })
     app.get('/me', { preHandler: app.xems.requireSession() }, async (request) => ({ who: request.session!.data.who }))
     app.get('/variants', async (_request, reply) => {
-      reply.header('set-cookie', ['__Host-secure=1; Secure; Path=/; HttpOnly', '__Host-plain=1; Path=/; HttpOnly', '__Host-domain=1; Secure; Path=/; Domain=localhost', 'plain-secure=1; Secure; Path=/'])
+      reply.header(
+        'set-cookie',
+        ['__Host-secure=1; Secure; Path=/; HttpOnly', '__Host-plain=1; Path=/; HttpOnly', '__Host-domain=1; Secure; Path=/; Domain=localhost', 'plain-secure=1; Secure; Path=/']
+      )
       return 'set'
     })
     app.get('/echo', async (request) => request.headers.cookie ?? '')

@@ -57,7 +57,10 @@ if (!hasChromium()) {
 
     await page.goto(base + '/')
     await page.locator('#view-signed-out').waitFor({ state: 'visible' })
-    t.equal(await page.evaluate(() => typeof (window as unknown as { SimpleWebAuthnBrowser?: unknown }).SimpleWebAuthnBrowser), 'object', 'the page loaded @simplewebauthn/browser from the example server')
+    t.equal(
+      await page.evaluate(() => typeof (window as unknown as { SimpleWebAuthnBrowser?: unknown }).SimpleWebAuthnBrowser), 'object',
+      'the page loaded @simplewebauthn/browser from the example server'
+    )
     const email = 'lin@example.com'
     const password = 'correct horse battery staple'
     await page.fill('#register-form input[name=email]', email)

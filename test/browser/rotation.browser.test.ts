@@ -358,14 +358,21 @@ if (!existsSync(CHROMIUM)) {
     t.equal(pages.length, rounds, `${rounds} guarded page loads reached the server`)
     // Chromium keeps at most 6 connections per host: fetches still queued when a page navigates away are
     // cancelled before they are sent.
-    t.ok(fetches.length >= 10 * (rounds - 1) + 20 && fetches.length <= 20 * rounds, `at least 10 fetches of each navigating round and all 20 of the last reached the server (${fetches.length})`)
+    t.ok(
+      fetches.length >= 10 * (rounds - 1) + 20 && fetches.length <= 20 * rounds,
+      `at least 10 fetches of each navigating round and all 20 of the last reached the server (${fetches.length})`
+    )
     const refused = round.filter((hit) => hit.status !== 200)
     for (const hit of refused) t.comment(app.describe(hit))
     t.equal(refused.length, 0, 'the server answered every page load and fetch 200')
-    t.ok(seen.length >= 20 * rounds - 10 * (rounds - 1) && seen.every((s) => s === 200 || s === 'AbortError' || s === 'TypeError'), 'every fetch the pages saw settle answered 200 (or was cut off by the navigation)')
+    t.ok(
+      seen.length >= 20 * rounds - 10 * (rounds - 1) && seen.every((s) => s === 200 || s === 'AbortError' || s === 'TypeError'),
+      'every fetch the pages saw settle answered 200 (or was cut off by the navigation)'
+    )
     t.equal(seen.filter((s) => s === 200).length >= 10 * (rounds - 1) + 20, true, 'at least 10 fetches per navigating round and all 20 of the last answered 200 in the browser')
     const stale = round.filter((hit) => hit.presented !== null && hit.presented < hit.newest)
-    t.comment(`${stale.length} of ${round.length} requests presented a token the server had already rotated; ${round.filter((hit) => hit.fresh === true).length} rotations; ${round.filter((hit) => hit.aborted === true).length} answers the browser had stopped waiting for`)
+    t.comment(`${stale.length} of ${round.length} requests presented a token the server had already rotated; ${round.filter((hit) => hit.fresh === true).length} rotations; ` +
+      `${round.filter((hit) => hit.aborted === true).length} answers the browser had stopped waiting for`)
     t.ok(stale.length > 0, 'requests did present rotated tokens (the scenario happened)')
     t.equal(app.reuses(), 0, 'no theft signal')
     await page.goto(app.base + '/')

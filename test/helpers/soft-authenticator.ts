@@ -90,14 +90,19 @@ export class SoftAuthenticator {
    * navigator.credentials.get: signs with the first allowed credential it holds (or `credential`),
    * as @simplewebauthn/browser's startAuthentication returns it.
    */
-  get (options: { challenge: string, rpId?: string, allowCredentials?: Array<{ id: string }> }, overrides: { origin?: string, type?: string, counter?: number, credential?: SoftCredential, userHandle?: string | null } = {}): Record<string, unknown> {
+  get (
+    options: { challenge: string, rpId?: string, allowCredentials?: Array<{ id: string }> },
+    overrides: { origin?: string, type?: string, counter?: number, credential?: SoftCredential, userHandle?: string | null } = {}
+  ): Record<string, unknown> {
     const allowed = options.allowCredentials?.map((c) => c.id)
     const credential = overrides.credential ?? this.credentials.find((c) => allowed === undefined || allowed.length === 0 || allowed.includes(b64u(c.id)))
     if (credential === undefined) throw new Error('soft authenticator: no credential for this request')
     credential.counter = overrides.counter ?? credential.counter + this.counterStep
     const count = Buffer.alloc(4); count.writeUInt32BE(credential.counter)
     const authData = Buffer.concat([sha256(options.rpId ?? credential.rpId), Buffer.from([this.#flags(false)]), count])
-    const clientDataJSON = Buffer.from(JSON.stringify({ type: overrides.type ?? 'webauthn.get', challenge: options.challenge, origin: overrides.origin ?? this.origin, crossOrigin: false }))
+    const clientDataJSON = Buffer.from(
+      JSON.stringify({ type: overrides.type ?? 'webauthn.get', challenge: options.challenge, origin: overrides.origin ?? this.origin, crossOrigin: false })
+    )
     const signature = sign('sha256', Buffer.concat([authData, sha256(clientDataJSON)]), credential.privateKey)
     const userHandle = overrides.userHandle === undefined ? credential.userHandle : overrides.userHandle
     return {

@@ -51,7 +51,9 @@ t.test(`${CLIENTS} clients, ${REQUESTS} requests each, ${LOSS * 100} % of respon
         : await send(served, 'GET', '/me', client.token)
       if (answer.status !== 200) failures.push(`request ${i} of a client answered ${answer.status} ${JSON.stringify(answer.body)}`)
       if (write) client.lastWritten = i
-      if (!write && answer.status === 200 && answer.body.data.n !== client.lastWritten) failures.push(`a client read n=${String(answer.body.data.n)} after writing ${client.lastWritten}`)
+      if (!write && answer.status === 200 && answer.body.data.n !== client.lastWritten) {
+        failures.push(`a client read n=${String(answer.body.data.n)} after writing ${client.lastWritten}`)
+      }
       if (random() < LOSS) {
         client.lost++
         lostTotal++

@@ -130,7 +130,14 @@ t.test('10 000 mixed requests: no 5xx, no dead token resolves, then the store em
     const counts: Counts = { requests: 0, fiveXx: 0, deadResolved: 0, reuseDetected: 0, longAgoReuse: 0, unseenAnswered: 0, unseenExpired: 0 }
     const fail = (what: string): void => { if (failures.length < 50) failures.push(what) }
 
-    async function request (options: { method?: 'GET' | 'POST', url: string, token?: string, header?: string, rawCookie?: string, payload?: Record<string, unknown> }): Promise<LightMyRequestResponse> {
+    async function request (options: {
+      method?: 'GET' | 'POST'
+      url: string
+      token?: string
+      header?: string
+      rawCookie?: string
+      payload?: Record<string, unknown>
+    }): Promise<LightMyRequestResponse> {
       const headers: Record<string, string> = {}
       if (options.header !== undefined) headers['x-xems-token'] = options.header
       if (options.rawCookie !== undefined) headers.cookie = options.rawCookie
@@ -258,7 +265,8 @@ t.test('10 000 mixed requests: no 5xx, no dead token resolves, then the store em
         return
       }
       if (response.statusCode !== 401 || code !== 'FST_XEMS_NO_SESSION' || response.headers['set-cookie'] !== undefined) {
-        return fail(`after the unseen window, a token whose successor was never presented got ${response.statusCode} ${String(code)}, cookie ${String(response.headers['set-cookie'])}`)
+        return fail(`after the unseen window, a token whose successor was never presented got ${response.statusCode} ${String(code)}, ` +
+          `cookie ${String(response.headers['set-cookie'])}`)
       }
       counts.unseenExpired++
     }

@@ -136,7 +136,10 @@ for (const [name, make] of backends) {
     t.equal(evaluated, MAX_FAILURES, 'and the budget was used, not more')
     t.equal(responses[RIGHT_AT]!.statusCode, 429, 'the right password inside the burst is refused: the budget was spent')
     t.equal(responses.filter((r) => r.statusCode >= 500).length, 0, 'no 5xx')
-    t.ok(responses.filter((r) => r.statusCode === 429).every((r) => r.json().code === 'FST_XEMS_MFA_LOCKED' && Number(r.headers['retry-after']) > 0), 'every refusal is 429 FST_XEMS_MFA_LOCKED with Retry-After')
+    t.ok(
+      responses.filter((r) => r.statusCode === 429).every((r) => r.json().code === 'FST_XEMS_MFA_LOCKED' && Number(r.headers['retry-after']) > 0),
+      'every refusal is 429 FST_XEMS_MFA_LOCKED with Retry-After'
+    )
     for (const { app } of apps) {
       const after = await post(app, '/login', { user: 'ada', password: PASSWORD })
       t.equal(after.statusCode, 429, 'locked on every instance after the burst')
@@ -212,7 +215,12 @@ t.test('a store taking 2 ms per call with maxAge 1h: the lock marker never excee
   const inner = new MemoryStore()
   const clock = makeClock(Date.now())
   const users = new Map<string, User>()
-  const ctx = await buildMfaApp({ clock, users, session: { store: slowStore(inner), maxAge: '1h', ttl: '30m', sandboxes: { 'otp-pending': { ttl: '15m' } } }, mfa: { lockout: { maxFailures: 10, window: '1h', maxConsecutive: 20 } } })
+  const ctx = await buildMfaApp({
+    clock,
+    users,
+    session: { store: slowStore(inner), maxAge: '1h', ttl: '30m', sandboxes: { 'otp-pending': { ttl: '15m' } } },
+    mfa: { lockout: { maxFailures: 10, window: '1h', maxConsecutive: 20 } }
+  })
   t.teardown(async () => { await ctx.app.close(); await inner.close() })
   users.set('ada', { passwordHash: await hashPassword(PASSWORD), mfa: {} })
   // Real time passes during the store calls: the clock follows it, as Date.now would.

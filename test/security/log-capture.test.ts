@@ -38,7 +38,9 @@ t.test('a full MFA login with every kind of failure logs no secret and answers n
   const responses: LightMyRequestResponse[] = []
 
   /** Every request goes through here: each token a response carries is remembered. */
-  async function call (method: 'GET' | 'POST', url: string, payload?: unknown, options: { token?: string, device?: string, header?: string } = {}): Promise<LightMyRequestResponse> {
+  async function call (
+    method: 'GET' | 'POST', url: string, payload?: unknown, options: { token?: string, device?: string, header?: string } = {}
+  ): Promise<LightMyRequestResponse> {
     const cookies: Record<string, string> = {}
     if (options.token !== undefined) cookies.xems = options.token
     if (options.device !== undefined) cookies.xems_device = options.device
@@ -71,7 +73,9 @@ t.test('a full MFA login with every kind of failure logs no secret and answers n
   }
   /** A well-formed code that is valid at none of the steps in the window. */
   const wrongCode = async (secret: string): Promise<string> => {
-    const valid = new Set([await generateTotp({ secret, at: clock.now - 30_000 }), await generateTotp({ secret, at: clock.now }), await generateTotp({ secret, at: clock.now + 30_000 })])
+    const valid = new Set([
+      await generateTotp({ secret, at: clock.now - 30_000 }), await generateTotp({ secret, at: clock.now }), await generateTotp({ secret, at: clock.now + 30_000 })
+    ])
     for (let n = 0; ; n++) {
       const candidate = String((n * 142_857 + 271_828) % 1_000_000).padStart(6, '0')
       if (!valid.has(candidate)) {
@@ -177,7 +181,10 @@ t.test('a full MFA login with every kind of failure logs no secret and answers n
   const text = logs.join('')
   const events = logs.map((line) => JSON.parse(line) as { xems?: string, msg?: string })
   t.ok(logs.length > 100, `${logs.length} log lines to search`)
-  for (const event of ['session-created', 'session-rotated', 'session-migrated', 'session-destroyed', 'token-reuse', 'auth-failure', 'totp-replay', 'user-locked', 'mfa-enrolled', 'recovery-codes-regenerated', 'user-revoked']) {
+  for (const event of [
+    'session-created', 'session-rotated', 'session-migrated', 'session-destroyed', 'token-reuse', 'auth-failure', 'totp-replay', 'user-locked', 'mfa-enrolled',
+    'recovery-codes-regenerated', 'user-revoked'
+  ]) {
     t.ok(events.some((entry) => entry.xems === event), `the ${event} event is logged`)
   }
   t.ok(events.some((entry) => entry.msg === 'incoming request'), 'trace-level request logs are in')

@@ -54,7 +54,10 @@ if (unreachable !== null) {
       const results = await Promise.all(pendings.map(async (pending, i) => await post((i % 2 === 0 ? a : b).app, '/mfa/verify', { code }, pending)))
       t.equal(results.filter((r) => r.statusCode === 200).length, 1, 'one success')
       // Of the 20 guesses at most 10 are evaluated (the lockout budget): the others are throttled.
-      t.ok(results.filter((r) => r.statusCode !== 200).every((r) => ['FST_XEMS_MFA_INVALID', 'FST_XEMS_MFA_LOCKED'].includes(r.json().code)), 'every other one refused (used, or throttled)')
+      t.ok(
+        results.filter((r) => r.statusCode !== 200).every((r) => ['FST_XEMS_MFA_INVALID', 'FST_XEMS_MFA_LOCKED'].includes(r.json().code)),
+        'every other one refused (used, or throttled)'
+      )
       t.ok([...a.logs, ...b.logs].some((line) => line.includes('totp-replay')), 'the replays are logged')
       t.equal((await a.app.xems.listUserSessions('ada')).filter((s) => s.sandbox === 'auth-active').length, 1, 'one active session in all')
     })

@@ -62,7 +62,9 @@ const edited = (make: () => string, length: number): fc.Arbitrary<string> =>
 const nearToken = edited(generateToken, 43)
 const nearSessionToken = edited(newSessionToken, 66)
 /** 66 characters of the base64url alphabet with a dot at the separator's place: canonical or not at random. */
-const sessionShaped = fc.tuple(fc.string({ unit: fc.constantFrom(...B64URL), minLength: 22, maxLength: 22 }), fc.string({ unit: fc.constantFrom(...B64URL), minLength: 43, maxLength: 43 }))
+const sessionShaped = fc.tuple(
+  fc.string({ unit: fc.constantFrom(...B64URL), minLength: 22, maxLength: 22 }), fc.string({ unit: fc.constantFrom(...B64URL), minLength: 43, maxLength: 43 })
+)
   .map(([locator, secret]) => `${locator}.${secret}`)
 
 /** Junk a client can send: any code points, control characters, near-tokens, huge values. */
@@ -322,7 +324,9 @@ t.test('the MFA code route: any JSON code is a 401, never a 5xx, never a session
   // 40 users, each below the lockout threshold for the 5 runs it gets (pending sessions come from the engine: no argon2 per run).
   const USERS = 40
   for (let i = 0; i < USERS; i++) users.set(`user${i}`, { passwordHash: 'unused', mfa: { totp: { secret, enrolledAt: 0 }, recoveryCodes: [...recoveryHashes] } })
-  const code = fc.oneof(fc.jsonValue({ maxDepth: 2 }), junk.map((s) => s.slice(0, 2000)), fc.stringMatching(/^[0-9]{6,8}$/), fc.stringMatching(/^[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}$/))
+  const code = fc.oneof(
+    fc.jsonValue({ maxDepth: 2 }), junk.map((s) => s.slice(0, 2000)), fc.stringMatching(/^[0-9]{6,8}$/), fc.stringMatching(/^[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}$/)
+  )
   let run = 0
   const failures: string[] = []
   await fc.assert(fc.asyncProperty(code, async (value) => {

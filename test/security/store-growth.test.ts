@@ -62,7 +62,9 @@ t.test(`MemoryStore: ${N} failed logins for new names keep one counter each, gon
   while (store.sweep(clock.now) > 0);
   const heapSwept = heapUsed()
   t.same(store.size, before, 'after lockout.window (15 min) nothing of them is left')
-  t.comment(`MemoryStore over HTTP: +${after.counters - before.counters} counters, +${after.values - before.values} values for ${N} requests; heap +${Math.round((heapAfter - heapBefore) / N)} B per request (mostly not the store's: ${Math.round((heapAfter - heapSwept) / N)} B were freed by the sweep)`)
+  t.comment(`MemoryStore over HTTP: +${after.counters - before.counters} counters, +${after.values - before.values} values for ${N} requests; ` +
+    `heap +${Math.round((heapAfter - heapBefore) / N)} B per request ` +
+    `(mostly not the store's: ${Math.round((heapAfter - heapSwept) / N)} B were freed by the sweep)`)
 })
 
 t.test('MemoryStore heap per failed login for a new name: what the lockout keeps, measured on 20 000 names', async (t) => {

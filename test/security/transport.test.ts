@@ -172,7 +172,10 @@ t.test('disabling MFA ends the user\'s other sessions and gives this one a new t
   const beforeDisable = setCookieToken(me)!
   const disabled = await post(app, '/mfa/disable', {}, beforeDisable)
   t.equal(disabled.statusCode, 200)
-  t.equal((await app.inject({ url: '/me', cookies: { xems: setCookieToken(await app.inject({ url: '/me', cookies: { xems: elsewhere } }))! } })).statusCode, 401, 'the other session ended')
+  t.equal(
+    (await app.inject({ url: '/me', cookies: { xems: setCookieToken(await app.inject({ url: '/me', cookies: { xems: elsewhere } }))! } })).statusCode, 401,
+    'the other session ended'
+  )
   t.equal((await app.inject({ url: '/me', cookies: { xems: beforeDisable } })).statusCode, 401, 'the token before the change is dead, without grace')
   t.equal((await app.inject({ url: '/me', cookies: { xems: setCookieToken(disabled)! } })).statusCode, 200, 'this session lives on with its new token')
 })

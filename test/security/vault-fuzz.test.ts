@@ -52,7 +52,9 @@ t.test('vault format parsers never throw on random bytes; entries of unknown sha
     fc.jsonValue(),
     fc.tuple(fc.constantFrom('S', 'T', 'D', 'A', 'P', 'V', 'X', 'C', 'Z', 'Q'), fc.array(fc.jsonValue({ maxDepth: 2 }), { maxLength: 12 })).map(([tag, rest]) => [tag, ...rest]),
     // 'S' of the right length with fields of any JSON type, and past lists of near-entries
-    fc.tuple(fc.array(fc.oneof(fc.string(), fc.integer(), fc.constant(null), fc.constantFrom(0, 1)), { minLength: 9, maxLength: 9 }), pastish).map(([fields, past]) => ['S', ...fields, past])
+    fc.tuple(
+      fc.array(fc.oneof(fc.string(), fc.integer(), fc.constant(null), fc.constantFrom(0, 1)), { minLength: 9, maxLength: 9 }), pastish
+    ).map(([fields, past]) => ['S', ...fields, past])
   )
   const odd: string[] = []
   fc.assert(fc.property(entryish, (raw) => {

@@ -69,13 +69,19 @@ for (const [seed, fsync] of [[1, 'always'], [2, 'everysec'], [7, 'always']] as A
         const idleTtl = 2000 + Math.floor(random() * 30_000)
         const absolute = now + 1000 + Math.floor(random() * 60_000)
         const at = now
-        return async (s) => { await s.create({ id, sandbox, tokenKey: key, data: { a: `"${id.slice(0, 8)}"` }, now: at, idleTtl, absoluteExpiresAt: absolute, ...(userId === undefined ? {} : { userId }) }) }
+        return async (s) => {
+          await s.create({
+            id, sandbox, tokenKey: key, data: { a: `"${id.slice(0, 8)}"` }, now: at, idleTtl, absoluteExpiresAt: absolute, ...(userId === undefined ? {} : { userId })
+          })
+        }
       }
       // Favour recent sessions and their current token, so that some rotate many times (and some
       // rotations are refused while the record is full).
       const session = chance(0.5) ? sessions.at(-1)! : chance(0.7) ? pick(sessions.slice(-5)) : pick(sessions)
       const which = random()
-      const key = which < 0.7 ? session.keys.at(-1)! : which < 0.9 ? session.keys.at(-2 - Math.floor(random() * 2)) ?? session.keys[0]! : which < 0.95 ? newKey() : pick(session.keys)
+      const key = which < 0.7
+        ? session.keys.at(-1)!
+        : which < 0.9 ? session.keys.at(-2 - Math.floor(random() * 2)) ?? session.keys[0]! : which < 0.95 ? newKey() : pick(session.keys)
       const at = now
       if (roll < 0.35) {
         const revokeOnReuse = chance(0.3)
@@ -109,7 +115,9 @@ for (const [seed, fsync] of [[1, 'always'], [2, 'everysec'], [7, 'always']] as A
         const data = chance(0.5) ? { m: '"migrated"' } : null
         const userId = chance(0.5) ? pick(USERS) : undefined
         const retiredUntil = at + Math.floor(random() * 6000)
-        return async (s) => await s.migrate({ id: session.id, tokenKey: key, from, to, newKey: newKey_, retiredUntil, data, idleTtl: 10_000, now: at, ...(userId === undefined ? {} : { userId }) })
+        return async (s) => await s.migrate({
+          id: session.id, tokenKey: key, from, to, newKey: newKey_, retiredUntil, data, idleTtl: 10_000, now: at, ...(userId === undefined ? {} : { userId })
+        })
       }
       if (roll < 0.63) return async (s) => await s.destroy(session.id)
       if (roll < 0.65) {

@@ -93,7 +93,9 @@ t.test('a restart keeps sessions and their rotation state: current token, seen f
   }
   t.teardown(async () => { await store.close() })
   const resolve = async (id: string, tokenKey: string, at: number, extra: { grace?: number, sandbox?: string, revoke?: boolean } = {}) =>
-    await store.resolve({ id, tokenKey, now: at, gracePeriod: extra.grace ?? 2000, revokeOnReuse: extra.revoke ?? false, ...(extra.sandbox === undefined ? {} : { sandbox: extra.sandbox }) })
+    await store.resolve({
+      id, tokenKey, now: at, gracePeriod: extra.grace ?? 2000, revokeOnReuse: extra.revoke ?? false, ...(extra.sandbox === undefined ? {} : { sandbox: extra.sandbox })
+    })
 
   // s1: a → b (b presented, so a has a 5 s grace) → c (not presented yet: b has its unseen window).
   const s1 = newId()
@@ -116,7 +118,21 @@ t.test('a restart keeps sessions and their rotation state: current token, seen f
   await store.create({ id: s3, sandbox: 'otp-pending', tokenKey: p0, data: { step: '"otp"' }, now, idleTtl: 600_000, absoluteExpiresAt: now + 5 * DAY })
   await resolve(s3, p0, now)
   await store.commit({ id: s3, tokenKey: p0, patch: null, rotate: { newKey: p1, box: newBox(), unseenWindow: 600_000 }, now })
-  t.equal(await store.migrate({ id: s3, tokenKey: p0, from: 'otp-pending', to: 'auth-active', newKey: p2, retiredUntil: now + 5000, data: { user: '"ada"', mfa: 'true' }, idleTtl: HOUR, userId: 'u1', now: now + 1 }), true)
+  t.equal(
+    await store.migrate({
+      id: s3,
+      tokenKey: p0,
+      from: 'otp-pending',
+      to: 'auth-active',
+      newKey: p2,
+      retiredUntil: now + 5000,
+      data: { user: '"ada"', mfa: 'true' },
+      idleTtl: HOUR,
+      userId: 'u1',
+      now: now + 1
+    }),
+    true
+  )
   await store.kvSet('users-registry', 'ada', '{"name":"Ada"}', HOUR, now)
   await store.kvSet('auth-active', 'ada', '"other sandbox"', HOUR, now)
   await store.increment('mfa:u1', 60_000, now)
@@ -148,8 +164,9 @@ t.test('a restart keeps sessions and their rotation state: current token, seen f
   t.same(await resolve(s3, p1, now + 4999, { revoke: true }), { status: 'none' })
   t.same(await store.commit({ id: s3, tokenKey: p1, patch: null, rotate: { newKey: newKey(), box: newBox(), unseenWindow: 600_000 }, now: now + 4999 }),
     { status: 'ok', rotated: false, chain: null, expiresAt: now + 4999 + HOUR }, 'an in-flight commit with a retired token learns no token')
-  t.equal(await store.migrate({ id: s3, tokenKey: p1, from: 'auth-active', to: 'auth-active', newKey: newKey(), retiredUntil: now + 9000, data: null, idleTtl: HOUR, now: now + 4999 }), false,
-    'nor can it migrate the session again')
+  t.equal(await store.migrate({
+    id: s3, tokenKey: p1, from: 'auth-active', to: 'auth-active', newKey: newKey(), retiredUntil: now + 9000, data: null, idleTtl: HOUR, now: now + 4999
+  }), false, 'nor can it migrate the session again')
   const migrated = await resolve(s3, p2, now + 4999, { sandbox: 'auth-active' })
   t.equal(migrated.status, 'live')
   if (migrated.status === 'live') t.same({ ...migrated.session.data }, { user: '"ada"', mfa: 'true' })
@@ -164,7 +181,10 @@ t.test('a restart keeps sessions and their rotation state: current token, seen f
   await restart()
   t.equal((await resolve(s1, c, now + 200_001, { grace: 60_000 })).status, 'live', 'a second presentation after the restart')
   t.equal((await resolve(s1, b, now + 200_999)).status, 'grace', 'b keeps the grace of the first presentation…')
-  t.same(await resolve(s1, b, now + 201_000, { revoke: true }), { status: 'reused', id: s1, sandbox: 'auth-active', userId: 'u1', revoked: true }, '…and no more; the theft signal revokes')
+  t.same(
+    await resolve(s1, b, now + 201_000, { revoke: true }), { status: 'reused', id: s1, sandbox: 'auth-active', userId: 'u1', revoked: true },
+    '…and no more; the theft signal revokes'
+  )
   await restart()
   t.same(await resolve(s1, c, now + 201_001), { status: 'none' }, 'the revocation survived a restart')
   t.equal((await resolve(s3, p2, now + 201_001)).status, 'live', 'the other sessions did not go with it')
@@ -212,20 +232,29 @@ t.test('a token rotated long ago is still the theft signal after restarts and co
     'as is a key the session never had: only a holder of one of its tokens knows the record')
 
   const active = newKey()
-  t.equal(await store.migrate({ id, tokenKey: keys.at(-1)!, from: 'auth-active', to: 'auth-active', newKey: active, retiredUntil: now + 10_000, data: { fresh: 'true' }, idleTtl: HOUR, userId: 'u9', now }), true)
+  t.equal(
+    await store.migrate({
+      id, tokenKey: keys.at(-1)!, from: 'auth-active', to: 'auth-active', newKey: active, retiredUntil: now + 10_000, data: { fresh: 'true' }, idleTtl: HOUR, userId: 'u9', now
+    }),
+    true
+  )
   await store.close()
   store = await MemoryStore.open(options(dir))
-  t.same(await store.resolve({ id, tokenKey: keys.at(-1)!, now: now + 1, gracePeriod: 2000, revokeOnReuse: true }), { status: 'none' }, 'the token the migration replaced is retired')
+  t.same(
+    await store.resolve({ id, tokenKey: keys.at(-1)!, now: now + 1, gracePeriod: 2000, revokeOnReuse: true }), { status: 'none' }, 'the token the migration replaced is retired'
+  )
   t.same(await store.resolve({ id, tokenKey: keys.at(-2)!, now: now + 1, gracePeriod: 2000, revokeOnReuse: true }), { status: 'none' }, 'and so is the one within its window')
-  t.same(await store.resolve({ id, tokenKey: keys[10]!, now: now + 1, gracePeriod: 2000, revokeOnReuse: false }), { status: 'reused', id, sandbox: 'auth-active', userId: 'u9', revoked: false },
-    'an old one stays the theft signal')
+  t.same(await store.resolve({
+    id, tokenKey: keys[10]!, now: now + 1, gracePeriod: 2000, revokeOnReuse: false
+  }), { status: 'reused', id, sandbox: 'auth-active', userId: 'u9', revoked: false }, 'an old one stays the theft signal')
   const live = await store.resolve({ id, tokenKey: active, now: now + 2, gracePeriod: 2000, revokeOnReuse: false })
   if (live.status !== 'live') return t.fail('expected live')
   t.same({ ...live.session.data }, { fresh: 'true' })
   t.equal(live.session.userId, 'u9')
   t.same((await store.listUser('u9', now)).map((info) => info.id), [id])
-  t.same(await store.resolve({ id, tokenKey: keys.at(-1)!, now: now + 10_000, gracePeriod: 2000, revokeOnReuse: true }), { status: 'reused', id, sandbox: 'auth-active', userId: 'u9', revoked: true },
-    'after retiredUntil the replaced token is the theft signal too, and revokes')
+  t.same(await store.resolve({
+    id, tokenKey: keys.at(-1)!, now: now + 10_000, gracePeriod: 2000, revokeOnReuse: true
+  }), { status: 'reused', id, sandbox: 'auth-active', userId: 'u9', revoked: true }, 'after retiredUntil the replaced token is the theft signal too, and revokes')
   await store.close()
   store = await MemoryStore.open(options(dir))
   t.same(await store.resolve({ id, tokenKey: active, now: now + 10_001, gracePeriod: 2000, revokeOnReuse: false }), { status: 'none' }, 'the revocation survived the restart')
@@ -373,7 +402,9 @@ t.test('a vault of another format version is refused at start-up, naming the ver
   // One file of another version is enough; a newer version is named as well.
   await restore()
   await setVersion(journal, 1)
-  await t.rejects(MemoryStore.open(options(dir)), { code: 'FST_XEMS_VAULT_FORMAT', message: /xems\.journal\.\d+\b.*format version 1;/ }, 'a journal of format 1 beside a snapshot of format 2')
+  await t.rejects(
+    MemoryStore.open(options(dir)), { code: 'FST_XEMS_VAULT_FORMAT', message: /xems\.journal\.\d+\b.*format version 1;/ }, 'a journal of format 1 beside a snapshot of format 2'
+  )
   await restore()
   await setVersion(snapshot, 3)
   await t.rejects(MemoryStore.open(options(dir)), { code: 'FST_XEMS_VAULT_FORMAT', message: /format version 3; this version of fastify-xems reads format 2/ })

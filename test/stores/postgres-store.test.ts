@@ -24,7 +24,9 @@ const DAY = 24 * HOUR
 const newKey = (): string => secretKeyOf(sessionTokenOf(generateLocator(), generateToken()))
 const newBox = (): string => sealForTokenHolder(generateToken(), generateToken())
 
-async function create (store: PostgresStore, options: { userId?: string, data?: Record<string, string>, now?: number, idleTtl?: number } = {}): Promise<{ id: string, key: string }> {
+async function create (
+  store: PostgresStore, options: { userId?: string, data?: Record<string, string>, now?: number, idleTtl?: number } = {}
+): Promise<{ id: string, key: string }> {
   const id = recordIdOf(generateLocator())
   const key = newKey()
   const now = options.now ?? Date.now()
@@ -137,14 +139,19 @@ if (typeof connected === 'string') {
     const odd = "it's \\ a \"sandbox\"; DROP TABLE x; --"
     const id = recordIdOf(generateLocator())
     const key = "k'ey\\1"
-    await store.create({ id, sandbox: odd, tokenKey: key, data: { "q'uote": '"\\\\ \' $1"' }, userId: "ada'); DELETE FROM t; --", now, idleTtl: HOUR, absoluteExpiresAt: now + DAY })
+    await store.create({
+      id, sandbox: odd, tokenKey: key, data: { "q'uote": '"\\\\ \' $1"' }, userId: "ada'); DELETE FROM t; --", now, idleTtl: HOUR, absoluteExpiresAt: now + DAY
+    })
     const live = await store.resolve({ id, tokenKey: key, sandbox: odd, now, gracePeriod: 2000, revokeOnReuse: true })
     if (live.status !== 'live') return t.fail(`expected live, got ${live.status}`)
     t.equal(live.session.userId, "ada'); DELETE FROM t; --")
     t.same({ ...live.session.data }, { "q'uote": '"\\\\ \' $1"' })
     const next = "n\\e'xt$2"
     const box = newBox()
-    t.same(await store.commit({ id, tokenKey: key, patch: { "a'\\b": '"$1 $2"' }, rotate: { newKey: next, box, unseenWindow: 600_000 }, now }), { status: 'ok', rotated: true, expiresAt: now + HOUR })
+    t.same(
+      await store.commit({ id, tokenKey: key, patch: { "a'\\b": '"$1 $2"' }, rotate: { newKey: next, box, unseenWindow: 600_000 }, now }),
+      { status: 'ok', rotated: true, expiresAt: now + HOUR }
+    )
     t.equal(await store.migrate({ id, tokenKey: next, from: odd, to: "to'\\", newKey: "n'3", retiredUntil: now + 1000, data: null, idleTtl: HOUR, now, userId: "b\\'ob" }), true)
     const moved = await store.resolve({ id, tokenKey: "n'3", now: now + 1, gracePeriod: 2000, revokeOnReuse: true })
     if (moved.status !== 'live') return t.fail(`expected live, got ${moved.status}`)
@@ -221,7 +228,9 @@ if (typeof connected === 'string') {
     t.equal((await resolve(b, c, now)).status, 'live')
     const next = newKey()
     const box = newBox()
-    t.same(await b.commit({ id: c.id, tokenKey: c.key, patch: null, rotate: { newKey: next, box, unseenWindow: 600_000 }, now }), { status: 'ok', rotated: true, expiresAt: now + HOUR })
+    t.same(
+      await b.commit({ id: c.id, tokenKey: c.key, patch: null, rotate: { newKey: next, box, unseenWindow: 600_000 }, now }), { status: 'ok', rotated: true, expiresAt: now + HOUR }
+    )
     const grace = await a.resolve({ id: c.id, tokenKey: c.key, now: now + 1, gracePeriod: 2000, revokeOnReuse: true })
     t.equal(grace.status, 'grace', 'instance A sees B\'s rotation')
     if (grace.status === 'grace') t.same(grace.chain, [box])
@@ -229,7 +238,9 @@ if (typeof connected === 'string') {
 
     const started = Date.now()
     const results = await Promise.all(Array.from({ length: 400 }, async (_, i) =>
-      await (i % 2 === 0 ? a : b).commit({ id: c.id, tokenKey: next, patch: { [`k${i}`]: String(i) }, rotate: { newKey: newKey(), box: newBox(), unseenWindow: 600_000 }, now: now + 3 })))
+      await (i % 2 === 0 ? a : b).commit({
+        id: c.id, tokenKey: next, patch: { [`k${i}`]: String(i) }, rotate: { newKey: newKey(), box: newBox(), unseenWindow: 600_000 }, now: now + 3
+      })))
     t.comment(`400 commits on one session from two instances: ${Date.now() - started} ms`)
     t.equal(results.filter((r) => r.status === 'ok' && r.rotated).length, 1, 'exactly one rotation across both instances')
     t.equal(results.filter((r) => r.status === 'ok').length, 400, 'every write answered ok')
@@ -271,7 +282,10 @@ if (typeof connected === 'string') {
     let c = { id: '', key: '' }
     await measure('create', 1, async () => { c = await create(counted, { now }) })
     await measure('resolve', 2, async () => await resolve(counted, c, now))
-    await measure('commit with a patch and a rotation', 2, async () => await counted.commit({ id: c.id, tokenKey: c.key, patch: { n: '1' }, rotate: { newKey: newKey(), box: newBox(), unseenWindow: 600_000 }, now }))
+    await measure(
+      'commit with a patch and a rotation', 2,
+      async () => await counted.commit({ id: c.id, tokenKey: c.key, patch: { n: '1' }, rotate: { newKey: newKey(), box: newBox(), unseenWindow: 600_000 }, now })
+    )
     await measure('kvAdd', 1, async () => await counted.kvAdd('s', 'k', 'v', HOUR, now))
     await measure('kvTake', 1, async () => await counted.kvTake('s', 'k', now))
     await measure('increment', 1, async () => await counted.increment('c', HOUR, now))

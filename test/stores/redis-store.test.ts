@@ -52,7 +52,9 @@ function keyIdOf (secret: Buffer): Buffer {
 
 interface Created { id: string, key: string, token: string, locator: string }
 
-async function create (store: SessionStore, options: { sandbox?: string, userId?: string, data?: Record<string, string>, now?: number, idleTtl?: number, absolute?: number } = {}): Promise<Created> {
+async function create (
+  store: SessionStore, options: { sandbox?: string, userId?: string, data?: Record<string, string>, now?: number, idleTtl?: number, absolute?: number } = {}
+): Promise<Created> {
   const locator = generateLocator()
   const id = recordIdOf(locator)
   const token = newToken(locator)
@@ -120,7 +122,10 @@ if (typeof connected === 'string') {
     t.throws(() => new RedisStore({ client, secret, prefix: '' }), code('FST_XEMS_BAD_OPTION', /"prefix"/))
     const tagged = new Redis(REDIS_URL, { keyPrefix: '{app}:', lazyConnect: true })
     t.teardown(() => { tagged.disconnect() })
-    t.throws(() => new RedisStore({ client: tagged, secret }), code('FST_XEMS_BAD_OPTION', /keyPrefix with a brace/), 'a client keyPrefix with a hash tag would put every session in one slot')
+    t.throws(
+      () => new RedisStore({ client: tagged, secret }), code('FST_XEMS_BAD_OPTION', /keyPrefix with a brace/),
+      'a client keyPrefix with a hash tag would put every session in one slot'
+    )
     t.equal(new RedisStore({ client, secret }).prefix, 'xems:', 'default prefix')
     t.ok(new RedisStore({ client, secret: secret.toString('hex'), prefix: 'app/sessions:' }), 'hex secret, custom prefix')
   })
@@ -156,16 +161,38 @@ if (typeof connected === 'string') {
     const first = secretKeyOf(newToken(locator))
     const second = secretKeyOf(newToken(locator))
     const plain = recordIdOf(generateLocator())
-    await roundTrips('create without a user', 1, async () => await store.create({ id: plain, sandbox: 'auth-active', tokenKey: newKey(), data: { a: '1' }, now, idleTtl: HOUR, absoluteExpiresAt: now + DAY }))
-    await roundTrips('create with a user (index first, then the session)', 2, async () => await store.create({ id, sandbox: 'otp-pending', tokenKey: first, data: { a: '1', b: '2' }, userId: 'u1', now, idleTtl: HOUR, absoluteExpiresAt: now + DAY }))
+    await roundTrips(
+      'create without a user', 1,
+      async () => await store.create({ id: plain, sandbox: 'auth-active', tokenKey: newKey(), data: { a: '1' }, now, idleTtl: HOUR, absoluteExpiresAt: now + DAY })
+    )
+    await roundTrips(
+      'create with a user (index first, then the session)', 2,
+      async () => await store.create({ id, sandbox: 'otp-pending', tokenKey: first, data: { a: '1', b: '2' }, userId: 'u1', now, idleTtl: HOUR, absoluteExpiresAt: now + DAY })
+    )
     await roundTrips('resolve (live, first presentation)', 1, async () => await store.resolve({ id, tokenKey: first, now, gracePeriod: 2000, revokeOnReuse: true }))
     await roundTrips('resolve (live again)', 1, async () => await store.resolve({ id, tokenKey: first, now, gracePeriod: 2000, revokeOnReuse: true }))
-    await roundTrips('commit (patch + rotate)', 1, async () => await store.commit({ id, tokenKey: first, patch: { a: '3', b: null, c: '4' }, rotate: { newKey: second, box: newBox(), unseenWindow: WINDOW }, now }))
+    await roundTrips(
+      'commit (patch + rotate)', 1,
+      async () => await store.commit({ id, tokenKey: first, patch: { a: '3', b: null, c: '4' }, rotate: { newKey: second, box: newBox(), unseenWindow: WINDOW }, now })
+    )
     await roundTrips('resolve (grace, with chain)', 1, async () => await store.resolve({ id, tokenKey: first, now: now + 1, gracePeriod: 2000, revokeOnReuse: true }))
-    await roundTrips('commit (late: patch, chain)', 1, async () => await store.commit({ id, tokenKey: first, patch: { d: '5' }, rotate: { newKey: newKey(), box: newBox(), unseenWindow: WINDOW }, now: now + 2 }))
+    await roundTrips(
+      'commit (late: patch, chain)', 1,
+      async () => await store.commit({ id, tokenKey: first, patch: { d: '5' }, rotate: { newKey: newKey(), box: newBox(), unseenWindow: WINDOW }, now: now + 2 })
+    )
     await roundTrips('listUser (index, then one read per session)', 2, async () => await store.listUser('u1', now + 3))
-    await roundTrips('migrate without a user', 1, async () => await store.migrate({ id: plain, tokenKey: newKey(), from: 'auth-active', to: 'auth-active', newKey: newKey(), retiredUntil: now + WINDOW, data: null, idleTtl: HOUR, now: now + 4 }))
-    await roundTrips('migrate with a user', 2, async () => await store.migrate({ id, tokenKey: second, from: 'otp-pending', to: 'auth-active', newKey: newKey(), retiredUntil: now + WINDOW, data: null, idleTtl: HOUR, userId: 'u2', now: now + 4 }))
+    await roundTrips(
+      'migrate without a user', 1,
+      async () => await store.migrate({
+        id: plain, tokenKey: newKey(), from: 'auth-active', to: 'auth-active', newKey: newKey(), retiredUntil: now + WINDOW, data: null, idleTtl: HOUR, now: now + 4
+      })
+    )
+    await roundTrips(
+      'migrate with a user', 2,
+      async () => await store.migrate({
+        id, tokenKey: second, from: 'otp-pending', to: 'auth-active', newKey: newKey(), retiredUntil: now + WINDOW, data: null, idleTtl: HOUR, userId: 'u2', now: now + 4
+      })
+    )
     await roundTrips('destroy of a session with a user (and its index entry)', 2, async () => await store.destroy(id))
     await roundTrips('destroy of a session without one', 1, async () => await store.destroy(plain))
     const other = await create(store, { userId: 'u3', now })
@@ -196,7 +223,12 @@ if (typeof connected === 'string') {
     for (let i = 0; i < 5; i++) {
       t.equal((await resolve(store, { id: c.id, key }, now)).status, 'live')
       const next = newKey()
-      t.match(await store.commit({ id: c.id, tokenKey: key, patch: { [`more${i}`]: JSON.stringify(`${marker}-patched`) }, rotate: { newKey: next, box: newBox(), unseenWindow: WINDOW }, now }), { status: 'ok', rotated: true })
+      t.match(
+        await store.commit({
+          id: c.id, tokenKey: key, patch: { [`more${i}`]: JSON.stringify(`${marker}-patched`) }, rotate: { newKey: next, box: newBox(), unseenWindow: WINDOW }, now
+        }),
+        { status: 'ok', rotated: true }
+      )
       key = next
       keys.push(key)
       now += 1
@@ -218,13 +250,18 @@ if (typeof connected === 'string') {
       }
     }
     const session = await client.hgetall(sessionKey(prefix, c.id))
-    t.same(Object.keys(session).filter((field) => !field.startsWith('d:')).sort(), ['ax', 'ca', 'it', 'k', 'ls', 'ms', 'mt', 'p', 's', 'sb', 'u', 'uk', 'xp'], 'the documented session fields')
+    t.same(
+      Object.keys(session).filter((field) => !field.startsWith('d:')).sort(), ['ax', 'ca', 'it', 'k', 'ls', 'ms', 'mt', 'p', 's', 'sb', 'u', 'uk', 'xp'],
+      'the documented session fields'
+    )
     t.equal(session.sb, 'auth-active', 'the sandbox is readable (Lua compares it)')
     t.equal(session.k, key, 'k: the current token key')
     t.equal(session.uk, userDigest(userId), 'uk: the digest that names the user index')
     t.equal(Object.keys(session).filter((field) => field.startsWith('d:')).length, 7, 'one sealed field per top-level data key')
     t.match(session.p, /^(\d{15}r[A-Za-z0-9_-]{22}[A-Za-z0-9_-]{66}){5}$/, 'p: five fixed-width entries, each deadline, flag, key and box')
-    t.same(await client.zrange(userKey(prefix, userId), 0, -1, 'WITHSCORES'), [c.id, String(Number(session.ca) + 5 * DAY)], 'the user index: record id scored by its absolute deadline')
+    t.same(
+      await client.zrange(userKey(prefix, userId), 0, -1, 'WITHSCORES'), [c.id, String(Number(session.ca) + 5 * DAY)], 'the user index: record id scored by its absolute deadline'
+    )
   })
 
   t.test('maxSessionsPerUser on Redis: a counted record missing a minute after its admission is fenced; marked ones a crash left are ended by the next sign-in', async (t) => {
@@ -281,7 +318,10 @@ if (typeof connected === 'string') {
     const grace = await resolveWith(store, again, 'k1', now + 1)
     t.same(grace.status === 'grace' ? grace.chain : null, [box])
     t.equal((await client.hget(sessionKey(prefix, again), 'k'))!.length, 22, 'stored as its digest')
-    await t.rejects(store.commit({ id: again, tokenKey: 'k2', patch: null, rotate: { newKey: 'k3', box: 'opaque-box', unseenWindow: WINDOW }, now }), /grace box must be what sealForTokenHolder returns/)
+    await t.rejects(
+      store.commit({ id: again, tokenKey: 'k2', patch: null, rotate: { newKey: 'k3', box: 'opaque-box', unseenWindow: WINDOW }, now }),
+      /grace box must be what sealForTokenHolder returns/
+    )
     t.equal((await resolveWith(store, again, 'k2', now + 2)).status, 'live', 'refused before anything was sent')
   })
 
@@ -372,14 +412,22 @@ if (typeof connected === 'string') {
     await client.hset(`${prefix}canary`, id, v1Marker)
     await client.hset(`${prefix}{${prefix}}s:old-session`, 'sb', 'auth-active', 'cur', 'x')
     const store = new RedisStore({ client, prefix, secret })
-    await t.rejects(store.ready(), { code: 'FST_XEMS_STORE_FORMAT', message: /layout format 1; this version reads format 2 only.*Delete every key under the prefix .* or choose another prefix/ })
-    await t.rejects(store.create({ id: recordIdOf(generateLocator()), sandbox: 'a', tokenKey: newKey(), data: {}, now: Date.now(), idleTtl: HOUR, absoluteExpiresAt: Date.now() + HOUR }), { code: 'FST_XEMS_STORE_FORMAT' }, 'every operation fails the same way; nothing is written')
+    await t.rejects(
+      store.ready(), { code: 'FST_XEMS_STORE_FORMAT', message: /layout format 1; this version reads format 2 only.*Delete every key under the prefix .* or choose another prefix/ }
+    )
+    await t.rejects(
+      store.create({ id: recordIdOf(generateLocator()), sandbox: 'a', tokenKey: newKey(), data: {}, now: Date.now(), idleTtl: HOUR, absoluteExpiresAt: Date.now() + HOUR }),
+      { code: 'FST_XEMS_STORE_FORMAT' }, 'every operation fails the same way; nothing is written'
+    )
     t.same(Object.keys(await client.hgetall(`${prefix}canary`)), [id], 'the canary is left as it was')
     await t.rejects(new RedisStore({ client, prefix, secret: randomBytes(32) }).ready(), { code: 'FST_XEMS_STORE_FORMAT' }, 'a format mismatch is named even under another secret')
     await client.hset(`${prefix}canary`, 'format', '3')
     await t.rejects(new RedisStore({ client, prefix, secret }).ready(), { code: 'FST_XEMS_STORE_FORMAT', message: /format 3; this version reads format 2/ }, 'a newer format too')
     await client.hset(`${prefix}canary`, 'format', '2')
-    await t.rejects(new RedisStore({ client, prefix, secret }).ready(), { code: 'FST_XEMS_STORE_FORMAT', message: /format 1/ }, 'a format field edited to 2 over a format-1 marker: still format 1')
+    await t.rejects(
+      new RedisStore({ client, prefix, secret }).ready(), { code: 'FST_XEMS_STORE_FORMAT', message: /format 1/ },
+      'a format field edited to 2 over a format-1 marker: still format 1'
+    )
     await deleteUnder(client, prefix)
     const fresh = new RedisStore({ client, prefix, secret })
     await fresh.ready()
@@ -407,7 +455,9 @@ if (typeof connected === 'string') {
     ]
     t.equal(sealed.length, 6)
     for (const [field, value] of sealed) t.ok(value.subarray(1, 5).equals(newId), `${field} rewritten under the newest secret`)
-    t.same(Object.keys(await client.hgetall(`${prefix}canary`)).sort(), [keyIdOf(oldSecret).toString('hex'), newId.toString('hex'), 'format'].sort(), 'the canary knows both secrets')
+    t.same(
+      Object.keys(await client.hgetall(`${prefix}canary`)).sort(), [keyIdOf(oldSecret).toString('hex'), newId.toString('hex'), 'format'].sort(), 'the canary knows both secrets'
+    )
 
     const after = new RedisStore({ client, prefix, secret: newSecret })
     await after.ready()
@@ -448,7 +498,21 @@ if (typeof connected === 'string') {
     t.ok(counterTtl > 0 && counterTtl <= 5000, `counters expire with their window (${counterTtl} ms)`)
     t.equal(await client.pttl(`${prefix}canary`), -1, 'the canary is the one key without an expiry')
     const moved = newKey()
-    t.equal(await store.migrate({ id: capped.id, tokenKey: capped.key, from: 'auth-active', to: 'auth-active', newKey: moved, retiredUntil: now + WINDOW, data: null, idleTtl: 60_000, userId: 'u-ttl', now: now + 20 * 60_000 }), true)
+    t.equal(
+      await store.migrate({
+        id: capped.id,
+        tokenKey: capped.key,
+        from: 'auth-active',
+        to: 'auth-active',
+        newKey: moved,
+        retiredUntil: now + WINDOW,
+        data: null,
+        idleTtl: 60_000,
+        userId: 'u-ttl',
+        now: now + 20 * 60_000
+      }),
+      true
+    )
     const shortened = await client.pttl(sessionKey(prefix, capped.id))
     t.ok(shortened > 0 && shortened <= 60_000 + 7500, `a migration to a shorter idle lifetime shortens the expiry (${shortened} ms)`)
 
@@ -526,7 +590,12 @@ if (typeof connected === 'string') {
     const now = Date.now()
     const c = await create(store, { userId: 'first', sandbox: 'otp-pending', now })
     const moved = newKey()
-    t.equal(await store.migrate({ id: c.id, tokenKey: c.key, from: 'otp-pending', to: 'auth-active', newKey: moved, retiredUntil: now + WINDOW, data: null, idleTtl: HOUR, userId: 'second', now: now + 1 }), true)
+    t.equal(
+      await store.migrate({
+        id: c.id, tokenKey: c.key, from: 'otp-pending', to: 'auth-active', newKey: moved, retiredUntil: now + WINDOW, data: null, idleTtl: HOUR, userId: 'second', now: now + 1
+      }),
+      true
+    )
     t.equal(await client.zscore(userKey(prefix, 'second'), c.id), String(now + 1 + SESSION_LIFETIME_BOUND_MS), "the new user's entry, scored by the lifetime bound")
     t.same(await store.listUser('first', now + 2), [], 'the old user does not list it…')
     t.equal(await store.revokeUser('first', now + 3), 0, '…nor revokes it')
@@ -555,12 +624,16 @@ if (typeof connected === 'string') {
     const next = newKey()
     const input = { id: c.id, tokenKey: c.key, patch: { a: '2' }, rotate: { newKey: next, box, unseenWindow: WINDOW }, now }
     t.same(await store.commit(input), { status: 'ok', rotated: true, expiresAt: now + HOUR }, 'a commit whose answer the caller never saw…')
-    t.same(await store.commit(input), { status: 'ok', rotated: false, chain: [box], expiresAt: now + HOUR }, '…sent again: no second rotation, the way to the token the first one made')
+    t.same(
+      await store.commit(input), { status: 'ok', rotated: false, chain: [box], expiresAt: now + HOUR }, '…sent again: no second rotation, the way to the token the first one made'
+    )
     const grace = await resolve(store, c, now + 60_000)
     t.equal(grace.status, 'grace', 'the client still holding the old token is answered with the new one (it never saw it)')
     if (grace.status === 'grace') t.same(grace.chain, [box])
     const active = newKey()
-    const migration = { id: c.id, tokenKey: c.key, from: 'otp-pending', to: 'auth-active', newKey: active, retiredUntil: now + WINDOW, data: null, idleTtl: HOUR, now: now + 60_001 }
+    const migration = {
+      id: c.id, tokenKey: c.key, from: 'otp-pending', to: 'auth-active', newKey: active, retiredUntil: now + WINDOW, data: null, idleTtl: HOUR, now: now + 60_001
+    }
     t.equal(await store.migrate(migration), true)
     t.equal(await store.migrate(migration), true, 'a migration sent twice reports the success of its first run (its own new key is current)')
     t.equal(await store.migrate({ ...migration, newKey: newKey() }), false, 'another migration with the retired token still loses')
@@ -607,7 +680,10 @@ if (typeof connected === 'string') {
     t.equal((await resolve(store, c, now)).status, 'live')
     const next = newKey()
     const box = newBox()
-    t.same(await store.commit({ id: c.id, tokenKey: c.key, patch: { x: '1' }, rotate: { newKey: next, box, unseenWindow: WINDOW }, now }), { status: 'ok', rotated: true, expiresAt: now + HOUR })
+    t.same(
+      await store.commit({ id: c.id, tokenKey: c.key, patch: { x: '1' }, rotate: { newKey: next, box, unseenWindow: WINDOW }, now }),
+      { status: 'ok', rotated: true, expiresAt: now + HOUR }
+    )
     const grace = await resolve(store, c, now + 1)
     t.equal(grace.status, 'grace')
     if (grace.status === 'grace') t.same(grace.chain, [box])
@@ -634,7 +710,12 @@ if (typeof connected === 'string') {
     const result = await resolve(store, c, now)
     t.same(result.status === 'live' ? Object.keys(result.session.data).sort() : null, Object.keys(many(6000, 'b')).sort())
     const moved = newKey()
-    t.equal(await store.migrate({ id: c.id, tokenKey: c.key, from: 'auth-active', to: 'auth-active', newKey: moved, retiredUntil: now + WINDOW, data: many(3000, 'c'), idleTtl: HOUR, now }), true)
+    t.equal(
+      await store.migrate({
+        id: c.id, tokenKey: c.key, from: 'auth-active', to: 'auth-active', newKey: moved, retiredUntil: now + WINDOW, data: many(3000, 'c'), idleTtl: HOUR, now
+      }),
+      true
+    )
     const after = await resolveWith(store, c.id, moved, now)
     t.equal(after.status === 'live' ? Object.keys(after.session.data).length : -1, 3000)
   })
@@ -650,7 +731,9 @@ if (typeof connected === 'string') {
   // .ci/run starts a three-master cluster and sets REDIS_CLUSTER_NODES: under CI a missing cluster fails.
   const noCluster = cluster === undefined && process.env.CI === undefined ? 'set REDIS_CLUSTER_NODES=host:port,... to run it' : false
   if (cluster !== undefined) t.teardown(() => { cluster.disconnect() })
-  if (cluster === undefined && process.env.CI !== undefined) t.fail('CI is set but REDIS_CLUSTER_NODES is not: .ci/run starts a Redis Cluster on 127.0.0.1:7101-7103 for these tests')
+  if (cluster === undefined && process.env.CI !== undefined) {
+    t.fail('CI is set but REDIS_CLUSTER_NODES is not: .ci/run starts a Redis Cluster on 127.0.0.1:7101-7103 for these tests')
+  }
 
   if (cluster !== undefined || noCluster !== false) {
     t.test('RedisStore passes the conformance suite on a Redis Cluster', { skip: noCluster }, async (t) => {

@@ -143,7 +143,10 @@ async function parent (): Promise<void> {
         const timer = setTimeout(() => { reject(new Error(`child never said "${prefix}"; it said ${JSON.stringify(lines)}; stderr: ${errors.slice(0, 800)}`)) }, 60_000)
         waiters.push({ prefix, resolve: (line) => { clearTimeout(timer); resolve(line) } })
         void exited.then(() => setTimeout(() => {
-          if (!lines.some((line) => line.startsWith(prefix))) { clearTimeout(timer); reject(new Error(`child exited without "${prefix}": ${JSON.stringify(lines)}; stderr: ${errors.slice(0, 800)}`)) }
+          if (!lines.some((line) => line.startsWith(prefix))) {
+            clearTimeout(timer)
+            reject(new Error(`child exited without "${prefix}": ${JSON.stringify(lines)}; stderr: ${errors.slice(0, 800)}`))
+          }
         }, 50))
       })
     }

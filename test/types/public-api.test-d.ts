@@ -4,7 +4,24 @@
  */
 import Fastify, { type FastifyReply, type FastifyRequest, type preHandlerAsyncHookHandler } from 'fastify'
 import { expectAssignable, expectError, expectNotAssignable, expectType } from 'tsd'
-import { MemoryStore, xems, xemsSession, XemsError, type XemsDecorator, type Duration, type SessionBinding, type UnreadableBinding, type VerifiedDpop, type XemsSession, type XemsSessionData, type XemsSessionOptions, type MaxSessionsPerUser, type XemsErrorCode, type LimitResult, type UserLimit } from 'fastify-xems'
+import {
+  MemoryStore,
+  xems,
+  xemsSession,
+  XemsError,
+  type XemsDecorator,
+  type Duration,
+  type SessionBinding,
+  type UnreadableBinding,
+  type VerifiedDpop,
+  type XemsSession,
+  type XemsSessionData,
+  type XemsSessionOptions,
+  type MaxSessionsPerUser,
+  type XemsErrorCode,
+  type LimitResult,
+  type UserLimit
+} from 'fastify-xems'
 import { hashPassword, xemsMfa, type VerifyResult } from 'fastify-xems/mfa'
 import { RedisStore } from 'fastify-xems/redis'
 import { PostgresStore } from 'fastify-xems/postgres'

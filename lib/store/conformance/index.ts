@@ -33,11 +33,36 @@ export interface StoreConformanceOptions {
 /** What each case is given: its store and helpers that call it as the engine does. */
 interface CaseContext {
   store: SessionStore
-  create: (options?: { sandbox?: string, idleTtl?: number, absolute?: number, userId?: string, data?: Record<string, string>, now?: number }) => Promise<{ id: string, key: string }>
-  resolve: (id: string, key: string, now?: number, options?: { sandbox?: string, revoke?: boolean, grace?: number }) => ReturnType<SessionStore['resolve']>
-  commit: (input: Omit<CommitInput, 'rotate'> & { rotate?: string | null, window?: number, box?: string }) => ReturnType<SessionStore['commit']>
+  create: (options?: {
+    sandbox?: string
+    idleTtl?: number
+    absolute?: number
+    userId?: string
+    data?: Record<string, string>
+    now?: number
+  }) => Promise<{ id: string, key: string }>
+  resolve: (
+    id: string, key: string, now?: number, options?: { sandbox?: string, revoke?: boolean, grace?: number }
+  ) => ReturnType<SessionStore['resolve']>
+  commit: (input: Omit<CommitInput, 'rotate'> & {
+    rotate?: string | null
+    window?: number
+    box?: string
+  }) => ReturnType<SessionStore['commit']>
   rotateFrom: (id: string, key: string, now: number, box?: string) => Promise<string>
-  migrate: (id: string, key: string, options: { from: string, to: string, newKey?: string, data?: Record<string, string> | null, userId?: string, now?: number, retiredUntil?: number, userLimit?: UserLimit }) => Promise<boolean | LimitResult>
+  migrate: (
+    id: string, key: string,
+    options: {
+      from: string
+      to: string
+      newKey?: string
+      data?: Record<string, string> | null
+      userId?: string
+      now?: number
+      retiredUntil?: number
+      userLimit?: UserLimit
+    }
+  ) => Promise<boolean | LimitResult>
 }
 
 const newKey = (): string => secretKeyOf(sessionTokenOf(generateLocator(), generateToken()))
@@ -51,7 +76,14 @@ const equal = (actual: unknown, expected: unknown, message?: string): void => { 
 const same = (actual: unknown, expected: unknown, message?: string): void => { assert.deepStrictEqual(actual, expected, message) }
 
 function contextOf (store: SessionStore, t0: number): CaseContext {
-  async function create (options: { sandbox?: string, idleTtl?: number, absolute?: number, userId?: string, data?: Record<string, string>, now?: number } = {}): Promise<{ id: string, key: string }> {
+  async function create (options: {
+    sandbox?: string
+    idleTtl?: number
+    absolute?: number
+    userId?: string
+    data?: Record<string, string>
+    now?: number
+  } = {}): Promise<{ id: string, key: string }> {
     const id = recordIdOf(generateLocator())
     const key = newKey()
     const now = options.now ?? t0
@@ -69,7 +101,12 @@ function contextOf (store: SessionStore, t0: number): CaseContext {
   }
   const resolve = async (id: string, key: string, now = t0, options: { sandbox?: string, revoke?: boolean, grace?: number } = {}) =>
     await store.resolve({
-      id, tokenKey: key, now, gracePeriod: options.grace ?? GRACE, revokeOnReuse: options.revoke ?? true, ...(options.sandbox === undefined ? {} : { sandbox: options.sandbox })
+      id,
+      tokenKey: key,
+      now,
+      gracePeriod: options.grace ?? GRACE,
+      revokeOnReuse: options.revoke ?? true,
+      ...(options.sandbox === undefined ? {} : { sandbox: options.sandbox })
     })
   const commit = async (input: Omit<CommitInput, 'rotate'> & { rotate?: string | null, window?: number, box?: string }) =>
     await store.commit({
@@ -77,17 +114,32 @@ function contextOf (store: SessionStore, t0: number): CaseContext {
       tokenKey: input.tokenKey,
       patch: input.patch,
       now: input.now,
-      rotate: input.rotate === undefined || input.rotate === null ? null : { newKey: input.rotate, box: input.box ?? newBox(), unseenWindow: input.window ?? WINDOW }
+      rotate: input.rotate === undefined || input.rotate === null
+        ? null
+        : {
+            newKey: input.rotate, box: input.box ?? newBox(), unseenWindow: input.window ?? WINDOW
+          }
     })
   /** Rotates from `key` (presenting it first, as a request does) and returns the new key. */
   async function rotateFrom (id: string, key: string, now: number, box = newBox()): Promise<string> {
     equal((await resolve(id, key, now)).status, 'live', 'the rotating token is current')
     const next = newKey()
     const result = await commit({ id, tokenKey: key, patch: null, rotate: next, box, now })
-    if (result.status !== 'ok' || !result.rotated) throw new Error(`rotation from a current token did not happen: ${JSON.stringify(result)}`)
+    if (result.status !== 'ok' || !result.rotated) {
+      throw new Error(`rotation from a current token did not happen: ${JSON.stringify(result)}`)
+    }
     return next
   }
-  const migrate = async (id: string, key: string, options: { from: string, to: string, newKey?: string, data?: Record<string, string> | null, userId?: string, now?: number, retiredUntil?: number, userLimit?: UserLimit }) =>
+  const migrate = async (id: string, key: string, options: {
+    from: string
+    to: string
+    newKey?: string
+    data?: Record<string, string> | null
+    userId?: string
+    now?: number
+    retiredUntil?: number
+    userLimit?: UserLimit
+  }) =>
     await store.migrate({
       id,
       tokenKey: key,
@@ -132,7 +184,9 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     equal(result.session.absoluteExpiresAt, t0 + 5 * DAY)
   })
 
-  test('an unknown record or another sandbox resolves to nothing; a wrong key of a known record is the theft signal', async ({ create, resolve }) => {
+  test('an unknown record or another sandbox resolves to nothing; a wrong key of a known record is the theft signal', async ({
+    create, resolve
+  }) => {
     const { id, key } = await create({ sandbox: 'auth-pending' })
     same(await resolve(recordIdOf(generateLocator()), key), { status: 'none' })
     same(await resolve(id, key, t0, { sandbox: 'auth-active' }), { status: 'none' })
@@ -180,7 +234,9 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     same(await commit({ id: recordIdOf(generateLocator()), tokenKey: newKey(), patch: null, now: t0 }), { status: 'gone' })
   })
 
-  test('a rotated token works until its successor is presented, then for the grace period, then it is the theft signal', async ({ create, resolve, rotateFrom }) => {
+  test('a rotated token works until its successor is presented, then for the grace period, then it is the theft signal', async ({
+    create, resolve, rotateFrom
+  }) => {
     const { id, key } = await create({ userId: 'u1' })
     const box = newBox()
     const next = await rotateFrom(id, key, t0, box)
@@ -196,7 +252,9 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     same(await resolve(id, next, seenAt + GRACE + 1), { status: 'none' }, 'the current token died with the session')
   })
 
-  test('the grace period starts when the successor is presented for the first time, as the resolve call says', async ({ create, resolve, rotateFrom }) => {
+  test('the grace period starts when the successor is presented for the first time, as the resolve call says', async ({
+    create, resolve, rotateFrom
+  }) => {
     const { id, key } = await create()
     const next = await rotateFrom(id, key, t0)
     equal((await resolve(id, next, t0 + 100, { grace: 500 })).status, 'live')
@@ -209,9 +267,15 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     const { id, key } = await create()
     equal((await resolve(id, key, t0)).status, 'live')
     const next = newKey()
-    same(await commit({ id, tokenKey: key, patch: null, rotate: next, window: 5000, now: t0 }), { status: 'ok', rotated: true, expiresAt: t0 + HOUR })
+    same(
+      await commit({ id, tokenKey: key, patch: null, rotate: next, window: 5000, now: t0 }),
+      { status: 'ok', rotated: true, expiresAt: t0 + HOUR }
+    )
     equal((await resolve(id, key, t0 + 4999)).status, 'grace')
-    same(await resolve(id, key, t0 + 5000), { status: 'none' }, 'past the window: no session, but no theft signal (nobody used the session since)')
+    same(
+      await resolve(id, key, t0 + 5000), { status: 'none' },
+      'past the window: no session, but no theft signal (nobody used the session since)'
+    )
     equal((await resolve(id, next, t0 + 5001)).status, 'live', 'the current token is untouched')
     same(await resolve(id, key, t0 + 5002, { revoke: false }), { status: 'reused', id, sandbox: 'auth-active', revoked: false },
       'once the successor was presented, the old token is the theft signal')
@@ -224,7 +288,9 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     equal((await resolve(id, key, t0 + GRACE + 2, { sandbox: 'auth-active', revoke: false })).status, 'reused')
   })
 
-  test('a late commit with a rotated token does not rotate; it saves its data and learns the current token', async ({ create, resolve, commit, rotateFrom }) => {
+  test('a late commit with a rotated token does not rotate; it saves its data and learns the current token', async ({
+    create, resolve, commit, rotateFrom
+  }) => {
     const { id, key } = await create()
     const ab = newBox()
     const bc = newBox()
@@ -259,30 +325,47 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     same(await resolve(id, keys.at(-1)!, now + GRACE + 3), { status: 'none' }, 'revoked')
   })
 
-  test(`at most ${MAX_PAST_TOKENS} rotated tokens within their window: further rotations wait, none is cut short`, async ({ create, resolve, commit, rotateFrom }) => {
+  test(`at most ${MAX_PAST_TOKENS} rotated tokens within their window: further rotations wait, none is cut short`, async ({
+    create, resolve, commit, rotateFrom
+  }) => {
     const { id, key } = await create()
     const keys = [key]
     for (let i = 0; i < MAX_PAST_TOKENS; i++) keys.push(await rotateFrom(id, keys.at(-1)!, t0 + i))
     const current = keys.at(-1)!
     equal((await resolve(id, current, t0 + 100)).status, 'live')
-    same(await commit({ id, tokenKey: current, patch: null, rotate: newKey(), now: t0 + 101 }), { status: 'ok', rotated: false, chain: [], expiresAt: t0 + 101 + HOUR },
-      'the full record does not rotate')
-    for (const old of keys.slice(0, -1)) equal((await resolve(id, old, t0 + 102)).status, 'grace', 'every earlier token still within its window works')
+    same(await commit({
+      id, tokenKey: current, patch: null, rotate: newKey(), now: t0 + 101
+    }), { status: 'ok', rotated: false, chain: [], expiresAt: t0 + 101 + HOUR }, 'the full record does not rotate')
+    for (const old of keys.slice(0, -1)) {
+      equal((await resolve(id, old, t0 + 102)).status, 'grace', 'every earlier token still within its window works')
+    }
     const later = t0 + 100 + GRACE
     const next = newKey()
-    same(await commit({ id, tokenKey: current, patch: null, rotate: next, now: later }), { status: 'ok', rotated: true, expiresAt: later + HOUR },
-      'once the grace of the older ones is over, rotation resumes')
+    same(await commit({
+      id, tokenKey: current, patch: null, rotate: next, now: later
+    }), { status: 'ok', rotated: true, expiresAt: later + HOUR }, 'once the grace of the older ones is over, rotation resumes')
     equal((await resolve(id, keys.at(-2)!, later + 1, { revoke: false })).status, 'reused')
   })
 
-  test('migration moves a session, retires every earlier token, and happens once', async ({ store, create, resolve, commit, rotateFrom, migrate }) => {
+  test('migration moves a session, retires every earlier token, and happens once', async ({
+    store, create, resolve, commit, rotateFrom, migrate
+  }) => {
     const { id, key } = await create({ sandbox: 'otp-pending', idleTtl: 60_000 })
     const rotatedTo = await rotateFrom(id, key, t0)
     equal(await migrate(id, rotatedTo, { from: 'auth-active', to: 'auth-active', now: t0 + 1 }), false, 'not in that sandbox')
-    equal(await migrate(id, newKey(), { from: 'otp-pending', to: 'auth-active', now: t0 + 1 }), false, 'not with a token the session never had')
+    equal(
+      await migrate(id, newKey(), { from: 'otp-pending', to: 'auth-active', now: t0 + 1 }), false, 'not with a token the session never had'
+    )
     const active = newKey()
-    equal(await migrate(id, key, { from: 'otp-pending', to: 'auth-active', newKey: active, data: { user: '"ada"', mfa: 'true' }, userId: 'u1', now: t0 + 2, retiredUntil: t0 + 5000 }), true,
-      'a rotated token within its window may migrate')
+    equal(await migrate(id, key, {
+      from: 'otp-pending',
+      to: 'auth-active',
+      newKey: active,
+      data: { user: '"ada"', mfa: 'true' },
+      userId: 'u1',
+      now: t0 + 2,
+      retiredUntil: t0 + 5000
+    }), true, 'a rotated token within its window may migrate')
     same(await resolve(id, key, t0 + 3), { status: 'none' }, 'the first token is retired: no session, and no theft signal')
     same(await resolve(id, rotatedTo, t0 + 3), { status: 'none' }, 'the token in its window too: grace never crosses a migration')
     const result = await resolve(id, active, t0 + 3, { sandbox: 'auth-active' })
@@ -293,15 +376,23 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
       equal(result.session.userId, 'u1')
       equal(result.session.createdAt, t0, 'creation time, and so the absolute cap, is kept')
     }
-    equal(await migrate(id, rotatedTo, { from: 'otp-pending', to: 'auth-active', now: t0 + 4 }), false, 'a second migration with an old token fails')
-    same(await commit({ id, tokenKey: rotatedTo, patch: { stale: '1' }, rotate: newKey(), now: t0 + 4 }), { status: 'ok', rotated: false, chain: null, expiresAt: t0 + 4 + HOUR },
-      'a request that was in flight across the migration gets no token')
+    equal(
+      await migrate(id, rotatedTo, { from: 'otp-pending', to: 'auth-active', now: t0 + 4 }), false,
+      'a second migration with an old token fails'
+    )
+    same(await commit({
+      id, tokenKey: rotatedTo, patch: { stale: '1' }, rotate: newKey(), now: t0 + 4
+    }), { status: 'ok', rotated: false, chain: null, expiresAt: t0 + 4 + HOUR },
+    'a request that was in flight across the migration gets no token')
     same((await store.listUser('u1', t0 + 5)).map((info) => info.id), [id])
-    same(await resolve(id, key, t0 + 5000, { revoke: false }), { status: 'reused', id, sandbox: 'auth-active', userId: 'u1', revoked: false },
-      'after its window a retired token is the theft signal like any other')
+    same(await resolve(id, key, t0 + 5000, { revoke: false }), {
+      status: 'reused', id, sandbox: 'auth-active', userId: 'u1', revoked: false
+    }, 'after its window a retired token is the theft signal like any other')
   })
 
-  test('migrations in a row keep every retired token as "no session" within its deadline; retired tokens never hold rotation back', async ({ create, resolve, rotateFrom, migrate }) => {
+  test('migrations in a row keep every retired token as "no session" within its deadline; retired tokens never hold rotation back', async ({
+    create, resolve, rotateFrom, migrate
+  }) => {
     const { id, key } = await create()
     const first = newKey()
     equal(await migrate(id, key, { from: 'auth-active', to: 'auth-active', newKey: first, retiredUntil: t0 + 5000 }), true)
@@ -315,7 +406,9 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     equal(keys.length, MAX_PAST_TOKENS + 1, `${MAX_PAST_TOKENS} rotations right after migrations: the retired tokens took no room`)
   })
 
-  test('an older rotated token with a longer grace than a newer one still leads to the current token', async ({ create, resolve, commit, rotateFrom }) => {
+  test('an older rotated token with a longer grace than a newer one still leads to the current token', async ({
+    create, resolve, commit, rotateFrom
+  }) => {
     const { id, key } = await create()
     const ab = newBox()
     const bc = newBox()
@@ -328,7 +421,10 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     const d = newKey()
     equal((await commit({ id, tokenKey: c, patch: null, rotate: d, box: cd, now: t0 + 2 })).status, 'ok')
     equal((await resolve(id, d, t0 + 3000)).status, 'live')
-    same(await commit({ id, tokenKey: d, patch: null, rotate: newKey(), now: t0 + 3000 }).then((r) => r.status), 'ok', 'a rotation after b expired')
+    same(
+      await commit({ id, tokenKey: d, patch: null, rotate: newKey(), now: t0 + 3000 }).then((r) => r.status), 'ok',
+      'a rotation after b expired'
+    )
     equal((await resolve(id, b, t0 + 3001, { revoke: false })).status, 'reused', 'b is past its second')
     const late = await resolve(id, key, t0 + 3002)
     equal(late.status, 'grace', 'a is still within its minute')
@@ -372,8 +468,12 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     same(await store.listUser('nobody', t0), [])
   })
 
-  test('device record: listed with the session, updated by a commit patch, returned by a theft signal', async ({ store, create, resolve, commit }) => {
-    const device = JSON.stringify({ userAgent: 'UA one', browser: 'Chrome', browserVersion: '1', os: 'Linux', type: 'desktop', ip: '10.0.0.1' })
+  test('device record: listed with the session, updated by a commit patch, returned by a theft signal', async ({
+    store, create, resolve, commit
+  }) => {
+    const device = JSON.stringify({
+      userAgent: 'UA one', browser: 'Chrome', browserVersion: '1', os: 'Linux', type: 'desktop', ip: '10.0.0.1'
+    })
     const a = await create({ userId: 'dev-u', data: { user: '"ada"', [DEVICE_KEY]: device } })
     const b = await create({ userId: 'dev-u' })
     const listed = await store.listUser('dev-u', t0 + 1)
@@ -386,7 +486,10 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     equal((await store.listUser('dev-u', t0 + 4)).find((info) => info.id === a.id)?.device, moved, 'a commit patch updates it')
     await resolve(a.id, next, t0 + 5)
     const reused = await resolve(a.id, a.key, t0 + 5 + GRACE + 1)
-    same(reused, { status: 'reused', id: a.id, sandbox: 'auth-active', userId: 'dev-u', revoked: true, device: moved }, 'the theft signal says who used the session last')
+    same(
+      reused, { status: 'reused', id: a.id, sandbox: 'auth-active', userId: 'dev-u', revoked: true, device: moved },
+      'the theft signal says who used the session last'
+    )
   })
 
   test('revokeUserSession ends one live session of its user only', async ({ store, create, resolve }) => {
@@ -417,13 +520,17 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     same(await resolve(id, active, t0 + 3), { status: 'none' })
   })
 
-  test('userLimit end-oldest: the least recently created session ends, its token answers none; the dead do not count', async ({ store, resolve, migrate }) => {
+  test('userLimit end-oldest: the least recently created session ends, its token answers none; the dead do not count', async ({
+    store, resolve, migrate
+  }) => {
     const limit = { max: 2, onLimit: 'end-oldest' } as const
     const made: Array<{ id: string, key: string, result: unknown }> = []
     const sign = async (now: number, userId = 'cap-u', idleTtl = HOUR): Promise<{ id: string, key: string, result: unknown }> => {
       const id = recordIdOf(generateLocator())
       const key = newKey()
-      const result = await store.create({ id, sandbox: 'auth-active', tokenKey: key, data: {}, now, idleTtl, absoluteExpiresAt: now + 5 * DAY, userId, userLimit: limit })
+      const result = await store.create({
+        id, sandbox: 'auth-active', tokenKey: key, data: {}, now, idleTtl, absoluteExpiresAt: now + 5 * DAY, userId, userLimit: limit
+      })
       const session = { id, key, result }
       made.push(session)
       return session
@@ -446,12 +553,27 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     const e = await sign(t0 + 8)
     same(e.result, { status: 'admitted', ended: [c.id] })
     // a session that gains the user by migration is counted and decided the same way
-    const pending = await store.create({ id: recordIdOf(generateLocator()), sandbox: 'otp-pending', tokenKey: newKey(), data: {}, now: t0 + 9, idleTtl: HOUR, absoluteExpiresAt: t0 + 5 * DAY })
+    const pending = await store.create({
+      id: recordIdOf(generateLocator()),
+      sandbox: 'otp-pending',
+      tokenKey: newKey(),
+      data: {},
+      now: t0 + 9,
+      idleTtl: HOUR,
+      absoluteExpiresAt: t0 + 5 * DAY
+    })
     equal(pending, undefined, 'without a userLimit, create answers nothing')
     const p = { id: recordIdOf(generateLocator()), key: newKey() }
-    await store.create({ id: p.id, sandbox: 'otp-pending', tokenKey: p.key, data: {}, now: t0 + 9, idleTtl: HOUR, absoluteExpiresAt: t0 + 5 * DAY })
+    await store.create({
+      id: p.id, sandbox: 'otp-pending', tokenKey: p.key, data: {}, now: t0 + 9, idleTtl: HOUR, absoluteExpiresAt: t0 + 5 * DAY
+    })
     const active = newKey()
-    same(await migrate(p.id, p.key, { from: 'otp-pending', to: 'auth-active', newKey: active, userId: 'cap-u', userLimit: limit, now: t0 + 10 }), { status: 'admitted', ended: [d.id] })
+    same(
+      await migrate(
+        p.id, p.key, { from: 'otp-pending', to: 'auth-active', newKey: active, userId: 'cap-u', userLimit: limit, now: t0 + 10 }
+      ),
+      { status: 'admitted', ended: [d.id] }
+    )
     same(await migrate(p.id, active, { from: 'auth-active', to: 'auth-active', userId: 'cap-u', userLimit: limit, now: t0 + 11 }),
       { status: 'admitted', ended: [] }, 'a session that already names the user is counted already')
     equal((await resolve(e.id, e.key, t0 + 12)).status, 'live')
@@ -460,12 +582,24 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     equal((await resolve(other.id, other.key, t0 + 12)).status, 'live')
   })
 
-  test('userLimit refuse: nothing is written; expired, revoked and ended sessions do not count', async ({ store, create, resolve, migrate }) => {
+  test('userLimit refuse: nothing is written; expired, revoked and ended sessions do not count', async ({
+    store, create, resolve, migrate
+  }) => {
     const limit = { max: 2, onLimit: 'refuse' } as const
     const sign = async (now: number, idleTtl = HOUR): Promise<{ id: string, key: string, result: unknown }> => {
       const id = recordIdOf(generateLocator())
       const key = newKey()
-      const result = await store.create({ id, sandbox: 'auth-active', tokenKey: key, data: {}, now, idleTtl, absoluteExpiresAt: now + 5 * DAY, userId: 'ref-u', userLimit: limit })
+      const result = await store.create({
+        id,
+        sandbox: 'auth-active',
+        tokenKey: key,
+        data: {},
+        now,
+        idleTtl,
+        absoluteExpiresAt: now + 5 * DAY,
+        userId: 'ref-u',
+        userLimit: limit
+      })
       return { id, key, result }
     }
     const a = await sign(t0)
@@ -485,27 +619,47 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     same(e.result, { status: 'admitted', ended: [] }, 'a destroyed session does not count')
     // a migration that would give the user one more session is refused and moves nothing
     const p = await create({ sandbox: 'otp-pending', now: t0 + 61_003 })
-    same(await migrate(p.id, p.key, { from: 'otp-pending', to: 'auth-active', userId: 'ref-u', userLimit: limit, now: t0 + 61_004 }), { status: 'refused' })
-    equal((await resolve(p.id, p.key, t0 + 61_005, { sandbox: 'otp-pending' })).status, 'live', 'the refused session stays where it was, with its token')
+    same(
+      await migrate(p.id, p.key, { from: 'otp-pending', to: 'auth-active', userId: 'ref-u', userLimit: limit, now: t0 + 61_004 }),
+      { status: 'refused' }
+    )
+    equal(
+      (await resolve(p.id, p.key, t0 + 61_005, { sandbox: 'otp-pending' })).status, 'live',
+      'the refused session stays where it was, with its token'
+    )
     equal(await store.revokeUser('ref-u', t0 + 61_006), 2)
     const f = await sign(t0 + 61_007)
     same(f.result, { status: 'admitted', ended: [] }, 'revoked sessions do not count')
   })
 
-  test('userLimit: of 200 parallel sign-ins of one user exactly max sessions live, on end-oldest and refuse', async ({ store, create, resolve, migrate }) => {
+  test('userLimit: of 200 parallel sign-ins of one user exactly max sessions live, on end-oldest and refuse', async ({
+    store, create, resolve, migrate
+  }) => {
     for (const onLimit of ['end-oldest', 'refuse'] as const) {
       const userId = `par-${onLimit}`
       const limit = { max: 3, onLimit }
       const sessions = Array.from({ length: 200 }, () => ({ id: recordIdOf(generateLocator()), key: newKey() }))
       const results = await Promise.all(sessions.map(async ({ id, key }, i) =>
-        await store.create({ id, sandbox: 'auth-active', tokenKey: key, data: {}, now: t0 + i % 7, idleTtl: HOUR, absoluteExpiresAt: t0 + 5 * DAY, userId, userLimit: limit }) as LimitResult))
+        await store.create({
+          id,
+          sandbox: 'auth-active',
+          tokenKey: key,
+          data: {},
+          now: t0 + i % 7,
+          idleTtl: HOUR,
+          absoluteExpiresAt: t0 + 5 * DAY,
+          userId,
+          userLimit: limit
+        }) as LimitResult))
       const states = await Promise.all(sessions.map(async ({ id, key }) => (await resolve(id, key, t0 + 10)).status))
       equal(states.filter((status) => status === 'live').length, 3, `${onLimit}: exactly 3 live`)
       equal(states.filter((status) => status !== 'live' && status !== 'none').length, 0, `${onLimit}: every other token answers none`)
       equal((await store.listUser(userId, t0 + 11)).length, 3, `${onLimit}: 3 listed`)
       if (onLimit === 'refuse') {
         equal(results.filter((result) => result.status === 'refused').length, 197, 'refuse: 197 refused')
-        for (const [i, result] of results.entries()) equal(states[i] === 'live', result.status === 'admitted', 'the admitted ones are the live ones')
+        for (const [i, result] of results.entries()) {
+          equal(states[i] === 'live', result.status === 'admitted', 'the admitted ones are the live ones')
+        }
       } else {
         equal(results.filter((result) => result.status === 'refused').length, 0, 'end-oldest refuses none')
         const ended = results.flatMap((result) => result.status === 'admitted' ? result.ended : [])
@@ -518,7 +672,10 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
         await migrate(id, key, { from: 'otp-pending', to: 'auth-active', newKey: keys[i]!, userId, userLimit: limit, now: t0 + 13 })))
       const moved = await Promise.all(pending.map(async ({ id }, i) => (await resolve(id, keys[i]!, t0 + 14)).status))
       const before = await Promise.all(sessions.map(async ({ id, key }) => (await resolve(id, key, t0 + 14)).status))
-      equal(moved.filter((status) => status === 'live').length + before.filter((status) => status === 'live').length, 3, `${onLimit}: still exactly 3 live after 40 parallel migrations`)
+      equal(
+        moved.filter((status) => status === 'live').length + before.filter((status) => status === 'live').length, 3,
+        `${onLimit}: still exactly 3 live after 40 parallel migrations`
+      )
       equal((await store.listUser(userId, t0 + 15)).length, 3)
     }
   })
@@ -553,7 +710,9 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     same(await store.increment('c:1', 1000, t0 + 1001), { count: 1, resetAt: t0 + 2001 })
   })
 
-  test('parallel: one rotation wins, every other commit keeps its data and learns the current token', async ({ create, resolve, commit }) => {
+  test('parallel: one rotation wins, every other commit keeps its data and learns the current token', async ({
+    create, resolve, commit
+  }) => {
     const { id, key } = await create()
     await resolve(id, key, t0)
     const boxes = Array.from({ length: 50 }, newBox)
@@ -562,7 +721,9 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     const winners = results.filter((r) => r.status === 'ok' && r.rotated)
     equal(winners.length, 1, 'exactly one rotation')
     const winnerBox = boxes[results.findIndex((r) => r.status === 'ok' && r.rotated)]
-    for (const r of results) if (r.status === 'ok' && !r.rotated) same(r.chain, [winnerBox], 'every other request learns the winner\'s token')
+    for (const r of results) {
+      if (r.status === 'ok' && !r.rotated) same(r.chain, [winnerBox], 'every other request learns the winner\'s token')
+    }
     const grace = await resolve(id, key, t0 + 1)
     if (grace.status !== 'grace') return assert.fail('expected grace')
     for (let i = 0; i < 50; i++) equal(grace.session.data[`k${i}`], String(i))
@@ -575,9 +736,13 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     const takes = await Promise.all(Array.from({ length: 30 }, async () => await store.kvTake('s', 'code', t0)))
     equal(takes.filter((v) => v !== null).length, 1)
     const { id, key } = await create({ sandbox: 'otp-pending' })
-    const moves = await Promise.all(Array.from({ length: 30 }, async () => await migrate(id, key, { from: 'otp-pending', to: 'auth-active' })))
+    const moves = await Promise.all(
+      Array.from({ length: 30 }, async () => await migrate(id, key, { from: 'otp-pending', to: 'auth-active' }))
+    )
     equal(moves.filter(Boolean).length, 1)
-    const regenerations = await Promise.all(Array.from({ length: 30 }, async () => await migrate(id, key, { from: 'auth-active', to: 'auth-active' })))
+    const regenerations = await Promise.all(
+      Array.from({ length: 30 }, async () => await migrate(id, key, { from: 'auth-active', to: 'auth-active' }))
+    )
     equal(regenerations.filter(Boolean).length, 0, 'the retired token cannot migrate again')
   })
 }

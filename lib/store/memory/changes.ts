@@ -56,7 +56,9 @@ export class ChangeTracker {
 
   /** Encodes the resulting state of everything the operation changed and queues it in the journal. */
   persist (state: MemoryState, vault: Vault): Promise<void> | undefined {
-    if (this.#dirtySessions.size === 0 && this.#dirtyData.size === 0 && this.#dirtyValues.size === 0 && this.#dirtyCounters.size === 0) return undefined
+    if (this.#dirtySessions.size === 0 && this.#dirtyData.size === 0 && this.#dirtyValues.size === 0 && this.#dirtyCounters.size === 0) {
+      return undefined
+    }
     const entries: string[] = []
     // A change that only refreshed lastSeenAt is not waited for: lost in a crash, it can only make
     // the session expire earlier, never later.

@@ -63,7 +63,9 @@ export interface CheckedOptions {
 export function checkOptions (options: MemoryStoreOptions): CheckedOptions {
   const interval = parsePositiveDuration(options.sweepInterval ?? 250, 'sweepInterval')
   if (interval > 2_147_483_647) throw badOption('sweepInterval', 'must be at most 24 days (the longest timer Node.js keeps)')
-  if (options.clock !== undefined && typeof options.clock !== 'function') throw badOption('clock', 'must be a function returning milliseconds')
+  if (options.clock !== undefined && typeof options.clock !== 'function') {
+    throw badOption('clock', 'must be a function returning milliseconds')
+  }
   const vault = checkPersistence(options)
   return { sweepInterval: interval, clock: options.clock ?? Date.now, vault }
 }
@@ -72,7 +74,8 @@ export function checkOptions (options: MemoryStoreOptions): CheckedOptions {
 function checkPersistence (options: MemoryStoreOptions): VaultOptions | null {
   const persistence = options.persistence
   if (options.bindToHost !== undefined && typeof options.bindToHost !== 'boolean') throw badOption('bindToHost', 'must be true or false')
-  if (options.hostId !== undefined && (typeof options.hostId !== 'string' || options.hostId.trim().length === 0 || options.hostId.length > 256)) {
+  if (options.hostId !== undefined &&
+    (typeof options.hostId !== 'string' || options.hostId.trim().length === 0 || options.hostId.length > 256)) {
     throw badOption('hostId', 'must be a non-empty string of at most 256 characters')
   }
   if (options.onWarning !== undefined && typeof options.onWarning !== 'function') throw badOption('onWarning', 'must be a function')
@@ -89,14 +92,18 @@ function checkPersistence (options: MemoryStoreOptions): VaultOptions | null {
   let secrets: Buffer[]
   if (Array.isArray(secret)) {
     if (secret.length === 0) {
-      throw xemsError('FST_XEMS_BAD_SECRET', ['persistence.secret', 'it must be a 32-byte secret or a non-empty list of them, newest first'])
+      throw xemsError(
+        'FST_XEMS_BAD_SECRET', ['persistence.secret', 'it must be a 32-byte secret or a non-empty list of them, newest first']
+      )
     }
     secrets = secret.map((value, i) => parseSecret(value, `persistence.secret[${i}]`))
   } else {
     secrets = [parseSecret(secret, 'persistence.secret')]
   }
   if (fsync !== 'always' && fsync !== 'everysec') throw badOption('persistence.fsync', "must be 'always' or 'everysec'")
-  if (!Number.isSafeInteger(compactAfter) || compactAfter < 1) throw badOption('persistence.compactAfter', 'must be a positive whole number of bytes')
+  if (!Number.isSafeInteger(compactAfter) || compactAfter < 1) {
+    throw badOption('persistence.compactAfter', 'must be a positive whole number of bytes')
+  }
   const onWarning = options.onWarning ?? ((warning: VaultWarning) => { process.emitWarning(warning.message, { code: warning.code }) })
   return {
     dir: resolvePath(path),

@@ -83,7 +83,9 @@ interface Loaded {
   stale: boolean
 }
 
-type Query = <R extends QueryResultRow = QueryResultRow>(text: string, values?: unknown[]) => Promise<{ rows: R[], rowCount: number | null }>
+type Query = <R extends QueryResultRow = QueryResultRow>(
+  text: string, values?: unknown[]
+) => Promise<{ rows: R[], rowCount: number | null }>
 /** A transaction's last write, sent with its COMMIT in one round trip (its result is not needed). */
 type Defer = (text: string, values: unknown[]) => void
 
@@ -111,7 +113,9 @@ export class PostgresStore implements SessionStore {
   #sweeping = false
 
   constructor (options: PostgresStoreOptions) {
-    if (options === null || typeof options !== 'object') throw badOption('options', 'of PostgresStore must be an object { pool, secret, schema?, tablePrefix? }')
+    if (options === null || typeof options !== 'object') {
+      throw badOption('options', 'of PostgresStore must be an object { pool, secret, schema?, tablePrefix? }')
+    }
     const pool = options.pool as unknown as Record<string, unknown> | null | undefined
     if (pool === null || typeof pool !== 'object' || typeof pool.connect !== 'function' || typeof pool.query !== 'function') {
       throw badOption('pool', 'must be a pg Pool: new pg.Pool({ connectionString })')
@@ -121,17 +125,25 @@ export class PostgresStore implements SessionStore {
     const prefix = options.tablePrefix ?? 'xems_'
     if (!isTablePrefix(prefix)) throw badOption('tablePrefix', 'must match [a-z_][a-z0-9_]{0,19} or be empty')
     if (options.secret === undefined || options.secret === null) {
-      throw badOption('secret', 'is required: a 32-byte secret (or [newest, ...older] while rotating) that seals everything written to PostgreSQL')
+      throw badOption(
+        'secret', 'is required: a 32-byte secret (or [newest, ...older] while rotating) that seals everything written to PostgreSQL'
+      )
     }
     const given = Array.isArray(options.secret) ? options.secret : [options.secret]
     if (given.length === 0) throw badOption('secret', 'must hold at least one secret')
     const secrets = given.map((secret, i) => parseSecret(secret, Array.isArray(options.secret) ? `secret[${i}]` : 'secret'))
     const timeout = options.timeout ?? 2000
-    if (!Number.isInteger(timeout) || timeout < 1 || timeout > 600_000) throw badOption('timeout', 'must be a whole number of ms from 1 to 600000')
+    if (!Number.isInteger(timeout) || timeout < 1 || timeout > 600_000) {
+      throw badOption('timeout', 'must be a whole number of ms from 1 to 600000')
+    }
     const sweepInterval = options.sweepInterval ?? 60_000
-    if (!Number.isInteger(sweepInterval) || sweepInterval < 0) throw badOption('sweepInterval', 'must be a whole number of ms, 0 to turn the sweep off')
+    if (!Number.isInteger(sweepInterval) || sweepInterval < 0) {
+      throw badOption('sweepInterval', 'must be a whole number of ms, 0 to turn the sweep off')
+    }
     const sweepBatch = options.sweepBatch ?? 500
-    if (!Number.isInteger(sweepBatch) || sweepBatch < 1 || sweepBatch > 100_000) throw badOption('sweepBatch', 'must be a whole number from 1 to 100000')
+    if (!Number.isInteger(sweepBatch) || sweepBatch < 1 || sweepBatch > 100_000) {
+      throw badOption('sweepBatch', 'must be a whole number from 1 to 100000')
+    }
 
     this.schema = schema
     this.tablePrefix = prefix
@@ -212,7 +224,9 @@ export class PostgresStore implements SessionStore {
     await this.ready()
     const { id } = input
     const expiresAt = Math.min(input.now + input.idleTtl, input.absoluteExpiresAt)
-    if (expiresAt <= input.now) return input.userId !== undefined && input.userLimit !== undefined ? { status: 'admitted', ended: [] } : undefined
+    if (expiresAt <= input.now) {
+      return input.userId !== undefined && input.userLimit !== undefined ? { status: 'admitted', ended: [] } : undefined
+    }
     const state = newRotationState(input.tokenKey)
     const insert = `INSERT INTO ${this.#t.sessions}
       (id, sandbox, user_digest, created_at, last_seen_at, idle_ttl, absolute_expires_at, expires_at, rotation, binding, data)
@@ -221,7 +235,8 @@ export class PostgresStore implements SessionStore {
         last_seen_at = EXCLUDED.last_seen_at, idle_ttl = EXCLUDED.idle_ttl, absolute_expires_at = EXCLUDED.absolute_expires_at,
         expires_at = EXCLUDED.expires_at, rotation = EXCLUDED.rotation, binding = EXCLUDED.binding, data = EXCLUDED.data`
     const values = [
-      id, input.sandbox, input.userId === undefined ? null : digest('user', input.userId), input.now, input.idleTtl, input.absoluteExpiresAt,
+      id, input.sandbox, input.userId === undefined ? null : digest('user', input.userId), input.now, input.idleTtl,
+      input.absoluteExpiresAt,
       expiresAt, JSON.stringify(state),
       this.#binding(id, input.sandbox, input.idleTtl, input.now, input.absoluteExpiresAt, input.userId),
       this.#sealData(id, input.data)
@@ -349,7 +364,9 @@ export class PostgresStore implements SessionStore {
   /** One statement: the row, only if it is a live session of the user (another user's id ends nothing). */
   async revokeUserSession (userId: string, id: string, now: number): Promise<boolean> {
     await this.ready()
-    const { rowCount } = await this.#query(`DELETE FROM ${this.#t.sessions} WHERE id = $1 AND user_digest = $2 AND expires_at > $3`, [id, digest('user', userId), now])
+    const { rowCount } = await this.#query(
+      `DELETE FROM ${this.#t.sessions} WHERE id = $1 AND user_digest = $2 AND expires_at > $3`, [id, digest('user', userId), now]
+    )
     return (rowCount ?? 0) > 0
   }
 
@@ -480,9 +497,12 @@ export class PostgresStore implements SessionStore {
       await this.ready()
       const { sessions, kv, counters } = this.#t
       const statements = [
-        `DELETE FROM ${sessions} WHERE id IN (SELECT id FROM ${sessions} WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
-        `DELETE FROM ${kv} WHERE (sandbox, name) IN (SELECT sandbox, name FROM ${kv} WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
-        `DELETE FROM ${counters} WHERE name IN (SELECT name FROM ${counters} WHERE reset_at <= $1 ORDER BY reset_at LIMIT $2 FOR UPDATE SKIP LOCKED)`
+        `DELETE FROM ${sessions} WHERE id IN (SELECT id FROM ${sessions} WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE ` +
+          'SKIP LOCKED)',
+        `DELETE FROM ${kv} WHERE (sandbox, name) IN (SELECT sandbox, name FROM ${kv} WHERE expires_at <= $1 ORDER BY expires_at LIMIT ` +
+          '$2 FOR UPDATE SKIP LOCKED)',
+        `DELETE FROM ${counters} WHERE name IN (SELECT name FROM ${counters} WHERE reset_at <= $1 ORDER BY reset_at LIMIT $2 FOR UPDATE ` +
+          'SKIP LOCKED)'
       ]
       let total = 0
       for (const statement of statements) {
@@ -508,7 +528,9 @@ export class PostgresStore implements SessionStore {
     if (this.#closed) throw xemsError('FST_XEMS_STORE_CLOSED')
   }
 
-  async #query<R extends QueryResultRow = QueryResultRow> (text: string, values: unknown[]): Promise<{ rows: R[], rowCount: number | null }> {
+  async #query<R extends QueryResultRow = QueryResultRow> (
+    text: string, values: unknown[]
+  ): Promise<{ rows: R[], rowCount: number | null }> {
     return await this.#connected(async (query) => await query<R>(text, values), false)
   }
 
@@ -572,7 +594,10 @@ export class PostgresStore implements SessionStore {
       const query: Query = async <R extends QueryResultRow>(text: string, values?: unknown[]) => {
         if (begun) return await connected.query<R>(text, values)
         begun = true
-        const results = await connected.query(`${begin}; ${inline(text, values ?? [])}`) as unknown as Array<{ rows: R[], rowCount: number | null }>
+        const results = await connected.query(`${begin}; ${inline(text, values ?? [])}`) as unknown as Array<{
+          rows: R[]
+          rowCount: number | null
+        }>
         return results[results.length - 1]!
       }
       const defer: Defer = (text, values) => { last = inline(text, values) }
@@ -687,13 +712,18 @@ export class PostgresStore implements SessionStore {
         if (mine === undefined) continue
         if (id === newest.id) hasNewest = true
         if (mine.ring.open(row.value, this.#aad('canary', id))?.toString('utf8') !== CANARY_TEXT) {
-          throw xemsError('FST_XEMS_WRONG_SECRET', [`the PostgresStore canary "${row.name}"`, 'secret', 'its key id matches, so it was tampered with'])
+          throw xemsError(
+            'FST_XEMS_WRONG_SECRET', [`the PostgresStore canary "${row.name}"`, 'secret', 'its key id matches, so it was tampered with']
+          )
         }
         opened = true
       }
       if (rows.length > 0 && !opened) {
-        throw xemsError('FST_XEMS_WRONG_SECRET', [`the PostgresStore data in schema "${this.schema}" with prefix "${this.tablePrefix}"`, 'secret',
-          'it was written with another secret. Use that secret (or list it as an older one: [new, old]), or choose another schema or prefix.'])
+        throw xemsError('FST_XEMS_WRONG_SECRET', [
+          `the PostgresStore data in schema "${this.schema}" with prefix "${this.tablePrefix}"`, 'secret',
+          'it was written with another secret. Use that secret (or list it as an older one: [new, old]), ' +
+            'or choose another schema or prefix.'
+        ])
       }
       if (!hasNewest) {
         await query(`INSERT INTO ${this.#t.meta} (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`,
@@ -728,7 +758,9 @@ export class PostgresStore implements SessionStore {
   }
 
   /** The user id (or nothing) sealed to the row's id, sandbox, idle ttl and times. */
-  #binding (id: string, sandbox: string, idleTtl: number, createdAt: number, absoluteExpiresAt: number, userId: string | undefined): Buffer {
+  #binding (
+    id: string, sandbox: string, idleTtl: number, createdAt: number, absoluteExpiresAt: number, userId: string | undefined
+  ): Buffer {
     return this.#seal(userId === undefined ? '' : `u${userId}`, 'session', id, sandbox, idleTtl, createdAt, absoluteExpiresAt)
   }
 

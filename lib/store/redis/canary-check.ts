@@ -52,7 +52,9 @@ export async function checkCanary ({ client, scripts, keys, sealer, rings }: Can
     const plain = mine.ring.open(sealed ?? Buffer.alloc(0), sealer.aad('canary', id))?.toString('utf8')
     if (plain === CANARY_TEXT_V1) throw formatError(keys.prefix, '1')
     if (plain !== CANARY_TEXT) {
-      throw xemsError('FST_XEMS_WRONG_SECRET', [`the RedisStore canary "${keys.canary()}"`, 'secret', 'its key id matches, so it was tampered with'])
+      throw xemsError(
+        'FST_XEMS_WRONG_SECRET', [`the RedisStore canary "${keys.canary()}"`, 'secret', 'its key id matches, so it was tampered with']
+      )
     }
     opened = true
   }

@@ -62,7 +62,9 @@ export function keyArg (key: string): string {
 
 /** A grace box as sealForTokenHolder makes it; the scripts store boxes at a fixed width. */
 export function boxArg (box: string): string {
-  if (!BOX_SHAPE.test(box)) throw new TypeError(`RedisStore: a grace box must be what sealForTokenHolder returns (${BOX_LENGTH} base64url characters)`)
+  if (!BOX_SHAPE.test(box)) {
+    throw new TypeError(`RedisStore: a grace box must be what sealForTokenHolder returns (${BOX_LENGTH} base64url characters)`)
+  }
   return box
 }
 

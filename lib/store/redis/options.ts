@@ -26,7 +26,9 @@ const PREFIX_SYNTAX = /^[A-Za-z0-9:_./-]{1,64}$/
 
 /** Checks the options (FST_XEMS_BAD_OPTION): the key prefix, and the secrets as 32-byte keys, newest first. */
 export function parseOptions (options: RedisStoreOptions): { prefix: string, secrets: Buffer[] } {
-  if (options === null || typeof options !== 'object') throw badOption('options', 'of RedisStore must be an object { client, secret, prefix? }')
+  if (options === null || typeof options !== 'object') {
+    throw badOption('options', 'of RedisStore must be an object { client, secret, prefix? }')
+  }
   const client = options.client as unknown as Record<string, unknown> | null | undefined
   if (client === null || typeof client !== 'object' || typeof client.defineCommand !== 'function') {
     throw badOption('client', 'must be an ioredis client: new Redis(url) or new Redis.Cluster(nodes)')

@@ -271,7 +271,9 @@ export class RedisStore implements SessionStore {
       // Only what opens is listed: the user, and the bindings of what the list shows.
       if (u === null || u === undefined || this.#sealer.open(u, 'session', entry.id, 'user')?.toString('utf8') !== userId) return
       if (ms === null || ms === undefined || this.#sealer.open(ms, 'session', entry.id, 'sandbox', sandbox, idleTtl) === null) return
-      if (mt === null || mt === undefined || this.#sealer.open(mt, 'session', entry.id, 'times', createdAt, absoluteExpiresAt) === null) return
+      if (mt === null || mt === undefined || this.#sealer.open(mt, 'session', entry.id, 'times', createdAt, absoluteExpiresAt) === null) {
+        return
+      }
       const info: SessionInfo = { id: entry.id, sandbox, userId, createdAt, lastSeenAt, expiresAt }
       const device = this.#sealer.openDataField(entry.id, DEVICE_FIELD.slice(2), dv ?? null)
       if (device !== null && device[0] === DEVICE_KEY) info.device = device[1]
@@ -293,7 +295,9 @@ export class RedisStore implements SessionStore {
 
   async kvSet (sandbox: string, key: string, value: string, ttl: number, now: number): Promise<void> {
     await this.ready()
-    await this.#scripts.run(SCRIPT.kvSet, { key: this.#keys.value(sandbox, key), now, ttl, sealed: this.#sealer.seal(value, 'value', sandbox, key) })
+    await this.#scripts.run(
+      SCRIPT.kvSet, { key: this.#keys.value(sandbox, key), now, ttl, sealed: this.#sealer.seal(value, 'value', sandbox, key) }
+    )
   }
 
   async kvDel (sandbox: string, key: string): Promise<boolean> {
@@ -303,7 +307,9 @@ export class RedisStore implements SessionStore {
 
   async kvAdd (sandbox: string, key: string, value: string, ttl: number, now: number): Promise<boolean> {
     await this.ready()
-    const added = await this.#scripts.run(SCRIPT.kvAdd, { key: this.#keys.value(sandbox, key), now, ttl, sealed: this.#sealer.seal(value, 'value', sandbox, key) })
+    const added = await this.#scripts.run(
+      SCRIPT.kvAdd, { key: this.#keys.value(sandbox, key), now, ttl, sealed: this.#sealer.seal(value, 'value', sandbox, key) }
+    )
     return num(added) === 1
   }
 

@@ -48,7 +48,9 @@ export type VaultEntry =
 
 export function encodeCore (s: SessionCore): string {
   const past = s.past.map((entry) => [entry.key, entry.box, entry.until])
-  return JSON.stringify(['S', s.id, s.sandbox, s.userId, s.createdAt, s.lastSeenAt, s.idleTtl, s.absoluteExpiresAt, s.cur, s.seen ? 1 : 0, past])
+  return JSON.stringify([
+    'S', s.id, s.sandbox, s.userId, s.createdAt, s.lastSeenAt, s.idleTtl, s.absoluteExpiresAt, s.cur, s.seen ? 1 : 0, past
+  ])
 }
 
 export function encodeTouch (id: string, lastSeenAt: number): string {
@@ -96,7 +98,10 @@ export function decodeEntry (raw: unknown): VaultEntry {
       if (a.length !== 11 || !isString(id) || !isString(sandbox) || !(userId === null || isString(userId)) || !isTime(createdAt) ||
         !isTime(lastSeenAt) || !isTime(idleTtl) || !isTime(absoluteExpiresAt) || !isString(cur) || (seen !== 0 && seen !== 1) ||
         !Array.isArray(past)) throw malformed()
-      return { tag: 'S', core: { id, sandbox, userId, createdAt, lastSeenAt, idleTtl, absoluteExpiresAt, cur, seen: seen === 1, past: past.map(decodePast) } }
+      return {
+        tag: 'S',
+        core: { id, sandbox, userId, createdAt, lastSeenAt, idleTtl, absoluteExpiresAt, cur, seen: seen === 1, past: past.map(decodePast) }
+      }
     }
     case 'T':
       if (a.length !== 3 || !isString(a[1]) || !isTime(a[2])) throw malformed()
@@ -106,7 +111,10 @@ export function decodeEntry (raw: unknown): VaultEntry {
       return { tag: 'D', id: a[1] }
     case 'A': {
       const data = a[2]
-      if (a.length !== 3 || !isString(a[1]) || data === null || typeof data !== 'object' || Array.isArray(data) || !Object.values(data).every(isString)) throw malformed()
+      if (a.length !== 3 || !isString(a[1]) || data === null || typeof data !== 'object' ||
+        Array.isArray(data) || !Object.values(data).every(isString)) {
+        throw malformed()
+      }
       // Spread defines own properties, so a key named __proto__ stays a key (as in MemoryStore.create).
       return { tag: 'A', id: a[1], data: { ...(data as Record<string, string>) } }
     }
@@ -131,7 +139,9 @@ export function decodeEntry (raw: unknown): VaultEntry {
 }
 
 function decodePast (raw: unknown): PastToken {
-  if (!Array.isArray(raw) || raw.length !== 3 || !isString(raw[0]) || !(raw[1] === null || isString(raw[1])) || !isTime(raw[2])) throw malformed()
+  if (!Array.isArray(raw) || raw.length !== 3 || !isString(raw[0]) || !(raw[1] === null || isString(raw[1])) || !isTime(raw[2])) {
+    throw malformed()
+  }
   return { key: raw[0], box: raw[1], until: raw[2] }
 }
 

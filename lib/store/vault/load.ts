@@ -78,7 +78,11 @@ export class VaultLoader {
   }
 
   /** Reads a file of the vault: header, then every record opened; a journal may end in a torn record. */
-  async #readFile (name: string, kind: VaultFileKind): Promise<{ header: VaultHeader, records: Buffer[], torn: { offset: number, bytes: number } | null }> {
+  async #readFile (name: string, kind: VaultFileKind): Promise<{
+    header: VaultHeader
+    records: Buffer[]
+    torn: { offset: number, bytes: number } | null
+  }> {
     const path = join(this.#options.dir, name)
     const file = await readFile(path)
     const format = formatVersionOf(file)
@@ -107,7 +111,8 @@ export class VaultLoader {
         // The last record of a journal may be the one a crash interrupted.
         torn = { offset, bytes: file.length - offset }
       } else {
-        throw corrupt(path, `record ${seq} at byte ${offset} does not authenticate (${outcome.reason === 'tampered' ? 'tampered with, or moved from another place' : 'sealed by an unknown key'})`)
+        const why = outcome.reason === 'tampered' ? 'tampered with, or moved from another place' : 'sealed by an unknown key'
+        throw corrupt(path, `record ${seq} at byte ${offset} does not authenticate (${why})`)
       }
     }
     if (records.length === 0) throw corrupt(path, 'has no header record')
@@ -122,7 +127,9 @@ export class VaultLoader {
     checkMeta(records[0]!, 'snapshot', header.generation, path)
     const chunks = records.length - 2
     const end = chunks < 0 ? null : parseRecord(records.at(-1)!, path, records.length - 1) as { end?: unknown } | null
-    if (end === null || typeof end !== 'object' || Array.isArray(end) || end.end !== chunks) throw corrupt(path, 'does not end with its end record')
+    if (end === null || typeof end !== 'object' || Array.isArray(end) || end.end !== chunks) {
+      throw corrupt(path, 'does not end with its end record')
+    }
     for (let seq = 1; seq <= chunks; seq++) this.#applyRecord(records[seq]!, state, path, seq)
     return header.generation
   }
@@ -146,7 +153,13 @@ export class VaultLoader {
     }
   }
 
-  async #readJournal (generation: number, state: VaultState, afterTorn: boolean): Promise<{ batches: number, torn: VaultWarning | null, records: number, header: Buffer, hostTag: Buffer | null }> {
+  async #readJournal (generation: number, state: VaultState, afterTorn: boolean): Promise<{
+    batches: number
+    torn: VaultWarning | null
+    records: number
+    header: Buffer
+    hostTag: Buffer | null
+  }> {
     const name = journalFile(generation)
     const path = join(this.#options.dir, name)
     const { header, records, torn } = await this.#readFile(name, 'journal')

@@ -108,7 +108,10 @@ export async function acquireVaultLock (path: string, options: VaultLockOptions 
   }
 }
 
-const identity = { boot: readOrNull(() => readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()), pidns: readOrNull(() => readlinkSync('/proc/self/ns/pid')) }
+const identity = {
+  boot: readOrNull(() => readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()),
+  pidns: readOrNull(() => readlinkSync('/proc/self/ns/pid'))
+}
 
 function readOrNull (read: () => string): string | null {
   try {
@@ -119,9 +122,18 @@ function readOrNull (read: () => string): string | null {
   }
 }
 
-function startLease (dir: string, generation: number, fd: number, refreshMs: number, staleMs: number, onLost?: (err: XemsError) => void): VaultLock {
+function startLease (
+  dir: string, generation: number, fd: number, refreshMs: number, staleMs: number, onLost?: (err: XemsError) => void
+): VaultLock {
   const content: LeaseContent = {
-    v: 2, nonce: randomBytes(8).toString('hex'), pid: process.pid, host: hostname().slice(0, 100), boot: identity.boot, pidns: identity.pidns, beat: 0, state: 'held'
+    v: 2,
+    nonce: randomBytes(8).toString('hex'),
+    pid: process.pid,
+    host: hostname().slice(0, 100),
+    boot: identity.boot,
+    pidns: identity.pidns,
+    beat: 0,
+    state: 'held'
   }
   const next = join(dir, leaseFile(generation + 1))
   let lost: XemsError | null = null
@@ -213,7 +225,8 @@ async function judge (dir: string, generation: number, refreshMs: number, staleM
   const lease = parseLease(first)
   if (lease?.state === 'released') return { verdict: 'dead' }
   const who = lease === null ? 'another store' : `process ${lease.pid} on ${lease.host}`
-  if (lease !== null && identity.boot !== null && identity.pidns !== null && lease.boot === identity.boot && lease.pidns === identity.pidns) {
+  if (lease !== null && identity.boot !== null && identity.pidns !== null && lease.boot === identity.boot &&
+    lease.pidns === identity.pidns) {
     // Same kernel, same PID namespace: the pid tells, unless it was reused (then the lease tells).
     if (lease.pid === process.pid || !isAlive(lease.pid)) return { verdict: 'dead' }
   }
@@ -242,7 +255,10 @@ async function readLease (file: string): Promise<Buffer | null> {
 function parseLease (bytes: Buffer): LeaseContent | null {
   try {
     const parsed = JSON.parse(bytes.toString('utf8').trim()) as Partial<LeaseContent>
-    if (parsed.v === 2 && typeof parsed.pid === 'number' && typeof parsed.host === 'string' && (parsed.state === 'held' || parsed.state === 'released')) return parsed as LeaseContent
+    if (parsed.v === 2 && typeof parsed.pid === 'number' && typeof parsed.host === 'string' &&
+      (parsed.state === 'held' || parsed.state === 'released')) {
+      return parsed as LeaseContent
+    }
   } catch {
     // empty (its creator died before writing it) or torn: judged by watching
   }
@@ -270,7 +286,8 @@ async function clearLegacyLock (dir: string, path: string): Promise<void> {
     return
   }
   throw xemsError('FST_XEMS_VAULT_LOCKED', [path,
-    `it holds the lock file of an earlier version (${file}) whose owner cannot be checked from here; stop every store of the earlier version that uses it, then remove that file`])
+    `it holds the lock file of an earlier version (${file}) whose owner cannot be checked from here; stop every store of the earlier ` +
+      'version that uses it, then remove that file'])
 }
 
 function isAlive (pid: number): boolean {
@@ -284,5 +301,6 @@ function isAlive (pid: number): boolean {
 
 function locked (dir: string, owner: string, staleMs: number): XemsError {
   return xemsError('FST_XEMS_VAULT_LOCKED', [dir,
-    `it is in use by ${owner}, which keeps its lease fresh; give every store its own persistence.path (the lease of a store that crashed is taken over once it is ${staleMs / 1000} s old)`])
+    `it is in use by ${owner}, which keeps its lease fresh; give every store its own persistence.path (the lease of a store that ` +
+      `crashed is taken over once it is ${staleMs / 1000} s old)`])
 }

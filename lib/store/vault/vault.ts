@@ -70,7 +70,9 @@ export class Vault {
 
   constructor (options: VaultOptions) {
     this.#options = options
-    this.#keys = new VaultKeys({ secrets: options.secrets, bindToHost: options.bindToHost, ...(options.hostId === undefined ? {} : { hostId: options.hostId }) })
+    this.#keys = new VaultKeys({
+      secrets: options.secrets, bindToHost: options.bindToHost, ...(options.hostId === undefined ? {} : { hostId: options.hostId })
+    })
     this.#writer = new VaultWriter(options, this.#keys, () => this.#lock === null || this.#lock.held())
   }
 

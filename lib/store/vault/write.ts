@@ -113,9 +113,18 @@ export class VaultWriter {
     if (this.#failure === null) {
       // A clean close says where the run ended. Without it, or when the journal no longer matches it,
       // the next start warns: the process crashed, or the journal was cut or rolled back.
-      const marker = this.#keys.sealer.keyring.seal(JSON.stringify({ v: 1, generation: journal.generation, records: journal.seq }), closedAad(journal.header))
+      const marker = this.#keys.sealer.keyring.seal(
+        JSON.stringify({ v: 1, generation: journal.generation, records: journal.seq }), closedAad(journal.header)
+      )
       await this.#files!.writeAtomically(CLOSED_FILE, async (handle) => { await writeAll(handle, marker) })
-        .catch((err: unknown) => { this.#warn({ code: 'FST_XEMS_VAULT_WRITE_FAILED', message: `fastify-xems: the vault close marker could not be written (${describeIoError(err)}); the next start will report an unclean close`, file: this.#options.dir }) })
+        .catch((err: unknown) => {
+          this.#warn({
+            code: 'FST_XEMS_VAULT_WRITE_FAILED',
+            message: `fastify-xems: the vault close marker could not be written (${describeIoError(err)})` +
+              '; the next start will report an unclean close',
+            file: this.#options.dir
+          })
+        })
     }
   }
 
@@ -203,7 +212,11 @@ export class VaultWriter {
       next = await this.#files!.createJournal(old.generation + 1)
     } catch (err) {
       this.#rotateAt = old.bytes + this.#options.compactAfter
-      this.#warn({ code: 'FST_XEMS_VAULT_COMPACTION_FAILED', message: `fastify-xems: vault compaction could not start (${describeIoError(err)}); the journal goes on and it will be tried again`, file: this.#options.dir })
+      this.#warn({
+        code: 'FST_XEMS_VAULT_COMPACTION_FAILED',
+        message: `fastify-xems: vault compaction could not start (${describeIoError(err)}); the journal goes on and it will be tried again`,
+        file: this.#options.dir
+      })
       return
     }
     this.#journal = next
@@ -213,11 +226,21 @@ export class VaultWriter {
       .then(async (bytes) => {
         this.#rotateAt = Math.max(this.#options.compactAfter, bytes)
         await this.#files!.removeObsolete(generation, false).catch((err: unknown) => {
-          this.#warn({ code: 'FST_XEMS_VAULT_COMPACTION_FAILED', message: `fastify-xems: old vault journals could not be removed (${describeIoError(err)}); they will be removed at the next start`, file: this.#options.dir })
+          this.#warn({
+            code: 'FST_XEMS_VAULT_COMPACTION_FAILED',
+            message: `fastify-xems: old vault journals could not be removed (${describeIoError(err)})` +
+              '; they will be removed at the next start',
+            file: this.#options.dir
+          })
         })
       }, (err: unknown) => {
         this.#rotateAt = (this.#journal?.bytes ?? 0) + this.#options.compactAfter
-        this.#warn({ code: 'FST_XEMS_VAULT_COMPACTION_FAILED', message: `fastify-xems: the vault snapshot could not be written (${describeIoError(err)}); the journals hold everything and it will be tried again`, file: this.#options.dir })
+        this.#warn({
+          code: 'FST_XEMS_VAULT_COMPACTION_FAILED',
+          message: `fastify-xems: the vault snapshot could not be written (${describeIoError(err)})` +
+            '; the journals hold everything and it will be tried again',
+          file: this.#options.dir
+        })
       })
       .finally(() => {
         this.#snapshotTask = null
@@ -239,7 +262,12 @@ export class VaultWriter {
   fail (err: unknown): XemsError {
     if (this.#failure === null) {
       this.#failure = xemsError('FST_XEMS_STORE_UNAVAILABLE', [], { cause: err })
-      this.#warn({ code: 'FST_XEMS_VAULT_WRITE_FAILED', message: `fastify-xems: writing the vault failed (${describeIoError(err)}); the store refuses every operation until it is restarted`, file: this.#options.dir })
+      this.#warn({
+        code: 'FST_XEMS_VAULT_WRITE_FAILED',
+        message: `fastify-xems: writing the vault failed (${describeIoError(err)})` +
+          '; the store refuses every operation until it is restarted',
+        file: this.#options.dir
+      })
       const waiters = this.#waiters
       this.#waiters = []
       this.#pending = []

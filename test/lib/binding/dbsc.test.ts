@@ -31,7 +31,8 @@ t.test('the bound cookie: valid for its session until it expires; another sessio
 t.test('registration and refresh proofs: jose verifies them; a proof without jwk, by another key, of another typ or alg is refused', async (t) => {
   const keys = await generateKeyPair('ES256')
   const jwk = await exportJWK(keys.publicKey)
-  const sign = async (header: Record<string, unknown>, key = keys.privateKey): Promise<string> => `"${await new SignJWT({ jti: 'chal' }).setProtectedHeader({ alg: 'ES256', typ: 'dbsc+jwt', ...header }).sign(key)}"`
+  const sign = async (header: Record<string, unknown>, key = keys.privateKey): Promise<string> =>
+    `"${await new SignJWT({ jti: 'chal' }).setProtectedHeader({ alg: 'ES256', typ: 'dbsc+jwt', ...header }).sign(key)}"`
   const proof = await verifyRegistrationProof(await sign({ jwk }), ['ES256', 'RS256'])
   t.equal(proof.jti, 'chal')
   t.equal(proof.alg, 'ES256')

@@ -14,7 +14,9 @@ t.test('parseSecret takes exactly 32 bytes in the documented forms', async (t) =
   t.same(parseSecret(secretA.toString('base64url'), 's'), secretA)
   t.same(parseSecret('my-32-character-ultra-secure-key', 's'), Buffer.from('my-32-character-ultra-secure-key'))
   for (const bad of [randomBytes(31), randomBytes(33), 'short', 'a'.repeat(31), 'a'.repeat(33), 'é'.repeat(32), secretA.toString('hex').slice(2), 42, null, undefined]) {
-    t.throws(() => parseSecret(bad, 'persistence.secret'), { code: 'FST_XEMS_BAD_SECRET', message: /option "persistence.secret" is not a usable secret: it must be exactly 32 bytes/ })
+    t.throws(
+      () => parseSecret(bad, 'persistence.secret'), { code: 'FST_XEMS_BAD_SECRET', message: /option "persistence.secret" is not a usable secret: it must be exactly 32 bytes/ }
+    )
   }
   try {
     parseSecret('x'.repeat(31), 'secret')
@@ -24,7 +26,9 @@ t.test('parseSecret takes exactly 32 bytes in the documented forms', async (t) =
 })
 
 t.test('sha256Prefix16 is the first 16 bytes of SHA-256 in base64url, for any input (stored ids and keys keep their values)', async (t) => {
-  const inputs = ['', 'a', 'xems/record|' + 'A'.repeat(22), '\u00e9\u{1F600}', ...Array.from({ length: 2000 }, () => randomBytes(1 + (randomBytes(1)[0]! % 90)).toString('base64url'))]
+  const inputs = [
+    '', 'a', 'xems/record|' + 'A'.repeat(22), '\u00e9\u{1F600}', ...Array.from({ length: 2000 }, () => randomBytes(1 + (randomBytes(1)[0]! % 90)).toString('base64url'))
+  ]
   let same = 0
   for (const input of inputs) {
     if (sha256Prefix16(input) === createHash('sha256').update(input, 'utf8').digest().subarray(0, 16).toString('base64url')) same++

@@ -74,7 +74,10 @@ t.test('normalisation never maps two different codes to one, and its output is a
 })
 
 t.test('what is refused: characters outside the alphabet, wrong lengths, non-strings, oversized input', async (t) => {
-  for (const input of ['abcd-efgh-jkm1', 'abcd-efgh-jkmi', 'abcd-efgh-jkml', 'abcd-efgh-jkm', 'abcd-efgh-jkmnp', 'abcd-efgh-jkm!', '', '------------', 'a'.repeat(65), 12, null, undefined, {}, ['abcdefghjkmn']]) {
+  for (const input of [
+    'abcd-efgh-jkm1', 'abcd-efgh-jkmi', 'abcd-efgh-jkml', 'abcd-efgh-jkm', 'abcd-efgh-jkmnp', 'abcd-efgh-jkm!', '', '------------', 'a'.repeat(65), 12, null, undefined, {},
+    ['abcdefghjkmn']
+  ]) {
     t.equal(normalizeRecoveryCode(input), null, JSON.stringify(input))
   }
 })

@@ -201,7 +201,10 @@ t.test(`the same through MemoryStore: regenerating after ${MAX_PAST_TOKENS} quic
   }
   const current = `k${MAX_PAST_TOKENS}`
   t.equal((await store.resolve({ id, tokenKey: current, now, gracePeriod: GRACE, revokeOnReuse: true })).status, 'live')
-  t.equal(await store.migrate({ id, tokenKey: current, from: 'auth-active', to: 'auth-active', newKey: 'regenerated', retiredUntil: now + WINDOW, data: null, idleTtl: 3_600_000, now }), true)
+  t.equal(
+    await store.migrate({ id, tokenKey: current, from: 'auth-active', to: 'auth-active', newKey: 'regenerated', retiredUntil: now + WINDOW, data: null, idleTtl: 3_600_000, now }),
+    true
+  )
   const concurrent = await store.resolve({ id, tokenKey: current, now: now + 5, gracePeriod: GRACE, revokeOnReuse: true })
   t.same(concurrent, { status: 'none' }, 'a concurrent request with the replaced token finds no session')
   t.equal((await store.resolve({ id, tokenKey: 'regenerated', now: now + 10, gracePeriod: GRACE, revokeOnReuse: true })).status, 'live',
@@ -250,7 +253,8 @@ function assertProperty<T> (t: Test, lastProblem: () => string | null, property:
     t.pass(`${details.numRuns} runs, no counterexample`)
     return
   }
-  t.fail(`counterexample ${fc.stringify(details.counterexample)} (seed ${details.seed}, path ${details.counterexamplePath ?? ''}): ${lastProblem() ?? String(details.errorInstance)}`)
+  t.fail(`counterexample ${fc.stringify(details.counterexample)} (seed ${details.seed}, path ${details.counterexamplePath ?? ''}): ` +
+    `${lastProblem() ?? String(details.errorInstance)}`)
 }
 
 t.test('the same over HTTP: nine regenerates within the window; the token each replaced answers no session, never the theft signal', async (t) => {
@@ -356,8 +360,20 @@ type Op =
   | { op: 'migrate', req: number, retiredFor: number }
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 3, arbitrary: fc.record({ op: fc.constant('tick' as const), ms: fc.oneof(fc.integer({ min: 0, max: 50 }), fc.integer({ min: 0, max: 4000 }), fc.integer({ min: 0, max: 40_000 })) }) },
-  { weight: 5, arbitrary: fc.record({ op: fc.constant('resolve' as const), which: fc.oneof(fc.constant('cur' as const), fc.constant('prev' as const), fc.constant('unknown' as const), fc.nat({ max: 40 })), grace: fc.integer({ min: 0, max: 5000 }) }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      op: fc.constant('tick' as const), ms: fc.oneof(fc.integer({ min: 0, max: 50 }), fc.integer({ min: 0, max: 4000 }), fc.integer({ min: 0, max: 40_000 }))
+    })
+  },
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      op: fc.constant('resolve' as const),
+      which: fc.oneof(fc.constant('cur' as const), fc.constant('prev' as const), fc.constant('unknown' as const), fc.nat({ max: 40 })),
+      grace: fc.integer({ min: 0, max: 5000 })
+    })
+  },
   { weight: 5, arbitrary: fc.record({ op: fc.constant('commit' as const), req: fc.nat(), rotate: fc.boolean(), window: fc.integer({ min: 1, max: 30_000 }) }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('migrate' as const), req: fc.nat(), retiredFor: fc.integer({ min: 1, max: 30_000 }) }) }
 )
@@ -365,7 +381,14 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 /** A client rotating faster than the grace runs out: fills records, so refused rotations and full migrations happen. */
 const fastOpArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ op: fc.constant('tick' as const), ms: fc.integer({ min: 0, max: 300 }) }) },
-  { weight: 5, arbitrary: fc.record({ op: fc.constant('resolve' as const), which: fc.oneof(fc.constant('cur' as const), fc.constant('cur' as const), fc.constant('prev' as const), fc.nat({ max: 40 })), grace: fc.integer({ min: 1000, max: 5000 }) }) },
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      op: fc.constant('resolve' as const),
+      which: fc.oneof(fc.constant('cur' as const), fc.constant('cur' as const), fc.constant('prev' as const), fc.nat({ max: 40 })),
+      grace: fc.integer({ min: 1000, max: 5000 })
+    })
+  },
   { weight: 5, arbitrary: fc.record({ op: fc.constant('commit' as const), req: fc.nat(), rotate: fc.constant(true), window: fc.integer({ min: 5000, max: 30_000 }) }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('migrate' as const), req: fc.nat(), retiredFor: fc.integer({ min: 1, max: 30_000 }) }) }
 )
@@ -506,7 +529,10 @@ interface Send { think: number, delay: number, handle: number, lost: boolean, bu
 
 const sendArb: fc.Arbitrary<Send> = fc.record({
   // A person's think times: mostly short, sometimes long, sometimes longer than the window.
-  think: fc.oneof({ weight: 6, arbitrary: fc.integer({ min: 0, max: 1500 }) }, { weight: 3, arbitrary: fc.integer({ min: 0, max: 60_000 }) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 400_000 }) }),
+  think: fc.oneof(
+    { weight: 6, arbitrary: fc.integer({ min: 0, max: 1500 }) }, { weight: 3, arbitrary: fc.integer({ min: 0, max: 60_000 }) },
+    { weight: 1, arbitrary: fc.integer({ min: 0, max: 400_000 }) }
+  ),
   // On the way to the server: usually quick, sometimes slower than the grace period.
   delay: fc.oneof({ weight: 8, arbitrary: fc.integer({ min: 0, max: 300 }) }, { weight: 2, arbitrary: fc.integer({ min: 0, max: 4000 }) }),
   // In the handler, before the commit (a backlog, a stalled store).
@@ -577,7 +603,16 @@ t.test('property: an honest client is never reused within the rules; past the wi
       clientTime += send.think
       if (!runUntil(clientTime)) return false
       for (let b = 0; b < send.burst; b++) {
-        events.push({ at: clientTime + send.delay + b * 7, order: order++, kind: 'arrive', token: held, sentAt: clientTime, deliveredBefore: lastDelivery, handle: send.handle + b * 13, lost: send.lost && b % 2 === 0 })
+        events.push({
+          at: clientTime + send.delay + b * 7,
+          order: order++,
+          kind: 'arrive',
+          token: held,
+          sentAt: clientTime,
+          deliveredBefore: lastDelivery,
+          handle: send.handle + b * 13,
+          lost: send.lost && b % 2 === 0
+        })
       }
     }
     if (!runUntil(Infinity)) return false

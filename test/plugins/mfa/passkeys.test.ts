@@ -40,7 +40,9 @@ async function addPasskey (ctx: MfaApp, token: string, auth: SoftAuthenticator, 
 }
 
 /** One authentication ceremony on `token`; `tweak` may change the response. */
-async function assert (ctx: MfaApp, token: string, auth: SoftAuthenticator, overrides: Parameters<SoftAuthenticator['get']>[1] = {}): Promise<{ token: string, res: LightMyRequestResponse, response: Record<string, unknown> }> {
+async function assert (
+  ctx: MfaApp, token: string, auth: SoftAuthenticator, overrides: Parameters<SoftAuthenticator['get']>[1] = {}
+): Promise<{ token: string, res: LightMyRequestResponse, response: Record<string, unknown> }> {
   const start = await post(ctx.app, '/passkeys/auth/start', {}, token)
   if (start.statusCode !== 200) throw new Error(`start: ${start.body}`)
   const startToken = after(start, token)
@@ -94,7 +96,12 @@ t.test('register a first passkey, sign in with password + passkey; the pending t
   const other = await signUp(ctx) // a second session of ada, ended by the factor change
   const added = await addPasskey(ctx, first, auth, 'Laptop')
   t.equal(added.res.statusCode, 200, added.res.body)
-  t.match(added.res.json(), { id: auth.credentials[0]!.id.toString('base64url'), name: 'Laptop', backedUp: false, aaguid: '00000000-0000-0000-0000-000000000000', transports: ['internal'], lastUsedAt: null })
+  t.match(
+    added.res.json(),
+    {
+      id: auth.credentials[0]!.id.toString('base64url'), name: 'Laptop', backedUp: false, aaguid: '00000000-0000-0000-0000-000000000000', transports: ['internal'], lastUsedAt: null
+    }
+  )
   t.notOk('publicKey' in added.res.json(), 'the key is not handed out')
   const stored = ctx.users.get('ada')!.mfa
   t.equal(stored.passkeys!.length, 1)
@@ -248,7 +255,10 @@ t.test('failure answers: each with its stable code and status', async (t) => {
     const r = await assert(ctx, token, auth, { counter: before - 1 })
     t.equal(r.res.statusCode, 401)
     t.equal(r.res.json().code, 'FST_XEMS_PASSKEY_COUNTER')
-    t.match(events.filter((e) => e.type === 'passkey-counter-rollback'), [{ userId: 'ada', credentialId: auth.credentials[0]!.id.toString('base64url'), stored: before, presented: before - 1 }])
+    t.match(
+      events.filter((e) => e.type === 'passkey-counter-rollback'),
+      [{ userId: 'ada', credentialId: auth.credentials[0]!.id.toString('base64url'), stored: before, presented: before - 1 }]
+    )
     t.equal(ctx.users.get('ada')!.mfa.passkeys![0]!.counter, before)
     token = r.token
     const same = await assert(ctx, token, auth, { counter: before })
@@ -281,7 +291,10 @@ t.test('parallel assertions on one pending session: exactly one promotion wins',
   const response = auth.get(start.json())
   const results = await Promise.all(Array.from({ length: 200 }, async () => await post(ctx.app, '/passkeys/auth/finish', { response }, pending)))
   t.equal(results.filter((r) => r.statusCode === 200).length, 1, 'one winner')
-  t.ok(results.every((r) => r.statusCode === 200 || ['FST_XEMS_PASSKEY_REPLAYED', 'FST_XEMS_PASSKEY_NO_CHALLENGE', 'FST_XEMS_NO_SESSION'].includes(r.json().code)), 'the others are refused as replays')
+  t.ok(
+    results.every((r) => r.statusCode === 200 || ['FST_XEMS_PASSKEY_REPLAYED', 'FST_XEMS_PASSKEY_NO_CHALLENGE', 'FST_XEMS_NO_SESSION'].includes(r.json().code)),
+    'the others are refused as replays'
+  )
   t.equal((await ctx.app.xems.listUserSessions('ada')).filter((s) => s.sandbox === 'auth-active').length, 2, 'the registering session and exactly one new one')
 })
 

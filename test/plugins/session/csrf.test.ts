@@ -10,7 +10,13 @@ t.test('a state change carrying the session cookie from another site is refused 
   app.addHook('preHandler', async () => { handled++ })
   const token = await login(app)
   const send = async (method: 'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH', headers: Headers, cookie = true) =>
-    await app.inject({ method, url: '/me', headers: { host: 'app.example', ...headers }, ...(cookie ? { cookies: { xems: token } } : {}), ...(method === 'GET' ? {} : { payload: { key: 'k', value: 1 } }) })
+    await app.inject({
+      method,
+      url: '/me',
+      headers: { host: 'app.example', ...headers },
+      ...(cookie ? { cookies: { xems: token } } : {}),
+      ...(method === 'GET' ? {} : { payload: { key: 'k', value: 1 } })
+    })
   const cases: Array<[string, 'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH', Headers, number, boolean?]> = [
     ['cross-site POST', 'POST', { 'sec-fetch-site': 'cross-site' }, 403],
     ['cross-site PUT', 'PUT', { 'sec-fetch-site': 'cross-site' }, 403],
@@ -47,7 +53,8 @@ t.test('csrf: { allowSameSite: true } lets a sibling subdomain through; csrf: fa
   const relaxed = await buildApp({ csrf: { allowSameSite: true } })
   t.teardown(async () => { await relaxed.app.close() })
   const token = await login(relaxed.app)
-  const post = async (app: typeof relaxed.app, token: string, site: string) => await app.inject({ method: 'POST', url: '/me', headers: { 'sec-fetch-site': site }, cookies: { xems: token }, payload: { key: 'k', value: 1 } })
+  const post = async (app: typeof relaxed.app, token: string, site: string) =>
+    await app.inject({ method: 'POST', url: '/me', headers: { 'sec-fetch-site': site }, cookies: { xems: token }, payload: { key: 'k', value: 1 } })
   t.equal((await post(relaxed.app, token, 'same-site')).statusCode, 200)
   t.equal((await post(relaxed.app, token, 'cross-site')).statusCode, 403)
   const off = await buildApp({ csrf: false })

@@ -40,13 +40,20 @@ async function devicesApp (options: XemsSessionOptions = {}): Promise<{ app: Fas
   return { app, events }
 }
 
+type Answer = Promise<{ statusCode: number, json: () => any, headers: Record<string, unknown> }>
+type Send = (method: 'GET' | 'POST', url: string, body?: unknown, headers?: Record<string, string>) => Answer
+
 /** A client that follows its cookie jar: one token, replaced by every rotation. */
-function client (app: FastifyInstance, ua: string, ip: string): { token: string, send: (method: 'GET' | 'POST', url: string, body?: unknown, headers?: Record<string, string>) => Promise<{ statusCode: number, json: () => any, headers: Record<string, unknown> }> } {
+function client (app: FastifyInstance, ua: string, ip: string): { token: string, send: Send } {
   const c = {
     token: '',
     async send (method: 'GET' | 'POST', url: string, body?: unknown, headers: Record<string, string> = {}) {
       const response = await app.inject({
-        method, url, headers: { 'user-agent': ua, 'x-forwarded-for': ip, ...headers }, ...(c.token === '' ? {} : { cookies: { xems: c.token } }), ...(body === undefined ? {} : { payload: body as Record<string, unknown> })
+        method,
+        url,
+        headers: { 'user-agent': ua, 'x-forwarded-for': ip, ...headers },
+        ...(c.token === '' ? {} : { cookies: { xems: c.token } }),
+        ...(body === undefined ? {} : { payload: body as Record<string, unknown> })
       })
       const next = setCookieToken(response)
       if (next !== undefined) c.token = next

@@ -42,7 +42,10 @@ t.test('createSession / resolveSession / migrate / destroySession / revokeUser /
   const pending = await x.createSession('otp-pending', { user: 'ada' }, { userId: 'u1' })
   t.equal(await x.resolveSession(pending), null, 'the default sandbox is auth-active')
   const resolved = await x.resolveSession(pending, { sandbox: 'otp-pending' })
-  t.same({ ...resolved, createdAt: 0, lastSeenAt: 0, expiresAt: 0, id: '' }, { id: '', sandbox: 'otp-pending', data: { user: 'ada' }, userId: 'u1', createdAt: 0, lastSeenAt: 0, expiresAt: 0, token: pending, binding: null })
+  t.same(
+    { ...resolved, createdAt: 0, lastSeenAt: 0, expiresAt: 0, id: '' },
+    { id: '', sandbox: 'otp-pending', data: { user: 'ada' }, userId: 'u1', createdAt: 0, lastSeenAt: 0, expiresAt: 0, token: pending, binding: null }
+  )
   t.equal(resolved!.expiresAt, clock.now + 10 * 60_000)
 
   const rotated = await x.resolveSession(pending, { sandbox: 'otp-pending', rotate: true, gracePeriod: '1s' })
@@ -185,7 +188,10 @@ t.test('a failing store answers 503, never 500, and never logs the user out', as
   t.equal(during.headers['retry-after'], '1')
   const outageLines = (): unknown[] => logs.map((line) => JSON.parse(line) as { xems?: string, level: number }).filter((entry) => entry.xems === 'store-unavailable')
   t.equal(outageLines().length, 1, 'the outage is logged once for the whole burst')
-  t.equal(logs.filter((line) => (JSON.parse(line) as { level: number }).level >= 50 && !line.includes('store-unavailable')).length, 1, 'no error line per request (only the failed login, which threw)')
+  t.equal(
+    logs.filter((line) => (JSON.parse(line) as { level: number }).level >= 50 && !line.includes('store-unavailable')).length, 1,
+    'no error line per request (only the failed login, which threw)'
+  )
   t.notOk(logs.join('').includes(token), 'no token in the logs')
   down = false
   const after = await app.inject({ url: '/me', cookies: { xems: token } })

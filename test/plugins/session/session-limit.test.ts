@@ -124,7 +124,10 @@ t.test('a bad maxSessionsPerUser fails at register, naming the option', async (t
   ]
   for (const [value, option] of bad) {
     const app = Fastify()
-    await t.rejects(async () => { await app.register(xemsSession, { maxSessionsPerUser: value as never }).ready() }, { code: 'FST_XEMS_BAD_OPTION', message: new RegExp(`option "${option.replace('.', '\\.')}"`) }, JSON.stringify(value))
+    await t.rejects(
+      async () => { await app.register(xemsSession, { maxSessionsPerUser: value as never }).ready() },
+      { code: 'FST_XEMS_BAD_OPTION', message: new RegExp(`option "${option.replace('.', '\\.')}"`) }, JSON.stringify(value)
+    )
     await app.close().catch(() => {})
   }
 })

@@ -35,10 +35,18 @@ t.test('cookie.persistent: true sets Max-Age to the time left before the absolut
 
 t.test('the session cookie is written exactly as @fastify/cookie writes it, beside the app\'s own cookies', async (t) => {
   const { stringifySetCookie } = await import('cookie')
-  const cases: Array<{ cookie: XemsCookieOptions, name: string, attributes: { path: string, secure: boolean, sameSite: 'lax' | 'strict' | 'none', domain?: string, maxAge?: number } }> = [
+  const cases: Array<{
+    cookie: XemsCookieOptions
+    name: string
+    attributes: { path: string, secure: boolean, sameSite: 'lax' | 'strict' | 'none', domain?: string, maxAge?: number }
+  }> = [
     { cookie: {}, name: '__Host-xems', attributes: { path: '/', secure: true, sameSite: 'lax' } },
     { cookie: { secure: false }, name: 'xems', attributes: { path: '/', secure: false, sameSite: 'lax' } },
-    { cookie: { domain: 'example.com', path: '/app', sameSite: 'strict' }, name: '__Secure-xems', attributes: { domain: 'example.com', path: '/app', secure: true, sameSite: 'strict' } },
+    {
+      cookie: { domain: 'example.com', path: '/app', sameSite: 'strict' },
+      name: '__Secure-xems',
+      attributes: { domain: 'example.com', path: '/app', secure: true, sameSite: 'strict' }
+    },
     { cookie: { name: 'sid', sameSite: 'none' }, name: 'sid', attributes: { path: '/', secure: true, sameSite: 'none' } },
     { cookie: { secure: false, persistent: true }, name: 'xems', attributes: { path: '/', secure: false, sameSite: 'lax', maxAge: 5 * 86_400 } }
   ]

@@ -70,7 +70,11 @@ function header (keys: readonly string[], names: readonly string[], kinds: reado
   return lines.join('\n') + '\n'
 }
 
-export function defineScript<const K extends readonly string[], const A extends Readonly<Record<string, ArgKind>>, const R extends string = never> (
+export function defineScript<
+  const K extends readonly string[],
+  const A extends Readonly<Record<string, ArgKind>>,
+  const R extends string = never
+> (
   definition: ScriptDefinition<K, A, R>
 ): Script<ScriptInput<K, A, R>> {
   const keys = definition.keys

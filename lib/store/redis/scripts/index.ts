@@ -40,4 +40,6 @@ export const SCRIPT = {
 export type ScriptName = keyof typeof SCRIPT
 
 /** The Lua source of each script, by operation. */
-export const SCRIPTS = Object.fromEntries(Object.entries(SCRIPT).map(([name, script]) => [name, script.lua])) as { readonly [N in ScriptName]: string }
+export const SCRIPTS = Object.fromEntries(
+  Object.entries(SCRIPT).map(([name, script]) => [name, script.lua])
+) as { readonly [N in ScriptName]: string }
