@@ -101,21 +101,5 @@ export default [
       // `resolve` there is node:path's; the promise's resolver is named resolvePromise instead.
       'promise/param-names': ['error', { resolvePattern: '^_?resolve(Promise)?$' }]
     }
-  },
-  {
-    // TEMPORARY: wrapped by the merger after the performance work (these files are being edited
-    // elsewhere right now; wrapping them here would only conflict).
-    files: [
-      'lib/store/memory/memory-store.ts',
-      'lib/store/memory/record.ts',
-      'lib/session/*.ts',
-      'lib/crypto/cipher.ts',
-      'plugins/session/index.ts',
-      'bench/**',
-      'docs/**'
-    ],
-    rules: {
-      '@stylistic/max-len': 'off'
-    }
   }
 ]

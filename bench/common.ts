@@ -16,16 +16,59 @@ export interface ServerSpec {
 
 export const SERVERS: ServerSpec[] = [
   { id: 'bare', label: 'bare Fastify (no sessions)', description: 'Fastify 5 without sessions: /me returns a constant. The ceiling.', sessions: false },
-  { id: 'fastify-session', label: '@fastify/session (memory)', description: '@fastify/session + @fastify/cookie, default in-memory store, default options (rolling: true saves and re-sends the cookie on every response).', sessions: true },
-  { id: 'secure-session', label: '@fastify/secure-session', description: '@fastify/secure-session: stateless, the data sealed (libsodium secretbox) in the cookie.', sessions: true },
-  { id: 'xems-static', label: 'fastify-xems memory, autoRotation false', description: 'xemsSession on the default MemoryStore, autoRotation: false (the token stays).', sessions: true },
-  { id: 'xems-rotate', label: 'fastify-xems memory, rotation', description: 'xemsSession on the default MemoryStore, autoRotation: true, gracePeriod 0 (a new token on every response).', sessions: true },
-  { id: 'rotation-floor', label: 'floor: a new cookie per response, no session library', description: 'Fastify + @fastify/cookie and a plain Map token → profile: every /me looks the cookie up, moves the entry to a fresh random 32-byte token and sends it (Set-Cookie, Cache-Control: no-store). No hashing, no sealing, no expiry: the least any per-response rotation over a cookie costs.', sessions: true },
-  { id: 'xems-persist', label: 'fastify-xems memory+vault everysec, rotation', description: "xemsSession on MemoryStore with persistence { fsync: 'everysec' } (encrypted journal on disk), rotation on.", sessions: true },
+  {
+    id: 'fastify-session',
+    label: '@fastify/session (memory)',
+    description: '@fastify/session + @fastify/cookie, default in-memory store, default options (rolling: true saves and re-sends the cookie on every response).',
+    sessions: true
+  },
+  {
+    id: 'secure-session', label: '@fastify/secure-session', description: '@fastify/secure-session: stateless, the data sealed (libsodium secretbox) in the cookie.', sessions: true
+  },
+  {
+    id: 'xems-static',
+    label: 'fastify-xems memory, autoRotation false',
+    description: 'xemsSession on the default MemoryStore, autoRotation: false (the token stays).',
+    sessions: true
+  },
+  {
+    id: 'xems-rotate',
+    label: 'fastify-xems memory, rotation',
+    description: 'xemsSession on the default MemoryStore, autoRotation: true, gracePeriod 0 (a new token on every response).',
+    sessions: true
+  },
+  {
+    id: 'rotation-floor',
+    label: 'floor: a new cookie per response, no session library',
+    description: 'Fastify + @fastify/cookie and a plain Map token → profile: every /me looks the cookie up, moves the entry to a fresh random 32-byte token and sends it ' +
+      '(Set-Cookie, Cache-Control: no-store). No hashing, no sealing, no expiry: the least any per-response rotation over a cookie costs.',
+    sessions: true
+  },
+  {
+    id: 'xems-persist',
+    label: 'fastify-xems memory+vault everysec, rotation',
+    description: "xemsSession on MemoryStore with persistence { fsync: 'everysec' } (encrypted journal on disk), rotation on.",
+    sessions: true
+  },
   { id: 'xems-redis', label: 'fastify-xems RedisStore, rotation', description: 'xemsSession on RedisStore (ioredis, 127.0.0.1:6379), rotation on.', sessions: true },
-  { id: 'fastify-session-redis', label: '@fastify/session + connect-redis', description: '@fastify/session with connect-redis 8 on ioredis (127.0.0.1:6379), default options.', sessions: true },
-  { id: 'xems-postgres', label: 'fastify-xems PostgresStore, rotation', description: 'xemsSession on PostgresStore (pg Pool of 10, 127.0.0.1:5432, database test, a schema of its own), rotation on.', sessions: true },
-  { id: 'fastify-session-pg', label: '@fastify/session + connect-pg-simple', description: '@fastify/session with connect-pg-simple 10 on a pg Pool of 10 (same database, a table of its own), default options.', sessions: true }
+  {
+    id: 'fastify-session-redis',
+    label: '@fastify/session + connect-redis',
+    description: '@fastify/session with connect-redis 8 on ioredis (127.0.0.1:6379), default options.',
+    sessions: true
+  },
+  {
+    id: 'xems-postgres',
+    label: 'fastify-xems PostgresStore, rotation',
+    description: 'xemsSession on PostgresStore (pg Pool of 10, 127.0.0.1:5432, database test, a schema of its own), rotation on.',
+    sessions: true
+  },
+  {
+    id: 'fastify-session-pg',
+    label: '@fastify/session + connect-pg-simple',
+    description: '@fastify/session with connect-pg-simple 10 on a pg Pool of 10 (same database, a table of its own), default options.',
+    sessions: true
+  }
 ]
 
 /** The ids the targets are measured against. */
@@ -54,7 +97,16 @@ export type ServerMessage =
   | { type: 'ready', port: number, notes?: string[] }
   | { type: 'unavailable', reason: string }
   /** CPU used between cpu-start and cpu-stop; the window in µs of process.hrtime (the clock of --cpu-prof). */
-  | { type: 'cpu', userMicros: number, systemMicros: number, wallMs: number, rssBytes: number, windowUs: [number, number], gcMs: number, mainThread: { cpuMs: number, waitMs: number, slices: number } }
+  | {
+    type: 'cpu'
+    userMicros: number
+    systemMicros: number
+    wallMs: number
+    rssBytes: number
+    windowUs: [number, number]
+    gcMs: number
+    mainThread: { cpuMs: number, waitMs: number, slices: number }
+  }
   | { type: 'stopped' }
 
 /** Runner → server. */

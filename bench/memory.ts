@@ -239,7 +239,11 @@ async function main (): Promise<void> {
   const createPause = onCpu(created.maxOnCpu)
   const pauseOk = sweepPause <= PAUSE_LIMIT_MS
   console.log(`targets: RSS ≤ 512 MB → ${rssOk ? 'met' : 'NOT met'} (${live.rssMb} MB); no sweep pause over ${PAUSE_LIMIT_MS} ms → ${pauseOk ? 'met' : 'NOT met'} ` +
-    `(longest ${sweepPause.toFixed(1)} ms${REAL_TIMER ? ' event-loop delay' : ' on CPU'}); and while creating: ${createPause <= PAUSE_LIMIT_MS ? 'none' : `${createPause.toFixed(1)} ms on CPU`}`)
+    `(longest ${sweepPause.toFixed(1)} ms${REAL_TIMER ? ' event-loop delay' : ' on CPU'}); and while creating: ${createPause <= PAUSE_LIMIT_MS
+? 'none'
+: `${createPause.toFixed(
+      1
+    )} ms on CPU`}`)
 
   if (JSON_OUT !== undefined) {
     writeFileSync(JSON_OUT, JSON.stringify({
@@ -254,7 +258,14 @@ async function main (): Promise<void> {
       heapBytesPerSession: perSession,
       createSeconds: round(createMs / 1000, 2),
       createMicrosPerSession: round(createMs * 1000 / SESSIONS, 2),
-      create: { longest: pauseJson(created.max), longestOnCpu: pauseJson(created.maxOnCpu), longestOnCpuWithoutGc: pauseJson(created.maxWithoutGc), over10msWall: created.over, over10msCpu: created.overOnCpu, gcMaxPauseMs: round(createGcMax, 1) },
+      create: {
+        longest: pauseJson(created.max),
+        longestOnCpu: pauseJson(created.maxOnCpu),
+        longestOnCpuWithoutGc: pauseJson(created.maxWithoutGc),
+        over10msWall: created.over,
+        over10msCpu: created.overOnCpu,
+        gcMaxPauseMs: round(createGcMax, 1)
+      },
       sweep: {
         seconds: round(sweepMs / 1000, 2),
         steps: steps.length,

@@ -181,7 +181,10 @@ async function main (): Promise<void> {
   console.log('— cookies (the cookie module @fastify/cookie uses)')
   const header = `xems=${t}`
   measure('parseCookie of one session cookie', () => parseCookie(header))
-  measure('stringifySetCookie (HttpOnly, SameSite, Path, Max-Age)', () => stringifySetCookie({ name: 'xems', value: t, path: '/', httpOnly: true, sameSite: 'lax', secure: false, maxAge: 431999 }))
+  measure(
+    'stringifySetCookie (HttpOnly, SameSite, Path, Max-Age)',
+    () => stringifySetCookie({ name: 'xems', value: t, path: '/', httpOnly: true, sameSite: 'lax', secure: false, maxAge: 431999 })
+  )
 
   console.log('— engine cycles on a MemoryStore (what one GET /me does, without HTTP)')
   const store = new MemoryStore({ sweepInterval: '1h' })

@@ -282,7 +282,10 @@ function buildRows (outcomes: Map<string, RunOutcome[]>, specs: ServerSpec[]): R
       serverGcUsPerReq: round(1000 * (chosen.serverGcMs ?? 0) / Math.max(1, load.requests), 1),
       ...(chosen.mainThread === undefined || chosen.mainThread.cpuMs === 0
         ? {}
-        : { mainThreadUsPerReq: Math.round(1000 * chosen.mainThread.cpuMs / Math.max(1, load.requests)), mainThreadWaitPct: round(100 * chosen.mainThread.waitMs / load.elapsedMs, 1) }),
+        : {
+            mainThreadUsPerReq: Math.round(1000 * chosen.mainThread.cpuMs / Math.max(1, load.requests)),
+            mainThreadWaitPct: round(100 * chosen.mainThread.waitMs / load.elapsedMs, 1)
+          }),
       serverCores: round(chosen.serverCpuMs! / 1000 / seconds, 2),
       clientCores: round(load.clientCpuMs / 1000 / seconds, 2),
       clientUsPerReq: Math.round(1000 * load.clientCpuMs / Math.max(1, load.requests)),
@@ -334,11 +337,14 @@ function fmt (value: number | null | undefined, digits = 2): string {
 
 function markdown (meta: Record<string, unknown>, rows: Row[], targets: Target[], options: Options): string {
   const lines: string[] = []
-  lines.push(`Run ${String(meta.date)} · Node ${String(meta.node)} · ${String(meta.cpus)} × ${String(meta.cpuModel)} · commit ${String(meta.commit)}${meta.dirty === true ? ' (+ uncommitted changes)' : ''}`)
+  lines.push(`Run ${String(meta.date)} · Node ${String(meta.node)} · ${String(meta.cpus)} × ${String(
+    meta.cpuModel
+  )} · commit ${String(meta.commit)}${meta.dirty === true ? ' (+ uncommitted changes)' : ''}`)
   lines.push(`${options.vus} VUs over ${options.connections} keep-alive connections · ${options.warmupMs / 1000} s warm-up + ${options.durationMs / 1000} s measured per server` +
     `${options.rounds > 1 ? ` · ${options.rounds} rounds, median round shown` : ''} · server and load client share the ${String(meta.cpus)} cores`)
   lines.push('')
-  lines.push('| server | req/s | p50 ms | p99 ms | errors | × bare | × @fastify/session | × bare (CPU) | × @fastify/session (CPU) | CPU µs/req: server / client | Set-Cookie / new value | cores: server / client / other |')
+  lines.push('| server | req/s | p50 ms | p99 ms | errors | × bare | × @fastify/session | × bare (CPU) | × @fastify/session (CPU) | CPU µs/req: server / client | Set-Cookie / ' +
+    'new value | cores: server / client / other |')
   lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
   for (const row of rows) {
     if (row.status !== 'ok') {

@@ -29,7 +29,8 @@ export default class TapSummary extends Transform {
       ? `\n✓ all ${files} test files passed (${seconds} s)\n`
       : `\n✗ ${this.#failed.length} of ${files} test files failed (${seconds} s):\n${this.#failed.map((f) => `  ${f}\n`).join('')}`)
     if (this.#errors.length > 0) {
-      this.push(`✗ and the run fails: ${this.#errors.join('; ')} (the thresholds are package.json "tap"; one file alone: npx tap --disable-coverage FILE)\n`)
+      const how = 'the thresholds are package.json "tap"; one file alone: npx tap --disable-coverage FILE'
+      this.push(`✗ and the run fails: ${this.#errors.join('; ')} (${how})\n`)
     }
     done()
   }

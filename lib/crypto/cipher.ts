@@ -41,7 +41,8 @@ export function deriveKey (ikm: Buffer, info: string, salt: Buffer = Buffer.allo
   return Buffer.from(hkdfSync('sha256', ikm, salt, Buffer.from(info, 'utf8'), 32))
 }
 
-const MAKE_ONE = 'make one with `openssl rand -base64 32` (or `node -e "console.log(require(\'crypto\').randomBytes(32).toString(\'base64\'))"`)'
+const MAKE_ONE = 'make one with `openssl rand -base64 32` (or `node -e ' +
+  '"console.log(require(\'crypto\').randomBytes(32).toString(\'base64\'))"`)'
 
 /**
  * Reads a 32-byte secret. Each accepted form, and how it is read:
@@ -74,7 +75,8 @@ export function parseSecret (value: unknown, option: string): Buffer {
   }
   if (bytes === undefined) {
     throw xemsError('FST_XEMS_BAD_SECRET', [option,
-      `it must be exactly 32 bytes: a Buffer of 32 bytes, 64 hex characters, base64 of 32 bytes, or 32 printable ASCII characters; ${MAKE_ONE}`])
+      'it must be exactly 32 bytes: a Buffer of 32 bytes, 64 hex characters, base64 of 32 bytes, or 32 printable ASCII characters; ' +
+        `${MAKE_ONE}`])
   }
   const weakness = weaknessOf(bytes)
   if (weakness !== null) {
@@ -84,7 +86,8 @@ export function parseSecret (value: unknown, option: string): Buffer {
   if (ascii && /^[0-9a-fA-F]{32}$/.test(value as string)) {
     bytes.fill(0)
     throw xemsError('FST_XEMS_BAD_SECRET', [option,
-      `it is 32 hex characters: that is 16 bytes, not 32, and would be read as ASCII; give 64 hex characters (\`openssl rand -hex 32\`), or ${MAKE_ONE}`])
+      'it is 32 hex characters: that is 16 bytes, not 32, and would be read as ASCII; give 64 hex characters (`openssl rand -hex ' +
+        `32\`), or ${MAKE_ONE}`])
   }
   return bytes
 }

@@ -52,7 +52,11 @@ export function diffData (original: EncodedData, data: Record<string, unknown>):
   let changed = false
   for (const key of Object.keys(data)) {
     const text = encodeValue(data[key], `data.${key}`)
-    if (isReservedKey(key) || (text === undefined ? Object.hasOwn(original, key) : !Object.hasOwn(original, key) || original[key] !== text)) {
+    if (isReservedKey(key) || (text === undefined
+      ? Object.hasOwn(
+        original, key
+      )
+      : !Object.hasOwn(original, key) || original[key] !== text)) {
       patch[key] = text ?? null
       changed = true
     }

@@ -10,7 +10,8 @@ import {
   generateLocator, parseSessionToken, publicIdOf, recordIdOf, secretKeyOf, sessionTokenOf, type ParsedToken
 } from './token.js'
 import {
-  BINDING_KEY, DEVICE_KEY, type CommitResult, type DataPatch, type EncodedData, type LimitResult, type ResolveInput, type ResolveResult, type RotateInput, type SessionInfo, type SessionStore, type StoredSession, type UserLimit
+  BINDING_KEY, DEVICE_KEY, type CommitResult, type DataPatch, type EncodedData, type LimitResult, type ResolveInput,
+  type ResolveResult, type RotateInput, type SessionInfo, type SessionStore, type StoredSession, type UserLimit
 } from '../store/contract.js'
 import { MemoryStore } from '../store/memory/memory-store.js'
 import { generateToken } from '../crypto/random-token.js'
@@ -207,10 +208,14 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     const onReuse = options.onReuse ?? 'revoke'
     if (onReuse !== 'revoke' && onReuse !== 'reject') throw badOption('onReuse', 'must be \'revoke\' or \'reject\'')
     this.onReuse = onReuse
-    if (options.clock !== undefined && typeof options.clock !== 'function') throw badOption('clock', 'must be a function returning milliseconds')
+    if (options.clock !== undefined && typeof options.clock !== 'function') {
+      throw badOption('clock', 'must be a function returning milliseconds')
+    }
     this.now = options.clock ?? Date.now
     if (options.sandboxes !== undefined) {
-      if (options.sandboxes === null || typeof options.sandboxes !== 'object') throw badOption('sandboxes', 'must be an object of sandbox name → { ttl }')
+      if (options.sandboxes === null || typeof options.sandboxes !== 'object') {
+        throw badOption('sandboxes', 'must be an object of sandbox name → { ttl }')
+      }
       for (const [name, settings] of Object.entries(options.sandboxes)) {
         checkSandbox(name, `sandboxes.${name}`)
         if (settings?.ttl !== undefined) this.#ttls.set(name, this.#checkTtl(settings.ttl, `sandboxes.${name}.ttl`))
@@ -249,7 +254,9 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
       return
     }
     const others = listed.filter((session) => session.id !== recordId && session.sandbox === this.defaultSandbox)
-    if (others.some((session) => { const seen = decodeDevice(session.device); return seen !== null && sameKindOfDevice(seen, device) })) return
+    if (others.some((session) => { const seen = decodeDevice(session.device); return seen !== null && sameKindOfDevice(seen, device) })) {
+      return
+    }
     this.security({ type: 'new-device', at: this.now(), id: publicIdOf(recordId), userId, device })
   }
 
@@ -289,7 +296,9 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
   }
 
   /** Opens a new session; returns its token and the session as stored. */
-  async issue (sandbox: string, data: Record<string, unknown> = {}, options: CreateSessionOptions = {}): Promise<{ token: string, session: StoredSession }> {
+  async issue (
+    sandbox: string, data: Record<string, unknown> = {}, options: CreateSessionOptions = {}
+  ): Promise<{ token: string, session: StoredSession }> {
     checkSandbox(sandbox, 'sandbox')
     const encoded = encodeAppData(data)
     if (options.device !== undefined) encoded[DEVICE_KEY] = encodeDevice(options.device)
@@ -328,8 +337,12 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
   async open (token: unknown, sandbox?: string, gracePeriod = this.gracePeriod): Promise<Opened> {
     const parsed = parseSessionToken(token)
     if (parsed === null) return { status: 'none' }
-    const presented: PresentedToken = { token: parsed.token, locator: parsed.locator, secret: parsed.secret, key: secretKeyOf(parsed.token) }
-    const input: ResolveInput = { id: recordIdOf(parsed.locator), tokenKey: presented.key, now: this.now(), gracePeriod, revokeOnReuse: this.onReuse === 'revoke' }
+    const presented: PresentedToken = {
+      token: parsed.token, locator: parsed.locator, secret: parsed.secret, key: secretKeyOf(parsed.token)
+    }
+    const input: ResolveInput = {
+      id: recordIdOf(parsed.locator), tokenKey: presented.key, now: this.now(), gracePeriod, revokeOnReuse: this.onReuse === 'revoke'
+    }
     if (sandbox !== undefined) input.sandbox = sandbox
     // On every request: awaited here, not through #call's closure.
     let result: ResolveResult
@@ -342,7 +355,12 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
       case 'none':
         return result
       case 'reused': {
-        const reused = { id: publicIdOf(result.id), sandbox: result.sandbox, revoked: result.revoked, ...(result.userId === undefined ? {} : { userId: result.userId }) }
+        const reused = {
+          id: publicIdOf(result.id),
+          sandbox: result.sandbox,
+          revoked: result.revoked,
+          ...(result.userId === undefined ? {} : { userId: result.userId })
+        }
         this.emit('reuse', reused)
         return { status: 'reused', ...reused, device: decodeDevice(result.device) }
       }
@@ -357,7 +375,9 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
    * Saves a request's changes and, when asked, rotates its token, in one store step. Returns the token
    * the client must use from now on (null when unknown), or `gone` when the session ended meanwhile.
    */
-  async commit (session: { id: string, sandbox: string, presented: PresentedToken }, patch: DataPatch | null, rotate: boolean): Promise<{ status: 'gone' } | { status: 'ok', token: string | null, expiresAt: number }> {
+  async commit (
+    session: { id: string, sandbox: string, presented: PresentedToken }, patch: DataPatch | null, rotate: boolean
+  ): Promise<{ status: 'gone' } | { status: 'ok', token: string | null, expiresAt: number }> {
     const now = this.now()
     const { presented } = session
     let newToken: string | null = null
@@ -492,7 +512,9 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     }
     const count = await this.#call(async () => await this.store.revokeUser(userId, this.now(), exceptId))
     this.emit('revoked', { userId, count })
-    this.security({ type: 'user-revoked', userId, count, ...(options.except === undefined ? {} : { except: options.except }), at: this.now() })
+    this.security({
+      type: 'user-revoked', userId, count, ...(options.except === undefined ? {} : { except: options.except }), at: this.now()
+    })
     return count
   }
 
@@ -542,7 +564,10 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
    */
   #limited (result: LimitResult | boolean | undefined, userId: string, recordId: string, now: number): void {
     if (result === undefined || typeof result === 'boolean' || (result.status !== 'admitted' && result.status !== 'refused')) {
-      throw badOption('maxSessionsPerUser', 'needs a store that applies userLimit (SessionStore.create and migrate answer a LimitResult; see docs/stores.md)')
+      throw badOption(
+        'maxSessionsPerUser',
+        'needs a store that applies userLimit (SessionStore.create and migrate answer a LimitResult; see docs/stores.md)'
+      )
     }
     if (result.status === 'refused') {
       this.security({ type: 'session-limit-refused', at: now, userId, reason: 'max-sessions-per-user' })
@@ -583,9 +608,15 @@ export function sessionLimitError (): XemsError {
 
 function checkUserLimit (value: MaxSessionsPerUser | undefined): UserLimit | null {
   if (value === undefined) return null
-  if (value === null || typeof value !== 'object') throw badOption('maxSessionsPerUser', "must be an object { limit, onLimit: 'end-oldest' | 'refuse' }")
-  if (!Number.isInteger(value.limit) || value.limit < 1 || value.limit > 1000) throw badOption('maxSessionsPerUser.limit', 'must be a whole number from 1 to 1000')
-  if (value.onLimit !== 'end-oldest' && value.onLimit !== 'refuse') throw badOption('maxSessionsPerUser.onLimit', "must be 'end-oldest' or 'refuse'")
+  if (value === null || typeof value !== 'object') {
+    throw badOption('maxSessionsPerUser', "must be an object { limit, onLimit: 'end-oldest' | 'refuse' }")
+  }
+  if (!Number.isInteger(value.limit) || value.limit < 1 || value.limit > 1000) {
+    throw badOption('maxSessionsPerUser.limit', 'must be a whole number from 1 to 1000')
+  }
+  if (value.onLimit !== 'end-oldest' && value.onLimit !== 'refuse') {
+    throw badOption('maxSessionsPerUser.onLimit', "must be 'end-oldest' or 'refuse'")
+  }
   return { max: value.limit, onLimit: value.onLimit }
 }
 
@@ -640,7 +671,10 @@ function encodeStored (value: unknown, key: string): string {
   return text
 }
 
-const STORE_METHODS = ['create', 'resolve', 'commit', 'migrate', 'destroy', 'revokeUserSession', 'revokeUser', 'listUser', 'kvGet', 'kvSet', 'kvDel', 'kvAdd', 'kvTake', 'increment', 'resetCounter', 'close'] as const
+const STORE_METHODS = [
+  'create', 'resolve', 'commit', 'migrate', 'destroy', 'revokeUserSession', 'revokeUser', 'listUser', 'kvGet', 'kvSet', 'kvDel', 'kvAdd',
+  'kvTake', 'increment', 'resetCounter', 'close'
+] as const
 
 function checkStore (store: unknown): void {
   const missing = STORE_METHODS.filter((method) => typeof (store as Record<string, unknown> | null)?.[method] !== 'function')

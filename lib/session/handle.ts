@@ -72,7 +72,9 @@ export class XemsSession<Data = Record<string, unknown>> {
   #binding: SessionBinding | UnreadableBinding | null
   #bindingDirty = false
 
-  constructor (engine: XemsEngine, stored: StoredSession, mode: 'live' | 'grace' | 'issued', presented: PresentedToken, currentToken: string | null) {
+  constructor (
+    engine: XemsEngine, stored: StoredSession, mode: 'live' | 'grace' | 'issued', presented: PresentedToken, currentToken: string | null
+  ) {
     this.#engine = engine
     this.#recordId = stored.id
     this.sandbox = stored.sandbox
@@ -165,7 +167,9 @@ export class XemsSession<Data = Record<string, unknown>> {
     }
     const { signIn: _ignored, ...rest } = options
     const binding = this.#binding === null || this.#binding.type === 'unreadable' ? null : this.#binding
-    const token = await this.#engine.migrateById(this.#recordId, this.#presented, { from: this.sandbox, to, ...rest, device: this.#device, binding })
+    const token = await this.#engine.migrateById(
+      this.#recordId, this.#presented, { from: this.sandbox, to, ...rest, device: this.#device, binding }
+    )
     if (token === null) {
       this.#mode = 'lost'
       throw xemsError('FST_XEMS_NO_SESSION')

@@ -47,7 +47,9 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
   const cookie = checkCookie(options.cookie)
   const header = checkHeader(options.header)
   if (cookie === null && header === null) throw badOption('cookie', 'and option "header" cannot both be false: the token needs a transport')
-  if (options.autoRotation !== undefined && typeof options.autoRotation !== 'boolean') throw badOption('autoRotation', 'must be true or false')
+  if (options.autoRotation !== undefined && typeof options.autoRotation !== 'boolean') {
+    throw badOption('autoRotation', 'must be true or false')
+  }
   const autoRotation = options.autoRotation ?? true
   const createLimit = checkCreateLimit(options.createLimit)
   const csrf = cookie === null ? null : checkCsrfOptions(options.csrf)
@@ -65,7 +67,10 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
   if (typeof engine.store.ready === 'function') {
     await engine.store.ready().catch((err: unknown) => {
       if (isXemsError(err)) throw err
-      fastify.log.warn({ xems: 'store-unavailable', err: { message: err instanceof Error ? err.message : String(err) } }, 'xems: the session store is not reachable yet; requests that need it answer 503 until it is')
+      fastify.log.warn(
+        { xems: 'store-unavailable', err: { message: err instanceof Error ? err.message : String(err) } },
+        'xems: the session store is not reachable yet; requests that need it answer 503 until it is'
+      )
     })
   }
 
@@ -80,11 +85,19 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
 
   engine.on('created', (event) => fastify.log.info({ xems: 'session-created', ...event }, 'xems: session created'))
   // Logged at debug only; not listened to otherwise, so a rotation does not derive a public id for nothing.
-  if (['trace', 'debug'].includes(fastify.log.level)) engine.on('rotated', (event) => fastify.log.debug({ xems: 'session-rotated', ...event }, 'xems: token rotated'))
+  if (['trace', 'debug'].includes(fastify.log.level)) {
+    engine.on('rotated', (event) => fastify.log.debug({ xems: 'session-rotated', ...event }, 'xems: token rotated'))
+  }
   engine.on('migrated', (event) => fastify.log.info({ xems: 'session-migrated', ...event }, 'xems: session migrated'))
   engine.on('destroyed', (event) => fastify.log.info({ xems: 'session-destroyed', ...event }, 'xems: session destroyed'))
   engine.on('revoked', (event) => fastify.log.info({ xems: 'user-revoked', ...event }, 'xems: sessions of a user revoked'))
-  engine.on('security', (event) => fastify.log.info({ xems: 'security-event', event: event.type, userId: event.userId, ...('id' in event ? { id: event.id } : {}) }, `xems: security event ${event.type}`))
+  engine.on(
+    'security',
+    (event) => fastify.log.info(
+      { xems: 'security-event', event: event.type, userId: event.userId, ...('id' in event ? { id: event.id } : {}) },
+      `xems: security event ${event.type}`
+    )
+  )
   // 429 answers (session creation limit, MFA lockout) say when to come back.
   fastify.addHook('onError', async (_request, reply, error) => {
     if (isXemsError(error) && error.retryAfter !== undefined) reply.header('retry-after', String(error.retryAfter))
@@ -92,7 +105,9 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
   if (ownsStore) fastify.addHook('onClose', async () => { await engine.close() })
 
   const outage = new StoreOutage(fastify.log)
-  const unavailable = (err: XemsError): string => JSON.stringify({ statusCode: 503, code: err.code, error: 'Service Unavailable', message: err.message })
+  const unavailable = (err: XemsError): string => JSON.stringify({
+    statusCode: 503, code: err.code, error: 'Service Unavailable', message: err.message
+  })
 
   fastify.addHook('onRequest', async (request: StatefulRequest, reply) => {
     const state: RequestState = { headerClient: false, clear: false, done: false, clearSiteData: null }
@@ -108,7 +123,9 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
       // Before any store work: a cross-site state change riding on the cookie never reaches the handler.
       if (csrf !== null && raw.status !== 'absent') assertSameOrigin(request, csrf)
       if (raw.status === 'one') presented = raw.value
-      else if (raw.status === 'ambiguous') request.log.warn({ xems: 'duplicate-session-cookie', count: raw.count }, 'xems: several different session cookies: none is used')
+      else if (raw.status === 'ambiguous') {
+        request.log.warn({ xems: 'duplicate-session-cookie', count: raw.count }, 'xems: several different session cookies: none is used')
+      }
     }
     if (presented === undefined) return
     let opened
@@ -123,7 +140,10 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
     outage.succeeded()
     if (opened.status === 'reused') {
       state.clear = true
-      request.log.warn({ xems: 'token-reuse', id: opened.id, sandbox: opened.sandbox, userId: opened.userId, revoked: opened.revoked }, 'xems: an earlier token of a session was replayed after its window (theft signal)')
+      request.log.warn(
+        { xems: 'token-reuse', id: opened.id, sandbox: opened.sandbox, userId: opened.userId, revoked: opened.revoked },
+        'xems: an earlier token of a session was replayed after its window (theft signal)'
+      )
       const here = deviceOf(request.headers['user-agent'], request.ip, recordIp)
       const before = opened.device
       engine.security({
@@ -133,7 +153,11 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
         sandbox: opened.sandbox,
         ...(opened.userId === undefined ? {} : { userId: opened.userId }),
         revoked: opened.revoked,
-        lastUse: before === null ? null : { userAgent: before.userAgent, browser: before.browser, os: before.os, ...(before.ip === undefined ? {} : { ip: before.ip }) },
+        lastUse: before === null
+          ? null
+          : {
+              userAgent: before.userAgent, browser: before.browser, os: before.os, ...(before.ip === undefined ? {} : { ip: before.ip })
+            },
         presented: { userAgent: here.userAgent, browser: here.browser, os: here.os, ...(here.ip === undefined ? {} : { ip: here.ip }) }
       })
       throw xemsError('FST_XEMS_TOKEN_REUSED')
@@ -141,8 +165,13 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
       const session = new XemsSession(engine, opened.session, opened.status, opened.presented, opened.token)
       // A binding that does not decode, or whose plugin is not registered here, fails closed.
       const binding = session.binding?.type
-      if (binding === undefined || (binding === 'dbsc' && deviceBound !== false) || (binding === 'dpop' && dpop !== false)) request.session = session
-      else request.log.warn({ xems: 'unusable-binding', id: session.id, binding }, 'xems: a session bound to a key this app does not check: not served')
+      if (binding === undefined || (binding === 'dbsc' && deviceBound !== false) ||
+        (binding === 'dpop' && dpop !== false)) request.session = session
+      else {
+        request.log.warn(
+          { xems: 'unusable-binding', id: session.id, binding }, 'xems: a session bound to a key this app does not check: not served'
+        )
+      }
     }
   })
 
@@ -200,7 +229,9 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
     if (header !== null && (state.headerClient || cookie === null)) reply.header(header, outcome.token)
   }
 
-  async function xLink (this: FastifyReply, data: Record<string, unknown> = {}, sandboxOrOptions: string | LinkOptions = {}): Promise<string> {
+  async function xLink (
+    this: FastifyReply, data: Record<string, unknown> = {}, sandboxOrOptions: string | LinkOptions = {}
+  ): Promise<string> {
     const link: LinkOptions = typeof sandboxOrOptions === 'string' ? { sandbox: sandboxOrOptions } : sandboxOrOptions
     const request = this.request
     if (createLimit !== null) {

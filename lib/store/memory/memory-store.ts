@@ -65,7 +65,11 @@ export class MemoryStore implements SessionStore {
     this.#changes = changes
     const values = this.#values = new MemoryValues(changes)
     this.#sweeper = new IncrementalSweeper([
-      { map: this.#sessions, isExpired: (s: MemorySession, now) => sessionExpiresAt(s) <= now, remove: (_k, s: MemorySession) => this.#forgetSession(s) },
+      {
+        map: this.#sessions,
+        isExpired: (s: MemorySession, now) => sessionExpiresAt(s) <= now,
+        remove: (_k, s: MemorySession) => this.#forgetSession(s)
+      },
       { map: values.values, isExpired: (v: TimedValue, now) => v.expiresAt <= now, remove: (k) => values.values.delete(k) },
       { map: values.counters, isExpired: (c: Counter, now) => c.resetAt <= now, remove: (k) => values.counters.delete(k) }
     ])
