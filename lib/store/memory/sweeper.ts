@@ -13,17 +13,20 @@ export interface SweepTarget<V> {
 export class IncrementalSweeper {
   readonly #targets: Array<SweepTarget<any>>
   readonly #budgetMs: number
+  readonly #clock: () => number
   #cursor: Iterator<[string, any]> | null = null
   #targetIndex = 0
 
-  constructor (targets: Array<SweepTarget<any>>, budgetMs = 2) {
+  /** `clock`: milliseconds of a monotonic clock (default performance.now; a test gives its own). */
+  constructor (targets: Array<SweepTarget<any>>, budgetMs = 2, clock: () => number = () => performance.now()) {
     this.#targets = targets
     this.#budgetMs = budgetMs
+    this.#clock = clock
   }
 
   /** Runs one bounded step; returns how many entries it removed. */
   step (now: number): number {
-    const started = performance.now()
+    const started = this.#clock()
     let removed = 0
     let visited = 0
     for (let targetsTried = 0; targetsTried < this.#targets.length;) {
@@ -41,7 +44,7 @@ export class IncrementalSweeper {
         target.remove(key, value)
         removed++
       }
-      if ((++visited & 255) === 0 && performance.now() - started >= this.#budgetMs) break
+      if ((++visited & 255) === 0 && this.#clock() - started >= this.#budgetMs) break
     }
     return removed
   }
