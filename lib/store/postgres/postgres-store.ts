@@ -1,93 +1,27 @@
-import { createHash } from 'node:crypto'
-import type { Pool, PoolClient, QueryResultRow } from 'pg'
-import { inline } from './literal.js'
-import { Keyring, parseSecret } from '../../crypto/cipher.js'
-import { badOption, isXemsError, XemsError, xemsError } from '../../errors.js'
+import type { Pool, QueryResultRow } from 'pg'
+import { isXemsError, xemsError } from '../../errors.js'
 import type {
   CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, LimitResult, MigrateInput, ResolveInput,
-  ResolveResult, SessionInfo, SessionStore, StoredSession, UserLimit
+  ResolveResult, SessionInfo, SessionStore
 } from '../contract.js'
 import { DEVICE_KEY } from '../contract.js'
-import { chainOf, markPresented, matchToken, mayMigrate, newRotationState, retireAll, rotate, type RotationState } from '../rotation.js'
-import {
-  isSchemaName, isTablePrefix, POSTGRES_FORMAT_VERSION, POSTGRES_UPGRADES, postgresSchemaSql, tableNames, type TableNames
-} from './schema.js'
+import { chainOf, markPresented, matchToken, mayMigrate, newRotationState, retireAll, rotate } from '../rotation.js'
+import { connected, type Defer, type Query } from './connection.js'
+import { checkFormatAndCanary, lockKeyOf, migrateTables, type PostgresPlace } from './format.js'
+import { checkPostgresOptions, type PostgresStoreOptions } from './options.js'
+import { deadlineOf, int, type Loaded, loadedOf, type SessionRow, sessionInfoOf, storedSession, writeBack } from './rows.js'
+import { digest, PostgresSealing } from './sealing.js'
+import { postgresSchemaSql, tableNames, type TableNames } from './schema.js'
+import { postgresStatements, type PostgresStatements, sweepStatements } from './sql.js'
+import { admitUser } from './users.js'
 
-/** A 32-byte secret as `parseSecret` reads it (see RedisStoreSecret). */
-export type PostgresStoreSecret = string | Uint8Array
+export type { PostgresStoreOptions, PostgresStoreSecret } from './options.js'
+export { POSTGRES_SEAL_PURPOSE } from './sealing.js'
 
-export interface PostgresStoreOptions {
-  /** A `pg` Pool. It stays yours: `close()` does not end it. */
-  pool: Pool
-  /** The secret(s) that seal what is written: one 32-byte secret, or `[newest, ...older]` while rotating. */
-  secret: PostgresStoreSecret | PostgresStoreSecret[]
-  /** The schema of the tables (default `public`; `migrate()` creates it): `[a-z_][a-z0-9_]{0,39}`. */
-  schema?: string
-  /** Prefix of the table names (default `xems_`): `[a-z_][a-z0-9_]{0,19}` or empty. */
-  tablePrefix?: string
-  /**
-   * Bounds every store call, from taking a connection to the last answer (default 2000 ms). A call
-   * past it fails (503) and its connection is destroyed; transactions also carry it as their
-   * `statement_timeout` and `lock_timeout`, so the server gives up too.
-   */
-  timeout?: number
-  /** How often expired rows are deleted, in ms (default 60 000; 0: never, e.g. when a job calls `sweep()`). */
-  sweepInterval?: number
-  /** Rows deleted per statement by a sweep (default 500). */
-  sweepBatch?: number
-}
-
-/** The HKDF purpose of the keys that seal what PostgresStore writes. */
-export const POSTGRES_SEAL_PURPOSE = 'xems/postgres/v1'
-const CANARY_TEXT = `fastify-xems postgres canary, format ${POSTGRES_FORMAT_VERSION}`
-/** pg_advisory_xact_lock key space: migrate() and the canary check of one schema+prefix serialise on it. */
-const LOCK_LABEL = 'fastify-xems/postgres'
 /** A sweep stops after this many full batches per table, and continues on its next tick. */
 const SWEEP_MAX_BATCHES = 20
-const UNDEFINED_TABLE = '42P01'
-const UNDEFINED_SCHEMA = '3F000'
 
 const NONE: ResolveResult = Object.freeze({ status: 'none' })
-
-function digest (label: string, value: string): string {
-  return createHash('sha256').update(label).update('\u0000').update(value, 'utf8').digest('base64url')
-}
-
-/** A bigint column (pg returns int8 as a string) as a number: times in ms are exact below 2^53. */
-function int (value: unknown): number {
-  return typeof value === 'number' ? value : Number(value)
-}
-
-interface SessionRow {
-  id: string
-  sandbox: string
-  created_at: string
-  last_seen_at: string
-  idle_ttl: string
-  absolute_expires_at: string
-  expires_at: string
-  rotation: RotationState
-  binding: Buffer
-  data: Buffer
-}
-
-/** A session row as the store works on it inside a transaction. */
-interface Loaded {
-  row: SessionRow
-  state: RotationState
-  userId: string | undefined
-  createdAt: number
-  idleTtl: number
-  absoluteExpiresAt: number
-  /** The binding was sealed under an older secret: rewrite it. */
-  stale: boolean
-}
-
-type Query = <R extends QueryResultRow = QueryResultRow>(
-  text: string, values?: unknown[]
-) => Promise<{ rows: R[], rowCount: number | null }>
-/** A transaction's last write, sent with its COMMIT in one round trip (its result is not needed). */
-type Defer = (text: string, values: unknown[]) => void
 
 /**
  * Sessions, values and counters in PostgreSQL through a `pg` Pool you supply.
@@ -103,8 +37,11 @@ export class PostgresStore implements SessionStore {
   readonly tablePrefix: string
   readonly #pool: Pool
   readonly #t: TableNames
-  readonly #keyring: Keyring
-  readonly #rings: Array<{ id: string, ring: Keyring }>
+  readonly #sql: PostgresStatements
+  readonly #sweepStatements: string[]
+  readonly #sealing: PostgresSealing
+  readonly #place: PostgresPlace
+  readonly #lockKey: string
   readonly #timeout: number
   readonly #sweepBatch: number
   readonly #sweepTimer: NodeJS.Timeout | null = null
@@ -113,52 +50,21 @@ export class PostgresStore implements SessionStore {
   #sweeping = false
 
   constructor (options: PostgresStoreOptions) {
-    if (options === null || typeof options !== 'object') {
-      throw badOption('options', 'of PostgresStore must be an object { pool, secret, schema?, tablePrefix? }')
-    }
-    const pool = options.pool as unknown as Record<string, unknown> | null | undefined
-    if (pool === null || typeof pool !== 'object' || typeof pool.connect !== 'function' || typeof pool.query !== 'function') {
-      throw badOption('pool', 'must be a pg Pool: new pg.Pool({ connectionString })')
-    }
-    const schema = options.schema ?? 'public'
-    if (!isSchemaName(schema)) throw badOption('schema', 'must match [a-z_][a-z0-9_]{0,39}')
-    const prefix = options.tablePrefix ?? 'xems_'
-    if (!isTablePrefix(prefix)) throw badOption('tablePrefix', 'must match [a-z_][a-z0-9_]{0,19} or be empty')
-    if (options.secret === undefined || options.secret === null) {
-      throw badOption(
-        'secret', 'is required: a 32-byte secret (or [newest, ...older] while rotating) that seals everything written to PostgreSQL'
-      )
-    }
-    const given = Array.isArray(options.secret) ? options.secret : [options.secret]
-    if (given.length === 0) throw badOption('secret', 'must hold at least one secret')
-    const secrets = given.map((secret, i) => parseSecret(secret, Array.isArray(options.secret) ? `secret[${i}]` : 'secret'))
-    const timeout = options.timeout ?? 2000
-    if (!Number.isInteger(timeout) || timeout < 1 || timeout > 600_000) {
-      throw badOption('timeout', 'must be a whole number of ms from 1 to 600000')
-    }
-    const sweepInterval = options.sweepInterval ?? 60_000
-    if (!Number.isInteger(sweepInterval) || sweepInterval < 0) {
-      throw badOption('sweepInterval', 'must be a whole number of ms, 0 to turn the sweep off')
-    }
-    const sweepBatch = options.sweepBatch ?? 500
-    if (!Number.isInteger(sweepBatch) || sweepBatch < 1 || sweepBatch > 100_000) {
-      throw badOption('sweepBatch', 'must be a whole number from 1 to 100000')
-    }
-
+    const { pool, schema, prefix, secrets, timeout, sweepInterval, sweepBatch } = checkPostgresOptions(options)
     this.schema = schema
     this.tablePrefix = prefix
-    this.#pool = options.pool
+    this.#pool = pool
     this.#t = tableNames(schema, prefix)
-    this.#keyring = new Keyring(secrets, POSTGRES_SEAL_PURPOSE)
-    this.#rings = secrets.map((secret) => {
-      const ring = new Keyring([secret], POSTGRES_SEAL_PURPOSE)
-      return { id: ring.seal('', 'key-id').subarray(1, 5).toString('hex'), ring }
-    })
+    this.#sql = postgresStatements(this.#t)
+    this.#sweepStatements = sweepStatements(this.#t)
+    this.#sealing = new PostgresSealing(secrets, schema, prefix)
+    this.#place = { schema, tablePrefix: prefix, sql: this.#sql, sealing: this.#sealing }
+    this.#lockKey = lockKeyOf(schema, prefix)
     this.#timeout = timeout
     this.#sweepBatch = sweepBatch
     // An idle connection the server ends (a restart, pg_terminate_backend) is an 'error' on the pool,
     // which would crash the process unheard; the pool drops that connection by itself.
-    if (options.pool.listenerCount('error') === 0) options.pool.on('error', () => {})
+    if (pool.listenerCount('error') === 0) pool.on('error', () => {})
     if (sweepInterval > 0) {
       this.#sweepTimer = setInterval(() => { this.sweep(Date.now()).catch(() => {}) }, sweepInterval)
       this.#sweepTimer.unref()
@@ -186,19 +92,7 @@ export class PostgresStore implements SessionStore {
   async #migrateSchema (): Promise<void> {
     this.#assertOpen()
     await this.#connected(async (query) => {
-      await query('SELECT pg_advisory_xact_lock(hashtext($1))', [this.#lockKey()])
-      await query(`CREATE SCHEMA IF NOT EXISTS ${this.#t.schema}`)
-      await query(`CREATE TABLE IF NOT EXISTS ${this.#t.meta} (name text PRIMARY KEY, value bytea NOT NULL)`)
-      let found = await this.#format(query)
-      if (found === null) {
-        await query(this.schemaSql())
-        found = POSTGRES_FORMAT_VERSION
-      }
-      while (found < POSTGRES_FORMAT_VERSION && POSTGRES_UPGRADES[found] !== undefined) {
-        await query(POSTGRES_UPGRADES[found]!(this.schema, this.tablePrefix))
-        found = await this.#format(query) ?? found
-      }
-      if (found !== POSTGRES_FORMAT_VERSION) throw this.#formatError(String(found))
+      await migrateTables(query, this.#place)
     }, true, Math.max(this.#timeout, 30_000))
   }
 
@@ -209,7 +103,8 @@ export class PostgresStore implements SessionStore {
    */
   async ready (): Promise<void> {
     this.#assertOpen()
-    this.#verified ??= this.#checkCanary().catch((err: unknown) => {
+    const check = async (query: Query): Promise<void> => { await checkFormatAndCanary(query, this.#place) }
+    this.#verified ??= this.#connected(check, true).catch((err: unknown) => {
       if (!isXemsError(err)) this.#verified = null
       throw err
     })
@@ -218,7 +113,7 @@ export class PostgresStore implements SessionStore {
 
   /**
    * One statement: an upsert (a record id is created once; a resend rewrites the same session). With a
-   * userLimit, one transaction that takes the user's advisory lock, counts and decides (see #admit).
+   * userLimit, one transaction that takes the user's advisory lock, counts and decides (see admitUser, users.ts).
    */
   async create (input: CreateInput): Promise<LimitResult | void> {
     await this.ready()
@@ -228,18 +123,13 @@ export class PostgresStore implements SessionStore {
       return input.userId !== undefined && input.userLimit !== undefined ? { status: 'admitted', ended: [] } : undefined
     }
     const state = newRotationState(input.tokenKey)
-    const insert = `INSERT INTO ${this.#t.sessions}
-      (id, sandbox, user_digest, created_at, last_seen_at, idle_ttl, absolute_expires_at, expires_at, rotation, binding, data)
-      VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10)
-      ON CONFLICT (id) DO UPDATE SET sandbox = EXCLUDED.sandbox, user_digest = EXCLUDED.user_digest, created_at = EXCLUDED.created_at,
-        last_seen_at = EXCLUDED.last_seen_at, idle_ttl = EXCLUDED.idle_ttl, absolute_expires_at = EXCLUDED.absolute_expires_at,
-        expires_at = EXCLUDED.expires_at, rotation = EXCLUDED.rotation, binding = EXCLUDED.binding, data = EXCLUDED.data`
+    const insert = this.#sql.insertSession
     const values = [
       id, input.sandbox, input.userId === undefined ? null : digest('user', input.userId), input.now, input.idleTtl,
       input.absoluteExpiresAt,
       expiresAt, JSON.stringify(state),
-      this.#binding(id, input.sandbox, input.idleTtl, input.now, input.absoluteExpiresAt, input.userId),
-      this.#sealData(id, input.data)
+      this.#sealing.binding(id, input.sandbox, input.idleTtl, input.now, input.absoluteExpiresAt, input.userId),
+      this.#sealing.sealData(id, input.data)
     ]
     const { userId, userLimit } = input
     if (userId === undefined || userLimit === undefined) {
@@ -247,29 +137,10 @@ export class PostgresStore implements SessionStore {
       return
     }
     return await this.#transaction(async (query, defer) => {
-      const admitted = await this.#admit(query, userId, id, userLimit, input.now)
+      const admitted = await admitUser(query, this.#sql, this.#lockKey, userId, id, userLimit, input.now)
       if (admitted.status === 'admitted') defer(insert, values)
       return admitted
     })
-  }
-
-  /**
-   * maxSessionsPerUser, inside a transaction that then writes the session: the user's advisory lock
-   * (sign-ins of one user serialise on it until COMMIT; READ COMMITTED, so the count after it sees every
-   * earlier holder's rows), the count of the user's other live rows, and the decision: refuse, or delete
-   * the least recently created (ties by id) to leave room for one.
-   */
-  async #admit (query: Query, userId: string, id: string, limit: UserLimit, now: number): Promise<LimitResult> {
-    const user = digest('user', userId)
-    await query('SELECT pg_advisory_xact_lock(hashtext($1))', [`${this.#lockKey()}/user/${user}`])
-    const { rows } = await query<{ id: string }>(
-      `SELECT id FROM ${this.#t.sessions} WHERE user_digest = $1 AND expires_at > $2 AND id <> $3 ORDER BY created_at, id COLLATE "C"`,
-      [user, now, id])
-    if (rows.length < limit.max) return { status: 'admitted', ended: [] }
-    if (limit.onLimit === 'refuse') return { status: 'refused' }
-    const oldest = rows.slice(0, rows.length - limit.max + 1).map((row) => row.id)
-    const { rows: gone } = await query<{ id: string }>(`DELETE FROM ${this.#t.sessions} WHERE id = ANY($1) RETURNING id`, [oldest])
-    return { status: 'admitted', ended: gone.map((row) => row.id) }
   }
 
   /** One transaction: lock the row, match the token, mark it presented, refresh lastSeenAt. */
@@ -281,19 +152,19 @@ export class PostgresStore implements SessionStore {
       const { row, state } = loaded
       const match = matchToken(state, input.tokenKey, input.now)
       if (match.kind === 'reused') {
-        if (input.revokeOnReuse) defer(`DELETE FROM ${this.#t.sessions} WHERE id = $1`, [input.id])
+        if (input.revokeOnReuse) defer(this.#sql.deleteSession, [input.id])
         const reused: ResolveResult = { status: 'reused', id: input.id, sandbox: row.sandbox, revoked: input.revokeOnReuse }
         if (loaded.userId !== undefined) reused.userId = loaded.userId
-        const device = this.#openData(input.id, row.data)?.data[DEVICE_KEY]
+        const device = this.#sealing.openData(input.id, row.data)?.data[DEVICE_KEY]
         if (device !== undefined) reused.device = device
         return reused
       }
       if (match.kind === 'retired' || (input.sandbox !== undefined && row.sandbox !== input.sandbox)) return NONE
-      const data = this.#openData(input.id, row.data)
+      const data = this.#sealing.openData(input.id, row.data)
       if (data === null) return NONE
       const presented = match.kind === 'current' && markPresented(state, input.now, input.gracePeriod)
-      this.#write(defer, loaded, input.now, { rotation: presented, data: data.stale ? data.data : null })
-      const session = this.#session(loaded, data.data, input.now)
+      writeBack(defer, this.#t.sessions, this.#sealing, loaded, input.now, { rotation: presented, data: data.stale ? data.data : null })
+      const session = storedSession(loaded, data.data, input.now)
       if (match.kind === 'current') return { status: 'live', session }
       return { status: 'grace', session, chain: match.chain }
     })
@@ -307,7 +178,7 @@ export class PostgresStore implements SessionStore {
       if (loaded === null) return { status: 'gone' }
       let data: EncodedData | null = null
       const patch = input.patch === null ? [] : Object.entries(input.patch)
-      const opened = patch.length > 0 || this.#keyring.isStale(loaded.row.data) ? this.#openData(input.id, loaded.row.data) : null
+      const opened = patch.length > 0 || this.#sealing.isStale(loaded.row.data) ? this.#sealing.openData(input.id, loaded.row.data) : null
       if (opened !== null) {
         data = opened.data
         for (const [key, value] of patch) {
@@ -320,7 +191,7 @@ export class PostgresStore implements SessionStore {
       const { state } = loaded
       const rotated = input.rotate !== null && state.cur === input.tokenKey &&
         rotate(state, input.rotate.newKey, input.rotate.box, input.now, input.rotate.unseenWindow)
-      const expiresAt = this.#write(defer, loaded, input.now, { rotation: rotated, data })
+      const expiresAt = writeBack(defer, this.#t.sessions, this.#sealing, loaded, input.now, { rotation: rotated, data })
       if (rotated) return { status: 'ok', rotated: true, expiresAt }
       return { status: 'ok', rotated: false, chain: chainOf(state, input.tokenKey), expiresAt }
     })
@@ -339,17 +210,17 @@ export class PostgresStore implements SessionStore {
         // The row is locked: a session that already names the user is counted already.
         admitted = loaded.userId === input.userId
           ? { status: 'admitted', ended: [] }
-          : await this.#admit(query, input.userId, input.id, input.userLimit, input.now)
+          : await admitUser(query, this.#sql, this.#lockKey, input.userId, input.id, input.userLimit, input.now)
         if (admitted.status === 'refused') return admitted
       }
       let data: EncodedData | null = input.data === null ? null : Object.assign(Object.create(null) as EncodedData, input.data)
-      if (data === null && this.#keyring.isStale(row.data)) data = this.#openData(input.id, row.data)?.data ?? null
+      if (data === null && this.#sealing.isStale(row.data)) data = this.#sealing.openData(input.id, row.data)?.data ?? null
       retireAll(state, input.newKey, input.now, input.retiredUntil)
       row.sandbox = input.to
       loaded.idleTtl = input.idleTtl
       if (input.userId !== undefined) loaded.userId = input.userId
       loaded.stale = true
-      this.#write(defer, loaded, input.now, { rotation: true, data })
+      writeBack(defer, this.#t.sessions, this.#sealing, loaded, input.now, { rotation: true, data })
       return admitted
     })
   }
@@ -357,49 +228,32 @@ export class PostgresStore implements SessionStore {
   /** One statement. */
   async destroy (id: string): Promise<boolean> {
     await this.ready()
-    const { rowCount } = await this.#query(`DELETE FROM ${this.#t.sessions} WHERE id = $1`, [id])
+    const { rowCount } = await this.#query(this.#sql.deleteSession, [id])
     return (rowCount ?? 0) > 0
   }
 
   /** One statement: the row, only if it is a live session of the user (another user's id ends nothing). */
   async revokeUserSession (userId: string, id: string, now: number): Promise<boolean> {
     await this.ready()
-    const { rowCount } = await this.#query(
-      `DELETE FROM ${this.#t.sessions} WHERE id = $1 AND user_digest = $2 AND expires_at > $3`, [id, digest('user', userId), now]
-    )
+    const { rowCount } = await this.#query(this.#sql.revokeUserSession, [id, digest('user', userId), now])
     return (rowCount ?? 0) > 0
   }
 
   /** One statement: every row of the user's digest (but `exceptId`), deleted; counts those still live. */
   async revokeUser (userId: string, now: number, exceptId?: string): Promise<number> {
     await this.ready()
-    const { rows } = await this.#query<{ expires_at: string }>(
-      `DELETE FROM ${this.#t.sessions} WHERE user_digest = $1 AND id IS DISTINCT FROM $2 RETURNING expires_at`,
-      [digest('user', userId), exceptId ?? null])
+    const { rows } = await this.#query<{ expires_at: string }>(this.#sql.revokeUser, [digest('user', userId), exceptId ?? null])
     return rows.filter((row) => int(row.expires_at) > now).length
   }
 
   /** One statement by the user index; only rows whose sealed binding names the user are listed. */
   async listUser (userId: string, now: number): Promise<SessionInfo[]> {
     await this.ready()
-    const { rows } = await this.#query<SessionRow>(
-      `SELECT id, sandbox, created_at, last_seen_at, idle_ttl, absolute_expires_at, expires_at, binding, data FROM ${this.#t.sessions}
-       WHERE user_digest = $1 AND expires_at > $2`, [digest('user', userId), now])
+    const { rows } = await this.#query<SessionRow>(this.#sql.listUser, [digest('user', userId), now])
     const infos: SessionInfo[] = []
     for (const row of rows) {
-      const createdAt = int(row.created_at)
-      const lastSeenAt = int(row.last_seen_at)
-      const idleTtl = int(row.idle_ttl)
-      const absoluteExpiresAt = int(row.absolute_expires_at)
-      const expiresAt = Math.min(lastSeenAt + idleTtl, absoluteExpiresAt)
-      if (!(expiresAt > now)) continue
-      const opened = this.#openBinding(row.id, row.sandbox, idleTtl, createdAt, absoluteExpiresAt, row.binding)
-      if (opened === null || opened.userId !== userId) continue
-      const info: SessionInfo = { id: row.id, sandbox: row.sandbox, userId, createdAt, lastSeenAt, expiresAt }
-      // The device record is a key of the sealed data: opened only for the list.
-      const device = this.#openData(row.id, row.data)?.data[DEVICE_KEY]
-      if (device !== undefined) info.device = device
-      infos.push(info)
+      const info = sessionInfoOf(row, userId, now, this.#sealing)
+      if (info !== null) infos.push(info)
     }
     return infos.sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1))
   }
@@ -407,16 +261,14 @@ export class PostgresStore implements SessionStore {
   async kvGet (sandbox: string, key: string, now: number): Promise<string | null> {
     await this.ready()
     const name = digest('value', key)
-    const { rows } = await this.#query<{ value: Buffer }>(
-      `SELECT value FROM ${this.#t.kv} WHERE sandbox = $1 AND name = $2 AND expires_at > $3`, [sandbox, name, now])
+    const { rows } = await this.#query<{ value: Buffer }>(this.#sql.kvGet, [sandbox, name, now])
     const sealed = rows[0]?.value
     if (sealed === undefined) return null
-    const plain = this.#open(sealed, 'value', sandbox, key)
+    const plain = this.#sealing.open(sealed, 'value', sandbox, key)
     if (plain === null) return null
-    if (this.#keyring.isStale(sealed)) {
+    if (this.#sealing.isStale(sealed)) {
       // Compare and set: only while it still holds what was read.
-      await this.#query(`UPDATE ${this.#t.kv} SET value = $4 WHERE sandbox = $1 AND name = $2 AND value = $3`,
-        [sandbox, name, sealed, this.#seal(plain, 'value', sandbox, key)])
+      await this.#query(this.#sql.kvRewrite, [sandbox, name, sealed, this.#sealing.seal(plain, 'value', sandbox, key)])
     }
     return plain.toString('utf8')
   }
@@ -425,17 +277,15 @@ export class PostgresStore implements SessionStore {
     await this.ready()
     const name = digest('value', key)
     if (ttl <= 0) {
-      await this.#query(`DELETE FROM ${this.#t.kv} WHERE sandbox = $1 AND name = $2`, [sandbox, name])
+      await this.#query(this.#sql.kvDelete, [sandbox, name])
       return
     }
-    await this.#query(`INSERT INTO ${this.#t.kv} (sandbox, name, value, expires_at) VALUES ($1, $2, $3, $4)
-      ON CONFLICT (sandbox, name) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at`,
-    [sandbox, name, this.#seal(value, 'value', sandbox, key), now + ttl])
+    await this.#query(this.#sql.kvSet, [sandbox, name, this.#sealing.seal(value, 'value', sandbox, key), now + ttl])
   }
 
   async kvDel (sandbox: string, key: string): Promise<boolean> {
     await this.ready()
-    const { rowCount } = await this.#query(`DELETE FROM ${this.#t.kv} WHERE sandbox = $1 AND name = $2`, [sandbox, digest('value', key)])
+    const { rowCount } = await this.#query(this.#sql.kvDelete, [sandbox, digest('value', key)])
     return (rowCount ?? 0) > 0
   }
 
@@ -447,41 +297,33 @@ export class PostgresStore implements SessionStore {
     await this.ready()
     const name = digest('value', key)
     if (ttl <= 0) {
-      const { rows } = await this.#query<{ live: boolean }>(
-        `SELECT EXISTS (SELECT 1 FROM ${this.#t.kv} WHERE sandbox = $1 AND name = $2 AND expires_at > $3) AS live`, [sandbox, name, now])
+      const { rows } = await this.#query<{ live: boolean }>(this.#sql.kvLive, [sandbox, name, now])
       return rows[0]?.live !== true
     }
-    const { rowCount } = await this.#query(`INSERT INTO ${this.#t.kv} AS old (sandbox, name, value, expires_at) VALUES ($1, $2, $3, $4)
-      ON CONFLICT (sandbox, name) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at WHERE old.expires_at <= $5`,
-    [sandbox, name, this.#seal(value, 'value', sandbox, key), now + ttl, now])
+    const { rowCount } = await this.#query(this.#sql.kvAdd,
+      [sandbox, name, this.#sealing.seal(value, 'value', sandbox, key), now + ttl, now])
     return rowCount === 1
   }
 
   /** One statement: DELETE ... RETURNING, so of parallel takers exactly one gets the row. */
   async kvTake (sandbox: string, key: string, now: number): Promise<string | null> {
     await this.ready()
-    const { rows } = await this.#query<{ value: Buffer, expires_at: string }>(
-      `DELETE FROM ${this.#t.kv} WHERE sandbox = $1 AND name = $2 RETURNING value, expires_at`, [sandbox, digest('value', key)])
+    const { rows } = await this.#query<{ value: Buffer, expires_at: string }>(this.#sql.kvTake, [sandbox, digest('value', key)])
     const row = rows[0]
     if (row === undefined || int(row.expires_at) <= now) return null
-    return this.#open(row.value, 'value', sandbox, key)?.toString('utf8') ?? null
+    return this.#sealing.open(row.value, 'value', sandbox, key)?.toString('utf8') ?? null
   }
 
   /** One statement: an upsert that counts in the current window or starts a new one. */
   async increment (key: string, window: number, now: number): Promise<CounterResult> {
     await this.ready()
-    const { rows } = await this.#query<{ count: string, reset_at: string }>(
-      `INSERT INTO ${this.#t.counters} AS c (name, count, reset_at) VALUES ($1, 1, $2::bigint + $3::bigint)
-       ON CONFLICT (name) DO UPDATE SET
-         count = CASE WHEN c.reset_at <= $2::bigint THEN 1 ELSE c.count + 1 END,
-         reset_at = CASE WHEN c.reset_at <= $2::bigint THEN $2::bigint + $3::bigint ELSE c.reset_at END
-       RETURNING count, reset_at`, [digest('counter', key), now, window])
+    const { rows } = await this.#query<{ count: string, reset_at: string }>(this.#sql.increment, [digest('counter', key), now, window])
     return { count: int(rows[0]!.count), resetAt: int(rows[0]!.reset_at) }
   }
 
   async resetCounter (key: string): Promise<void> {
     await this.ready()
-    await this.#query(`DELETE FROM ${this.#t.counters} WHERE name = $1`, [digest('counter', key)])
+    await this.#query(this.#sql.resetCounter, [digest('counter', key)])
   }
 
   /**
@@ -495,17 +337,8 @@ export class PostgresStore implements SessionStore {
     this.#sweeping = true
     try {
       await this.ready()
-      const { sessions, kv, counters } = this.#t
-      const statements = [
-        `DELETE FROM ${sessions} WHERE id IN (SELECT id FROM ${sessions} WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE ` +
-          'SKIP LOCKED)',
-        `DELETE FROM ${kv} WHERE (sandbox, name) IN (SELECT sandbox, name FROM ${kv} WHERE expires_at <= $1 ORDER BY expires_at LIMIT ` +
-          '$2 FOR UPDATE SKIP LOCKED)',
-        `DELETE FROM ${counters} WHERE name IN (SELECT name FROM ${counters} WHERE reset_at <= $1 ORDER BY reset_at LIMIT $2 FOR UPDATE ` +
-          'SKIP LOCKED)'
-      ]
       let total = 0
-      for (const statement of statements) {
+      for (const statement of this.#sweepStatements) {
         for (let batch = 0; batch < SWEEP_MAX_BATCHES && !this.#closed; batch++) {
           const deleted = (await this.#query(statement, [now, this.#sweepBatch])).rowCount ?? 0
           total += deleted
@@ -538,90 +371,10 @@ export class PostgresStore implements SessionStore {
     return await this.#connected(work, true)
   }
 
-  /**
-   * Runs `work` on one connection of the pool, in a transaction when asked (READ COMMITTED, with the
-   * timeout as statement_timeout and lock_timeout; BEGIN goes with the first statement, COMMIT with the
-   * write `work` deferred, so a read-then-write transaction is 2 round trips), within `timeout` ms
-   * from asking the pool for a connection. Past it, the call fails and the connection is destroyed (its
-   * transaction, if the server still has it, rolls back when the connection goes; a COMMIT already sent
-   * may have happened: the caller treats the outcome as unknown, and the rotation rules tolerate that).
-   */
+  /** One call on one connection of the pool, bounded by the timeout (see connected in connection.ts). */
   async #connected<T> (work: (query: Query, defer: Defer) => Promise<T>, transaction: boolean, timeout = this.#timeout): Promise<T> {
     this.#assertOpen()
-    let client: PoolClient | null = null
-    let done = false
-    const onError = (): void => {}
-    const finish = (destroy: boolean): void => {
-      if (done || client === null) return
-      done = true
-      client.off('error', onError)
-      if (destroy) {
-        client.release(true)
-        ;(client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream?.destroy?.()
-      } else {
-        client.release()
-      }
-    }
-    let timer: NodeJS.Timeout | undefined
-    const expired = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => {
-        finish(true)
-        done = true
-        reject(new Error(`PostgresStore: no answer from PostgreSQL within ${timeout} ms`))
-      }, timeout)
-    })
-    const attempt = (async () => {
-      const connected = await this.#pool.connect()
-      if (done) { connected.release(true); throw new Error('PostgresStore: timed out') }
-      client = connected
-      client.on('error', onError)
-      const plain: Query = async (text, values) => await connected.query(text, values)
-      if (!transaction) {
-        try {
-          const result = await work(plain, () => { throw new TypeError('PostgresStore: defer outside a transaction') })
-          finish(false)
-          return result
-        } catch (err) {
-          finish(!isXemsError(err) && !isStatementError(err))
-          throw err
-        }
-      }
-      // BEGIN travels with the transaction's first statement, and COMMIT with its last write, each as one
-      // simple query with the values inlined as literals (inline): 2 round trips for a read-and-write.
-      const begin = `BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = ${timeout}; SET LOCAL lock_timeout = ${timeout}`
-      let begun = false
-      let last: string | null = null
-      const query: Query = async <R extends QueryResultRow>(text: string, values?: unknown[]) => {
-        if (begun) return await connected.query<R>(text, values)
-        begun = true
-        const results = await connected.query(`${begin}; ${inline(text, values ?? [])}`) as unknown as Array<{
-          rows: R[]
-          rowCount: number | null
-        }>
-        return results[results.length - 1]!
-      }
-      const defer: Defer = (text, values) => { last = inline(text, values) }
-      try {
-        const result = await work(query, defer)
-        if (!begun) {
-          if (last !== null) await connected.query(`${begin}; ${last as string}; COMMIT`)
-        } else {
-          await connected.query(last === null ? 'COMMIT' : `${last as string}; COMMIT`)
-        }
-        finish(false)
-        return result
-      } catch (err) {
-        const reusable = !begun || await connected.query('ROLLBACK').then(() => true, () => false)
-        finish(!reusable)
-        throw err
-      }
-    })()
-    attempt.catch(() => {})
-    try {
-      return await Promise.race([attempt, expired])
-    } finally {
-      clearTimeout(timer)
-    }
+    return await connected(this.#pool, work, transaction, timeout)
   }
 
   /**
@@ -629,170 +382,13 @@ export class PostgresStore implements SessionStore {
    * deadline, judged here by `now` whatever the sweep has done; null when its binding does not open.
    */
   async #lock (query: Query, defer: Defer, id: string, now: number): Promise<Loaded | null> {
-    const { rows } = await query<SessionRow>(`SELECT * FROM ${this.#t.sessions} WHERE id = $1 FOR UPDATE`, [id])
+    const { rows } = await query<SessionRow>(this.#sql.lockSession, [id])
     const row = rows[0]
     if (row === undefined) return null
-    const createdAt = int(row.created_at)
-    const idleTtl = int(row.idle_ttl)
-    const absoluteExpiresAt = int(row.absolute_expires_at)
-    if (!(Math.min(int(row.last_seen_at) + idleTtl, absoluteExpiresAt) > now)) {
-      defer(`DELETE FROM ${this.#t.sessions} WHERE id = $1`, [id])
+    if (!(deadlineOf(row) > now)) {
+      defer(this.#sql.deleteSession, [id])
       return null
     }
-    const opened = this.#openBinding(id, row.sandbox, idleTtl, createdAt, absoluteExpiresAt, row.binding)
-    const state = row.rotation
-    if (opened === null || state === null || typeof state.cur !== 'string' || !Array.isArray(state.past)) return null
-    return { row, state, userId: opened.userId, createdAt, idleTtl, absoluteExpiresAt, stale: opened.stale }
+    return loadedOf(row, this.#sealing)
   }
-
-  /** Writes the row back: lastSeenAt = now, and what changed. Returns the new deadline. */
-  #write (defer: Defer, loaded: Loaded, now: number, change: { rotation: boolean, data: EncodedData | null }): number {
-    const { row } = loaded
-    const expiresAt = Math.min(now + loaded.idleTtl, loaded.absoluteExpiresAt)
-    const sets = ['last_seen_at = $2', 'expires_at = $3']
-    const values: unknown[] = [row.id, now, expiresAt]
-    const set = (column: string, value: unknown): void => { values.push(value); sets.push(`${column} = $${values.length}`) }
-    if (change.rotation) set('rotation', JSON.stringify(loaded.state))
-    if (loaded.stale) {
-      set('sandbox', row.sandbox)
-      set('idle_ttl', loaded.idleTtl)
-      set('user_digest', loaded.userId === undefined ? null : digest('user', loaded.userId))
-      set('binding', this.#binding(row.id, row.sandbox, loaded.idleTtl, loaded.createdAt, loaded.absoluteExpiresAt, loaded.userId))
-    }
-    if (change.data !== null) set('data', this.#sealData(row.id, change.data))
-    defer(`UPDATE ${this.#t.sessions} SET ${sets.join(', ')} WHERE id = $1`, values)
-    return expiresAt
-  }
-
-  #session (loaded: Loaded, data: EncodedData, now: number): StoredSession {
-    const session: StoredSession = {
-      id: loaded.row.id,
-      sandbox: loaded.row.sandbox,
-      data,
-      createdAt: loaded.createdAt,
-      lastSeenAt: now,
-      idleTtl: loaded.idleTtl,
-      absoluteExpiresAt: loaded.absoluteExpiresAt
-    }
-    if (loaded.userId !== undefined) session.userId = loaded.userId
-    return session
-  }
-
-  async #format (query: Query): Promise<number | null> {
-    const { rows } = await query<{ value: Buffer }>(`SELECT value FROM ${this.#t.meta} WHERE name = 'format'`)
-    if (rows[0] === undefined) return null
-    const found = Number(rows[0].value.toString('utf8'))
-    if (!Number.isInteger(found)) throw this.#formatError(rows[0].value.toString('utf8').slice(0, 20))
-    return found
-  }
-
-  async #checkCanary (): Promise<void> {
-    await this.#connected(async (query) => {
-      await query('SELECT pg_advisory_xact_lock(hashtext($1))', [this.#lockKey()])
-      let format: number | null
-      try {
-        format = await this.#format(query)
-      } catch (err) {
-        const code = (err as { code?: unknown }).code
-        if (code !== UNDEFINED_TABLE && code !== UNDEFINED_SCHEMA) throw err
-        format = null
-      }
-      if (format === null) {
-        throw xemsError('FST_XEMS_STORE_FORMAT', [this.#tablesName(), 'none (there are no tables)', POSTGRES_FORMAT_VERSION,
-          'Call `await store.migrate()` at start-up, or run docs/postgres-schema.sql. See docs/stores.md, "PostgreSQL".'])
-      }
-      if (format !== POSTGRES_FORMAT_VERSION) throw this.#formatError(String(format))
-      const { rows } = await query<{ name: string, value: Buffer }>(`SELECT name, value FROM ${this.#t.meta} WHERE name LIKE 'canary:%'`)
-      const newest = this.#rings[0]!
-      let opened = false
-      let hasNewest = false
-      for (const row of rows) {
-        const id = row.name.slice('canary:'.length)
-        const mine = this.#rings.find((entry) => entry.id === id)
-        if (mine === undefined) continue
-        if (id === newest.id) hasNewest = true
-        if (mine.ring.open(row.value, this.#aad('canary', id))?.toString('utf8') !== CANARY_TEXT) {
-          throw xemsError(
-            'FST_XEMS_WRONG_SECRET', [`the PostgresStore canary "${row.name}"`, 'secret', 'its key id matches, so it was tampered with']
-          )
-        }
-        opened = true
-      }
-      if (rows.length > 0 && !opened) {
-        throw xemsError('FST_XEMS_WRONG_SECRET', [
-          `the PostgresStore data in schema "${this.schema}" with prefix "${this.tablePrefix}"`, 'secret',
-          'it was written with another secret. Use that secret (or list it as an older one: [new, old]), ' +
-            'or choose another schema or prefix.'
-        ])
-      }
-      if (!hasNewest) {
-        await query(`INSERT INTO ${this.#t.meta} (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`,
-          [`canary:${newest.id}`, newest.ring.seal(CANARY_TEXT, this.#aad('canary', newest.id))])
-      }
-    }, true)
-  }
-
-  #formatError (found: string): XemsError {
-    return xemsError('FST_XEMS_STORE_FORMAT', [this.#tablesName(), found, POSTGRES_FORMAT_VERSION,
-      'Use the version that wrote them, or another schema or prefix. See docs/stores.md, "PostgreSQL".'])
-  }
-
-  #tablesName (): string {
-    return `the PostgresStore tables in schema "${this.schema}" with prefix "${this.tablePrefix}"`
-  }
-
-  #lockKey (): string {
-    return `${LOCK_LABEL}/${this.schema}/${this.tablePrefix}`
-  }
-
-  #aad (...parts: Array<string | number>): string {
-    return JSON.stringify([this.schema, this.tablePrefix, ...parts])
-  }
-
-  #seal (plain: string | Buffer, ...place: Array<string | number>): Buffer {
-    return this.#keyring.seal(plain, this.#aad(...place))
-  }
-
-  #open (sealed: Buffer, ...place: Array<string | number>): Buffer | null {
-    return this.#keyring.open(sealed, this.#aad(...place))
-  }
-
-  /** The user id (or nothing) sealed to the row's id, sandbox, idle ttl and times. */
-  #binding (
-    id: string, sandbox: string, idleTtl: number, createdAt: number, absoluteExpiresAt: number, userId: string | undefined
-  ): Buffer {
-    return this.#seal(userId === undefined ? '' : `u${userId}`, 'session', id, sandbox, idleTtl, createdAt, absoluteExpiresAt)
-  }
-
-  #openBinding (id: string, sandbox: string, idleTtl: number, createdAt: number, absoluteExpiresAt: number, sealed: Buffer):
-  { userId: string | undefined, stale: boolean } | null {
-    const plain = this.#open(sealed, 'session', id, sandbox, idleTtl, createdAt, absoluteExpiresAt)
-    if (plain === null) return null
-    const text = plain.toString('utf8')
-    return { userId: text === '' ? undefined : text.slice(1), stale: this.#keyring.isStale(sealed) }
-  }
-
-  /** The data as a list of [key, JSON text] pairs (no object keys in transit: `__proto__` stays a key). */
-  #sealData (id: string, data: EncodedData): Buffer {
-    return this.#seal(JSON.stringify(Object.entries(data)), 'session', id, 'data')
-  }
-
-  #openData (id: string, sealed: Buffer): { data: EncodedData, stale: boolean } | null {
-    const plain = this.#open(sealed, 'session', id, 'data')
-    if (plain === null) return null
-    let pairs: unknown
-    try { pairs = JSON.parse(plain.toString('utf8')) } catch { return null }
-    if (!Array.isArray(pairs)) return null
-    const data = Object.create(null) as EncodedData
-    for (const pair of pairs as unknown[]) {
-      if (!Array.isArray(pair) || typeof pair[0] !== 'string' || typeof pair[1] !== 'string') return null
-      data[pair[0]] = pair[1]
-    }
-    return { data, stale: this.#keyring.isStale(sealed) }
-  }
-}
-
-/** An error PostgreSQL answered for one statement (a constraint, a syntax error): the connection is fine. */
-function isStatementError (err: unknown): boolean {
-  return typeof (err as { code?: unknown } | null)?.code === 'string' && typeof (err as { severity?: unknown }).severity === 'string'
 }
