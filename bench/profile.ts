@@ -64,7 +64,7 @@ function bucketOf (frame: CallFrame, file: string): string | null {
   if (/^dist\/lib\/store\/redis\/(redis-store|scripts)\.js/.test(file)) return 'xems: RedisStore'
   if (/^dist\/lib\/store\/vault\/[^/]*\.js/.test(file)) return 'xems: vault (persistence)'
   if (file.startsWith('dist/lib/store/')) return 'xems: MemoryStore'
-  if (file.startsWith('dist/lib/session/engine.js')) return 'xems: engine (other)'
+  if (/^dist\/lib\/session\/(engine|engine-types|options|checks|values|users|store-call|grace-chain)\.js/.test(file)) return 'xems: engine (other)'
   if (file.startsWith('dist/lib/session/handle.js')) return 'xems: XemsSession (other)'
   if (file.startsWith('dist/plugins/')) return 'xems: plugin hooks (other)'
   if (file.startsWith('dist/lib/')) return 'xems: lib (other)'
