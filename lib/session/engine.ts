@@ -318,7 +318,11 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
 
   /** Counts a hit on `key` in a fixed window (rate limits, attempt counters); store failures are 503s. */
   async hit (key: string, window: number): Promise<{ count: number, resetAt: number }> {
-    return await callStore(async () => await this.store.increment(key, window, this.now()))
+    try {
+      return await this.store.increment(key, window, this.now())
+    } catch (err) {
+      throw storeFailure(err)
+    }
   }
 
   async resetCounter (key: string): Promise<void> {

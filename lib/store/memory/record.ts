@@ -121,9 +121,11 @@ export function flat (text: string): string {
 }
 
 /**
- * A record id or token key as it is kept: a string of its own. The engine derives them by slicing a
- * longer digest (lib/crypto/cipher.ts, sha256Prefix16), and a slice keeps the whole 43-character digest
- * alive beside it (~90 bytes more per key); a JSON round trip gives a fresh sequential string.
+ * A key as the store keeps it (record ids, token keys, value and counter keys): a string of its own. A key
+ * sliced from a longer string (sha256Prefix16's record ids and token keys) keeps the whole of it alive, and
+ * one built in pieces (`prefix:${name}`) keeps its pieces (~90 to ~300 bytes more per key, by
+ * bench/memory.ts --breakdown and test/security/store-growth.test.ts on Node 24); a JSON round trip gives a
+ * fresh sequential string.
  */
 export function ownKey (key: string): string {
   return JSON.parse(JSON.stringify(key)) as string

@@ -1,6 +1,6 @@
 import type { CounterResult } from '../contract.js'
 import type { ChangeTracker } from './changes.js'
-import { flat, type Counter, type TimedValue } from './record.js'
+import { flat, ownKey, type Counter, type TimedValue } from './record.js'
 import { ShardedMap } from './sharded-map.js'
 
 /**
@@ -24,7 +24,7 @@ export class MemoryValues {
 
   set (sandbox: string, key: string, value: string, ttl: number, now: number): void {
     const k = valueKey(sandbox, key)
-    this.values.set(k, { value: flat(value), expiresAt: now + ttl })
+    this.values.set(ownKey(k), { value: flat(value), expiresAt: now + ttl })
     this.#valueChanged(k)
   }
 
@@ -39,7 +39,7 @@ export class MemoryValues {
   add (sandbox: string, key: string, value: string, ttl: number, now: number): boolean {
     const k = valueKey(sandbox, key)
     if (this.#liveValue(k, now) !== null) return false
-    this.values.set(k, { value: flat(value), expiresAt: now + ttl })
+    this.values.set(ownKey(k), { value: flat(value), expiresAt: now + ttl })
     this.#valueChanged(k)
     return true
   }
@@ -58,7 +58,8 @@ export class MemoryValues {
     let counter = this.counters.get(key)
     if (counter === undefined || counter.resetAt <= now) {
       counter = { count: 0, resetAt: now + window }
-      this.counters.set(key, counter)
+      // A key of its own: a key built in pieces would keep its pieces alive (~300 B more per key on Node 24).
+      this.counters.set(ownKey(key), counter)
     }
     counter.count++
     this.#counterChanged(key)
