@@ -16,9 +16,12 @@ const HEADER_BYTES = 1 + KEY_ID_BYTES + NONCE_BYTES + TAG_BYTES
 /** Exactly 32 bytes of key material. */
 export const SECRET_BYTES = 32
 
-/** A one-shot digest (`crypto.hash`, Node ≥ 20.12; a Hash object before that). */
+/**
+ * A one-shot digest as a Buffer (`crypto.hash`, in every Node this package supports). Off the request
+ * path only: a Buffer result gets an ArrayBuffer of its own, several times the cost of a text result.
+ */
 export function sha (algorithm: 'sha256' | 'sha512', data: string | Buffer): Buffer {
-  return typeof hash === 'function' ? hash(algorithm, data, 'buffer') : createHash(algorithm).update(data).digest()
+  return hash(algorithm, data, 'buffer')
 }
 
 const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
@@ -32,7 +35,7 @@ for (let v = 0; v < 64; v++) TOP_TWO_BITS[BASE64URL.charCodeAt(v)] = BASE64URL[v
  * digest is encoded by the hash call itself). 21 characters carry 126 bits; the 22nd carries bits 126–127.
  */
 export function sha256Prefix16 (data: string): string {
-  const text = typeof hash === 'function' ? hash('sha256', data, 'base64url') : createHash('sha256').update(data).digest('base64url')
+  const text = hash('sha256', data, 'base64url')
   return text.slice(0, 21) + TOP_TWO_BITS[text.charCodeAt(21)]!
 }
 
@@ -195,14 +198,22 @@ const GRACE_TOKEN_BYTES = 32
 const GRACE_TAG_BYTES = 16
 const GRACE_BOX_BYTES = 1 + GRACE_TOKEN_BYTES + GRACE_TAG_BYTES
 
+/**
+ * `keys` as bytes: the 64 bytes of SHA-512, read from the hash's latin1 text into a pooled Buffer. (A
+ * digest asked for as a Buffer gets an ArrayBuffer of its own: several times the cost of the hash.)
+ */
 function graceKeys (holderToken: string): Buffer {
-  return sha('sha512', GRACE_LABEL + holderToken)
+  return Buffer.from(hash('sha512', GRACE_LABEL + holderToken, 'binary'), 'latin1')
 }
 
-/** The tag over version and ciphertext (`box` without its tag), keyed with the second half of `keys`. */
-function graceTag (keys: Buffer, box: Buffer): Buffer {
-  const message = Buffer.concat([keys.subarray(GRACE_TOKEN_BYTES), box.subarray(0, 1 + GRACE_TOKEN_BYTES)])
-  return sha('sha256', message).subarray(0, GRACE_TAG_BYTES)
+/** The tag over version and ciphertext (`box` without its tag), keyed with the second half of `keys`: 16 bytes as latin1. */
+function graceTag (keys: Buffer, box: Buffer): string {
+  const message = Buffer.allocUnsafe(GRACE_TOKEN_BYTES + 1 + GRACE_TOKEN_BYTES)
+  keys.copy(message, 0, GRACE_TOKEN_BYTES, 2 * GRACE_TOKEN_BYTES)
+  box.copy(message, GRACE_TOKEN_BYTES, 0, 1 + GRACE_TOKEN_BYTES)
+  const tag = hash('sha256', message, 'binary').slice(0, GRACE_TAG_BYTES)
+  message.fill(0)
+  return tag
 }
 
 /**
@@ -217,7 +228,8 @@ export function sealForTokenHolder (holderToken: string, secretToken: string): s
   const box = Buffer.allocUnsafe(GRACE_BOX_BYTES)
   box[0] = GRACE_VERSION
   for (let i = 0; i < GRACE_TOKEN_BYTES; i++) box[1 + i] = raw[i]! ^ keys[i]!
-  graceTag(keys, box).copy(box, 1 + GRACE_TOKEN_BYTES)
+  box.write(graceTag(keys, box), 1 + GRACE_TOKEN_BYTES, GRACE_TAG_BYTES, 'latin1')
+  keys.fill(0)
   return box.toString('base64url')
 }
 
@@ -226,8 +238,14 @@ export function openAsTokenHolder (holderToken: string, box: string): string | n
   const sealed = Buffer.from(box, 'base64url')
   if (sealed.length !== GRACE_BOX_BYTES || sealed[0] !== GRACE_VERSION || sealed.toString('base64url') !== box) return null
   const keys = graceKeys(holderToken)
-  if (!timingSafeEqual(graceTag(keys, sealed), sealed.subarray(1 + GRACE_TOKEN_BYTES))) return null
+  if (!timingSafeEqual(Buffer.from(graceTag(keys, sealed), 'latin1'), sealed.subarray(1 + GRACE_TOKEN_BYTES))) {
+    keys.fill(0)
+    return null
+  }
   const token = Buffer.allocUnsafe(GRACE_TOKEN_BYTES)
   for (let i = 0; i < GRACE_TOKEN_BYTES; i++) token[i] = sealed[1 + i]! ^ keys[i]!
-  return token.toString('base64url')
+  keys.fill(0)
+  const text = token.toString('base64url')
+  token.fill(0)
+  return text
 }

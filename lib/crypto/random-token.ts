@@ -1,5 +1,4 @@
-import { randomFillSync } from 'node:crypto'
-import { sha } from './cipher.js'
+import { hash, randomFillSync } from 'node:crypto'
 
 /** Bytes of CSPRNG output in a session token: 256 bits. */
 export const TOKEN_BYTES = 32
@@ -47,5 +46,5 @@ export function isWellFormedToken (value: unknown): value is string {
 
 /** The store key of a token: SHA-256, base64url. A dump of the store yields no usable token. */
 export function tokenKey (token: string): string {
-  return sha('sha256', token).toString('base64url')
+  return hash('sha256', token, 'base64url')
 }

@@ -2,7 +2,7 @@
  * What RedisStore sends and reads besides the sealed values: names that hide what they name, the
  * fixed-width token arguments of the scripts, and the decoding of Redis replies.
  */
-import { createHash, hash } from 'node:crypto'
+import { hash } from 'node:crypto'
 import { DEVICE_KEY } from '../contract.js'
 import { BOX_LENGTH, KEY_LENGTH } from './scripts/index.js'
 
@@ -13,7 +13,7 @@ export type Reply = Buffer | string | number | null | Reply[]
 export function digest (label: string, value: string): string {
   // One one-shot hash of the joined text: the same digest as updating with label, NUL and value in turn.
   const text = label + '\u0000' + value
-  return typeof hash === 'function' ? hash('sha256', text, 'base64url') : createHash('sha256').update(text, 'utf8').digest('base64url')
+  return hash('sha256', text, 'base64url')
 }
 
 /** The hash field of the device data key (see DEVICE_KEY). */
