@@ -45,6 +45,15 @@ export const SERVERS: ServerSpec[] = [
     sessions: true
   },
   {
+    id: 'rotation-floor-crypto',
+    label: 'floor + the hashing xems needs per rotation',
+    description: 'The floor, plus exactly the hashing a rotating xems request does and nothing else: the token is locator.secret, the Map is ' +
+      'keyed by SHA-256 of the locator and holds SHA-256 of the token, and each response draws a new secret, hashes it and seals it in a ' +
+      'grace box for the old token (the library\'s own recordIdOf, secretKeyOf, generateToken, sealForTokenHolder). What rotation costs ' +
+      'with tokens only stored hashed and a store that holds no usable token, before any session logic.',
+    sessions: true
+  },
+  {
     id: 'xems-persist',
     label: 'fastify-xems memory+vault everysec, rotation',
     description: "xemsSession on MemoryStore with persistence { fsync: 'everysec' } (encrypted journal on disk), rotation on.",

@@ -112,6 +112,35 @@ const SERVERS: Record<string, () => Promise<Built>> = {
     return { app }
   },
 
+  async 'rotation-floor-crypto' () {
+    const { default: fastifyCookie } = await import('@fastify/cookie')
+    const crypto = await loadTokenCrypto()
+    const app = Fastify({ logger: false })
+    await app.register(fastifyCookie)
+    const sessions = new Map<string, { key: string, profile: Profile, box: string }>()
+    const attributes = { path: '/', httpOnly: true, sameSite: 'lax', secure: false } as const
+    const issue = (reply: FastifyReply, locator: string, profile: Profile, previous: string | null): void => {
+      const secret = crypto.generateToken()
+      const token = `${locator}.${secret}`
+      const box = previous === null ? '' : crypto.sealForTokenHolder(previous, secret)
+      sessions.set(crypto.recordIdOf(locator), { key: crypto.secretKeyOf(token), profile, box })
+      reply.header('cache-control', 'no-store').setCookie('floor', token, attributes)
+    }
+    app.post('/login', async (request, reply) => {
+      issue(reply, crypto.generateLocator(), profileFor(userOf(request)), null)
+      return { ok: true }
+    })
+    app.get('/me', async (request, reply) => {
+      const token = request.cookies.floor
+      const dot = token === undefined ? -1 : token.indexOf('.')
+      const entry = dot === -1 ? undefined : sessions.get(crypto.recordIdOf(token!.slice(0, dot)))
+      if (entry === undefined || entry.key !== crypto.secretKeyOf(token!)) return await reply.code(401).send({ code: 'NO_SESSION' })
+      issue(reply, token!.slice(0, dot), entry.profile, token!)
+      return entry.profile
+    })
+    return { app }
+  },
+
   async 'xems-persist' () {
     const { MemoryStore } = await import('fastify-xems')
     if (typeof (MemoryStore.prototype as { ready?: unknown }).ready !== 'function') {
@@ -274,6 +303,33 @@ async function xemsServer (options: { autoRotation: boolean, store?: unknown }):
   // request.session is typed by whichever session plugin's augmentation TypeScript saw last: cast to xems's.
   app.get('/me', { preHandler: app.xems.requireSession() }, async (request) => (request as unknown as { session: XemsSession<{ user: Profile }> }).session.data.user)
   return { app }
+}
+
+interface TokenCrypto {
+  generateToken: () => string
+  generateLocator: () => string
+  recordIdOf: (locator: string) => string
+  secretKeyOf: (token: string) => string
+  sealForTokenHolder: (holder: string, secret: string) => string
+}
+
+/** The library's own token and grace-box functions, from its modules in dist/. */
+async function loadTokenCrypto (): Promise<TokenCrypto> {
+  const at = (path: string): string => new URL(path, import.meta.url).href
+  try {
+    const random = await import(at('../lib/crypto/random-token.js')) as Pick<TokenCrypto, 'generateToken'>
+    const token = await import(at('../lib/session/token.js')) as Pick<TokenCrypto, 'generateLocator' | 'recordIdOf' | 'secretKeyOf'>
+    const cipher = await import(at('../lib/crypto/cipher.js')) as Pick<TokenCrypto, 'sealForTokenHolder'>
+    return {
+      generateToken: random.generateToken,
+      generateLocator: token.generateLocator,
+      recordIdOf: token.recordIdOf,
+      secretKeyOf: token.secretKeyOf,
+      sealForTokenHolder: cipher.sealForTokenHolder
+    }
+  } catch (err) {
+    throw new Unavailable(`the token modules do not load from dist/lib: ${(err as Error).message}`)
+  }
 }
 
 type RedisStoreCtor = new (options: { client: Redis, prefix?: string, secret: unknown }) => { close: () => Promise<void>, ready?: () => Promise<void> }
