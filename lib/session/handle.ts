@@ -213,7 +213,11 @@ export class XemsSession<Data = Record<string, unknown>> {
       this.#bindingDirty = false
     }
     const rotate = this.#mode === 'live' && options.rotate
-    if (patch === null && !rotate && !this.#touched) {
+    // A request resolved in grace asks the store at its end too: the token current when it opened may
+    // have rotated on since (its successor presented: soon the theft signal), or have been retired by
+    // a concurrent migration. Sending it as learnt at open could leave the browser, which keeps the
+    // last Set-Cookie it receives, holding a token that signs it out or makes it a thief.
+    if (patch === null && !rotate && !this.#touched && this.#mode !== 'grace') {
       return this.#mode === 'live' || this.#token === null
         ? { action: 'keep' }
         : { action: 'set', token: this.#token, absoluteExpiresAt: this.absoluteExpiresAt }
@@ -224,7 +228,9 @@ export class XemsSession<Data = Record<string, unknown>> {
       return { action: 'keep' }
     }
     this.expiresAt = committed.expiresAt
-    const token = committed.token ?? (this.#mode === 'live' ? null : this.#token)
+    // No token known (a presented token retired by a migration meanwhile): nothing is sent, so the
+    // winner's token stays what the client holds. A token issued by this request is sent as issued.
+    const token = committed.token ?? (this.#mode === 'issued' ? this.#token : null)
     if (token === null || (token === this.#presented.token && this.#mode === 'live')) return { action: 'keep' }
     return { action: 'set', token, absoluteExpiresAt: this.absoluteExpiresAt }
   }

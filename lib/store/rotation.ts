@@ -13,8 +13,12 @@ import { MAX_PAST_TOKENS } from './contract.js'
  *   the grace period (requests still in flight).
  * - A token retired by a migration (regenerate, pending → active) answers "no session" until its
  *   deadline: it never reaches the migrated session.
- * - A rotated token whose successor was never presented answers "no session" once its window is over:
- *   nobody used the session since, so there is no theft to signal (a lost response, then silence).
+ * - The token the session's latest change (its last rotation or migration) replaced, presented after its
+ *   deadline while the current token has never been presented, ends the session quietly: nobody has
+ *   presented the session's token since that change, so there is no theft to signal (a lost response or
+ *   a lost migration answer, then silence), but whoever holds the unpresented current token (a thief who
+ *   rotated a copied token once, then waited) must not keep the session either. The honest client loses
+ *   nothing: its token no longer opens the session in any case.
  * - Any other token of the session, remembered or not, however many rotations ago, is the theft signal.
  */
 export interface PastToken {
@@ -37,8 +41,10 @@ export type TokenMatch =
   | { kind: 'current' }
   /** A rotated token within its deadline; `chain` opens from it to the current token. */
   | { kind: 'rotated', chain: string[] }
-  /** Retired by a migration within its deadline, or rotated to a successor never presented, after its window. */
+  /** Retired by a migration, within its deadline: "no session". */
   | { kind: 'retired' }
+  /** Replaced by the latest rotation or migration, after its deadline, the current token never presented: the session ends quietly. */
+  | { kind: 'stale' }
   /** Anything else: the theft signal. */
   | { kind: 'reused' }
 
@@ -56,7 +62,8 @@ export function matchToken (state: RotationState, key: string, now: number): Tok
   for (let i = past.length - 1; i >= 0; i--) {
     const entry = past[i]!
     if (entry.key !== key) continue
-    if (entry.until <= now) return i === past.length - 1 && entry.box !== null && !state.seen ? { kind: 'retired' } : { kind: 'reused' }
+    // The token the latest rotation or migration replaced is the last entry (rotate and retireAll append it).
+    if (entry.until <= now) return !state.seen && i === past.length - 1 ? { kind: 'stale' } : { kind: 'reused' }
     if (entry.box === null) return { kind: 'retired' }
     return { kind: 'rotated', chain: chainFrom(past, i) }
   }

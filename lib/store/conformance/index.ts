@@ -274,11 +274,36 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     equal((await resolve(id, key, t0 + 4999)).status, 'grace')
     same(
       await resolve(id, key, t0 + 5000), { status: 'none' },
-      'past the window: no session, but no theft signal (nobody used the session since)'
+      'past the window: no session, and no theft signal (nobody presented the session\'s token since)'
     )
-    equal((await resolve(id, next, t0 + 5001)).status, 'live', 'the current token is untouched')
-    same(await resolve(id, key, t0 + 5002, { revoke: false }), { status: 'reused', id, sandbox: 'auth-active', revoked: false },
-      'once the successor was presented, the old token is the theft signal')
+    same(await resolve(id, next, t0 + 5001), { status: 'none' }, 'and the session ended: the unpresented successor opens nothing either')
+  })
+
+  test('past its window, a rotated token is the theft signal once its successor was presented, even when the newest is unseen', async ({
+    create, resolve, commit
+  }) => {
+    const { id, key } = await create()
+    equal((await resolve(id, key, t0)).status, 'live')
+    const next = newKey()
+    equal((await commit({ id, tokenKey: key, patch: null, rotate: next, window: 5000, now: t0 })).status, 'ok')
+    equal((await resolve(id, next, t0 + 1, { grace: 0 })).status, 'live', 'the successor presented')
+    const last = newKey()
+    equal((await commit({ id, tokenKey: next, patch: null, rotate: last, window: 5000, now: t0 + 1 })).status, 'ok')
+    same(await resolve(id, key, t0 + 2, { revoke: false }), { status: 'reused', id, sandbox: 'auth-active', revoked: false },
+      'not the token the latest rotation replaced: the theft signal')
+    same(await resolve(id, next, t0 + 5001), { status: 'none' }, 'the one it replaced, past its window, the newest unseen: a quiet end')
+    same(await resolve(id, last, t0 + 5002), { status: 'none' }, 'the session is gone')
+  })
+
+  test('a migration whose answer was lost: its retired token is "no session", then a quiet end, never the theft signal', async ({
+    create, resolve, migrate
+  }) => {
+    const { id, key } = await create()
+    const moved = newKey()
+    equal(await migrate(id, key, { from: 'auth-active', to: 'auth-active', newKey: moved, retiredUntil: t0 + 5000 }), true)
+    same(await resolve(id, key, t0 + 4999), { status: 'none' }, 'retired, within its deadline')
+    same(await resolve(id, key, t0 + 5000), { status: 'none' }, 'past it, the new token never presented: no theft signal')
+    same(await resolve(id, moved, t0 + 5001), { status: 'none' }, 'and the session ended')
   })
 
   test('reuse is recognised whatever sandbox the caller asks for', async ({ create, resolve, rotateFrom }) => {

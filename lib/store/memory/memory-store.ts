@@ -164,6 +164,10 @@ export class MemoryStore implements SessionStore {
       if (device !== undefined) reused.device = device
       return reused
     }
+    if (match.kind === 'stale') {
+      this.#removeSession(session)
+      return NONE
+    }
     if (match.kind === 'retired' || (input.sandbox !== undefined && session.sandbox !== input.sandbox)) return NONE
     seen(session, input.now)
     if (match.kind === 'current') {

@@ -159,6 +159,10 @@ export class PostgresStore implements SessionStore {
         if (device !== undefined) reused.device = device
         return reused
       }
+      if (match.kind === 'stale') {
+        defer(this.#sql.deleteSession, [input.id])
+        return NONE
+      }
       if (match.kind === 'retired' || (input.sandbox !== undefined && row.sandbox !== input.sandbox)) return NONE
       const data = this.#sealing.openData(input.id, row.data)
       if (data === null) return NONE

@@ -136,6 +136,11 @@ export class RedisStore implements SessionStore {
       if (revoked && uk !== null) await unindex(this.#parts, uk.toString('latin1'), id)
       return reused
     }
+    if (status === 4) {
+      const uk = buffer(reply[1])
+      if (uk !== null) await unindex(this.#parts, uk.toString('latin1'), id)
+      return NONE
+    }
     if (status !== 1 && status !== 2) return NONE
     const opened = this.#sealer.openSession(id, list(reply[1]), input.now)
     if (opened === null) return NONE

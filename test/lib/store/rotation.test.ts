@@ -158,7 +158,10 @@ t.test('retireAll: a new current token; every token still working answers none u
   t.same(matchToken(s, 'c', 64_999), { kind: 'retired' }, 'the token the migration replaced')
   t.same(matchToken(s, 'b', 64_999), { kind: 'retired' }, 'a rotated token that was within its window')
   t.same(matchToken(s, 'a', 5001), { kind: 'reused' }, 'a token already past its grace stays the theft signal')
-  t.same(matchToken(s, 'c', 65_000), { kind: 'reused' })
+  t.same(matchToken(s, 'c', 65_000), { kind: 'stale' }, 'past its deadline, n never presented: the session ends quietly')
+  t.same(matchToken(s, 'b', 65_000), { kind: 'reused' }, 'b is not the token the migration replaced: the theft signal')
+  markPresented(s, 65_000, 2000)
+  t.same(matchToken(s, 'c', 65_000), { kind: 'reused' }, 'once n was presented, c is the theft signal')
   t.equal(chainOf(s, 'c'), null, 'an in-flight request with a retired token learns no token')
   t.equal(mayMigrate(s, 'c'), false)
 })
@@ -294,7 +297,7 @@ interface ModelToken {
   retiredUntil: number | null
 }
 
-type Expectation = 'current' | 'rotated' | 'retired' | 'reused'
+type Expectation = 'current' | 'rotated' | 'retired' | 'stale' | 'reused'
 
 class Model {
   readonly tokens: ModelToken[] = []
@@ -324,10 +327,11 @@ class Model {
   expect (i: number, now: number): Expectation {
     if (i === this.cur) return 'current'
     const token = this.tokens[i]!
-    if (token.retiredUntil !== null) return now < token.retiredUntil ? 'retired' : 'reused'
-    if (now < this.deadline(i)) return 'rotated'
-    // Past its window with a successor nobody presented: no session, and no theft to signal.
-    return i === this.cur - 1 && this.tokens[this.cur]!.firstPresentedAt === null ? 'retired' : 'reused'
+    if (token.retiredUntil !== null && now < token.retiredUntil) return 'retired'
+    if (token.retiredUntil === null && now < this.deadline(i)) return 'rotated'
+    // Past its deadline, the token the latest rotation or migration replaced, the current one never
+    // presented since: the session ends quietly, no theft to signal.
+    return i === this.cur - 1 && this.tokens[this.cur]!.firstPresentedAt === null ? 'stale' : 'reused'
   }
 
   /** Still within its own deadline: the current token, a rotated one within its window or grace, a retired one before retiredUntil. */
@@ -620,8 +624,8 @@ t.test('property: an honest client is never reused within the rules; past the wi
     const end = clientTime + 20_000 + window + GRACE
     for (let i = 0; i < keys.length; i++) {
       const got = matchToken(s, keys[i]!, end).kind
-      // The one exception: the predecessor of a current token nobody presented answers no session.
-      const expected = keys[i] === s.cur ? 'current' : i === keys.length - 2 && !s.seen ? 'retired' : 'reused'
+      // The one exception: the predecessor of a current token nobody presented ends the session quietly.
+      const expected = keys[i] === s.cur ? 'current' : i === keys.length - 2 && !s.seen ? 'stale' : 'reused'
       if (got !== expected) return fail(`after the window k${i} is ${got}`)
     }
     return true

@@ -3,7 +3,7 @@ import { defineScript } from './define.js'
 
 /**
  * Resolves a token on the session's hash. Returns {0} none | {1, all} live | {2, all, chain} grace |
- * {3, sandbox, u|nil, revoked, uk|nil, device field|nil} reused,
+ * {3, sandbox, u|nil, revoked, uk|nil, device field|nil} reused | {4, uk|nil} ended quietly (stale),
  * where all is the session hash as HGETALL read it (before this script's own writes).
  */
 export const resolve = defineScript({
@@ -44,8 +44,9 @@ else
   for i = n, 1, -1 do
     if keyAt(h.p, i) == tokenKey then
       if untilAt(h.p, i) <= now then
-        -- the last rotation, its successor never presented: nobody used the session since, no theft
-        if i == n and rotatedAt(h.p, i) and h.s ~= '1' then kind = 'retired' else kind = 'reused' end
+        -- the token the latest rotation or migration replaced (the last entry), the current token never
+        -- presented since: no theft to signal, but the session ends quietly (rotation.ts matchToken)
+        if i == n and h.s ~= '1' then kind = 'stale' else kind = 'reused' end
       elseif not rotatedAt(h.p, i) then kind = 'retired'
       else
         kind = 'rotated'
@@ -56,6 +57,10 @@ else
   end
 end
 if kind == 'retired' then return { 0 } end
+if kind == 'stale' then
+  redis.call('DEL', key)
+  return { 4, h.uk or false }
+end
 if kind == 'reused' then
   if revokeOnReuse then redis.call('DEL', key) end
   return { 3, h.sb, h.u or false, revokeOnReuse and 1 or 0, h.uk or false, h[deviceField] or false }
