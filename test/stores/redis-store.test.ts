@@ -206,6 +206,21 @@ if (typeof connected === 'string') {
     await roundTrips('kvDel', 1, async () => await store.kvDel('s', 'k'))
     await roundTrips('increment', 1, async () => await store.increment('c', 1000, now))
     await roundTrips('resetCounter', 1, async () => await store.resetCounter('c'))
+    const userLimit = { max: 1, onLimit: 'end-oldest' } as const
+    const laptop = recordIdOf(generateLocator())
+    await store.create({ id: laptop, sandbox: 'auth-active', tokenKey: newKey(), data: {}, now, idleTtl: HOUR, absoluteExpiresAt: now + DAY, userId: 'u5', userLimit })
+    const pending = await create(store, { sandbox: 'otp-pending', now })
+    const promote = async (tokenKey: string): Promise<unknown> => await store.migrate({
+      id: pending.id, tokenKey, from: 'otp-pending', to: 'auth-active', newKey: newKey(), retiredUntil: now + WINDOW, data: null, idleTtl: HOUR, userId: 'u5', now, userLimit
+    })
+    await roundTrips(
+      'migrate with maxSessionsPerUser that does not happen (the record\'s user, the admission, the session, the undo)', 4,
+      async () => { t.equal(await promote(newKey()), false) }
+    )
+    await roundTrips(
+      'migrate with maxSessionsPerUser that ends a session (the record\'s user, the admission, the session, the ending, the two sets)', 5,
+      async () => { t.same(await promote(pending.key), { status: 'admitted', ended: [laptop] }) }
+    )
     counted.sendCommand = original
   })
 
@@ -300,6 +315,42 @@ if (typeof connected === 'string') {
     t.same(await resolve(store, c, t0 + 10_004), { status: 'none' })
     t.equal((await resolve(store, e, t0 + 10_004)).status, 'live')
     t.equal((await store.listUser('crash-u', t0 + 10_005)).length, 2)
+  })
+
+  t.test('maxSessionsPerUser on Redis: a migration that does not happen ends none and leaves the limit set as it was; its retry is counted', async (t) => {
+    const { store, prefix } = scratch(t)
+    const t0 = Date.now()
+    const limitKey = `${prefix}l:{${userDigest('undo-u')}}`
+    const sign = async (now: number): Promise<{ id: string, key: string }> => {
+      const id = recordIdOf(generateLocator())
+      const key = newKey()
+      await store.create({
+        id, sandbox: 'auth-active', tokenKey: key, data: {}, now, idleTtl: HOUR, absoluteExpiresAt: now + 5 * DAY, userId: 'undo-u', userLimit: { max: 2, onLimit: 'end-oldest' }
+      })
+      return { id, key }
+    }
+    const c = await sign(t0)
+    const d = await sign(t0 + 1)
+    // A sign-in that marked c at t0 + 2 and died before ending it (the mark set by hand): the next admission hands it out again.
+    await client.zadd(limitKey, String(-(t0 + 2)), c.id)
+    const before = await client.zrange(limitKey, 0, -1, 'WITHSCORES')
+    const p = await create(store, { sandbox: 'otp-pending', now: t0 + 20_000 })
+    const promote = async (tokenKey: string, now: number): Promise<unknown> => {
+      const userLimit = { max: 1, onLimit: 'end-oldest' } as const
+      const retiredUntil = now + WINDOW
+      const move = { from: 'otp-pending', to: 'auth-active', newKey: newKey(), retiredUntil, data: null, idleTtl: HOUR }
+      return await store.migrate({ id: p.id, tokenKey, ...move, userId: 'undo-u', now, userLimit })
+    }
+    t.equal(await promote(newKey(), t0 + 20_001), false, 'a token the session does not have: the migration does not happen')
+    t.equal((await resolve(store, c, t0 + 20_002)).status, 'live', 'the old mark is left to the next admission')
+    t.equal((await resolve(store, d, t0 + 20_002)).status, 'live', 'the oldest counted session, which its admission marked, is not ended')
+    t.same(await client.zrange(limitKey, 0, -1, 'WITHSCORES'), before, 'the limit set is as before: d unmarked, the record not in it')
+    t.same(
+      await promote(p.key, t0 + 20_003), { status: 'admitted', ended: [c.id, d.id] },
+      'the retry is counted anew (its index entry, left by the first try, does not count it as admitted already)'
+    )
+    t.equal((await resolve(store, d, t0 + 20_004)).status, 'none')
+    t.same((await store.listUser('undo-u', t0 + 20_004)).map((info) => info.id), [p.id], 'the user has its one session')
   })
 
   t.test('token keys of any shape work (stored at a fixed width); a grace box must be the engine\'s', async (t) => {

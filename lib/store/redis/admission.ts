@@ -8,27 +8,41 @@ import type { RedisParts } from './commands.js'
 import { ADMISSION_FENCE_MS, SESSION_LIFETIME_BOUND_MS } from './layout.js'
 import { SCRIPT } from './scripts/index.js'
 
-/** An admission: the result, and the records the caller ends (endAdmitted) once it has written its own. */
+/**
+ * An admission: the result, the records the caller ends (endAdmitted) once it has written its own, and
+ * what undoAdmitted needs when its record is not written after all (a migration that does not happen).
+ */
 export interface Admission {
   result: LimitResult
   toEnd: string[]
+  /** The ids this admission marked, each with the score it had in the limit set: id, score, ... */
+  marked: string[]
+  /** Whether this admission added the record to the limit set. */
+  added: boolean
 }
 
 /**
+ * `fresh`: the record does not name the user yet (a migration read it), so it is counted anew even if
+ * an earlier try left it in the limit set.
  * A refusal is checked once: the counted records are read (in their own slots), those that are ended,
  * expired, or missing longer than ADMISSION_FENCE_MS (then fenced) are dead for good, and the script
  * decides again without them.
  */
-export async function admit (parts: RedisParts, uk: string, id: string, score: number, now: number, limit: UserLimit): Promise<Admission> {
+export async function admit (
+  parts: RedisParts, uk: string, id: string, score: number, now: number, limit: UserLimit, fresh = false
+): Promise<Admission> {
   const { keys, scripts } = parts
-  const input = { u: keys.user(uk), l: keys.limit(uk), id, score, now, max: limit.max, onLimit: limit.onLimit, dead: [] }
+  const input = { u: keys.user(uk), l: keys.limit(uk), id, score, now, max: limit.max, onLimit: limit.onLimit, fresh, dead: [] }
   let reply = list(await scripts.run(SCRIPT.admit, input))
   if (num(reply[0]) === 2) {
     const dead = await deadAmong(parts, reply.slice(1), now)
     if (dead.length > 0) reply = list(await scripts.run(SCRIPT.admit, { ...input, dead }))
   }
-  if (num(reply[0]) === 2) return { result: { status: 'refused' }, toEnd: [] }
-  return { result: { status: 'admitted', ended: [] }, toEnd: reply.slice(1).map(text) }
+  if (num(reply[0]) === 2) return { result: { status: 'refused' }, toEnd: [], marked: [], added: false }
+  const reclaimed = reply.slice(3, 3 + num(reply[2])).map(text)
+  const marked = reply.slice(3 + reclaimed.length).map(text)
+  const toEnd = [...reclaimed, ...marked.filter((_, i) => i % 2 === 0)]
+  return { result: { status: 'admitted', ended: [] }, toEnd, marked, added: num(reply[1]) === 1 }
 }
 
 /** Of the counted [id, admittedAt, ...] of a refusal, the ids whose records can never be live again. */
@@ -60,4 +74,16 @@ export async function endAdmitted ({ scripts, keys }: RedisParts, uk: string, id
     num(await scripts.run(SCRIPT.revokeOne, { key: keys.session(id), userKey: uk, now, score: now + SESSION_LIFETIME_BOUND_MS }))))
   await scripts.run(SCRIPT.admitDone, { u: keys.user(uk), l: keys.limit(uk), ids })
   return ids.filter((_, i) => outcomes[i] === 2)
+}
+
+/**
+ * Undoes an admission whose record was not written (a migration that did not happen): the sessions it
+ * marked are unmarked, none is ended, and the record leaves the limit set if the admission added it.
+ * Old marks it handed out again stay marked, for the user's next admission.
+ */
+export async function undoAdmitted (
+  { scripts, keys }: RedisParts, uk: string, id: string, admission: Admission, now: number
+): Promise<void> {
+  if (!admission.added && admission.marked.length === 0) return
+  await scripts.run(SCRIPT.admitUndo, { l: keys.limit(uk), id, now, added: admission.added, marked: admission.marked })
 }

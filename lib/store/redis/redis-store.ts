@@ -6,7 +6,7 @@ import type {
   ResolveResult, SessionInfo, SessionStore
 } from '../contract.js'
 import { DEVICE_KEY } from '../contract.js'
-import { admit, type Admission, endAdmitted } from './admission.js'
+import { admit, type Admission, endAdmitted, undoAdmitted } from './admission.js'
 import { type CanaryRings, checkCanary } from './canary-check.js'
 import { boxArg, buffer, DEVICE_FIELD, digest, intOf, keyArg, list, num, text } from './codec.js'
 import { type RedisParts, ScriptRunner } from './commands.js'
@@ -191,7 +191,8 @@ export class RedisStore implements SessionStore {
       // The absolute deadline is not part of a migration; no session outlives now + the engine's cap.
       if (input.userLimit === undefined) await indexAdd(this.#parts, uk, id, input.now + SESSION_LIFETIME_BOUND_MS, input.now)
       else {
-        admitted = await admit(this.#parts, uk, id, input.now + SESSION_LIFETIME_BOUND_MS, input.now, input.userLimit)
+        const fresh = await this.#client.hget(this.#keys.session(id), 'uk') !== uk
+        admitted = await admit(this.#parts, uk, id, input.now + SESSION_LIFETIME_BOUND_MS, input.now, input.userLimit, fresh)
         if (admitted.result.status === 'refused') return admitted.result
       }
       sealedUser = this.#sealer.seal(input.userId, 'session', id, 'user')
@@ -213,11 +214,14 @@ export class RedisStore implements SessionStore {
     })
     // A user the session no longer names keeps a dangling index entry: harmless (revokeUser and
     // listUser check the record), gone with its score. Removing it here could race a later migration
-    // back to that user, whose index entry is written before its record. (Under maxSessionsPerUser it
-    // also stays counted, as does the admission of a migration that did not happen: see docs/stores.md.)
-    const ended = admitted === undefined ? [] : await endAdmitted(this.#parts, uk, admitted.toEnd, input.now)
-    if (num(moved) !== 1) return false
-    return admitted === undefined ? true : { status: 'admitted', ended }
+    // back to that user, whose index entry is written before its record; so does a migration that did
+    // not happen, whose admission is undone (none ended). Under maxSessionsPerUser see docs/stores.md.
+    if (num(moved) !== 1) {
+      if (admitted !== undefined) await undoAdmitted(this.#parts, uk, id, admitted, input.now)
+      return false
+    }
+    if (admitted === undefined) return true
+    return { status: 'admitted', ended: await endAdmitted(this.#parts, uk, admitted.toEnd, input.now) }
   }
 
   async destroy (id: string): Promise<boolean> {

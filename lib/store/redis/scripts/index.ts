@@ -1,5 +1,5 @@
 /** The scripts of RedisStore, each with the typed builder of its arguments (see define.ts, common.ts). */
-import { admit, admitDone, fence } from './admit.js'
+import { admit, admitDone, admitUndo, fence } from './admit.js'
 import { canary } from './canary.js'
 import { commit } from './commit.js'
 import { create } from './create.js'
@@ -27,6 +27,7 @@ export const SCRIPT = {
   indexRead,
   admit,
   admitDone,
+  admitUndo,
   fence,
   reseal,
   kvGet,
