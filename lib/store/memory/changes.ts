@@ -68,14 +68,14 @@ export class ChangeTracker {
       const session = state.sessions.get(id)
       if (session === undefined) entries.push(encodeSessionRemoved(id))
       else if (change === Change.Touch) entries.push(encodeTouch(id, lastSeenOf(session)))
-      else entries.push(encodeCore(coreOf(session)))
+      else entries.push(encodeCore(coreOf(id, session)))
       durable ||= change === Change.Core || session === undefined
     }
     for (const [id, keys] of this.#dirtyData) {
       const session = state.sessions.get(id)
       if (session === undefined) continue
-      if (keys === null) entries.push(encodeAllData(id, session.data))
-      else for (const key of keys) entries.push(encodeDataKey(id, key, Object.hasOwn(session.data, key) ? session.data[key]! : null))
+      if (keys === null) entries.push(encodeAllData(id, session.data()))
+      else for (const key of keys) entries.push(encodeDataKey(id, key, session.dataValue(key) ?? null))
     }
     for (const key of this.#dirtyValues) {
       const value = state.values.get(key)
@@ -94,9 +94,9 @@ export class ChangeTracker {
 }
 
 /** A session's fields and rotation state as the vault encodes them. */
-export function coreOf (session: MemorySession): SessionCore {
+export function coreOf (id: string, session: MemorySession): SessionCore {
   return {
-    id: session.id,
+    id,
     sandbox: session.sandbox,
     userId: session.userId ?? null,
     createdAt: createdOf(session),

@@ -9,8 +9,7 @@ import { ChangeTracker } from './changes.js'
 import { checkOptions, type MemoryStoreOptions } from './options.js'
 import { MemoryPersistence } from './persistence.js'
 import {
-  flatData, ownKey, seen, sessionExpiresAt, sessionInfo, setDataKey, setTimes, small, snapshot,
-  type Counter, type MemorySession, type TimedValue
+  MemorySession, ownKey, seen, sessionExpiresAt, sessionInfo, small, snapshot, type Counter, type TimedValue
 } from './record.js'
 import { ShardedMap } from './sharded-map.js'
 import { IncrementalSweeper } from './sweeper.js'
@@ -33,7 +32,7 @@ const NONE: ResolveResult = Object.freeze({ status: 'none' })
  */
 export class MemoryStore implements SessionStore {
   readonly #sessions = new ShardedMap<MemorySession>()
-  readonly #users = new UserIndex((id, now) => this.#liveSession(id, now), (session) => { this.#removeSession(session) })
+  readonly #users = new UserIndex((id, now) => this.#liveSession(id, now), (id, session) => { this.#removeSession(id, session) })
   /** The timed values and the counters. */
   readonly #values: MemoryValues
   readonly #sweeper: IncrementalSweeper
@@ -68,7 +67,7 @@ export class MemoryStore implements SessionStore {
       {
         map: this.#sessions,
         isExpired: (s: MemorySession, now) => sessionExpiresAt(s) <= now,
-        remove: (_k, s: MemorySession) => this.#forgetSession(s)
+        remove: (id, s: MemorySession) => { this.#forgetSession(id, s) }
       },
       { map: values.values, isExpired: (v: TimedValue, now) => v.expiresAt <= now, remove: (k) => values.values.delete(k) },
       { map: values.counters, isExpired: (c: Counter, now) => c.resetAt <= now, remove: (k) => values.counters.delete(k) }
@@ -82,8 +81,8 @@ export class MemoryStore implements SessionStore {
         values: values.values,
         counters: values.counters,
         indexUser: (userId, id) => { this.#users.add(userId, id) },
-        unindexUser: (session) => { this.#users.remove(session) },
-        forgetSession: (session) => { this.#forgetSession(session) }
+        unindexUser: (id, session) => { this.#users.remove(id, session) },
+        forgetSession: (id, session) => { this.#forgetSession(id, session) }
       }, changes!, clock, () => this.#closed)
       this.#ready = this.#persistence.ready
     }
@@ -124,21 +123,9 @@ export class MemoryStore implements SessionStore {
       if (admitted.status === 'refused') return admitted
     }
     const old = this.#sessions.get(id)
-    if (old !== undefined) this.#forgetSession(old)
-    const session: MemorySession = {
-      id,
-      sandbox: input.sandbox,
-      userId: input.userId,
-      data: flatData(input.data),
-      created: 0,
-      seenOffset: 0,
-      idleTtl: small(input.idleTtl),
-      lifeSpan: 0,
-      cur: ownKey(input.tokenKey),
-      seen: false,
-      past: NO_PAST
-    }
-    setTimes(session, input.now, input.now, input.absoluteExpiresAt)
+    if (old !== undefined) this.#forgetSession(id, old)
+    const session = MemorySession.of(input.sandbox, input.idleTtl, input.userId, input.tokenKey, false, NO_PAST, input.data,
+      input.now, input.now, input.absoluteExpiresAt)
     if (input.userId !== undefined) this.#users.add(input.userId, id)
     this.#sessions.set(id, session)
     this.#coreChanged(id)
@@ -157,26 +144,26 @@ export class MemoryStore implements SessionStore {
     if (session === null) return NONE
     const match = matchToken(session, input.tokenKey, input.now)
     if (match.kind === 'reused') {
-      if (input.revokeOnReuse) this.#removeSession(session)
-      const reused: ResolveResult = { status: 'reused', id: session.id, sandbox: session.sandbox, revoked: input.revokeOnReuse }
+      if (input.revokeOnReuse) this.#removeSession(input.id, session)
+      const reused: ResolveResult = { status: 'reused', id: input.id, sandbox: session.sandbox, revoked: input.revokeOnReuse }
       if (session.userId !== undefined) reused.userId = session.userId
-      const device = session.data[DEVICE_KEY]
+      const device = session.dataValue(DEVICE_KEY)
       if (device !== undefined) reused.device = device
       return reused
     }
     if (match.kind === 'stale') {
-      this.#removeSession(session)
+      this.#removeSession(input.id, session)
       return NONE
     }
     if (match.kind === 'retired' || (input.sandbox !== undefined && session.sandbox !== input.sandbox)) return NONE
     seen(session, input.now)
     if (match.kind === 'current') {
-      if (markPresented(session, input.now, input.gracePeriod)) this.#presented(session.id)
-      else this.#touched(session.id)
-      return { status: 'live', session: snapshot(session) }
+      if (markPresented(session, input.now, input.gracePeriod)) this.#presented(input.id)
+      else this.#touched(input.id)
+      return { status: 'live', session: snapshot(input.id, session) }
     }
-    this.#touched(session.id)
-    return { status: 'grace', session: snapshot(session), chain: match.chain }
+    this.#touched(input.id)
+    return { status: 'grace', session: snapshot(input.id, session), chain: match.chain }
   }
 
   async commit (input: CommitInput): Promise<CommitResult> {
@@ -189,19 +176,16 @@ export class MemoryStore implements SessionStore {
     const session = this.#liveSession(input.id, input.now)
     if (session === null) return { status: 'gone' }
     if (input.patch !== null) {
-      for (const [key, value] of Object.entries(input.patch)) {
-        if (value === null) delete session.data[key]
-        else setDataKey(session.data, key, value)
-        this.#dataChanged(session.id, key)
-      }
+      session.patchData(input.patch)
+      for (const key of Object.keys(input.patch)) this.#dataChanged(input.id, key)
     }
     seen(session, input.now)
-    if (input.rotate !== null && session.cur === input.tokenKey &&
-      rotate(session, ownKey(input.rotate.newKey), input.rotate.box, input.now, input.rotate.unseenWindow)) {
-      this.#coreChanged(session.id)
+    if (input.rotate !== null && session.isCurrent(input.tokenKey) &&
+      rotate(session, input.rotate.newKey, input.rotate.box, input.now, input.rotate.unseenWindow)) {
+      this.#coreChanged(input.id)
       return { status: 'ok', rotated: true, expiresAt: sessionExpiresAt(session) }
     }
-    this.#touched(session.id)
+    this.#touched(input.id)
     return { status: 'ok', rotated: false, chain: chainOf(session, input.tokenKey), expiresAt: sessionExpiresAt(session) }
   }
 
@@ -218,23 +202,23 @@ export class MemoryStore implements SessionStore {
     if (input.userId !== undefined && input.userLimit !== undefined) {
       admitted = input.userId === session.userId
         ? { status: 'admitted', ended: [] }
-        : this.#users.admit(input.userId, session.id, input.userLimit, input.now)
+        : this.#users.admit(input.userId, input.id, input.userLimit, input.now)
       if (admitted.status === 'refused') return admitted
     }
-    retireAll(session, ownKey(input.newKey), input.now, input.retiredUntil)
+    retireAll(session, input.newKey, input.now, input.retiredUntil)
     session.sandbox = input.to
     session.idleTtl = small(input.idleTtl)
     seen(session, input.now)
     if (input.data !== null) {
-      session.data = flatData(input.data)
-      this.#dataChanged(session.id, null)
+      session.setData(input.data)
+      this.#dataChanged(input.id, null)
     }
     if (input.userId !== undefined && input.userId !== session.userId) {
-      this.#users.remove(session)
+      this.#users.remove(input.id, session)
       session.userId = input.userId
-      this.#users.add(input.userId, session.id)
+      this.#users.add(input.userId, input.id)
     }
-    this.#coreChanged(session.id)
+    this.#coreChanged(input.id)
     return admitted
   }
 
@@ -247,7 +231,7 @@ export class MemoryStore implements SessionStore {
   #destroy (id: string): boolean {
     const session = this.#sessions.get(id)
     if (session === undefined) return false
-    this.#removeSession(session)
+    this.#removeSession(id, session)
     return true
   }
 
@@ -260,7 +244,7 @@ export class MemoryStore implements SessionStore {
   #revokeUserSession (userId: string, id: string, now: number): boolean {
     const session = this.#liveSession(id, now)
     if (session === null || session.userId !== userId) return false
-    this.#removeSession(session)
+    this.#removeSession(id, session)
     return true
   }
 
@@ -276,7 +260,7 @@ export class MemoryStore implements SessionStore {
       if (id === exceptId) continue
       const session = this.#sessions.get(id)!
       if (sessionExpiresAt(session) > now) ended++
-      this.#removeSession(session)
+      this.#removeSession(id, session)
     }
     return ended
   }
@@ -291,7 +275,7 @@ export class MemoryStore implements SessionStore {
     const infos: SessionInfo[] = []
     for (const id of this.#users.ids(userId)) {
       const session = this.#liveSession(id, now)
-      if (session !== null) infos.push(sessionInfo(session, userId))
+      if (session !== null) infos.push(sessionInfo(id, session, userId))
     }
     return infos
   }
@@ -374,21 +358,21 @@ export class MemoryStore implements SessionStore {
     const session = this.#sessions.get(id)
     if (session === undefined) return null
     if (sessionExpiresAt(session) <= now) {
-      this.#removeSession(session)
+      this.#removeSession(id, session)
       return null
     }
     return session
   }
 
   /** Ends a session within an operation (journaled). */
-  #removeSession (session: MemorySession): void {
-    this.#forgetSession(session)
-    this.#coreChanged(session.id)
+  #removeSession (id: string, session: MemorySession): void {
+    this.#forgetSession(id, session)
+    this.#coreChanged(id)
   }
 
   /** Drops a session from memory without journaling it (expiry sweeps, replay). */
-  #forgetSession (session: MemorySession): void {
-    this.#sessions.delete(session.id)
-    this.#users.remove(session)
+  #forgetSession (id: string, session: MemorySession): void {
+    this.#sessions.delete(id)
+    this.#users.remove(id, session)
   }
 }

@@ -2,29 +2,137 @@
  * The records of the MemoryStore (sessions, timed values, counters) and the functions that read and
  * write them, shared by the store (memory-store.ts, values.ts, users.ts) and its persistence (persistence.ts).
  */
-import type { EncodedData, SessionInfo, StoredSession } from '../contract.js'
+import type { DataPatch, EncodedData, SessionInfo, StoredSession } from '../contract.js'
 import { DEVICE_KEY } from '../contract.js'
-import type { RotationState } from '../rotation.js'
+import { NO_PAST, type PastToken, type RotationState } from '../rotation.js'
+import { dataValue, fieldIs, fieldText, nextField, packed, repacked, unpackData } from './data.js'
+import { profileOf, type SessionProfile } from './profile.js'
 import type { ShardedMap } from './sharded-map.js'
 
 /**
- * One record per session: its fields and its rotation state (lib/store/rotation.ts), nothing else. Times
- * are kept as offsets: small integers, which V8 keeps in the object itself, where a timestamp would be a
- * 16-byte heap number of its own (a million sessions: 48 MB).
+ * One record per session, filed under its id (the map's key: the record does not repeat it). Four fields:
+ * - `profile`: the fields most sessions share (profile.ts: sandbox, lifetimes, user, `seen`, `past`),
+ *   frozen and replaced on change;
+ * - `body`: the current token key and the data, packed into one string (data.ts);
+ * - the times, as offsets: small integers, which V8 keeps in the object itself, where a timestamp would be
+ *   a 16-byte heap number of its own (a million sessions: 48 MB).
+ * The rotation state (lib/store/rotation.ts) and the other fields are getters and setters over these.
  */
-export interface MemorySession extends RotationState {
-  id: string
-  sandbox: string
-  /** Always present (undefined without a user): one object shape for every session, fields in place. */
-  userId: string | undefined
-  data: EncodedData
+export class MemorySession implements RotationState {
+  profile: SessionProfile
+  /** `<length>:<current token key>` then the data, key → JSON text (data.ts). */
+  body: string
   /** createdAt − EPOCH (a small integer for about 24 days either side of the process's start). */
   created: number
   /** lastSeenAt − createdAt. */
   seenOffset: number
-  idleTtl: number
+
+  constructor (profile: SessionProfile, body: string, created: number, seenOffset: number) {
+    this.profile = profile
+    this.body = body
+    this.created = created
+    this.seenOffset = seenOffset
+  }
+
+  /** A session as created or loaded: its data packed, its times set. */
+  static of (
+    sandbox: string, idleTtl: number, userId: string | undefined, cur: string, seen: boolean, past: readonly PastToken[],
+    data: EncodedData, createdAt: number, lastSeenAt: number, absoluteExpiresAt: number
+  ): MemorySession {
+    const lifeSpan = small(absoluteExpiresAt - createdAt)
+    const profile = profileOf(sandbox, small(idleTtl), lifeSpan, userId, seen, past.length === 0 ? NO_PAST : past)
+    return new MemorySession(profile, packed(cur, data), small(createdAt - EPOCH), small(lastSeenAt - createdAt))
+  }
+
+  get sandbox (): string {
+    return this.profile.sandbox
+  }
+
+  set sandbox (sandbox: string) {
+    const p = this.profile
+    if (p.sandbox !== sandbox) this.profile = profileOf(sandbox, p.idleTtl, p.lifeSpan, p.userId, p.seen, p.past)
+  }
+
+  get idleTtl (): number {
+    return this.profile.idleTtl
+  }
+
+  set idleTtl (idleTtl: number) {
+    const p = this.profile
+    if (p.idleTtl !== idleTtl) this.profile = profileOf(p.sandbox, small(idleTtl), p.lifeSpan, p.userId, p.seen, p.past)
+  }
+
   /** absoluteExpiresAt − createdAt. */
-  lifeSpan: number
+  get lifeSpan (): number {
+    return this.profile.lifeSpan
+  }
+
+  set lifeSpan (lifeSpan: number) {
+    const p = this.profile
+    if (p.lifeSpan !== lifeSpan) this.profile = profileOf(p.sandbox, p.idleTtl, small(lifeSpan), p.userId, p.seen, p.past)
+  }
+
+  /** Undefined without a user. */
+  get userId (): string | undefined {
+    return this.profile.userId
+  }
+
+  set userId (userId: string | undefined) {
+    const p = this.profile
+    if (p.userId !== userId) this.profile = profileOf(p.sandbox, p.idleTtl, p.lifeSpan, userId, p.seen, p.past)
+  }
+
+  get seen (): boolean {
+    return this.profile.seen
+  }
+
+  set seen (seen: boolean) {
+    const p = this.profile
+    if (p.seen !== seen) this.profile = profileOf(p.sandbox, p.idleTtl, p.lifeSpan, p.userId, seen, p.past)
+  }
+
+  get past (): readonly PastToken[] {
+    return this.profile.past
+  }
+
+  set past (past: readonly PastToken[]) {
+    const p = this.profile
+    if (p.past !== past) this.profile = profileOf(p.sandbox, p.idleTtl, p.lifeSpan, p.userId, p.seen, past.length === 0 ? NO_PAST : past)
+  }
+
+  /** The current token's key (a string of its own: rotate keeps it in `past`). */
+  get cur (): string {
+    return fieldText(this.body, 0)
+  }
+
+  set cur (key: string) {
+    this.body = repacked(this.body, nextField(this.body, 0), key, null)
+  }
+
+  /** Is `key` the current token's key? (No string is made.) */
+  isCurrent (key: string): boolean {
+    return fieldIs(this.body, 0, key)
+  }
+
+  /** A copy of the data (a key named `__proto__` stays an own key). */
+  data (): EncodedData {
+    return unpackData(this.body, nextField(this.body, 0))
+  }
+
+  /** The JSON text of data key `key`, or undefined. */
+  dataValue (key: string): string | undefined {
+    return dataValue(this.body, nextField(this.body, 0), key)
+  }
+
+  /** Sets (string) or deletes (null) data keys. */
+  patchData (patch: DataPatch): void {
+    this.body = repacked(this.body, nextField(this.body, 0), undefined, patch)
+  }
+
+  /** Replaces all the data. */
+  setData (data: EncodedData): void {
+    this.body = packed(fieldText(this.body, 0), data)
+  }
 }
 
 export const EPOCH = Date.now()
@@ -50,7 +158,7 @@ export function seen (session: MemorySession, now: number): void {
   session.seenOffset = small(now - createdOf(session))
 }
 
-/** Sets the times of a session (its offsets), as created or as loaded. */
+/** Sets the times of a session (its offsets), as loaded. */
 export function setTimes (session: MemorySession, createdAt: number, lastSeenAt: number, absoluteExpiresAt: number): void {
   session.created = small(createdAt - EPOCH)
   session.seenOffset = small(lastSeenAt - createdAt)
@@ -72,11 +180,11 @@ export function sessionExpiresAt (session: MemorySession): number {
 }
 
 /** A copy of a session as the store answers it (resolve). */
-export function snapshot (session: MemorySession): StoredSession {
+export function snapshot (id: string, session: MemorySession): StoredSession {
   const copy: StoredSession = {
-    id: session.id,
+    id,
     sandbox: session.sandbox,
-    data: { ...session.data },
+    data: session.data(),
     createdAt: createdOf(session),
     lastSeenAt: lastSeenOf(session),
     idleTtl: session.idleTtl,
@@ -87,37 +195,18 @@ export function snapshot (session: MemorySession): StoredSession {
 }
 
 /** A session as listUser answers it; `userId` is its user. */
-export function sessionInfo (session: MemorySession, userId: string): SessionInfo {
+export function sessionInfo (id: string, session: MemorySession, userId: string): SessionInfo {
   const info: SessionInfo = {
-    id: session.id,
+    id,
     sandbox: session.sandbox,
     userId,
     createdAt: createdOf(session),
     lastSeenAt: lastSeenOf(session),
     expiresAt: sessionExpiresAt(session)
   }
-  const device = session.data[DEVICE_KEY]
+  const device = session.dataValue(DEVICE_KEY)
   if (device !== undefined) info.device = device
   return info
-}
-
-/**
- * Sets a data key as an own property: `__proto__` is a key like any other. (Spread copies keep own
- * properties too; plain objects keep V8's fast layout, where null-prototype ones fall into dictionary mode.)
- */
-export function setDataKey (data: Record<string, string>, key: string, value: string): void {
-  if (key === '__proto__') Object.defineProperty(data, key, { value: flat(value), enumerable: true, writable: true, configurable: true })
-  else data[key] = flat(value)
-}
-
-/**
- * V8 keeps a string built in pieces (JSON.stringify of a larger value is one) as a tree of fragments;
- * converting it to a number flattens it in place. Kept for hours, a flat string is ~90 bytes smaller
- * per session value (bench/memory.ts --breakdown).
- */
-export function flat (text: string): string {
-  void Number(text)
-  return text
 }
 
 /**
@@ -131,22 +220,13 @@ export function ownKey (key: string): string {
   return JSON.parse(JSON.stringify(key)) as string
 }
 
-/**
- * A session's data as it is kept: JSON.parse makes an object with exactly as many in-object slots as it
- * has keys (a literal `{}` reserves four) and flat strings; `__proto__` stays an own key, as JSON.parse
- * defines every key as an own data property.
- */
-export function flatData (data: Record<string, string>): Record<string, string> {
-  return JSON.parse(JSON.stringify(data)) as Record<string, string>
-}
-
 /** The state of a MemoryStore as its persistence reads and replays it: the maps and the user index. */
 export interface MemoryState {
   readonly sessions: ShardedMap<MemorySession>
   readonly values: ShardedMap<TimedValue>
   readonly counters: ShardedMap<Counter>
   indexUser: (userId: string, id: string) => void
-  unindexUser: (session: MemorySession) => void
+  unindexUser: (id: string, session: MemorySession) => void
   /** Drops a session from memory without journaling it. */
-  forgetSession: (session: MemorySession) => void
+  forgetSession: (id: string, session: MemorySession) => void
 }

@@ -9,9 +9,12 @@ export class UserIndex {
   /** The store's: a session if it is live at `now` (an expired one is removed), else null. */
   readonly #liveSession: (id: string, now: number) => MemorySession | null
   /** The store's: ends a session within the operation (journaled). */
-  readonly #removeSession: (session: MemorySession) => void
+  readonly #removeSession: (id: string, session: MemorySession) => void
 
-  constructor (liveSession: (id: string, now: number) => MemorySession | null, removeSession: (session: MemorySession) => void) {
+  constructor (
+    liveSession: (id: string, now: number) => MemorySession | null,
+    removeSession: (id: string, session: MemorySession) => void
+  ) {
     this.#liveSession = liveSession
     this.#removeSession = removeSession
   }
@@ -29,17 +32,18 @@ export class UserIndex {
     else ids.add(id)
   }
 
-  /** Takes `session` out of its user's sessions (nothing without a user). */
-  remove (session: MemorySession): void {
-    if (session.userId === undefined) return
-    const ids = this.#users.get(session.userId)
+  /** Takes session `id` out of its user's sessions (nothing without a user). */
+  remove (id: string, session: MemorySession): void {
+    const userId = session.userId
+    if (userId === undefined) return
+    const ids = this.#users.get(userId)
     if (ids === undefined) return
     if (typeof ids === 'string') {
-      if (ids === session.id) this.#users.delete(session.userId)
+      if (ids === id) this.#users.delete(userId)
       return
     }
-    ids.delete(session.id)
-    if (ids.size === 1) this.#users.set(session.userId, ids.values().next().value!)
+    ids.delete(id)
+    if (ids.size === 1) this.#users.set(userId, ids.values().next().value!)
   }
 
   /**
@@ -48,17 +52,17 @@ export class UserIndex {
    * left with the new one. Part of one synchronous section with the write that follows.
    */
   admit (userId: string, id: string, limit: UserLimit, now: number): LimitResult {
-    const live: MemorySession[] = []
+    const live: Array<{ id: string, session: MemorySession }> = []
     for (const other of this.ids(userId)) {
       if (other === id) continue
       const session = this.#liveSession(other, now)
-      if (session !== null) live.push(session)
+      if (session !== null) live.push({ id: other, session })
     }
     if (live.length < limit.max) return { status: 'admitted', ended: [] }
     if (limit.onLimit === 'refuse') return { status: 'refused' }
-    live.sort((a, b) => a.created - b.created || (a.id < b.id ? -1 : 1))
+    live.sort((a, b) => a.session.created - b.session.created || (a.id < b.id ? -1 : 1))
     const ended = live.slice(0, live.length - limit.max + 1)
-    for (const session of ended) this.#removeSession(session)
-    return { status: 'admitted', ended: ended.map((session) => session.id) }
+    for (const { id, session } of ended) this.#removeSession(id, session)
+    return { status: 'admitted', ended: ended.map((entry) => entry.id) }
   }
 }

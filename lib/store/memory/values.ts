@@ -1,6 +1,7 @@
 import type { CounterResult } from '../contract.js'
 import type { ChangeTracker } from './changes.js'
-import { flat, ownKey, type Counter, type TimedValue } from './record.js'
+import { flat } from './data.js'
+import { ownKey, type Counter, type TimedValue } from './record.js'
 import { ShardedMap } from './sharded-map.js'
 
 /**

@@ -1,8 +1,7 @@
-import { NO_PAST } from '../rotation.js'
 import { decodeEntry, encodeAllData, encodeCore, encodeCounter, encodeValue } from '../vault/entries.js'
 import type { VaultState } from '../vault/vault.js'
 import { coreOf } from './changes.js'
-import { flatData, seen, sessionExpiresAt, setDataKey, setTimes, small, type MemorySession, type MemoryState } from './record.js'
+import { MemorySession, seen, sessionExpiresAt, setTimes, small, type MemoryState } from './record.js'
 
 /**
  * The state of a MemoryStore as its vault sees it: entries read back at start-up are replayed into
@@ -24,22 +23,11 @@ function applyEntry (state: MemoryState, raw: unknown): void {
       const core = entry.core
       const session = state.sessions.get(core.id)
       if (session === undefined) {
-        const created: MemorySession = {
-          id: core.id,
-          sandbox: core.sandbox,
-          userId: core.userId ?? undefined,
-          data: {},
-          created: 0,
-          seenOffset: 0,
-          idleTtl: small(core.idleTtl),
-          lifeSpan: 0,
-          cur: core.cur,
-          seen: core.seen,
-          past: core.past.length === 0 ? NO_PAST : core.past
-        }
-        setTimes(created, core.createdAt, core.lastSeenAt, core.absoluteExpiresAt)
-        if (core.userId !== null) state.indexUser(core.userId, core.id)
-        state.sessions.set(core.id, created)
+        const id = core.id
+        const created = MemorySession.of(core.sandbox, core.idleTtl, core.userId ?? undefined, core.cur, core.seen, core.past, {},
+          core.createdAt, core.lastSeenAt, core.absoluteExpiresAt)
+        if (core.userId !== null) state.indexUser(core.userId, id)
+        state.sessions.set(id, created)
         break
       }
       session.sandbox = core.sandbox
@@ -47,9 +35,9 @@ function applyEntry (state: MemoryState, raw: unknown): void {
       session.idleTtl = small(core.idleTtl)
       session.cur = core.cur
       session.seen = core.seen
-      session.past = core.past.length === 0 ? NO_PAST : core.past
+      session.past = core.past
       if ((core.userId ?? undefined) !== session.userId) {
-        state.unindexUser(session)
+        state.unindexUser(core.id, session)
         session.userId = undefined
         if (core.userId !== null) {
           session.userId = core.userId
@@ -65,19 +53,19 @@ function applyEntry (state: MemoryState, raw: unknown): void {
     }
     case 'D': {
       const session = state.sessions.get(entry.id)
-      if (session !== undefined) state.forgetSession(session)
+      if (session !== undefined) state.forgetSession(entry.id, session)
       break
     }
     case 'A': {
       const session = state.sessions.get(entry.id)
-      if (session !== undefined) session.data = flatData(entry.data)
+      if (session !== undefined) session.setData(entry.data)
       break
     }
     case 'P': {
       const session = state.sessions.get(entry.id)
       if (session === undefined) break
-      if (entry.value === null) delete session.data[entry.key]
-      else setDataKey(session.data, entry.key, entry.value)
+      // A computed key is an own key, `__proto__` too.
+      session.patchData({ [entry.key]: entry.value })
       break
     }
     case 'V':
@@ -97,7 +85,7 @@ function applyEntry (state: MemoryState, raw: unknown): void {
 
 /** Drops everything expired at `now` (after loading, so that it is not written back). */
 function dropExpired (state: MemoryState, now: number): void {
-  for (const session of [...state.sessions.values()]) if (sessionExpiresAt(session) <= now) state.forgetSession(session)
+  for (const [id, session] of [...state.sessions.entries()]) if (sessionExpiresAt(session) <= now) state.forgetSession(id, session)
   for (const [key, value] of state.values) if (value.expiresAt <= now) state.values.delete(key)
   for (const [key, counter] of state.counters) if (counter.resetAt <= now) state.counters.delete(key)
 }
@@ -109,9 +97,9 @@ function dropExpired (state: MemoryState, now: number): void {
  */
 function * scan (state: MemoryState, clock: () => number): Generator<string> {
   const now = clock()
-  for (const session of state.sessions.values()) {
+  for (const [id, session] of state.sessions.entries()) {
     if (sessionExpiresAt(session) <= now) continue
-    yield encodeCore(coreOf(session)) + ',' + encodeAllData(session.id, session.data)
+    yield encodeCore(coreOf(id, session)) + ',' + encodeAllData(id, session.data())
   }
   for (const [key, value] of state.values) {
     if (value.expiresAt > now) yield encodeValue(key, value.value, value.expiresAt)
