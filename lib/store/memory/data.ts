@@ -1,46 +1,94 @@
 /**
  * Fields packed into one string, as a MemoryStore record keeps its current token key and its data
- * (record.ts): each field is `<length>:<text>` (the length in decimal UTF-16 code units), so any text
- * fits, separators, digits and NUL included. A session's data, key → JSON text, is its fields two by two
- * after the token key: `22:<token key>4:user108:{"id":…}`. One string instead of an object with a property
- * per key and a string per value: a string header (16 B) and an object (24 B + 8 B per key) less per
- * session, which is most of what a million small sessions cost.
+ * (record.ts). A session's data, key → JSON text, is its fields two by two after the token key (the head):
+ * `<head><length>user<length>{"id":…}`. One string instead of an object with a property per key and a
+ * string per value: a string header (16 B) and an object (24 B + 8 B per key) less per session, which is
+ * most of what a million small sessions cost.
+ *
+ * A field is its length then its text, so any text fits (NUL, digits, separators included). A length
+ * under 0xF0 is one character of that code; a larger one is the character 0xF0 + k then k characters of
+ * 8 bits each, most significant first (k ≤ 4). Every character of the framing is under 0x100, so a packed
+ * string is one byte per character unless the data itself has wider characters. The head is a field, or,
+ * for a token key of 22 characters of canonical base64url (every key the engine makes: 16 bytes of a
+ * SHA-256), 0xFF then those 16 bytes as 16 characters: 6 characters less.
  *
  * Every packed string is built by `Array.prototype.join` of two or more non-empty parts (a join of one
  * non-empty part answers that part itself): a flat string of its own, never a tree of the fragments it was
- * built from, and never a slice that keeps a larger string alive. The head field always gives two.
+ * built from, and never a slice that keeps a larger string alive.
  */
+
+const RAW_KEY = 0xFF
+const RAW_KEY_BYTES = 16
+const LONG = 0xF0
+
+/** A length as the framing writes it. */
+function lengthText (n: number): string {
+  if (n < LONG) return String.fromCharCode(n)
+  const bytes: number[] = []
+  for (let rest = n; rest > 0; rest = Math.floor(rest / 256)) bytes.unshift(rest % 256)
+  return String.fromCharCode(LONG + bytes.length, ...bytes)
+}
 
 /** Where the field starting at `at` begins its text, and how long it is. */
 function fieldAt (packed: string, at: number): { start: number, length: number } {
+  const c = packed.charCodeAt(at)
+  if (c < LONG) return { start: at + 1, length: c }
+  const k = c - LONG
+  if (k < 1 || k > 4) throw new Error('a malformed packed field') // never: only this module builds them
   let length = 0
-  let i = at
-  for (;;) {
-    const c = packed.charCodeAt(i)
-    if (c === 58) break // ':'
-    if (c < 48 || c > 57) throw new Error('a malformed packed field') // never: only this module builds them
-    length = length * 10 + (c - 48)
-    i++
-  }
-  return { start: i + 1, length }
+  for (let i = 1; i <= k; i++) length = length * 256 + packed.charCodeAt(at + i)
+  return { start: at + 1 + k, length }
 }
 
 /** The text of the field starting at `at`. */
-export function fieldText (packed: string, at: number): string {
+function fieldText (packed: string, at: number): string {
   const { start, length } = fieldAt(packed, at)
   return copyOf(packed, start, start + length)
 }
 
 /** Where the field after the one starting at `at` starts. */
-export function nextField (packed: string, at: number): number {
+function nextField (packed: string, at: number): number {
   const { start, length } = fieldAt(packed, at)
   return start + length
 }
 
 /** Does the field starting at `at` hold exactly `text`? (No string is made.) */
-export function fieldIs (packed: string, at: number, text: string): boolean {
+function fieldIs (packed: string, at: number, text: string): boolean {
   const { start, length } = fieldAt(packed, at)
   return length === text.length && packed.startsWith(text, start)
+}
+
+/** The 16 bytes of `key` as 16 characters, when it is 22 characters of canonical base64url; else null. */
+function rawKey (key: string): string | null {
+  if (key.length !== 22) return null
+  const bytes = Buffer.from(key, 'base64url')
+  // Buffer.from skips what is not base64url, and the last character has bits no byte keeps: only a key
+  // that its bytes give back exactly is kept as bytes.
+  if (bytes.length !== RAW_KEY_BYTES || bytes.toString('base64url') !== key) return null
+  return bytes.toString('latin1')
+}
+
+/** Where the data starts, after the head. */
+export function headEnd (packed: string): number {
+  return packed.charCodeAt(0) === RAW_KEY ? 1 + RAW_KEY_BYTES : nextField(packed, 0)
+}
+
+/** The token key the head holds, as a string of its own. */
+export function headKey (packed: string): string {
+  if (packed.charCodeAt(0) !== RAW_KEY) return fieldText(packed, 0)
+  return Buffer.from(packed.slice(1, 1 + RAW_KEY_BYTES), 'latin1').toString('base64url')
+}
+
+/** Does the head hold exactly `key`? */
+export function headIs (packed: string, key: string): boolean {
+  if (packed.charCodeAt(0) !== RAW_KEY) return fieldIs(packed, 0, key)
+  return key.length === 22 && headKey(packed) === key
+}
+
+function pushHead (parts: string[], key: string): void {
+  const raw = rawKey(key)
+  if (raw === null) pushField(parts, key)
+  else parts.push(String.fromCharCode(RAW_KEY), raw)
 }
 
 /**
@@ -60,13 +108,13 @@ export function flat (text: string): string {
 
 /** The parts of one field, for a join. */
 function pushField (parts: string[], text: string): void {
-  parts.push(String(text.length), ':', text)
+  parts.push(lengthText(text.length), text)
 }
 
-/** `head` (one field) then the data, packed. */
+/** The token key `head` then the data, packed. */
 export function packed (head: string, data: Record<string, string>): string {
   const parts: string[] = []
-  pushField(parts, head)
+  pushHead(parts, head)
   for (const key of Object.keys(data)) {
     pushField(parts, key)
     pushField(parts, data[key]!)
@@ -74,13 +122,17 @@ export function packed (head: string, data: Record<string, string>): string {
   return parts.join('')
 }
 
-/** The data packed from `at` to the end, as a new object (a key named `__proto__` is an own key like any other). */
+/**
+ * The data packed from `at` to the end, as a new object (a key named `__proto__` is an own key like any
+ * other). Keys and values are strings of their own, not slices: a reader may keep one (the device cache
+ * of lib/device.ts keeps texts), and a slice would keep the whole packed string alive with it.
+ */
 export function unpackData (packed: string, at: number): Record<string, string> {
   const data: Record<string, string> = {}
   for (let i = at; i < packed.length;) {
     const key = fieldAt(packed, i)
     const value = fieldAt(packed, key.start + key.length)
-    setOwn(data, packed.slice(key.start, key.start + key.length), packed.slice(value.start, value.start + value.length))
+    setOwn(data, copyOf(packed, key.start, key.start + key.length), copyOf(packed, value.start, value.start + value.length))
     i = value.start + value.length
   }
   return data
@@ -98,8 +150,9 @@ export function dataValue (packed: string, at: number, key: string): string | un
 }
 
 /**
- * `packed` with its first `at` characters replaced by the field `head` (undefined: kept as they are) and its
- * data patched: a key set to a string is replaced in place or appended, a key set to null is deleted.
+ * `packed` with its first `at` characters (the head) replaced by the token key `head` (undefined: kept as
+ * they are) and its data patched: a key set to a string is replaced in place or appended, a key set to
+ * null is deleted.
  */
 export function repacked (packed: string, at: number, head: string | undefined, patch: Record<string, string | null> | null): string {
   const parts: string[] = []
@@ -108,7 +161,7 @@ export function repacked (packed: string, at: number, head: string | undefined, 
     const middle = at >>> 1
     parts.push(packed.slice(0, middle), packed.slice(middle, at))
   } else {
-    pushField(parts, head)
+    pushHead(parts, head)
   }
   const changes = patch === null ? [] : Object.keys(patch)
   const done = new Set<string>()

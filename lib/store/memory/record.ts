@@ -5,7 +5,7 @@
 import type { DataPatch, EncodedData, SessionInfo, StoredSession } from '../contract.js'
 import { DEVICE_KEY } from '../contract.js'
 import { NO_PAST, type PastToken, type RotationState } from '../rotation.js'
-import { dataValue, fieldIs, fieldText, nextField, packed, repacked, unpackData } from './data.js'
+import { dataValue, headEnd, headIs, headKey, packed, repacked, unpackData } from './data.js'
 import { profileOf, type SessionProfile } from './profile.js'
 import type { ShardedMap } from './sharded-map.js'
 
@@ -20,7 +20,7 @@ import type { ShardedMap } from './sharded-map.js'
  */
 export class MemorySession implements RotationState {
   profile: SessionProfile
-  /** `<length>:<current token key>` then the data, key → JSON text (data.ts). */
+  /** The current token key, then the data, key → JSON text, packed (data.ts). */
   body: string
   /** createdAt − EPOCH (a small integer for about 24 days either side of the process's start). */
   created: number
@@ -102,36 +102,36 @@ export class MemorySession implements RotationState {
 
   /** The current token's key (a string of its own: rotate keeps it in `past`). */
   get cur (): string {
-    return fieldText(this.body, 0)
+    return headKey(this.body)
   }
 
   set cur (key: string) {
-    this.body = repacked(this.body, nextField(this.body, 0), key, null)
+    this.body = repacked(this.body, headEnd(this.body), key, null)
   }
 
   /** Is `key` the current token's key? (No string is made.) */
   isCurrent (key: string): boolean {
-    return fieldIs(this.body, 0, key)
+    return headIs(this.body, key)
   }
 
   /** A copy of the data (a key named `__proto__` stays an own key). */
   data (): EncodedData {
-    return unpackData(this.body, nextField(this.body, 0))
+    return unpackData(this.body, headEnd(this.body))
   }
 
   /** The JSON text of data key `key`, or undefined. */
   dataValue (key: string): string | undefined {
-    return dataValue(this.body, nextField(this.body, 0), key)
+    return dataValue(this.body, headEnd(this.body), key)
   }
 
   /** Sets (string) or deletes (null) data keys. */
   patchData (patch: DataPatch): void {
-    this.body = repacked(this.body, nextField(this.body, 0), undefined, patch)
+    this.body = repacked(this.body, headEnd(this.body), undefined, patch)
   }
 
   /** Replaces all the data. */
   setData (data: EncodedData): void {
-    this.body = packed(fieldText(this.body, 0), data)
+    this.body = packed(headKey(this.body), data)
   }
 }
 

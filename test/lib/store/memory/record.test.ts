@@ -4,7 +4,7 @@
  */
 import fc from 'fast-check'
 import t from 'tap'
-import { dataValue, flat, packed, repacked, unpackData, nextField } from '../../../../lib/store/memory/data.js'
+import { dataValue, flat, headEnd, headIs, headKey, packed, repacked, unpackData } from '../../../../lib/store/memory/data.js'
 import { MAX_SHARED_PROFILES, profileOf } from '../../../../lib/store/memory/profile.js'
 import { MemorySession } from '../../../../lib/store/memory/record.js'
 import { NO_PAST, markPresented, matchToken, rotate, retireAll } from '../../../../lib/store/rotation.js'
@@ -22,12 +22,16 @@ const own = (entries: Array<[string, string]>): Record<string, string> => {
 }
 
 t.test('data round-trips through the packed string, whatever its keys and values hold', async (t) => {
-  const text = fc.string({ unit: 'binary', maxLength: 40 })
-  const key = fc.oneof(text, fc.constantFrom('__proto__', 'constructor', '0', '12', '', ':', '3:ab', '\u0000', '$xems:device'))
-  fc.assert(fc.property(fc.uniqueArray(fc.tuple(key, text), { selector: (e) => e[0], maxLength: 8 }), text, (entries, cur) => {
+  const long = fc.constantFrom(239, 240, 255, 256, 65535, 65536, 70000).map((n) => 'x'.repeat(n))
+  const text = fc.oneof({ arbitrary: fc.string({ unit: 'binary', maxLength: 40 }), weight: 5 }, long)
+  const tokenKey = fc.oneof(text, fc.uint8Array({ minLength: 16, maxLength: 16 }).map((b) => Buffer.from(b).toString('base64url')),
+    fc.string({ unit: fc.constantFrom(...'AB+/=!-_\u00ff'), minLength: 22, maxLength: 22 }))
+  const key = fc.oneof(text, fc.constantFrom('__proto__', 'constructor', '0', '12', '', ':', '3:ab', '\u0000', '\u00ff', '$xems:device'))
+  fc.assert(fc.property(fc.uniqueArray(fc.tuple(key, text), { selector: (e) => e[0], maxLength: 8 }), tokenKey, (entries, cur) => {
     const data = own(entries)
     const body = packed(cur, data)
-    const at = nextField(body, 0)
+    if (headKey(body) !== cur || !headIs(body, cur) || headIs(body, cur + 'A') || (cur !== '' && headIs(body, cur.slice(1)))) return false
+    const at = headEnd(body)
     const back = unpackData(body, at)
     t.same(Object.keys(back).sort(), Object.keys(data).sort())
     for (const [k, v] of entries) {
@@ -55,7 +59,20 @@ t.test('a patch sets, replaces and deletes keys; the token key and the other key
   s.setData({ x: '"y"' })
   t.same(s.data(), { x: '"y"' })
   t.equal(s.cur, 'another-key')
-  t.equal(repacked(packed('k', {}), 3, undefined, null), packed('k', {}))
+  t.equal(repacked(packed('k', {}), 2, undefined, null), packed('k', {}))
+})
+
+t.test('a token key of canonical base64url is kept as its 16 bytes; any other key as it is', async (t) => {
+  const canonical = 'HCt8UeHquFxpJVttJVDDfA'
+  t.equal(packed(canonical, {}).length, 17, '6 characters less than the text')
+  // The last character carries 2 bits of the 16 bytes: 'B' sets a bit no byte keeps.
+  for (const other of ['HCt8UeHquFxpJVttJVDDfB', 'HCt8UeHquFxpJVttJVDDf!', 'HCt8UeHquFxpJVttJVDD=A', 'HCt8UeHquFxpJVttJVDDfA=']) {
+    const body = packed(other, { a: '1' })
+    t.equal(headKey(body), other)
+    t.ok(headIs(body, other))
+    t.notOk(headIs(body, canonical), `${other} is not ${canonical}`)
+    t.notOk(headIs(packed(canonical, {}), other))
+  }
 })
 
 t.test('a copy of the data is a copy: changing it changes neither the session nor another one', async (t) => {
