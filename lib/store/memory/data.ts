@@ -73,16 +73,50 @@ export function headEnd (packed: string): number {
   return packed.charCodeAt(0) === RAW_KEY ? 1 + RAW_KEY_BYTES : nextField(packed, 0)
 }
 
+const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+/** Character code → its 6 bits in base64url, or −1. */
+const SEXTET = new Int8Array(128).fill(-1)
+for (let i = 0; i < 64; i++) SEXTET[BASE64URL.charCodeAt(i)] = i
+
 /** The token key the head holds, as a string of its own. */
 export function headKey (packed: string): string {
   if (packed.charCodeAt(0) !== RAW_KEY) return fieldText(packed, 0)
-  return Buffer.from(packed.slice(1, 1 + RAW_KEY_BYTES), 'latin1').toString('base64url')
+  // 16 bytes → 22 characters of base64url, without a Buffer (this runs on every request).
+  const codes: number[] = []
+  let acc = 0
+  let bits = 0
+  for (let i = 1; i <= RAW_KEY_BYTES; i++) {
+    acc = ((acc << 8) | packed.charCodeAt(i)) & 0xFFFF
+    bits += 8
+    while (bits >= 6) {
+      bits -= 6
+      codes.push(BASE64URL.charCodeAt((acc >> bits) & 63))
+    }
+  }
+  codes.push(BASE64URL.charCodeAt((acc << (6 - bits)) & 63))
+  return String.fromCharCode(...codes)
 }
 
-/** Does the head hold exactly `key`? */
+/** Does the head hold exactly `key`? (No string is made.) */
 export function headIs (packed: string, key: string): boolean {
   if (packed.charCodeAt(0) !== RAW_KEY) return fieldIs(packed, 0, key)
-  return key.length === 22 && headKey(packed) === key
+  if (key.length !== 22) return false
+  let acc = 0
+  let bits = 0
+  let at = 1
+  for (let i = 0; i < 22; i++) {
+    const c = key.charCodeAt(i)
+    const sextet = c < 128 ? SEXTET[c]! : -1
+    if (sextet < 0) return false
+    acc = ((acc << 6) | sextet) & 0xFFFF
+    bits += 6
+    if (bits >= 8) {
+      bits -= 8
+      if (((acc >> bits) & 255) !== packed.charCodeAt(at++)) return false
+    }
+  }
+  // The bits of the last character that no byte keeps are zero in the canonical key, the only one kept as bytes.
+  return (acc & ((1 << bits) - 1)) === 0
 }
 
 function pushHead (parts: string[], key: string): void {

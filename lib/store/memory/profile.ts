@@ -37,12 +37,15 @@ export class SessionProfile {
 export const MAX_SHARED_PROFILES = 1024
 
 const shared = new Map<string, SessionProfile>()
+/** The shared profile answered last: most sessions of a process have the same one. */
+let last: SessionProfile | null = null
 
 /** The profile of these values: a shared one when no field is per session, else one of its own. */
 export function profileOf (
   sandbox: string, idleTtl: number, lifeSpan: number, userId: string | undefined, seen: boolean, past: readonly PastToken[]
 ): SessionProfile {
   if (userId !== undefined || past.length !== 0) return new SessionProfile(sandbox, idleTtl, lifeSpan, userId, seen, past)
+  if (last !== null && last.seen === seen && last.idleTtl === idleTtl && last.lifeSpan === lifeSpan && last.sandbox === sandbox) return last
   // The sandbox last: it is the only part that is not a number or a flag.
   const key = `${seen ? 1 : 0}:${idleTtl}:${lifeSpan}:${sandbox}`
   let profile = shared.get(key)
@@ -51,6 +54,7 @@ export function profileOf (
     profile = new SessionProfile(sandbox, idleTtl, lifeSpan, undefined, seen, NO_PAST)
     shared.set(key, profile)
   }
+  last = profile
   return profile
 }
 
