@@ -12,10 +12,8 @@ import { MAX_PAST_TOKENS } from './contract.js'
  * - The first time the successor is presented, the rotated token's deadline becomes that moment plus
  *   the grace period (requests still in flight).
  * - A token retired by a migration (regenerate, pending → active) answers "no session" until its
- *   deadline: it never reaches the migrated session. The record keeps at most MAX_RETIRED_TOKENS of
- *   them; older ones are dropped into one placeholder entry that keeps their latest deadline, so a
- *   dropped one answers "no session" until then too, never the theft signal (nor does any token the
- *   session does not keep, until then: none of them opens the session either way).
+ *   deadline: it never reaches the migrated session. (At most MAX_RETIRED_TOKENS are kept; one dropped
+ *   beyond that is the theft signal: the bound fails closed.)
  * - The token the session's latest change (its last rotation or migration) replaced, presented after its
  *   deadline while the current token has never been presented, ends the session quietly: nobody has
  *   presented the session's token since that change, so there is no theft to signal (a lost response or
@@ -70,9 +68,6 @@ export function matchToken (state: RotationState, key: string, now: number): Tok
     if (entry.box === null) return { kind: 'retired' }
     return { kind: 'rotated', chain: chainFrom(past, i) }
   }
-  // Not kept: it may be one of the retired tokens a migration dropped, whose deadline the placeholder holds.
-  const first = past[0]
-  if (first !== undefined && first.key === DROPPED_KEY && first.until > now) return { kind: 'retired' }
   return { kind: 'reused' }
 }
 
@@ -152,39 +147,27 @@ export function mayMigrate (state: RotationState, key: string): boolean {
 }
 
 /**
- * Retired tokens kept at most: those of more migrations in a row than this within the window are dropped,
- * oldest first, into the placeholder.
+ * Retired tokens kept at most: eight migrations in a row, each of a record that held MAX_PAST_TOKENS
+ * rotated tokens, within the window. Beyond that the oldest are dropped, and a dropped one presented again
+ * is the theft signal like any token the session does not hold: the bound fails closed, so it never hides
+ * a thief (dropping only makes the store stricter); only an app that migrates a session dozens of times
+ * within unseenWindow, with requests in flight, would see those taken for thieves.
  */
-export const MAX_RETIRED_TOKENS = 2 * MAX_PAST_TOKENS + 1
-
-/**
- * The key of the placeholder entry that stands for the retired tokens a migration dropped: its deadline
- * is the latest of theirs, and until then a token the session does not keep answers "no session" (as the
- * dropped one would have) instead of being the theft signal. Never a token key (those are base64url).
- * First in `past` when present; a retired entry (box null) like any other, so pruned at its deadline.
- */
-export const DROPPED_KEY = '.'.repeat(22)
+export const MAX_RETIRED_TOKENS = 8 * (MAX_PAST_TOKENS + 1)
 
 /**
  * A migration: a new current token, and every token still working retired until `retiredUntil` (those
  * retired before keep their own deadline), so a request in flight with any of them is never taken for a
- * thief. At most MAX_RETIRED_TOKENS are kept, the oldest dropped first; the placeholder keeps the latest
- * deadline of those dropped, so the record stays bounded and no retired token is ever taken for a thief
- * within its deadline, however many migrations follow one another.
+ * thief. At most MAX_RETIRED_TOKENS are kept, the oldest dropped first.
  */
 export function retireAll (state: RotationState, newKey: string, now: number, retiredUntil: number): void {
   const retired: PastToken[] = []
-  let droppedUntil = 0
   for (const entry of state.past) {
     if (entry.until <= now) continue
-    if (entry.key === DROPPED_KEY) droppedUntil = entry.until
-    else retired.push(entry.box === null ? entry : { key: entry.key, box: null, until: retiredUntil })
+    retired.push(entry.box === null ? entry : { key: entry.key, box: null, until: retiredUntil })
   }
   retired.push({ key: state.cur, box: null, until: retiredUntil })
-  const excess = retired.length - MAX_RETIRED_TOKENS
-  for (let i = 0; i < excess; i++) droppedUntil = Math.max(droppedUntil, retired[i]!.until)
-  const kept = excess > 0 ? retired.slice(excess) : retired
-  state.past = droppedUntil > now ? [{ key: DROPPED_KEY, box: null, until: droppedUntil }, ...kept] : kept
+  state.past = retired.slice(-MAX_RETIRED_TOKENS)
   state.cur = newKey
   state.seen = false
 }

@@ -292,9 +292,8 @@ const newKey = (): string => secretKeyOf(sessionTokenOf(generateLocator(), gener
 const newBox = (): string => sealForTokenHolder(generateToken(), generateToken())
 
 for (const [name, factory] of stores) {
-  // Keeping every retired token would let repeated regenerates grow the record without bound; the record
-  // keeps MAX_RETIRED_TOKENS and one placeholder entry with the latest deadline of those it dropped
-  // (rotation.ts DROPPED_KEY), in all three stores.
+  // Keeping every retired token would let repeated regenerates grow the record without bound: the record
+  // keeps MAX_RETIRED_TOKENS (eight migrations of a full record), and drops beyond that fail closed.
   t.test(`S23-6 ${name}: two migrations with full rotation windows between them: a token retired seconds ago is not taken for a thief`, async (t) => {
     // docs/sessions.md: "a retired token answers 'no session' during unseenWindow (a request that was in
     // flight is not a thief), and is the theft signal after it". rotation.ts retireAll keeps at most
@@ -339,7 +338,7 @@ for (const [name, factory] of stores) {
     // After its deadline the same token is the theft signal, as any retired token is.
     now = t0 + WINDOW + 1_000
     t.equal(await resolve(current), 'live', 'the current token still opens the session')
-    t.equal(await resolve(first), 'reused', 'past its deadline, the dropped token is the theft signal')
+    t.equal(await resolve(first), 'reused', 'past its deadline, the retired token is the theft signal')
     t.equal(await resolve(current), 'none', 'and the session is revoked')
   })
 }

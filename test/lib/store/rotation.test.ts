@@ -295,8 +295,6 @@ interface ModelToken {
   graceAtFirst: number
   /** Set when a migration retired it. */
   retiredUntil: number | null
-  /** A migration dropped it from the record (more than MAX_RETIRED_TOKENS retired): only the placeholder speaks for it. */
-  dropped: boolean
 }
 
 type Expectation = 'current' | 'rotated' | 'retired' | 'stale' | 'reused'
@@ -307,13 +305,11 @@ class Model {
   /** The token that became current at the last migration (rotated tokens are base..cur-1). */
   base = 0
   readonly byKey = new Map<string, number>()
-  /** The placeholder's deadline: the latest retiredUntil of the tokens migrations dropped. */
-  droppedUntil = 0
 
   constructor () { this.add() }
 
   add (): ModelToken {
-    const token: ModelToken = { key: `k${this.tokens.length}`, rotatedAt: null, window: 0, box: null, firstPresentedAt: null, graceAtFirst: 0, retiredUntil: null, dropped: false }
+    const token: ModelToken = { key: `k${this.tokens.length}`, rotatedAt: null, window: 0, box: null, firstPresentedAt: null, graceAtFirst: 0, retiredUntil: null }
     this.byKey.set(token.key, this.tokens.length)
     this.tokens.push(token)
     return token
@@ -331,8 +327,6 @@ class Model {
   expect (i: number, now: number): Expectation {
     if (i === this.cur) return 'current'
     const token = this.tokens[i]!
-    // Dropped from the record: "no session" while the placeholder lasts (at least its own deadline), then the theft signal.
-    if (token.dropped) return now < this.droppedUntil ? 'retired' : 'reused'
     if (token.retiredUntil !== null && now < token.retiredUntil) return 'retired'
     if (token.retiredUntil === null && now < this.deadline(i)) return 'rotated'
     // Past its deadline, the token the latest rotation or migration replaced, the current one never
@@ -344,7 +338,6 @@ class Model {
   isWorking (i: number, now: number): boolean {
     if (i === this.cur) return true
     const token = this.tokens[i]!
-    if (token.dropped) return false
     if (token.retiredUntil !== null) return now < token.retiredUntil
     return now < this.deadline(i)
   }
@@ -362,15 +355,6 @@ class Model {
     for (let i = this.base; i < this.cur; i++) if (this.isWorking(i, now)) return this.cur - i
     return 0
   }
-}
-
-/**
- * matchToken's answer against the rules. The one freedom: a token the rules call the theft signal (past
- * its deadline) that the record no longer holds reads as "no session" while the placeholder of dropped
- * retired tokens lasts; the model does not track which expired entries pruning has removed yet.
- */
-function agrees (got: Expectation, expected: Expectation, now: number, model: Model): boolean {
-  return got === expected || (expected === 'reused' && got === 'retired' && now < model.droppedUntil)
 }
 
 type Op =
@@ -415,7 +399,7 @@ const fastOpArb: fc.Arbitrary<Op> = fc.oneof(
 
 t.test('property: matchToken, rotate, chainOf, mayMigrate and retireAll follow the rules on any sequence', async (t) => {
   let lastProblem: string | null = null
-  const seen = { rotations: 0, refused: 0, migrations: 0, fullMigrations: 0, rotatedHits: 0, reusedHits: 0, retiredHits: 0, lateChains: 0, dropped: 0, placeholderHits: 0 }
+  const seen = { rotations: 0, refused: 0, migrations: 0, fullMigrations: 0, rotatedHits: 0, reusedHits: 0, retiredHits: 0, lateChains: 0 }
   for (const [ops, runs] of [[opArb, 1000], [fastOpArb, 500]] as const) {
     assertProperty(t, () => lastProblem, fc.property(fc.array(ops, { maxLength: 250, size: 'max' }), (ops) => {
       const model = new Model()
@@ -437,15 +421,13 @@ t.test('property: matchToken, rotate, chainOf, mayMigrate and retireAll follow t
             const n = model.tokens.length
             if (op.which === 'unknown') {
               const got = matchToken(s, `unknown${unknown++}`, now)
-              const expected = now < model.droppedUntil ? 'retired' : 'reused'
-              if (got.kind !== expected) return fail(`step ${step}: an unknown key matched ${got.kind}, the rules say ${expected}`)
+              if (got.kind !== 'reused') return fail(`step ${step}: an unknown key matched ${got.kind}`)
               break
             }
             const i = op.which === 'cur' ? model.cur : op.which === 'prev' ? Math.max(0, model.cur - 1) : n - 1 - (op.which % n)
             const expected = model.expect(i, now)
             const got = matchToken(s, model.tokens[i]!.key, now)
-            if (!agrees(got.kind, expected, now, model)) return fail(`step ${step}: k${i} at ${now} is ${got.kind}, the rules say ${expected}`)
-            if (got.kind === 'retired' && (expected === 'reused' || model.tokens[i]!.dropped)) seen.placeholderHits++
+            if (got.kind !== expected) return fail(`step ${step}: k${i} at ${now} is ${got.kind}, the rules say ${expected}`)
             if (got.kind === 'rotated' && JSON.stringify(got.chain) !== JSON.stringify(model.chain(i))) return fail(`step ${step}: chain of k${i} ${JSON.stringify(got.chain)}`)
             if (got.kind === 'current') {
               const changed = markPresented(s, now, op.grace)
@@ -514,12 +496,8 @@ t.test('property: matchToken, rotate, chainOf, mayMigrate and retireAll follow t
               if (model.tokens[j]!.retiredUntil === null) model.tokens[j]!.retiredUntil = until
               retiredNow.push(j)
             }
-            // At most MAX_RETIRED_TOKENS are kept, the oldest dropped first into the placeholder.
-            for (const j of retiredNow.slice(0, Math.max(0, retiredNow.length - MAX_RETIRED_TOKENS))) {
-              model.tokens[j]!.dropped = true
-              model.droppedUntil = Math.max(model.droppedUntil, model.tokens[j]!.retiredUntil!)
-              seen.dropped++
-            }
+            // At most MAX_RETIRED_TOKENS are kept, the oldest dropped first.
+            for (const j of retiredNow.slice(0, Math.max(0, retiredNow.length - MAX_RETIRED_TOKENS))) model.tokens[j]!.retiredUntil = -Infinity
             const next = model.add()
             model.cur = model.tokens.length - 1
             model.base = model.cur
@@ -529,15 +507,15 @@ t.test('property: matchToken, rotate, chainOf, mayMigrate and retireAll follow t
           }
         }
         if (s.cur !== model.tokens[model.cur]!.key) return fail(`step ${step}: current token ${s.cur}, the model's k${model.cur}`)
-        // O(1) in the number of rotations (a migration may hold the token it replaced on top of a full record, and the placeholder).
-        if (s.past.length > MAX_PAST_TOKENS + MAX_RETIRED_TOKENS + 1) return fail(`step ${step}: ${s.past.length} earlier tokens held`)
+        // O(1) in the number of rotations (a migration may hold the token it replaced on top of a full record).
+        if (s.past.length > MAX_PAST_TOKENS + MAX_RETIRED_TOKENS) return fail(`step ${step}: ${s.past.length} earlier tokens held`)
       }
       // At the end, every token of the run is judged at several moments.
       for (const later of [0, 1, GRACE, 30_000, 100_000]) {
         for (let i = 0; i < model.tokens.length; i++) {
           const got = matchToken(s, model.tokens[i]!.key, now + later).kind
           const expected = model.expect(i, now + later)
-          if (!agrees(got, expected, now + later, model)) return fail(`end +${later}: k${i} is ${got}, the rules say ${expected}`)
+          if (got !== expected) return fail(`end +${later}: k${i} is ${got}, the rules say ${expected}`)
         }
       }
       return true
@@ -547,7 +525,6 @@ t.test('property: matchToken, rotate, chainOf, mayMigrate and retireAll follow t
   t.ok(seen.rotations > 5000 && seen.refused > 10 && seen.migrations > 500, 'rotations, refused rotations (a full record) and migrations happened')
   t.ok(seen.rotatedHits > 1000 && seen.reusedHits > 1000 && seen.retiredHits > 500 && seen.lateChains > 10, 'and every kind of answer, and late commits')
   t.ok(seen.fullMigrations > 10, 'including migrations of a session whose record was full')
-  t.ok(seen.dropped > 10 && seen.placeholderHits > 10, 'and migrations that dropped retired tokens into the placeholder, which then answered for them')
 })
 
 // ---- property 2: an honest client is never a thief ------------------------------------------------

@@ -11,8 +11,7 @@
  *   sb  sandbox              ca  createdAt             ls  lastSeenAt
  *   it  idle ttl (ms)        ax  absoluteExpiresAt      xp  how far the key's Redis expiry reaches (see touch)
  *   k   current token key    s   '1' once the current token has been presented, else '0'
- *   p   earlier tokens, oldest first (at most MAX_PAST rotated, MAX_RETIRED retired and the placeholder
- *       of dropped retired ones first), fixed-width entries (see the prelude)
+ *   p   earlier tokens, oldest first (at most MAX_PAST rotated, MAX_RETIRED retired), fixed-width entries (see the prelude)
  *   uk  digest of the user id (names the user index key), when the session has a user
  *   u   sealed user id       ms  seal binding sandbox + idle ttl     mt  seal binding createdAt + absolute
  *   d:<field>   one sealed top-level data key (field = digest of the key's name)
@@ -31,7 +30,7 @@
  * string.format('%d') to keep them exact integers.
  */
 import { MAX_PAST_TOKENS } from '../../contract.js'
-import { DROPPED_KEY, MAX_RETIRED_TOKENS } from '../../rotation.js'
+import { MAX_RETIRED_TOKENS } from '../../rotation.js'
 
 /**
  * maxSessionsPerUser on Redis: a session marked to end by a sign-in that has not ended it this long
@@ -46,17 +45,12 @@ export const BOX_LENGTH = 66
 /** One earlier token in the `p` field: deadline (15 digits), flag, key, box. */
 export const ENTRY_WIDTH = 15 + 1 + KEY_LENGTH + BOX_LENGTH
 
-if (DROPPED_KEY.length !== KEY_LENGTH) throw new Error('rotation.ts DROPPED_KEY must be as long as a token key')
-
 /** Lua shared by the session scripts (put before their argument header). */
 export const PRELUDE = `
 local MAX_PAST = ${MAX_PAST_TOKENS}
 local MAX_RETIRED = ${MAX_RETIRED_TOKENS}
 local W = ${ENTRY_WIDTH}
 local RETIRED_FILL = string.rep('.', ${BOX_LENGTH})
--- the key of the placeholder entry (first, retired) that keeps the latest deadline of the retired tokens
--- a migration dropped (rotation.ts DROPPED_KEY): never a token key, which is base64url
-local DROPPED_KEY = '${DROPPED_KEY}'
 local function int (n) return string.format('%d', n) end
 
 -- The earlier tokens live in one string field, p: fixed-width entries, oldest first, each

@@ -58,28 +58,17 @@ if not may then
 end
 if not may then return 0 end
 -- retireAll: every token still within its deadline retired (rotated ones until retiredUntil, retired ones
--- keep their own deadline), then the current one; at most MAX_RETIRED, the oldest dropped first into the
--- placeholder, which keeps the latest deadline of all it stands for
+-- keep their own deadline), then the current one; at most MAX_RETIRED, the oldest dropped first
 local retired = {}
-local droppedUntil = 0
 for i = 1, n do
-  local u = untilAt(p, i)
-  if u > now then
-    local k = keyAt(p, i)
-    if k == DROPPED_KEY then droppedUntil = u
-    elseif rotatedAt(p, i) then retired[#retired + 1] = entryOf(retiredUntil, k, false)
+  if untilAt(p, i) > now then
+    if rotatedAt(p, i) then retired[#retired + 1] = entryOf(retiredUntil, keyAt(p, i), false)
     else retired[#retired + 1] = string.sub(p, (i - 1) * W + 1, i * W) end
   end
 end
 retired[#retired + 1] = entryOf(retiredUntil, cur, false)
-local firstKept = math.max(1, #retired - MAX_RETIRED + 1)
-for i = 1, firstKept - 1 do
-  local u = tonumber(string.sub(retired[i], 1, 15))
-  if u > droppedUntil then droppedUntil = u end
-end
 local kept = {}
-if droppedUntil > now then kept[1] = entryOf(droppedUntil, DROPPED_KEY, false) end
-for i = firstKept, #retired do kept[#kept + 1] = retired[i] end
+for i = math.max(1, #retired - MAX_RETIRED + 1), #retired do kept[#kept + 1] = retired[i] end
 if replaceData then
   local old = {}
   for _, f in ipairs(redis.call('HKEYS', key)) do

@@ -41,10 +41,8 @@ local kind, chain = 'reused', nil
 if tokenKey == h.k then
   kind = 'current'
 else
-  local found = false
   for i = n, 1, -1 do
     if keyAt(h.p, i) == tokenKey then
-      found = true
       if untilAt(h.p, i) <= now then
         -- the token the latest rotation or migration replaced (the last entry), the current token never
         -- presented since: no theft to signal, but the session ends quietly (rotation.ts matchToken)
@@ -57,8 +55,6 @@ else
       break
     end
   end
-  -- not kept: maybe one of the retired tokens a migration dropped, within the placeholder's deadline
-  if not found and n > 0 and keyAt(h.p, 1) == DROPPED_KEY and untilAt(h.p, 1) > now then kind = 'retired' end
 end
 if kind == 'retired' then return { 0 } end
 if kind == 'stale' then
