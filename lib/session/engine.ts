@@ -197,11 +197,12 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
 
   /**
    * Saves a request's changes and, when asked, rotates its token, in one store step. Returns the token
-   * the client must use from now on (null when unknown), or `gone` when the session ended meanwhile.
+   * the client must use from now on (null when unknown), `gone` when the session ended meanwhile, or
+   * `retired` when a concurrent migration retired the presented token meanwhile (nothing was written).
    */
   async commit (
     session: { id: string, sandbox: string, presented: PresentedToken }, patch: DataPatch | null, rotate: boolean
-  ): Promise<{ status: 'gone' } | { status: 'ok', token: string | null, expiresAt: number }> {
+  ): Promise<{ status: 'gone' | 'retired' } | { status: 'ok', token: string | null, expiresAt: number }> {
     const now = this.now()
     const { presented } = session
     let newToken: string | null = null
@@ -217,13 +218,12 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     } catch (err) {
       throw storeFailure(err)
     }
-    if (result.status === 'gone') return result
+    if (result.status === 'gone' || result.status === 'retired') return result
     if (result.rotated) {
       if (this.listenerCount('rotated') > 0) this.emit('rotated', { id: publicIdOf(session.id), sandbox: session.sandbox })
       return { status: 'ok', token: newToken, expiresAt: result.expiresAt }
     }
-    const token = result.chain === null ? null : followChain(presented, result.chain)
-    return { status: 'ok', token, expiresAt: result.expiresAt }
+    return { status: 'ok', token: followChain(presented, result.chain), expiresAt: result.expiresAt }
   }
 
   /**
@@ -282,7 +282,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     let expiresAt = Math.min(session.lastSeenAt + session.idleTtl, session.absoluteExpiresAt)
     if (options.rotate === true && opened.status === 'live') {
       const committed = await this.commit({ id: session.id, sandbox, presented: opened.presented }, null, true)
-      if (committed.status === 'gone') return null
+      if (committed.status !== 'ok') return null
       current = committed.token
       expiresAt = committed.expiresAt
     }

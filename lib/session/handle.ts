@@ -223,7 +223,7 @@ export class XemsSession<Data = Record<string, unknown>> {
         : { action: 'set', token: this.#token, absoluteExpiresAt: this.absoluteExpiresAt }
     }
     const committed = await this.#engine.commit({ id: this.#recordId, sandbox: this.sandbox, presented: this.#presented }, patch, rotate)
-    if (committed.status === 'gone') {
+    if (committed.status !== 'ok') {
       this.#mode = 'lost'
       return { action: 'keep' }
     }

@@ -146,21 +146,37 @@ export interface CommitInput {
   id: string
   /** The token key the request presented. */
   tokenKey: string
+  /** Applied only when the presented token may still write (see CommitResult 'retired'). */
   patch: DataPatch | null
   /** Rotate, if the presented token is still the session's current one. */
   rotate: RotateInput | null
   now: number
 }
 
+/**
+ * What a commit did. The store first judges the presented token, in the same atomic step as the write:
+ * only the session's current token, or a rotated one the session still keeps (the rule of mayMigrate in
+ * rotation.ts; a rotated token past its deadline too: a request admitted in time that commits late
+ * learns the current token), may write to the session.
+ */
 export type CommitResult =
+  /** No such live session: nothing written. */
   | { status: 'gone' }
+  /**
+   * The session lives, but the presented token is neither its current token nor a rotated one it still
+   * keeps: retired by a migration (regenerate, pending → active) since the request resolved, or unknown
+   * to the session. The store wrote NOTHING: no patch, no lastSeenAt, no rotation, no change to the
+   * rotation state. (A request that lost to a concurrent migration must not write into the migrated
+   * session, which may now be signed in: session fixation.)
+   */
+  | { status: 'retired' }
   /** The presented key was current and is now rotated. */
   | { status: 'ok', rotated: true, expiresAt: number }
   /**
    * Not rotated. `chain` leads from the presented token to the current one ([] when it is the current
-   * one), or is null when the presented token can no longer lead there (retired by a migration).
+   * one): the grace boxes, the first of which opens with the presented token.
    */
-  | { status: 'ok', rotated: false, chain: string[] | null, expiresAt: number }
+  | { status: 'ok', rotated: false, chain: string[], expiresAt: number }
 
 export interface MigrateInput {
   id: string

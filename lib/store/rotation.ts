@@ -74,7 +74,8 @@ export function matchToken (state: RotationState, key: string, now: number): Tok
 /**
  * The grace boxes from past[i] to the current token; for a rotated token outside its deadline too
  * (a request that was admitted in time and commits late still learns the current token). Null when
- * the key is retired or unknown.
+ * the key is retired or unknown: the tokens mayMigrate refuses, and with which a commit writes nothing
+ * (CommitResult 'retired').
  */
 export function chainOf (state: RotationState, key: string): string[] | null {
   if (key === state.cur) return []

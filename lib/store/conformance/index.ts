@@ -408,8 +408,8 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     )
     same(await commit({
       id, tokenKey: rotatedTo, patch: { stale: '1' }, rotate: newKey(), now: t0 + 4
-    }), { status: 'ok', rotated: false, chain: null, expiresAt: t0 + 4 + HOUR },
-    'a request that was in flight across the migration gets no token')
+    }), { status: 'retired' },
+    'a request that was in flight across the migration gets no token, and writes nothing')
     same((await store.listUser('u1', t0 + 5)).map((info) => info.id), [id])
     same(await resolve(id, key, t0 + 5000, { revoke: false }), {
       status: 'reused', id, sandbox: 'auth-active', userId: 'u1', revoked: false
@@ -481,6 +481,52 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     const late = await resolve(id, key, t0 + 3002)
     equal(late.status, 'grace', 'a is still within its minute')
     if (late.status === 'grace') same(late.chain.slice(0, 3), [ab, bc, cd], 'and its chain still passes through b')
+  })
+
+  test('a commit with a token retired by a migration writes nothing and answers retired', async ({
+    store, create, resolve, commit, rotateFrom, migrate
+  }) => {
+    const { id, key } = await create({ sandbox: 'otp-pending', idleTtl: 60_000 })
+    const rotated = await rotateFrom(id, key, t0)
+    const active = newKey()
+    equal(await migrate(id, rotated, {
+      from: 'otp-pending', to: 'auth-active', newKey: active, userId: 'fx-u', now: t0 + 1, retiredUntil: t0 + 5000
+    }), true)
+    // The migrated session after the migration, as its new token resolves it.
+    const before = await resolve(id, active, t0 + 2, { sandbox: 'auth-active' })
+    if (before.status !== 'live') return assert.fail('the migrated session is live')
+    for (const [tokenKey, what] of [[rotated, 'the token the migration replaced'], [key, 'an earlier rotated token']] as const) {
+      same(await commit({ id, tokenKey, patch: { x: '"attacker"', user: null }, now: t0 + 3 }), { status: 'retired' }, what)
+      same(await commit({ id, tokenKey, patch: { x: '"attacker"' }, rotate: newKey(), now: t0 + 4 }), { status: 'retired' },
+        `${what}, asking to rotate`)
+      same(await commit({ id, tokenKey, patch: null, now: t0 + 5 }), { status: 'retired' }, `${what}, a touch`)
+    }
+    same((await store.listUser('fx-u', t0 + 6)).map((info) => info.lastSeenAt), [t0 + 2], 'no refused commit refreshed lastSeenAt')
+    const after = await resolve(id, active, t0 + 6, { sandbox: 'auth-active' })
+    if (after.status !== 'live') return assert.fail('the migrated session is still live, by its new token')
+    same({ ...after.session.data }, { ...before.session.data }, 'no patch reached the migrated session')
+    equal(after.session.data.x, undefined)
+    equal(after.session.userId, 'fx-u')
+    same(await resolve(id, rotated, t0 + 7), { status: 'none' }, 'the retired token is still "no session" within its deadline')
+    // The rotation state is unchanged: the new token is still current and rotates.
+    const next = newKey()
+    same(await commit({ id, tokenKey: active, patch: { ok: '1' }, rotate: next, now: t0 + 8 }),
+      { status: 'ok', rotated: true, expiresAt: t0 + 8 + HOUR })
+    equal((await resolve(id, next, t0 + 9, { sandbox: 'auth-active' })).status, 'live')
+  })
+
+  test('a commit with a token the session does not know writes nothing and answers retired', async ({ create, resolve, commit }) => {
+    const a = await create({ idleTtl: 60_000 })
+    const b = await create({ idleTtl: 60_000 })
+    for (const { id } of [a, b]) {
+      same(await commit({ id, tokenKey: newKey(), patch: { x: '"attacker"' }, rotate: newKey(), now: t0 + 1000 }), { status: 'retired' })
+      same(await commit({ id, tokenKey: newKey(), patch: null, now: t0 + 2000 }), { status: 'retired' }, 'a touch neither')
+    }
+    const result = await resolve(a.id, a.key, t0 + 3000)
+    if (result.status !== 'live') return assert.fail('not live')
+    same({ ...result.session.data }, { user: '"ada"', n: '1' }, 'no patch')
+    equal((await resolve(a.id, a.key, t0 + 3001)).status, 'live', 'and its token did not rotate')
+    same(await resolve(b.id, b.key, t0 + 60_000), { status: 'none' }, 'no refused commit refreshed the idle deadline')
   })
 
   test('migration without data keeps it', async ({ create, resolve, migrate }) => {

@@ -174,10 +174,10 @@ export class RedisStore implements SessionStore {
     }))
     const status = num(reply[0])
     if (status === 0) return { status: 'gone' }
+    if (status === 3) return { status: 'retired' }
     const expiresAt = num(reply[1])
     if (status === 1) return { status: 'ok', rotated: true, expiresAt }
-    const chain = reply[2] === null || reply[2] === undefined ? null : list(reply[2]).map(text)
-    return { status: 'ok', rotated: false, chain, expiresAt }
+    return { status: 'ok', rotated: false, chain: list(reply[2]).map(text), expiresAt }
   }
 
   async migrate (input: MigrateInput): Promise<boolean | LimitResult> {

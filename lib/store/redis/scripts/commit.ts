@@ -4,7 +4,8 @@ import { defineScript } from './define.js'
 /**
  * Writes a request's changes to the session: deletes and sets data fields, rotates the token when
  * asked and the presented one is current. Returns {0} gone | {1, expiresAt} rotated |
- * {2, expiresAt, chain|nil}.
+ * {2, expiresAt, chain} | {3} retired (the presented token is neither current nor a rotated one the
+ * session keeps: nothing written).
  */
 export const commit = defineScript({
   prelude: PRELUDE,
@@ -38,6 +39,20 @@ end
 local cur, p = v[6], v[7] or ''
 local n = pastCount(p)
 if n == nil then return { 0 } end
+-- chainOf (= mayMigrate): only the current token (at = 0) or a rotated one the session keeps (at = its
+-- entry) may write; any other (retired by a migration, or unknown) writes nothing, in this same step
+local at = nil
+if tokenKey == cur then
+  at = 0
+else
+  for i = 1, n do
+    if keyAt(p, i) == tokenKey then
+      if rotatedAt(p, i) then at = i end
+      break
+    end
+  end
+end
+if at == nil then return { 3 } end
 if deleted > 0 then
   local fields = {}
   for i = deletedFrom, deletedFrom - 1 + deleted do fields[#fields + 1] = ARGV[i] end
@@ -80,14 +95,7 @@ if rotate and tokenKey == cur then
   end
 end
 touch(key, s, now, {})
-if tokenKey == cur then return { 2, deadline(s), {} } end
--- chainOf
-for i = 1, n do
-  if keyAt(p, i) == tokenKey then
-    if not rotatedAt(p, i) then return { 2, deadline(s), false } end
-    return { 2, deadline(s), chainFrom(p, n, i) }
-  end
-end
-return { 2, deadline(s), false }
+if at == 0 then return { 2, deadline(s), {} } end
+return { 2, deadline(s), chainFrom(p, n, at) }
 `
 })
