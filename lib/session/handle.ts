@@ -196,7 +196,11 @@ export class XemsSession<Data = Record<string, unknown>> {
     await this.#engine.destroyById(this.#recordId, this.sandbox)
   }
 
-  /** Ends the request: commits changed data and rotates in one store step, and says what to send. */
+  /**
+   * Ends the request: commits changed data and rotates in one store step, and says what to send. Throws
+   * FST_XEMS_NO_SESSION (401) when this request has changes to save but a concurrent migration retired its
+   * token meanwhile: nothing was saved, and nothing is sent about the token.
+   */
   async finish (options: FinishOptions): Promise<Outcome> {
     if (this.#mode === 'destroyed') return { action: 'clear' }
     if (this.#mode === 'lost') return { action: 'keep' }
@@ -225,6 +229,11 @@ export class XemsSession<Data = Record<string, unknown>> {
     const committed = await this.#engine.commit({ id: this.#recordId, sandbox: this.sandbox, presented: this.#presented }, patch, rotate)
     if (committed.status !== 'ok') {
       this.#mode = 'lost'
+      // The presented token was retired by a concurrent migration (regenerate, pending → active) since this
+      // request resolved: the store wrote nothing. A request with changes to save must not claim success
+      // (401, the cookie left alone: the client most likely holds the migration's token already, and
+      // clearing it would sign it out). One with nothing to save (a read, a touch) keeps its answer.
+      if (committed.status === 'retired' && patch !== null) throw xemsError('FST_XEMS_NO_SESSION')
       return { action: 'keep' }
     }
     this.expiresAt = committed.expiresAt
