@@ -30,9 +30,11 @@ function gate (): { gate: Gate, wait: () => Promise<void> } {
   return { gate: { entered: enteredP, release }, wait: async () => { entered(); await released } }
 }
 
-async function buildApp (store: SessionStore): Promise<{ app: FastifyInstance, next: () => Gate }> {
+async function buildApp (store: SessionStore, clock?: () => number): Promise<{ app: FastifyInstance, next: () => Gate }> {
   const app = Fastify()
-  await app.register(xemsSession, { store, cookie: { secure: false }, sandboxes: { 'otp-pending': {} } })
+  await app.register(xemsSession, {
+    store, cookie: { secure: false }, sandboxes: { 'otp-pending': {} }, ...(clock === undefined ? {} : { clock })
+  })
   let current = gate()
   const next = (): Gate => { current = gate(); return current.gate }
   app.post<{ Body: { sandbox?: string } | undefined }>('/login', async (request, reply) => {
@@ -119,6 +121,29 @@ async function cases (t: Test, makeStore: (t: Test) => Promise<SessionStore>): P
     t.same((await app.inject({ url: '/me', cookies: { xems: fresh } })).json().data, { user: 'victim', signedIn: true })
   })
 }
+
+t.test('a slow write whose rotated token the session no longer keeps is refused the same way (the price of refusing unknown tokens)', async (t) => {
+  let now = Date.now()
+  const store = new MemoryStore({ clock: () => now })
+  const { app, next } = await buildApp(store, () => now)
+  t.teardown(async () => { await app.close(); await store.close() })
+  const token = cookieTokenOf(await app.inject({ method: 'POST', url: '/login' }))
+  const slowGate = next()
+  const slow = app.inject({ method: 'POST', url: '/slow-write', cookies: { xems: token } })
+  await slowGate.entered
+  // The client goes on: two rotations, the second one presenting the first's token, then past the grace
+  // period another one, which drops the slow request's token from the record.
+  const second = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: token } }))
+  const third = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: second } }))
+  now += 10_001
+  const fourth = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: third } }))
+  slowGate.release()
+  const lost = await slow
+  t.equal(lost.statusCode, 401, 'its token is unknown to the session now: its write is refused')
+  t.equal(lost.json().code, 'FST_XEMS_NO_SESSION')
+  t.equal(lost.headers['set-cookie'], undefined, 'and the client keeps its newest token')
+  t.same((await app.inject({ url: '/me', cookies: { xems: fourth } })).json().data, { user: 'victim' }, 'nothing was written')
+})
 
 t.test('MemoryStore', async (t) => {
   await cases(t, async (t) => {
