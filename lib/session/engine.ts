@@ -189,9 +189,9 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
         return { status: 'reused', ...reused, device: decodeDevice(result.device) }
       }
       case 'live':
-        return { status: 'live', session: result.session, presented, token: parsed.token }
+        return { status: 'live', session: result.session, presented, token: parsed.token, admittedAt: input.now }
       case 'grace':
-        return { status: 'grace', session: result.session, presented, token: followChain(parsed, result.chain) }
+        return { status: 'grace', session: result.session, presented, token: followChain(parsed, result.chain), admittedAt: input.now }
     }
   }
 
@@ -201,7 +201,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
    * `retired` when a concurrent migration retired the presented token meanwhile (nothing was written).
    */
   async commit (
-    session: { id: string, sandbox: string, presented: PresentedToken }, patch: DataPatch | null, rotate: boolean
+    session: { id: string, sandbox: string, presented: PresentedToken, admittedAt: number }, patch: DataPatch | null, rotate: boolean
   ): Promise<{ status: 'gone' | 'retired' } | { status: 'ok', token: string | null, expiresAt: number }> {
     const now = this.now()
     const { presented } = session
@@ -214,7 +214,9 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     }
     let result: CommitResult
     try {
-      result = await this.store.commit({ id: session.id, tokenKey: presented.key, patch, rotate: rotation, now })
+      result = await this.store.commit({
+        id: session.id, tokenKey: presented.key, patch, rotate: rotation, now, retiredAfter: session.admittedAt + this.unseenWindow
+      })
     } catch (err) {
       throw storeFailure(err)
     }
@@ -223,7 +225,9 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
       if (this.listenerCount('rotated') > 0) this.emit('rotated', { id: publicIdOf(session.id), sandbox: session.sandbox })
       return { status: 'ok', token: newToken, expiresAt: result.expiresAt }
     }
-    return { status: 'ok', token: followChain(presented, result.chain), expiresAt: result.expiresAt }
+    // No chain: a rotated token pruned while the request ran; its changes were saved, no token is learnt.
+    const token = result.chain === null ? null : followChain(presented, result.chain)
+    return { status: 'ok', token, expiresAt: result.expiresAt }
   }
 
   /**
@@ -281,7 +285,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     let current = opened.token
     let expiresAt = Math.min(session.lastSeenAt + session.idleTtl, session.absoluteExpiresAt)
     if (options.rotate === true && opened.status === 'live') {
-      const committed = await this.commit({ id: session.id, sandbox, presented: opened.presented }, null, true)
+      const committed = await this.commit({ id: session.id, sandbox, presented: opened.presented, admittedAt: opened.admittedAt }, null, true)
       if (committed.status !== 'ok') return null
       current = committed.token
       expiresAt = committed.expiresAt

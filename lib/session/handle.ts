@@ -62,6 +62,8 @@ export class XemsSession<Data = Record<string, unknown>> {
   #original: EncodedData
   #mode: Mode
   #presented: PresentedToken
+  /** When the store admitted #presented (resolved it, or issued it): the commit is judged from it. */
+  #admittedAt: number
   /** The token the client must hold from now on, when known. */
   #token: string | null
   #touched = false
@@ -73,7 +75,8 @@ export class XemsSession<Data = Record<string, unknown>> {
   #bindingDirty = false
 
   constructor (
-    engine: XemsEngine, stored: StoredSession, mode: 'live' | 'grace' | 'issued', presented: PresentedToken, currentToken: string | null
+    engine: XemsEngine, stored: StoredSession, mode: 'live' | 'grace' | 'issued', presented: PresentedToken, currentToken: string | null,
+    admittedAt = engine.now()
   ) {
     this.#engine = engine
     this.#recordId = stored.id
@@ -89,6 +92,7 @@ export class XemsSession<Data = Record<string, unknown>> {
     this.#original = stored.data
     this.#mode = mode
     this.#presented = presented
+    this.#admittedAt = admittedAt
     this.#token = currentToken
   }
 
@@ -186,6 +190,8 @@ export class XemsSession<Data = Record<string, unknown>> {
     this.sandbox = to
     this.#mode = 'issued'
     this.#presented = presentedOf(token)
+    // Issued by this migration: only a later one may retire it.
+    this.#admittedAt = this.#engine.now()
     this.#token = token
   }
 
@@ -226,7 +232,9 @@ export class XemsSession<Data = Record<string, unknown>> {
         ? { action: 'keep' }
         : { action: 'set', token: this.#token, absoluteExpiresAt: this.absoluteExpiresAt }
     }
-    const committed = await this.#engine.commit({ id: this.#recordId, sandbox: this.sandbox, presented: this.#presented }, patch, rotate)
+    const committed = await this.#engine.commit(
+      { id: this.#recordId, sandbox: this.sandbox, presented: this.#presented, admittedAt: this.#admittedAt }, patch, rotate
+    )
     if (committed.status !== 'ok') {
       this.#mode = 'lost'
       // The presented token was retired by a concurrent migration (regenerate, pending → active) since this

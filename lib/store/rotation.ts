@@ -84,6 +84,30 @@ export function chainOf (state: RotationState, key: string): string[] | null {
   return chainFrom(state.past, i)
 }
 
+/**
+ * What a commit that presented `key` may do, judged in the same step as its write: the chain it learns
+ * ([] for the current token, the grace boxes for a rotated one the session keeps), null when it may write
+ * but learns no token, false when it may not write at all.
+ *
+ * A request was admitted with a current or rotated token. If the session no longer keeps that token when
+ * the request commits, it was either pruned (a rotated token past its deadline, dropped by a later
+ * rotation: an honest slow request, which may save its changes) or retired by a migration and dropped
+ * since (which must not write into the migrated session: fixation). A migration at time M retires until
+ * M + unseenWindow, so a retired entry (or the placeholder) with a deadline past `retiredAfter`
+ * (admission + unseenWindow) says the session migrated while the request ran. A request that outlived
+ * unseenWindow cannot tell (those entries may be gone): it may not write.
+ */
+export function commitChain (state: RotationState, key: string, now: number, retiredAfter = -Infinity): string[] | null | false {
+  if (key === state.cur) return []
+  const past = state.past
+  for (let i = 0; i < past.length; i++) {
+    if (past[i]!.key === key) return past[i]!.box === null ? false : chainFrom(past, i)
+  }
+  if (now >= retiredAfter) return false
+  for (const entry of past) if (entry.box === null && entry.until > retiredAfter) return false
+  return null
+}
+
 function chainFrom (past: readonly PastToken[], i: number): string[] {
   const chain: string[] = []
   for (let j = i; j < past.length; j++) chain.push(past[j]!.box!)

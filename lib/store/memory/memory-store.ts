@@ -4,7 +4,7 @@ import type {
 } from '../contract.js'
 import { DEVICE_KEY } from '../contract.js'
 import { xemsError } from '../../errors.js'
-import { chainOf, markPresented, matchToken, mayMigrate, NO_PAST, retireAll, rotate } from '../rotation.js'
+import { commitChain, markPresented, matchToken, mayMigrate, NO_PAST, retireAll, rotate } from '../rotation.js'
 import { ChangeTracker } from './changes.js'
 import { checkOptions, type MemoryStoreOptions } from './options.js'
 import { MemoryPersistence } from './persistence.js'
@@ -189,9 +189,9 @@ export class MemoryStore implements SessionStore {
   #commit (input: CommitInput): CommitResult {
     const session = this.#liveSession(input.id, input.now)
     if (session === null) return { status: 'gone' }
-    // Judged before anything is written: a token retired by a migration (or unknown) writes nothing.
-    const chain = chainOf(session, input.tokenKey)
-    if (chain === null) return RETIRED
+    // Judged before anything is written: a token retired by a migration since admission writes nothing.
+    const chain = commitChain(session, input.tokenKey, input.now, input.retiredAfter)
+    if (chain === false) return RETIRED
     if (input.patch !== null) {
       for (const [key, value] of Object.entries(input.patch)) {
         if (value === null) delete session.data[key]

@@ -5,7 +5,7 @@ import type {
   ResolveResult, SessionInfo, SessionStore
 } from '../contract.js'
 import { DEVICE_KEY } from '../contract.js'
-import { chainOf, markPresented, matchToken, mayMigrate, newRotationState, retireAll, rotate } from '../rotation.js'
+import { commitChain, markPresented, matchToken, mayMigrate, newRotationState, retireAll, rotate } from '../rotation.js'
 import { connected, type Defer, type Query } from './connection.js'
 import { checkFormatAndCanary, lockKeyOf, migrateTables, type PostgresPlace } from './format.js'
 import { checkPostgresOptions, type PostgresStoreOptions } from './options.js'
@@ -184,10 +184,10 @@ export class PostgresStore implements SessionStore {
       const loaded = await this.#lock(query, defer, input.id, input.now)
       if (loaded === null) return { status: 'gone' }
       const { state } = loaded
-      // Judged under the row lock, before anything is written: a token retired by a migration (or
-      // unknown) writes nothing, and the transaction ends without an UPDATE.
-      const chain = chainOf(state, input.tokenKey)
-      if (chain === null) return { status: 'retired' }
+      // Judged under the row lock, before anything is written: a token retired by a migration since
+      // admission writes nothing, and the transaction ends without an UPDATE.
+      const chain = commitChain(state, input.tokenKey, input.now, input.retiredAfter)
+      if (chain === false) return { status: 'retired' }
       let data: EncodedData | null = null
       const patch = input.patch === null ? [] : Object.entries(input.patch)
       const opened = patch.length > 0 || this.#sealing.isStale(loaded.row.data) ? this.#sealing.openData(input.id, loaded.row.data) : null

@@ -169,6 +169,7 @@ export class RedisStore implements SessionStore {
       newKey: rotate === null ? '' : keyArg(rotate.newKey),
       box: rotate === null ? '' : boxArg(rotate.box),
       unseenWindow: rotate === null ? 0 : rotate.unseenWindow,
+      retiredAfter: input.retiredAfter ?? 0,
       deleted,
       written
     }))
@@ -177,7 +178,8 @@ export class RedisStore implements SessionStore {
     if (status === 3) return { status: 'retired' }
     const expiresAt = num(reply[1])
     if (status === 1) return { status: 'ok', rotated: true, expiresAt }
-    return { status: 'ok', rotated: false, chain: list(reply[2]).map(text), expiresAt }
+    const chain = reply[2] === null || reply[2] === undefined ? null : list(reply[2]).map(text)
+    return { status: 'ok', rotated: false, chain, expiresAt }
   }
 
   async migrate (input: MigrateInput): Promise<boolean | LimitResult> {
