@@ -285,7 +285,8 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     let current = opened.token
     let expiresAt = Math.min(session.lastSeenAt + session.idleTtl, session.absoluteExpiresAt)
     if (options.rotate === true && opened.status === 'live') {
-      const committed = await this.commit({ id: session.id, sandbox, presented: opened.presented, admittedAt: opened.admittedAt }, null, true)
+      const admitted = { id: session.id, sandbox, presented: opened.presented, admittedAt: opened.admittedAt }
+      const committed = await this.commit(admitted, null, true)
       if (committed.status !== 'ok') return null
       current = committed.token
       expiresAt = committed.expiresAt

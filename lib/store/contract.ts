@@ -173,9 +173,9 @@ export type CommitResult =
   /**
    * The session lives, but the presented token may not write: retired by a migration (regenerate,
    * pending → active) since the request was admitted, or no longer kept by a session that migrated since
-   * (or a request that outlived unseenWindow: then nobody can tell). The store wrote NOTHING: no patch, no lastSeenAt, no rotation, no change to the
-   * rotation state. (A request that lost to a concurrent migration must not write into the migrated
-   * session, which may now be signed in: session fixation.)
+   * (or a request that outlived unseenWindow: then nobody can tell). The store wrote NOTHING: no patch,
+   * no lastSeenAt, no rotation, no change to the rotation state. (A request that lost to a concurrent
+   * migration must not write into the migrated session, which may now be signed in: session fixation.)
    */
   | { status: 'retired' }
   /** The presented key was current and is now rotated. */

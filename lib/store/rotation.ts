@@ -93,7 +93,7 @@ export function chainOf (state: RotationState, key: string): string[] | null {
  * the request commits, it was either pruned (a rotated token past its deadline, dropped by a later
  * rotation: an honest slow request, which may save its changes) or retired by a migration and dropped
  * since (which must not write into the migrated session: fixation). A migration at time M retires until
- * M + unseenWindow, so a retired entry (or the placeholder) with a deadline past `retiredAfter`
+ * M + unseenWindow, so a retired entry with a deadline past `retiredAfter`
  * (admission + unseenWindow) says the session migrated while the request ran. A request that outlived
  * unseenWindow cannot tell (those entries may be gone): it may not write.
  */
