@@ -74,13 +74,38 @@ export function matchToken (state: RotationState, key: string, now: number): Tok
 /**
  * The grace boxes from past[i] to the current token; for a rotated token outside its deadline too
  * (a request that was admitted in time and commits late still learns the current token). Null when
- * the key is retired or unknown.
+ * the key is retired or unknown: the tokens mayMigrate refuses, and with which a commit writes nothing
+ * (CommitResult 'retired').
  */
 export function chainOf (state: RotationState, key: string): string[] | null {
   if (key === state.cur) return []
   const i = state.past.findIndex((entry) => entry.key === key)
   if (i === -1 || state.past[i]!.box === null) return null
   return chainFrom(state.past, i)
+}
+
+/**
+ * What a commit that presented `key` may do, judged in the same step as its write: the chain it learns
+ * ([] for the current token, the grace boxes for a rotated one the session keeps), null when it may write
+ * but learns no token, false when it may not write at all.
+ *
+ * A request was admitted with a current or rotated token. If the session no longer keeps that token when
+ * the request commits, it was either pruned (a rotated token past its deadline, dropped by a later
+ * rotation: an honest slow request, which may save its changes) or retired by a migration and dropped
+ * since (which must not write into the migrated session: fixation). A migration at time M retires until
+ * M + unseenWindow, so a retired entry with a deadline past `retiredAfter`
+ * (admission + unseenWindow) says the session migrated while the request ran. A request that outlived
+ * unseenWindow cannot tell (those entries may be gone): it may not write.
+ */
+export function commitChain (state: RotationState, key: string, now: number, retiredAfter = -Infinity): string[] | null | false {
+  if (key === state.cur) return []
+  const past = state.past
+  for (let i = 0; i < past.length; i++) {
+    if (past[i]!.key === key) return past[i]!.box === null ? false : chainFrom(past, i)
+  }
+  if (now >= retiredAfter) return false
+  for (const entry of past) if (entry.box === null && entry.until > retiredAfter) return false
+  return null
 }
 
 function chainFrom (past: readonly PastToken[], i: number): string[] {
