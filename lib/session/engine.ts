@@ -189,19 +189,20 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
         return { status: 'reused', ...reused, device: decodeDevice(result.device) }
       }
       case 'live':
-        return { status: 'live', session: result.session, presented, token: parsed.token }
+        return { status: 'live', session: result.session, presented, token: parsed.token, admittedAt: input.now }
       case 'grace':
-        return { status: 'grace', session: result.session, presented, token: followChain(parsed, result.chain) }
+        return { status: 'grace', session: result.session, presented, token: followChain(parsed, result.chain), admittedAt: input.now }
     }
   }
 
   /**
    * Saves a request's changes and, when asked, rotates its token, in one store step. Returns the token
-   * the client must use from now on (null when unknown), or `gone` when the session ended meanwhile.
+   * the client must use from now on (null when unknown), `gone` when the session ended meanwhile, or
+   * `retired` when a concurrent migration retired the presented token meanwhile (nothing was written).
    */
   async commit (
-    session: { id: string, sandbox: string, presented: PresentedToken }, patch: DataPatch | null, rotate: boolean
-  ): Promise<{ status: 'gone' } | { status: 'ok', token: string | null, expiresAt: number }> {
+    session: { id: string, sandbox: string, presented: PresentedToken, admittedAt: number }, patch: DataPatch | null, rotate: boolean
+  ): Promise<{ status: 'gone' | 'retired' } | { status: 'ok', token: string | null, expiresAt: number }> {
     const now = this.now()
     const { presented } = session
     let newToken: string | null = null
@@ -213,15 +214,18 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     }
     let result: CommitResult
     try {
-      result = await this.store.commit({ id: session.id, tokenKey: presented.key, patch, rotate: rotation, now })
+      result = await this.store.commit({
+        id: session.id, tokenKey: presented.key, patch, rotate: rotation, now, retiredAfter: session.admittedAt + this.unseenWindow
+      })
     } catch (err) {
       throw storeFailure(err)
     }
-    if (result.status === 'gone') return result
+    if (result.status === 'gone' || result.status === 'retired') return result
     if (result.rotated) {
       if (this.listenerCount('rotated') > 0) this.emit('rotated', { id: publicIdOf(session.id), sandbox: session.sandbox })
       return { status: 'ok', token: newToken, expiresAt: result.expiresAt }
     }
+    // No chain: a rotated token pruned while the request ran; its changes were saved, no token is learnt.
     const token = result.chain === null ? null : followChain(presented, result.chain)
     return { status: 'ok', token, expiresAt: result.expiresAt }
   }
@@ -281,8 +285,9 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     let current = opened.token
     let expiresAt = Math.min(session.lastSeenAt + session.idleTtl, session.absoluteExpiresAt)
     if (options.rotate === true && opened.status === 'live') {
-      const committed = await this.commit({ id: session.id, sandbox, presented: opened.presented }, null, true)
-      if (committed.status === 'gone') return null
+      const admitted = { id: session.id, sandbox, presented: opened.presented, admittedAt: opened.admittedAt }
+      const committed = await this.commit(admitted, null, true)
+      if (committed.status !== 'ok') return null
       current = committed.token
       expiresAt = committed.expiresAt
     }

@@ -62,6 +62,8 @@ export class XemsSession<Data = Record<string, unknown>> {
   #original: EncodedData
   #mode: Mode
   #presented: PresentedToken
+  /** When the store admitted #presented (resolved it, or issued it): the commit is judged from it. */
+  #admittedAt: number
   /** The token the client must hold from now on, when known. */
   #token: string | null
   #touched = false
@@ -73,7 +75,8 @@ export class XemsSession<Data = Record<string, unknown>> {
   #bindingDirty = false
 
   constructor (
-    engine: XemsEngine, stored: StoredSession, mode: 'live' | 'grace' | 'issued', presented: PresentedToken, currentToken: string | null
+    engine: XemsEngine, stored: StoredSession, mode: 'live' | 'grace' | 'issued', presented: PresentedToken, currentToken: string | null,
+    admittedAt = engine.now()
   ) {
     this.#engine = engine
     this.#recordId = stored.id
@@ -89,6 +92,7 @@ export class XemsSession<Data = Record<string, unknown>> {
     this.#original = stored.data
     this.#mode = mode
     this.#presented = presented
+    this.#admittedAt = admittedAt
     this.#token = currentToken
   }
 
@@ -186,6 +190,8 @@ export class XemsSession<Data = Record<string, unknown>> {
     this.sandbox = to
     this.#mode = 'issued'
     this.#presented = presentedOf(token)
+    // Issued by this migration: only a later one may retire it.
+    this.#admittedAt = this.#engine.now()
     this.#token = token
   }
 
@@ -196,7 +202,11 @@ export class XemsSession<Data = Record<string, unknown>> {
     await this.#engine.destroyById(this.#recordId, this.sandbox)
   }
 
-  /** Ends the request: commits changed data and rotates in one store step, and says what to send. */
+  /**
+   * Ends the request: commits changed data and rotates in one store step, and says what to send. Throws
+   * FST_XEMS_NO_SESSION (401) when this request has changes to save but a concurrent migration retired its
+   * token meanwhile: nothing was saved, and nothing is sent about the token.
+   */
   async finish (options: FinishOptions): Promise<Outcome> {
     if (this.#mode === 'destroyed') return { action: 'clear' }
     if (this.#mode === 'lost') return { action: 'keep' }
@@ -222,9 +232,16 @@ export class XemsSession<Data = Record<string, unknown>> {
         ? { action: 'keep' }
         : { action: 'set', token: this.#token, absoluteExpiresAt: this.absoluteExpiresAt }
     }
-    const committed = await this.#engine.commit({ id: this.#recordId, sandbox: this.sandbox, presented: this.#presented }, patch, rotate)
-    if (committed.status === 'gone') {
+    const committed = await this.#engine.commit(
+      { id: this.#recordId, sandbox: this.sandbox, presented: this.#presented, admittedAt: this.#admittedAt }, patch, rotate
+    )
+    if (committed.status !== 'ok') {
       this.#mode = 'lost'
+      // The presented token was retired by a concurrent migration (regenerate, pending → active) since this
+      // request resolved: the store wrote nothing. A request with changes to save must not claim success
+      // (401, the cookie left alone: the client most likely holds the migration's token already, and
+      // clearing it would sign it out). One with nothing to save (a read, a touch) keeps its answer.
+      if (committed.status === 'retired' && patch !== null) throw xemsError('FST_XEMS_NO_SESSION')
       return { action: 'keep' }
     }
     this.expiresAt = committed.expiresAt

@@ -146,19 +146,44 @@ export interface CommitInput {
   id: string
   /** The token key the request presented. */
   tokenKey: string
+  /** Applied only when the presented token may still write (see CommitResult 'retired'). */
   patch: DataPatch | null
   /** Rotate, if the presented token is still the session's current one. */
   rotate: RotateInput | null
   now: number
+  /**
+   * When the request was admitted (resolved) plus the engine's unseenWindow: the deadline a migration at
+   * that moment would have given the tokens it retired. A retired entry with a later deadline means the
+   * session migrated while the request ran (see commitChain in rotation.ts). Without it, a token the
+   * session no longer holds may not write.
+   */
+  retiredAfter?: number | undefined
 }
 
+/**
+ * What a commit did. The store first judges the presented token, in the same atomic step as the write
+ * (rotation.ts commitChain): the session's current token, or a rotated one it still keeps (past its
+ * deadline too: a request admitted in time that commits late learns the current token), may write; so may
+ * a rotated token the session pruned while the request ran, as long as no migration happened since the
+ * request was admitted. Any other token writes nothing.
+ */
 export type CommitResult =
+  /** No such live session: nothing written. */
   | { status: 'gone' }
+  /**
+   * The session lives, but the presented token may not write: retired by a migration (regenerate,
+   * pending → active) since the request was admitted, or no longer kept by a session that migrated since
+   * (or a request that outlived unseenWindow: then nobody can tell). The store wrote NOTHING: no patch,
+   * no lastSeenAt, no rotation, no change to the rotation state. (A request that lost to a concurrent
+   * migration must not write into the migrated session, which may now be signed in: session fixation.)
+   */
+  | { status: 'retired' }
   /** The presented key was current and is now rotated. */
   | { status: 'ok', rotated: true, expiresAt: number }
   /**
    * Not rotated. `chain` leads from the presented token to the current one ([] when it is the current
-   * one), or is null when the presented token can no longer lead there (retired by a migration).
+   * one): the grace boxes, the first of which opens with the presented token. Null for a rotated token
+   * the session pruned while the request ran: the patch is saved, but no token can be learnt from it.
    */
   | { status: 'ok', rotated: false, chain: string[] | null, expiresAt: number }
 

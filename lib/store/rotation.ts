@@ -12,7 +12,8 @@ import { MAX_PAST_TOKENS } from './contract.js'
  * - The first time the successor is presented, the rotated token's deadline becomes that moment plus
  *   the grace period (requests still in flight).
  * - A token retired by a migration (regenerate, pending → active) answers "no session" until its
- *   deadline: it never reaches the migrated session.
+ *   deadline: it never reaches the migrated session. (At most MAX_RETIRED_TOKENS are kept; one dropped
+ *   beyond that is the theft signal: the bound fails closed.)
  * - The token the session's latest change (its last rotation or migration) replaced, presented after its
  *   deadline while the current token has never been presented, ends the session quietly: nobody has
  *   presented the session's token since that change, so there is no theft to signal (a lost response or
@@ -73,13 +74,38 @@ export function matchToken (state: RotationState, key: string, now: number): Tok
 /**
  * The grace boxes from past[i] to the current token; for a rotated token outside its deadline too
  * (a request that was admitted in time and commits late still learns the current token). Null when
- * the key is retired or unknown.
+ * the key is retired or unknown: the tokens mayMigrate refuses, and with which a commit writes nothing
+ * (CommitResult 'retired').
  */
 export function chainOf (state: RotationState, key: string): string[] | null {
   if (key === state.cur) return []
   const i = state.past.findIndex((entry) => entry.key === key)
   if (i === -1 || state.past[i]!.box === null) return null
   return chainFrom(state.past, i)
+}
+
+/**
+ * What a commit that presented `key` may do, judged in the same step as its write: the chain it learns
+ * ([] for the current token, the grace boxes for a rotated one the session keeps), null when it may write
+ * but learns no token, false when it may not write at all.
+ *
+ * A request was admitted with a current or rotated token. If the session no longer keeps that token when
+ * the request commits, it was either pruned (a rotated token past its deadline, dropped by a later
+ * rotation: an honest slow request, which may save its changes) or retired by a migration and dropped
+ * since (which must not write into the migrated session: fixation). A migration at time M retires until
+ * M + unseenWindow, so a retired entry with a deadline past `retiredAfter`
+ * (admission + unseenWindow) says the session migrated while the request ran. A request that outlived
+ * unseenWindow cannot tell (those entries may be gone): it may not write.
+ */
+export function commitChain (state: RotationState, key: string, now: number, retiredAfter = -Infinity): string[] | null | false {
+  if (key === state.cur) return []
+  const past = state.past
+  for (let i = 0; i < past.length; i++) {
+    if (past[i]!.key === key) return past[i]!.box === null ? false : chainFrom(past, i)
+  }
+  if (now >= retiredAfter) return false
+  for (const entry of past) if (entry.box === null && entry.until > retiredAfter) return false
+  return null
 }
 
 function chainFrom (past: readonly PastToken[], i: number): string[] {
@@ -145,8 +171,14 @@ export function mayMigrate (state: RotationState, key: string): boolean {
   return key === state.cur || state.past.some((entry) => entry.key === key && entry.box !== null)
 }
 
-/** Retired tokens kept at most: those of more migrations in a row than this within the window go, oldest first. */
-export const MAX_RETIRED_TOKENS = 2 * MAX_PAST_TOKENS + 1
+/**
+ * Retired tokens kept at most: eight migrations in a row, each of a record that held MAX_PAST_TOKENS
+ * rotated tokens, within the window. Beyond that the oldest are dropped, and a dropped one presented again
+ * is the theft signal like any token the session does not hold: the bound fails closed, so it never hides
+ * a thief (dropping only makes the store stricter); only an app that migrates a session dozens of times
+ * within unseenWindow, with requests in flight, would see those taken for thieves.
+ */
+export const MAX_RETIRED_TOKENS = 8 * (MAX_PAST_TOKENS + 1)
 
 /**
  * A migration: a new current token, and every token still working retired until `retiredUntil` (those

@@ -162,7 +162,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
       })
       throw xemsError('FST_XEMS_TOKEN_REUSED')
     } else if (opened.status !== 'none') {
-      const session = new XemsSession(engine, opened.session, opened.status, opened.presented, opened.token)
+      const session = new XemsSession(engine, opened.session, opened.status, opened.presented, opened.token, opened.admittedAt)
       // A binding that does not decode, or whose plugin is not registered here, fails closed.
       const binding = session.binding?.type
       if (binding === undefined || (binding === 'dbsc' && deviceBound !== false) ||
@@ -185,6 +185,9 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
         request.session.noteUse(request.headers['user-agent'], request.ip, recordIp)
         outcome = await request.session.finish({ rotate: autoRotation })
       } catch (err) {
+        // Any other error answers as itself, through the error handler, and the token outcome is never
+        // applied (no Set-Cookie, nothing cleared): FST_XEMS_NO_SESSION (401) when a concurrent migration
+        // retired this request's token and its changes were not saved (see XemsSession.finish).
         if (!outage.failed(err)) throw err
         // The store did not confirm: the commit may still run (a timeout, a stall). Either way the client's
         // token stays valid: a rotation it never learnt of leaves that token working until the new one

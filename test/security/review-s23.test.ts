@@ -1,8 +1,8 @@
 /**
  * Review s23 (issue 11): the session rotation attacked as a thief and as an unlucky user would. Each
  * test here states a promise of docs/sessions.md › The rotation model or docs/security.md and FAILED on
- * the code it was written against (main at cb70fb0). S23-1 … S23-5 are fixed and stay as regression
- * tests; S23-6 is a known limit, kept as a todo. Each runs
+ * the code it was written against (main at cb70fb0). S23-1 … S23-6 are fixed and stay as regression
+ * tests. Each runs
  * on MemoryStore and, when Redis is reachable, on RedisStore; the two behave alike in every case but
  * S23-5, which is a divergence (RedisStore fails it, MemoryStore passes).
  *   S23-1  a grace answer hands the client a token older than the one it holds (→ theft signal)
@@ -292,12 +292,9 @@ const newKey = (): string => secretKeyOf(sessionTokenOf(generateLocator(), gener
 const newBox = (): string => sealForTokenHolder(generateToken(), generateToken())
 
 for (const [name, factory] of stores) {
-  // Known limit, not fixed (docs/sessions.md › The rotation model): keeping every retired token would let
-  // repeated regenerates grow the record without bound; the fix is an O(1) "retired before" watermark in
-  // the record (a format change in all three stores). A todo: reported, not counted as a failure.
-  t.test(`S23-6 ${name}: two migrations with full rotation windows between them: a token retired seconds ago is taken for a thief`, {
-    todo: 'MAX_RETIRED_TOKENS drops the oldest retired token; needs a retired-before watermark in the record'
-  }, async (t) => {
+  // Keeping every retired token would let repeated regenerates grow the record without bound: the record
+  // keeps MAX_RETIRED_TOKENS (eight migrations of a full record), and drops beyond that fail closed.
+  t.test(`S23-6 ${name}: two migrations with full rotation windows between them: a token retired seconds ago is not taken for a thief`, async (t) => {
     // docs/sessions.md: "a retired token answers 'no session' during unseenWindow (a request that was in
     // flight is not a thief), and is the theft signal after it". rotation.ts retireAll keeps at most
     // MAX_RETIRED_TOKENS (17) retired tokens and drops the oldest; a dropped one is no longer found, so
@@ -338,5 +335,10 @@ for (const [name, factory] of stores) {
     // A request sent with the very first token (2 s ago), still in flight, arrives now.
     t.equal(await resolve(first), 'none', 'a token retired within unseenWindow answers "no session", not the theft signal')
     t.equal(await resolve(current), 'live', 'and the session lives')
+    // After its deadline the same token is the theft signal, as any retired token is.
+    now = t0 + WINDOW + 1_000
+    t.equal(await resolve(current), 'live', 'the current token still opens the session')
+    t.equal(await resolve(first), 'reused', 'past its deadline, the retired token is the theft signal')
+    t.equal(await resolve(current), 'none', 'and the session is revoked')
   })
 }

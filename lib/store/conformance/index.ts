@@ -14,6 +14,7 @@ import assert from 'node:assert/strict'
 import { sealForTokenHolder } from '../../crypto/cipher.js'
 import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../session/token.js'
 import { generateToken } from '../../crypto/random-token.js'
+import { MAX_RETIRED_TOKENS } from '../rotation.js'
 import { DEVICE_KEY, MAX_PAST_TOKENS, type CommitInput, type LimitResult, type SessionStore, type UserLimit } from '../contract.js'
 
 export interface StoreUnderTest {
@@ -44,10 +45,12 @@ interface CaseContext {
   resolve: (
     id: string, key: string, now?: number, options?: { sandbox?: string, revoke?: boolean, grace?: number }
   ) => ReturnType<SessionStore['resolve']>
-  commit: (input: Omit<CommitInput, 'rotate'> & {
+  /** `admittedAt`: when the request resolved its token (default: the commit's `now`); retiredAfter is it + the window. */
+  commit: (input: Omit<CommitInput, 'rotate' | 'retiredAfter'> & {
     rotate?: string | null
     window?: number
     box?: string
+    admittedAt?: number
   }) => ReturnType<SessionStore['commit']>
   rotateFrom: (id: string, key: string, now: number, box?: string) => Promise<string>
   migrate: (
@@ -108,12 +111,13 @@ function contextOf (store: SessionStore, t0: number): CaseContext {
       revokeOnReuse: options.revoke ?? true,
       ...(options.sandbox === undefined ? {} : { sandbox: options.sandbox })
     })
-  const commit = async (input: Omit<CommitInput, 'rotate'> & { rotate?: string | null, window?: number, box?: string }) =>
+  const commit: CaseContext['commit'] = async (input) =>
     await store.commit({
       id: input.id,
       tokenKey: input.tokenKey,
       patch: input.patch,
       now: input.now,
+      retiredAfter: (input.admittedAt ?? input.now) + WINDOW,
       rotate: input.rotate === undefined || input.rotate === null
         ? null
         : {
@@ -407,8 +411,8 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     )
     same(await commit({
       id, tokenKey: rotatedTo, patch: { stale: '1' }, rotate: newKey(), now: t0 + 4
-    }), { status: 'ok', rotated: false, chain: null, expiresAt: t0 + 4 + HOUR },
-    'a request that was in flight across the migration gets no token')
+    }), { status: 'retired' },
+    'a request that was in flight across the migration gets no token, and writes nothing')
     same((await store.listUser('u1', t0 + 5)).map((info) => info.id), [id])
     same(await resolve(id, key, t0 + 5000, { revoke: false }), {
       status: 'reused', id, sandbox: 'auth-active', userId: 'u1', revoked: false
@@ -429,6 +433,32 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     const keys = [second]
     for (let i = 0; i < MAX_PAST_TOKENS; i++) keys.push(await rotateFrom(id, keys.at(-1)!, t0 + 10 + i))
     equal(keys.length, MAX_PAST_TOKENS + 1, `${MAX_PAST_TOKENS} rotations right after migrations: the retired tokens took no room`)
+  })
+
+  test('up to MAX_RETIRED_TOKENS retired tokens are "no session" within their deadline; one dropped beyond is the theft signal', async ({
+    create, resolve, migrate
+  }) => {
+    // Migrations in a row (an app that regenerates on every step): the record keeps MAX_RETIRED_TOKENS
+    // retired tokens; those dropped beyond it fail closed, the theft signal like any unknown token.
+    const { id, key } = await create()
+    const keys = [key]
+    const extra = 3
+    for (let i = 0; i < MAX_RETIRED_TOKENS + extra; i++) {
+      const next = newKey()
+      const options = { from: 'auth-active', to: 'auth-active', newKey: next, now: t0 + i, retiredUntil: t0 + 5000 }
+      equal(await migrate(id, keys.at(-1)!, options), true)
+      keys.push(next)
+    }
+    const current = keys.at(-1)!
+    for (const [i, retired] of keys.slice(extra, -1).entries()) {
+      same(await resolve(id, retired, t0 + 4000), { status: 'none' }, `kept retired token ${i}: no session`)
+    }
+    for (const dropped of keys.slice(0, extra)) {
+      same(await resolve(id, dropped, t0 + 4000, { revoke: false }), {
+        status: 'reused', id, sandbox: 'auth-active', revoked: false
+      }, 'a dropped retired token is the theft signal (the bound fails closed)')
+    }
+    equal((await resolve(id, current, t0 + 4001)).status, 'live', 'the current token opens the session')
   })
 
   test('an older rotated token with a longer grace than a newer one still leads to the current token', async ({
@@ -454,6 +484,74 @@ export function runStoreConformance (makeStore: StoreFactory, options: StoreConf
     const late = await resolve(id, key, t0 + 3002)
     equal(late.status, 'grace', 'a is still within its minute')
     if (late.status === 'grace') same(late.chain.slice(0, 3), [ab, bc, cd], 'and its chain still passes through b')
+  })
+
+  test('a commit with a token retired by a migration writes nothing and answers retired', async ({
+    store, create, resolve, commit, rotateFrom, migrate
+  }) => {
+    const { id, key } = await create({ sandbox: 'otp-pending', idleTtl: 60_000 })
+    const rotated = await rotateFrom(id, key, t0)
+    const active = newKey()
+    equal(await migrate(id, rotated, {
+      from: 'otp-pending', to: 'auth-active', newKey: active, userId: 'fx-u', now: t0 + 1, retiredUntil: t0 + 5000
+    }), true)
+    // The migrated session after the migration, as its new token resolves it.
+    const before = await resolve(id, active, t0 + 2, { sandbox: 'auth-active' })
+    if (before.status !== 'live') return assert.fail('the migrated session is live')
+    for (const [tokenKey, what] of [[rotated, 'the token the migration replaced'], [key, 'an earlier rotated token']] as const) {
+      same(await commit({ id, tokenKey, patch: { x: '"attacker"', user: null }, now: t0 + 3 }), { status: 'retired' }, what)
+      same(await commit({ id, tokenKey, patch: { x: '"attacker"' }, rotate: newKey(), now: t0 + 4 }), { status: 'retired' },
+        `${what}, asking to rotate`)
+      same(await commit({ id, tokenKey, patch: null, now: t0 + 5 }), { status: 'retired' }, `${what}, a touch`)
+    }
+    same((await store.listUser('fx-u', t0 + 6)).map((info) => info.lastSeenAt), [t0 + 2], 'no refused commit refreshed lastSeenAt')
+    const after = await resolve(id, active, t0 + 6, { sandbox: 'auth-active' })
+    if (after.status !== 'live') return assert.fail('the migrated session is still live, by its new token')
+    same({ ...after.session.data }, { ...before.session.data }, 'no patch reached the migrated session')
+    equal(after.session.data.x, undefined)
+    equal(after.session.userId, 'fx-u')
+    same(await resolve(id, rotated, t0 + 7), { status: 'none' }, 'the retired token is still "no session" within its deadline')
+    // The rotation state is unchanged: the new token is still current and rotates.
+    const next = newKey()
+    same(await commit({ id, tokenKey: active, patch: { ok: '1' }, rotate: next, now: t0 + 8 }),
+      { status: 'ok', rotated: true, expiresAt: t0 + 8 + HOUR })
+    equal((await resolve(id, next, t0 + 9, { sandbox: 'auth-active' })).status, 'live')
+  })
+
+  test('a commit with a token the session pruned while it ran saves its changes unless the session migrated since', async ({
+    create, resolve, commit, rotateFrom, migrate
+  }) => {
+    // A slow request admitted with k0 at t0; meanwhile the client rotates on, and once k0 is past its
+    // grace a rotation prunes it: the session no longer holds k0 when the slow request commits.
+    async function pruned (): Promise<{ id: string, k0: string, current: string }> {
+      const { id, key: k0 } = await create({ idleTtl: 600_000 })
+      const k1 = await rotateFrom(id, k0, t0 + 1)
+      const k2 = await rotateFrom(id, k1, t0 + 2)
+      const current = await rotateFrom(id, k2, t0 + GRACE + 10)
+      same(await resolve(id, k0, t0 + GRACE + 11, { revoke: false }), {
+        status: 'reused', id, sandbox: 'auth-active', revoked: false
+      }, 'k0 is pruned: presented by a new request, it is the theft signal')
+      return { id, k0, current }
+    }
+    const a = await pruned()
+    same(await commit({ id: a.id, tokenKey: a.k0, patch: { slow: '"saved"' }, admittedAt: t0, now: t0 + GRACE + 20 }),
+      { status: 'ok', rotated: false, chain: null, expiresAt: t0 + GRACE + 20 + 600_000 },
+      'no migration since its admission: an honest slow request, its changes are saved, no token learnt')
+    const live = await resolve(a.id, a.current, t0 + GRACE + 21)
+    if (live.status !== 'live') return assert.fail('the session lives')
+    equal(live.session.data.slow, '"saved"')
+    // A migration now: a request admitted before it, whose token the session no longer holds, may not write.
+    equal(await migrate(a.id, a.current, { from: 'auth-active', to: 'auth-active', now: t0 + GRACE + 30 }), true)
+    same(await commit({ id: a.id, tokenKey: a.k0, patch: { slow: '"attacker"' }, admittedAt: t0, now: t0 + GRACE + 40 }),
+      { status: 'retired' }, 'the session migrated since its admission: nothing written')
+    same(await commit({ id: a.id, tokenKey: newKey(), patch: { x: '"attacker"' }, admittedAt: t0, now: t0 + GRACE + 41 }),
+      { status: 'retired' }, 'nor with a token the session never had')
+    const b = await pruned()
+    same(await commit({ id: b.id, tokenKey: b.k0, patch: { slow: '"late"' }, admittedAt: t0, now: t0 + WINDOW }),
+      { status: 'retired' }, 'a request that outlived the unseen window cannot tell: nothing written')
+    const after = await resolve(b.id, b.current, t0 + WINDOW + 1)
+    if (after.status !== 'live') return assert.fail('that session lives too')
+    equal(after.session.data.slow, undefined)
   })
 
   test('migration without data keeps it', async ({ create, resolve, migrate }) => {

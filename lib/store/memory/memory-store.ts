@@ -4,7 +4,7 @@ import type {
 } from '../contract.js'
 import { DEVICE_KEY } from '../contract.js'
 import { xemsError } from '../../errors.js'
-import { chainOf, markPresented, matchToken, mayMigrate, NO_PAST, retireAll, rotate } from '../rotation.js'
+import { commitChain, markPresented, matchToken, mayMigrate, NO_PAST, retireAll, rotate } from '../rotation.js'
 import { ChangeTracker } from './changes.js'
 import { checkOptions, type MemoryStoreOptions } from './options.js'
 import { MemoryPersistence } from './persistence.js'
@@ -20,6 +20,7 @@ export type { FsyncPolicy, VaultWarning } from '../vault/vault.js'
 export type { MemoryStoreOptions, PersistenceOptions, VaultSecret } from './options.js'
 
 const NONE: ResolveResult = Object.freeze({ status: 'none' })
+const RETIRED: CommitResult = Object.freeze({ status: 'retired' })
 
 /**
  * The embedded store: everything lives in this process's memory. Each operation runs as one
@@ -175,6 +176,9 @@ export class MemoryStore implements SessionStore {
   #commit (input: CommitInput): CommitResult {
     const session = this.#liveSession(input.id, input.now)
     if (session === null) return { status: 'gone' }
+    // Judged before anything is written: a token retired by a migration since admission writes nothing.
+    const chain = commitChain(session, input.tokenKey, input.now, input.retiredAfter)
+    if (chain === false) return RETIRED
     if (input.patch !== null) {
       session.patchData(input.patch)
       for (const key of Object.keys(input.patch)) this.#dataChanged(input.id, key)
@@ -186,7 +190,7 @@ export class MemoryStore implements SessionStore {
       return { status: 'ok', rotated: true, expiresAt: sessionExpiresAt(session) }
     }
     this.#touched(input.id)
-    return { status: 'ok', rotated: false, chain: chainOf(session, input.tokenKey), expiresAt: sessionExpiresAt(session) }
+    return { status: 'ok', rotated: false, chain, expiresAt: sessionExpiresAt(session) }
   }
 
   async migrate (input: MigrateInput): Promise<boolean | LimitResult> {

@@ -5,7 +5,7 @@ import type {
   ResolveResult, SessionInfo, SessionStore
 } from '../contract.js'
 import { DEVICE_KEY } from '../contract.js'
-import { chainOf, markPresented, matchToken, mayMigrate, newRotationState, retireAll, rotate } from '../rotation.js'
+import { commitChain, markPresented, matchToken, mayMigrate, newRotationState, retireAll, rotate } from '../rotation.js'
 import { connected, type Defer, type Query } from './connection.js'
 import { checkFormatAndCanary, lockKeyOf, migrateTables, type PostgresPlace } from './format.js'
 import { checkPostgresOptions, type PostgresStoreOptions } from './options.js'
@@ -174,12 +174,20 @@ export class PostgresStore implements SessionStore {
     })
   }
 
-  /** One transaction: lock the row, apply the patch, rotate if the presented token is current. */
+  /**
+   * One transaction: lock the row, check that the presented token may still write (else 'retired',
+   * nothing written), apply the patch, rotate if the presented token is current.
+   */
   async commit (input: CommitInput): Promise<CommitResult> {
     await this.ready()
     return await this.#transaction(async (query, defer) => {
       const loaded = await this.#lock(query, defer, input.id, input.now)
       if (loaded === null) return { status: 'gone' }
+      const { state } = loaded
+      // Judged under the row lock, before anything is written: a token retired by a migration since
+      // admission writes nothing, and the transaction ends without an UPDATE.
+      const chain = commitChain(state, input.tokenKey, input.now, input.retiredAfter)
+      if (chain === false) return { status: 'retired' }
       let data: EncodedData | null = null
       const patch = input.patch === null ? [] : Object.entries(input.patch)
       const opened = patch.length > 0 || this.#sealing.isStale(loaded.row.data) ? this.#sealing.openData(input.id, loaded.row.data) : null
@@ -192,12 +200,11 @@ export class PostgresStore implements SessionStore {
       } else if (patch.length > 0) {
         return { status: 'gone' }
       }
-      const { state } = loaded
       const rotated = input.rotate !== null && state.cur === input.tokenKey &&
         rotate(state, input.rotate.newKey, input.rotate.box, input.now, input.rotate.unseenWindow)
       const expiresAt = writeBack(defer, this.#t.sessions, this.#sealing, loaded, input.now, { rotation: rotated, data })
       if (rotated) return { status: 'ok', rotated: true, expiresAt }
-      return { status: 'ok', rotated: false, chain: chainOf(state, input.tokenKey), expiresAt }
+      return { status: 'ok', rotated: false, chain, expiresAt }
     })
   }
 

@@ -169,11 +169,13 @@ export class RedisStore implements SessionStore {
       newKey: rotate === null ? '' : keyArg(rotate.newKey),
       box: rotate === null ? '' : boxArg(rotate.box),
       unseenWindow: rotate === null ? 0 : rotate.unseenWindow,
+      retiredAfter: input.retiredAfter ?? 0,
       deleted,
       written
     }))
     const status = num(reply[0])
     if (status === 0) return { status: 'gone' }
+    if (status === 3) return { status: 'retired' }
     const expiresAt = num(reply[1])
     if (status === 1) return { status: 'ok', rotated: true, expiresAt }
     const chain = reply[2] === null || reply[2] === undefined ? null : list(reply[2]).map(text)

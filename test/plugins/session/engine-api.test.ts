@@ -222,3 +222,32 @@ t.test('a session cannot be migrated twice in parallel through request.session',
   t.equal((await app.inject({ url: '/me', cookies: { xems: pending } })).statusCode, 401)
   t.equal(generateToken().length, 43)
 })
+
+t.test('resolveSession with rotate: a concurrent migration between its resolve and its commit answers null', async (t) => {
+  const inner = new MemoryStore()
+  t.teardown(async () => { await inner.close() })
+  let beforeCommit: (() => Promise<void>) | null = null
+  const store: SessionStore = new Proxy(inner, {
+    get (target, property, receiver) {
+      const value = Reflect.get(target, property, receiver)
+      if (property === 'commit') {
+        return async (...args: unknown[]) => {
+          const hook = beforeCommit
+          beforeCommit = null
+          if (hook !== null) await hook()
+          return await value.apply(target, args)
+        }
+      }
+      return typeof value === 'function' ? value.bind(target) : value
+    }
+  })
+  const engine = new XemsEngine({ store })
+  const token = await engine.createSession('auth-active', { user: 'ada' })
+  let moved: string | null = null
+  beforeCommit = async () => { moved = await engine.migrate(token, { from: 'auth-active', to: 'auth-active' }) }
+  t.equal(await engine.resolveSession(token, { rotate: true }), null, 'the rotation lost to the migration: no token to hand out')
+  t.type(moved, 'string', 'the migration happened in between')
+  const after = await engine.resolveSession(moved)
+  t.same(after?.data, { user: 'ada' }, 'the migrated session is intact under its new token')
+  t.equal(await engine.resolveSession(token), null, 'the old token opens nothing')
+})

@@ -4,7 +4,8 @@ import { defineScript } from './define.js'
 /**
  * Writes a request's changes to the session: deletes and sets data fields, rotates the token when
  * asked and the presented one is current. Returns {0} gone | {1, expiresAt} rotated |
- * {2, expiresAt, chain|nil}.
+ * {2, expiresAt, chain|nil} | {3} retired (the presented token may not write: nothing written). Who may
+ * write is rotation.ts commitChain, transcribed.
  */
 export const commit = defineScript({
   prelude: PRELUDE,
@@ -21,6 +22,8 @@ export const commit = defineScript({
     box: 'text',
     /** how long the token rotated out stays valid while its successor is unseen (ms) */
     unseenWindow: 'number',
+    /** admission + unseenWindow: a retired entry with a later deadline means a migration since admission */
+    retiredAfter: 'number',
     /** the data fields to delete */
     deleted: 'list'
   },
@@ -38,6 +41,29 @@ end
 local cur, p = v[6], v[7] or ''
 local n = pastCount(p)
 if n == nil then return { 0 } end
+-- commitChain: the current token (at = 0) or a rotated one the session keeps (at = its entry) may write;
+-- a retired one may not; one the session no longer keeps (at = -1) may, unless the session migrated since
+-- the request was admitted (a retired entry past retiredAfter) or the request outlived unseenWindow
+local at = nil
+if tokenKey == cur then
+  at = 0
+else
+  local found = false
+  for i = 1, n do
+    if keyAt(p, i) == tokenKey then
+      found = true
+      if rotatedAt(p, i) then at = i end
+      break
+    end
+  end
+  if not found and now < retiredAfter then
+    at = -1
+    for i = 1, n do
+      if not rotatedAt(p, i) and untilAt(p, i) > retiredAfter then at = nil break end
+    end
+  end
+end
+if at == nil then return { 3 } end
 if deleted > 0 then
   local fields = {}
   for i = deletedFrom, deletedFrom - 1 + deleted do fields[#fields + 1] = ARGV[i] end
@@ -80,14 +106,8 @@ if rotate and tokenKey == cur then
   end
 end
 touch(key, s, now, {})
-if tokenKey == cur then return { 2, deadline(s), {} } end
--- chainOf
-for i = 1, n do
-  if keyAt(p, i) == tokenKey then
-    if not rotatedAt(p, i) then return { 2, deadline(s), false } end
-    return { 2, deadline(s), chainFrom(p, n, i) }
-  end
-end
-return { 2, deadline(s), false }
+if at == 0 then return { 2, deadline(s), {} } end
+if at == -1 then return { 2, deadline(s), false } end
+return { 2, deadline(s), chainFrom(p, n, at) }
 `
 })

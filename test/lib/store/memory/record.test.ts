@@ -114,11 +114,11 @@ t.test('sessions share one frozen profile until a field of their own changes (co
   t.equal(b.cur, 'HCt8UeHquFxpJVttJVDDfA')
 })
 
-t.test('past entries are kept as they are (opaque), a placeholder entry too', async (t) => {
-  const placeholder = { key: '.'.repeat(22), box: null, until: NOW + 1000 }
+t.test('past entries are kept as they are (opaque): the record never rewrites them', async (t) => {
+  const entry = { key: '.'.repeat(22), box: null, until: NOW + 1000 }
   const s = create({})
-  s.past = [placeholder]
-  t.equal(s.past[0], placeholder)
+  s.past = [entry]
+  t.equal(s.past[0], entry)
   const c = create({})
   t.equal(c.past, NO_PAST)
 })

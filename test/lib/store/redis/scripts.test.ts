@@ -45,11 +45,11 @@ t.test('no script body reads an argument by position: only through the generated
 
 t.test('the session scripts read the fields RedisStore passes, in order', async (t) => {
   const { argv, keys } = SCRIPT.commit.args({
-    key: 'k', tokenKey: 'tk', now: 5, rotate: false, newKey: '', box: '', unseenWindow: 0, deleted: ['d:x'], written: ['d:y', 'v']
+    key: 'k', tokenKey: 'tk', now: 5, rotate: false, newKey: '', box: '', unseenWindow: 0, retiredAfter: 7, deleted: ['d:x'], written: ['d:y', 'v']
   })
   t.same(keys, ['k'])
-  t.same(argv, ['tk', '5', '0', '', '', '0', '1', 'd:x', 'd:y', 'v'], 'the commit arguments of a request without rotation')
-  t.match(SCRIPT.commit.lua, /local deleted, deletedFrom = tonumber\(ARGV\[7\]\), 8\nlocal writtenFrom = deletedFrom \+ deleted\n/)
+  t.same(argv, ['tk', '5', '0', '', '', '0', '7', '1', 'd:x', 'd:y', 'v'], 'the commit arguments of a request without rotation')
+  t.match(SCRIPT.commit.lua, /local deleted, deletedFrom = tonumber\(ARGV\[8\]\), 9\nlocal writtenFrom = deletedFrom \+ deleted\n/)
   t.match(SCRIPT.create.lua, /local timesSeal = ARGV\[9\]\nlocal dataFrom = 10\n/)
   t.match(SCRIPT.migrate.lua, /local sealedUser = ARGV\[11\]\nlocal dataFrom = 12\n/)
 })

@@ -1,0 +1,199 @@
+/**
+ * A request that loses to a concurrent migration writes nothing into the migrated session (session
+ * fixation): request R1 resolves with token T and runs slowly; meanwhile R2, with the same T, signs in
+ * (regenerate, or pending → active); R1's changes at its end must not reach the signed-in session. R1 is
+ * answered 401 FST_XEMS_NO_SESSION without any Set-Cookie (the client already holds R2's token: clearing
+ * it would sign it out). A slow request with nothing to save keeps its answer. On all three stores.
+ */
+import { randomBytes } from 'node:crypto'
+import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
+import t, { type Test } from 'tap'
+import { MemoryStore, type SessionStore, xemsSession } from '../../../index.js'
+import { PostgresStore } from '../../../lib/store/postgres/postgres-store.js'
+import { RedisStore } from '../../../lib/store/redis/redis-store.js'
+import { setCookieToken } from '../../helpers.js'
+import { connectPool, dropSchema, newSchema } from '../../postgres/pg-helpers.js'
+import { connect, deleteUnder, newPrefix } from '../../redis/redis-helpers.js'
+
+/** A handler that waits, in flight, until the test lets it go on. */
+interface Gate {
+  /** Resolves once a slow handler is waiting. */
+  entered: Promise<void>
+  release: () => void
+}
+
+function gate (): { gate: Gate, wait: () => Promise<void> } {
+  let entered!: () => void
+  let release!: () => void
+  const enteredP = new Promise<void>((resolve) => { entered = resolve })
+  const released = new Promise<void>((resolve) => { release = resolve })
+  return { gate: { entered: enteredP, release }, wait: async () => { entered(); await released } }
+}
+
+async function buildApp (store: SessionStore, clock?: () => number): Promise<{ app: FastifyInstance, next: () => Gate }> {
+  const app = Fastify()
+  await app.register(xemsSession, {
+    store, cookie: { secure: false }, sandboxes: { 'otp-pending': {} }, ...(clock === undefined ? {} : { clock })
+  })
+  let current = gate()
+  const next = (): Gate => { current = gate(); return current.gate }
+  app.post<{ Body: { sandbox?: string } | undefined }>('/login', async (request, reply) => {
+    const data: Record<string, unknown> = { user: 'victim' }
+    await reply.xLink(data, request.body?.sandbox ?? 'auth-active')
+    return { ok: true }
+  })
+  // The attacker's slow request: writes attacker-chosen data, at its end.
+  app.post('/slow-write', async (request) => {
+    const session = request.session!
+    await current.wait()
+    session.data.x = 'attacker'
+    return { ok: true }
+  })
+  app.get('/slow-read', async (request) => {
+    const session = request.session!
+    await current.wait()
+    return { data: session.data }
+  })
+  // The victim signs in on the planted token.
+  app.post('/signin', async (request) => {
+    const session = request.session!
+    session.data.signedIn = true
+    await session.regenerate()
+    return { ok: true }
+  })
+  app.post('/mfa', async (request) => {
+    const session = request.session!
+    await session.migrate('auth-active', { userId: 'victim-id' })
+    session.data.signedIn = true
+    return { ok: true }
+  })
+  app.get('/me', async (request) => ({ data: request.session?.data ?? null, sandbox: request.session?.sandbox ?? null }))
+  return { app, next }
+}
+
+function cookieTokenOf (response: LightMyRequestResponse): string {
+  const token = setCookieToken(response)
+  if (response.statusCode !== 200 || token === undefined || token === '') throw new Error(`no token: ${response.statusCode} ${response.body}`)
+  return token
+}
+
+async function cases (t: Test, makeStore: (t: Test) => Promise<SessionStore>): Promise<void> {
+  for (const [name, login, signin, expected] of [
+    ['regenerate()', 'auth-active', '/signin', { data: { user: 'victim', signedIn: true }, sandbox: 'auth-active' }],
+    ['pending → active (migrate)', 'otp-pending', '/mfa', { data: { user: 'victim', signedIn: true }, sandbox: 'auth-active' }]
+  ] as const) {
+    t.test(`a slow request whose token a concurrent ${name} retired writes nothing: 401, no Set-Cookie`, async (t) => {
+      const { app, next } = await buildApp(await makeStore(t))
+      t.teardown(async () => { await app.close() })
+      const planted = cookieTokenOf(await app.inject({ method: 'POST', url: '/login', payload: { sandbox: login } }))
+      const slowGate = next()
+      const slow = app.inject({ method: 'POST', url: '/slow-write', cookies: { xems: planted } })
+      await slowGate.entered
+      const signedIn = await app.inject({ method: 'POST', url: signin, cookies: { xems: planted } })
+      t.equal(signedIn.statusCode, 200, 'the victim signs in')
+      const fresh = cookieTokenOf(signedIn)
+      slowGate.release()
+      const lost = await slow
+      t.equal(lost.statusCode, 401, 'the slow request does not claim success')
+      t.equal(lost.json().code, 'FST_XEMS_NO_SESSION', 'with the stable no-session error')
+      t.equal(lost.headers['set-cookie'], undefined, 'and no Set-Cookie: the cookie is neither cleared nor replaced')
+      const me = await app.inject({ url: '/me', cookies: { xems: fresh } })
+      t.equal(me.statusCode, 200)
+      t.same(me.json(), expected, 'the signed-in session has none of the attacker\'s data')
+      t.same((await app.inject({ url: '/me', cookies: { xems: planted } })).json(), { data: null, sandbox: null },
+        'and the planted token opens nothing')
+    })
+  }
+
+  t.test('a slow request with nothing to save keeps its answer across a concurrent regenerate, and sends no token', async (t) => {
+    const { app, next } = await buildApp(await makeStore(t))
+    t.teardown(async () => { await app.close() })
+    const token = cookieTokenOf(await app.inject({ method: 'POST', url: '/login' }))
+    const slowGate = next()
+    const slow = app.inject({ url: '/slow-read', cookies: { xems: token } })
+    await slowGate.entered
+    const fresh = cookieTokenOf(await app.inject({ method: 'POST', url: '/signin', cookies: { xems: token } }))
+    slowGate.release()
+    const read = await slow
+    t.equal(read.statusCode, 200, 'the handler\'s answer stands')
+    t.same(read.json(), { data: { user: 'victim' } })
+    t.equal(read.headers['set-cookie'], undefined, 'no token sent: the client keeps the regeneration\'s')
+    t.same((await app.inject({ url: '/me', cookies: { xems: fresh } })).json().data, { user: 'victim', signedIn: true })
+  })
+}
+
+t.test('a slow write whose rotated token the session pruned while it ran is saved when no migration happened since', async (t) => {
+  let now = Date.now()
+  const store = new MemoryStore({ clock: () => now })
+  const { app, next } = await buildApp(store, () => now)
+  t.teardown(async () => { await app.close(); await store.close() })
+  const token = cookieTokenOf(await app.inject({ method: 'POST', url: '/login' }))
+  // A long upload beside a polling page: the slow request is admitted with the first token…
+  const slowGate = next()
+  const slow = app.inject({ method: 'POST', url: '/slow-write', cookies: { xems: token } })
+  await slowGate.entered
+  // …the client goes on: two rotations, the second one presenting the first's token, then past the grace
+  // period another one, which prunes the slow request's token from the record.
+  const second = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: token } }))
+  const third = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: second } }))
+  now += 10_001
+  const fourth = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: third } }))
+  slowGate.release()
+  const done = await slow
+  t.equal(done.statusCode, 200, 'an honest slow request is not refused')
+  t.equal(done.headers['set-cookie'], undefined, 'it learns no token: the client keeps its newest')
+  t.same((await app.inject({ url: '/me', cookies: { xems: fourth } })).json().data, { user: 'victim', x: 'attacker' }, 'its write was saved')
+
+  // The same, but the session migrates (signs in) while the slow request runs: refused, nothing written.
+  const planted = cookieTokenOf(await app.inject({ method: 'POST', url: '/login' }))
+  const gate2 = next()
+  const slow2 = app.inject({ method: 'POST', url: '/slow-write', cookies: { xems: planted } })
+  await gate2.entered
+  const p2 = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: planted } }))
+  const p3 = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: p2 } }))
+  now += 10_001
+  const p4 = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: p3 } }))
+  const signedIn = cookieTokenOf(await app.inject({ method: 'POST', url: '/signin', cookies: { xems: p4 } }))
+  const p5 = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: signedIn } }))
+  now += 10_001
+  const p6 = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: p5 } }))
+  gate2.release()
+  const lost = await slow2
+  t.equal(lost.statusCode, 401, 'the session migrated since the slow request was admitted: its write is refused')
+  t.equal(lost.json().code, 'FST_XEMS_NO_SESSION')
+  t.equal(lost.headers['set-cookie'], undefined, 'and the client keeps its newest token')
+  t.same((await app.inject({ url: '/me', cookies: { xems: p6 } })).json().data, { user: 'victim', signedIn: true }, 'nothing was written')
+})
+
+t.test('MemoryStore', async (t) => {
+  await cases(t, async (t) => {
+    const store = new MemoryStore()
+    t.teardown(async () => { await store.close() })
+    return store
+  })
+})
+
+const redis = await connect()
+t.test('RedisStore', { skip: typeof redis === 'string' ? redis : false }, async (t) => {
+  if (typeof redis === 'string') return
+  t.teardown(() => { redis.disconnect() })
+  await cases(t, async (t) => {
+    const prefix = newPrefix()
+    const store = new RedisStore({ client: redis, prefix, secret: randomBytes(32) })
+    t.teardown(async () => { await store.close(); await deleteUnder(redis, prefix) })
+    return store
+  })
+})
+
+const pool = await connectPool()
+t.test('PostgresStore', { skip: typeof pool === 'string' ? pool : false }, async (t) => {
+  if (typeof pool === 'string') return
+  t.teardown(async () => { await pool.end() })
+  await cases(t, async (t) => {
+    const schema = newSchema()
+    const store = new PostgresStore({ pool, secret: randomBytes(32), schema, sweepInterval: 0 })
+    await store.migrate()
+    t.teardown(async () => { await store.close(); await dropSchema(pool, schema) })
+    return store
+  })
+})
