@@ -195,7 +195,8 @@ async function main (): Promise<void> {
   const cycle = async (rotate: boolean): Promise<void> => {
     const opened = await engine.open(current)
     if (opened.status !== 'live') throw new Error(`session lost: ${opened.status}`)
-    const done = await engine.commit({ id: opened.session.id, sandbox: opened.session.sandbox, presented: opened.presented }, null, rotate)
+    const admitted = { id: opened.session.id, sandbox: opened.session.sandbox, presented: opened.presented, admittedAt: opened.admittedAt }
+    const done = await engine.commit(admitted, null, rotate)
     if (done.status !== 'ok') throw new Error('commit failed')
     if (rotate) {
       if (done.token === null || done.token === current) throw new Error('no rotation')
