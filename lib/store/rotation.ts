@@ -118,7 +118,7 @@ function chainFrom (past: readonly PastToken[], i: number): string[] {
  * The current token was presented: the first time, its predecessor gets the grace period from now on.
  * True when the state changed.
  */
-export function markPresented (state: RotationState, now: number, gracePeriod: number): boolean {
+export function markPresented (state: Pick<RotationState, 'seen' | 'past'>, now: number, gracePeriod: number): boolean {
   if (state.seen) return false
   state.seen = true
   const last = state.past[state.past.length - 1]

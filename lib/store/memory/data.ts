@@ -18,6 +18,8 @@
  */
 
 const RAW_KEY = 0xFF
+/** The prefix of the library's own data keys (contract.ts DEVICE_KEY, BINDING_KEY). */
+const RESERVED_PREFIX = '$xems:'
 const RAW_KEY_BYTES = 16
 const LONG = 0xF0
 
@@ -61,11 +63,25 @@ function fieldIs (packed: string, at: number, text: string): boolean {
 /** The 16 bytes of `key` as 16 characters, when it is 22 characters of canonical base64url; else null. */
 function rawKey (key: string): string | null {
   if (key.length !== 22) return null
-  const bytes = Buffer.from(key, 'base64url')
-  // Buffer.from skips what is not base64url, and the last character has bits no byte keeps: only a key
-  // that its bytes give back exactly is kept as bytes.
-  if (bytes.length !== RAW_KEY_BYTES || bytes.toString('base64url') !== key) return null
-  return bytes.toString('latin1')
+  // 22 characters → 16 bytes, without a Buffer (this runs on every rotation); a character outside
+  // base64url, or low bits in the last one that no byte keeps (not the canonical text of its bytes), and
+  // the key is kept as text.
+  const codes: number[] = []
+  let acc = 0
+  let bits = 0
+  for (let i = 0; i < 22; i++) {
+    const c = key.charCodeAt(i)
+    const sextet = c < 128 ? SEXTET[c]! : -1
+    if (sextet < 0) return null
+    acc = ((acc << 6) | sextet) & 0xFFFF
+    bits += 6
+    if (bits >= 8) {
+      bits -= 8
+      codes.push((acc >> bits) & 255)
+    }
+  }
+  if ((acc & ((1 << bits) - 1)) !== 0) return null
+  return String.fromCharCode(...codes)
 }
 
 /** Where the data starts, after the head. */
@@ -158,16 +174,20 @@ export function packed (head: string, data: Record<string, string>): string {
 
 /**
  * The data packed from `at` to the end, as a new object (a key named `__proto__` is an own key like any
- * other). Keys and values are strings of their own, not slices: a reader may keep one (the device cache
- * of lib/device.ts keeps texts), and a slice would keep the whole packed string alive with it.
+ * other), for one request. Values may be slices of `packed` (V8 makes a slice of 13 characters or more a
+ * view that keeps the whole string alive): a request holds them only while it runs. The library's own
+ * records (keys starting `$xems:`) are strings of their own: the device cache of lib/device.ts keeps its
+ * text beyond the request.
  */
 export function unpackData (packed: string, at: number): Record<string, string> {
   const data: Record<string, string> = {}
   for (let i = at; i < packed.length;) {
     const key = fieldAt(packed, i)
     const value = fieldAt(packed, key.start + key.length)
-    setOwn(data, copyOf(packed, key.start, key.start + key.length), copyOf(packed, value.start, value.start + value.length))
-    i = value.start + value.length
+    const name = copyOf(packed, key.start, key.start + key.length)
+    const end = value.start + value.length
+    setOwn(data, name, name.startsWith(RESERVED_PREFIX) ? copyOf(packed, value.start, end) : packed.slice(value.start, end))
+    i = end
   }
   return data
 }

@@ -4,7 +4,7 @@ import type {
 } from '../contract.js'
 import { DEVICE_KEY } from '../contract.js'
 import { xemsError } from '../../errors.js'
-import { commitChain, markPresented, matchToken, mayMigrate, NO_PAST, retireAll, rotate } from '../rotation.js'
+import { commitChain, markPresented, matchToken, mayMigrate, NO_PAST, retireAll, rotate, type TokenMatch } from '../rotation.js'
 import { ChangeTracker } from './changes.js'
 import { checkOptions, type MemoryStoreOptions } from './options.js'
 import { MemoryPersistence } from './persistence.js'
@@ -20,6 +20,7 @@ export type { FsyncPolicy, VaultWarning } from '../vault/vault.js'
 export type { MemoryStoreOptions, PersistenceOptions, VaultSecret } from './options.js'
 
 const NONE: ResolveResult = Object.freeze({ status: 'none' })
+const CURRENT: TokenMatch = Object.freeze({ kind: 'current' })
 const RETIRED: CommitResult = Object.freeze({ status: 'retired' })
 
 /**
@@ -143,7 +144,8 @@ export class MemoryStore implements SessionStore {
   #resolve (input: ResolveInput): ResolveResult {
     const session = this.#liveSession(input.id, input.now)
     if (session === null) return NONE
-    const match = matchToken(session, input.tokenKey, input.now)
+    // The current token (nearly every request) is recognised in the packed record, without decoding its key.
+    const match = session.isCurrent(input.tokenKey) ? CURRENT : matchToken(session, input.tokenKey, input.now)
     if (match.kind === 'reused') {
       if (input.revokeOnReuse) this.#removeSession(input.id, session)
       const reused: ResolveResult = { status: 'reused', id: input.id, sandbox: session.sandbox, revoked: input.revokeOnReuse }
@@ -159,8 +161,13 @@ export class MemoryStore implements SessionStore {
     if (match.kind === 'retired' || (input.sandbox !== undefined && session.sandbox !== input.sandbox)) return NONE
     seen(session, input.now)
     if (match.kind === 'current') {
-      if (markPresented(session, input.now, input.gracePeriod)) this.#presented(input.id)
-      else this.#touched(input.id)
+      const flags = { seen: session.seen, past: session.past }
+      if (markPresented(flags, input.now, input.gracePeriod)) {
+        session.setFlags(flags.seen, flags.past)
+        this.#presented(input.id)
+      } else {
+        this.#touched(input.id)
+      }
       return { status: 'live', session: snapshot(input.id, session) }
     }
     this.#touched(input.id)
@@ -177,17 +184,22 @@ export class MemoryStore implements SessionStore {
     const session = this.#liveSession(input.id, input.now)
     if (session === null) return { status: 'gone' }
     // Judged before anything is written: a token retired by a migration since admission writes nothing.
-    const chain = commitChain(session, input.tokenKey, input.now, input.retiredAfter)
+    const current = session.isCurrent(input.tokenKey)
+    const chain = current ? [] : commitChain(session, input.tokenKey, input.now, input.retiredAfter)
     if (chain === false) return RETIRED
     if (input.patch !== null) {
       session.patchData(input.patch)
       for (const key of Object.keys(input.patch)) this.#dataChanged(input.id, key)
     }
     seen(session, input.now)
-    if (input.rotate !== null && session.isCurrent(input.tokenKey) &&
-      rotate(session, input.rotate.newKey, input.rotate.box, input.now, input.rotate.unseenWindow)) {
-      this.#coreChanged(input.id)
-      return { status: 'ok', rotated: true, expiresAt: sessionExpiresAt(session) }
+    if (input.rotate !== null && current) {
+      // On a copy of the state, written back at once: one profile and one repack, not one per field.
+      const state = session.rotationState()
+      if (rotate(state, input.rotate.newKey, input.rotate.box, input.now, input.rotate.unseenWindow)) {
+        session.setRotation(state)
+        this.#coreChanged(input.id)
+        return { status: 'ok', rotated: true, expiresAt: sessionExpiresAt(session) }
+      }
     }
     this.#touched(input.id)
     return { status: 'ok', rotated: false, chain, expiresAt: sessionExpiresAt(session) }

@@ -100,6 +100,25 @@ export class MemorySession implements RotationState {
     if (p.past !== past) this.profile = profileOf(p.sandbox, p.idleTtl, p.lifeSpan, p.userId, p.seen, past.length === 0 ? NO_PAST : past)
   }
 
+  /** Sets `seen` and `past` with one profile change (rotation.ts run on a copy of the state). */
+  setFlags (seen: boolean, past: readonly PastToken[]): void {
+    const p = this.profile
+    if (p.seen !== seen || p.past !== past) {
+      this.profile = profileOf(p.sandbox, p.idleTtl, p.lifeSpan, p.userId, seen, past.length === 0 ? NO_PAST : past)
+    }
+  }
+
+  /** The rotation state as a plain object, to run rotation.ts on and write back with setRotation. */
+  rotationState (): RotationState {
+    return { cur: this.cur, seen: this.profile.seen, past: this.profile.past }
+  }
+
+  /** Writes back a rotation state that rotation.ts changed: one profile change and, for a new current key, one repack. */
+  setRotation (state: RotationState): void {
+    if (!this.isCurrent(state.cur)) this.cur = state.cur
+    this.setFlags(state.seen, state.past)
+  }
+
   /** The current token's key (a string of its own: rotate keeps it in `past`). */
   get cur (): string {
     return headKey(this.body)
