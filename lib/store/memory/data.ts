@@ -217,7 +217,12 @@ export function repacked (packed: string, at: number, head: string | undefined, 
   } else {
     pushHead(parts, head)
   }
-  const changes = patch === null ? [] : Object.keys(patch)
+  // A new head, the data as it was (a rotation): the rest in one slice, which the join copies.
+  if (patch === null) {
+    if (at < packed.length) parts.push(packed.slice(at))
+    return parts.join('')
+  }
+  const changes = Object.keys(patch)
   const done = new Set<string>()
   for (let i = at; i < packed.length;) {
     const key = fieldAt(packed, i)
