@@ -41,6 +41,15 @@ export { checkSandbox } from './checks.js'
  * The session engine: creates, resolves, rotates, migrates and destroys sessions on a store.
  * Framework-free; the Fastify plugin translates HTTP to these calls.
  */
+/**
+ * A commit judges whether the session migrated since the request was admitted by comparing deadlines that
+ * two processes' clocks wrote (contract.ts CommitInput.retiredAfter). Counting a migration up to this long
+ * before the admission as one after it keeps a clock skew between instances from letting a request that
+ * lost to a migration write: the cost is that a request admitted this soon after a migration, whose token
+ * the session then prunes while it runs, is refused rather than saved.
+ */
+const ADMISSION_CLOCK_MARGIN = 5_000
+
 export class XemsEngine extends EventEmitter<XemsEvents> {
   readonly store: SessionStore
   readonly defaultSandbox: string
@@ -212,11 +221,10 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
       newToken = sessionTokenOf(presented.locator, secret)
       rotation = { newKey: secretKeyOf(newToken), box: sealForTokenHolder(presented.token, secret), unseenWindow: this.unseenWindow }
     }
+    const retiredAfter = session.admittedAt - ADMISSION_CLOCK_MARGIN + this.unseenWindow
     let result: CommitResult
     try {
-      result = await this.store.commit({
-        id: session.id, tokenKey: presented.key, patch, rotate: rotation, now, retiredAfter: session.admittedAt + this.unseenWindow
-      })
+      result = await this.store.commit({ id: session.id, tokenKey: presented.key, patch, rotate: rotation, now, retiredAfter })
     } catch (err) {
       throw storeFailure(err)
     }
