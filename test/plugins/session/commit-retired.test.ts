@@ -165,6 +165,29 @@ t.test('a slow write whose rotated token the session pruned while it ran is save
   t.same((await app.inject({ url: '/me', cookies: { xems: p6 } })).json().data, { user: 'victim', signedIn: true }, 'nothing was written')
 })
 
+t.test('a slow write admitted within 5 s of a migration, whose token is pruned while it runs, is refused (clock skew margin)', async (t) => {
+  let now = Date.now()
+  const store = new MemoryStore({ clock: () => now })
+  const { app, next } = await buildApp(store, () => now)
+  t.teardown(async () => { await app.close(); await store.close() })
+  const planted = cookieTokenOf(await app.inject({ method: 'POST', url: '/login' }))
+  const signedIn = cookieTokenOf(await app.inject({ method: 'POST', url: '/signin', cookies: { xems: planted } }))
+  // One second after the sign-in (on another instance, its clock could say before it)…
+  now += 1000
+  const gate = next()
+  const slow = app.inject({ method: 'POST', url: '/slow-write', cookies: { xems: signedIn } })
+  await gate.entered
+  const a = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: signedIn } }))
+  const b = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: a } }))
+  now += 10_001
+  const c = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: b } }))
+  gate.release()
+  const done = await slow
+  t.equal(done.statusCode, 401, 'the migration counts as after its admission: its write is refused')
+  t.equal(done.headers['set-cookie'], undefined)
+  t.same((await app.inject({ url: '/me', cookies: { xems: c } })).json().data, { user: 'victim', signedIn: true }, 'nothing was written')
+})
+
 t.test('MemoryStore', async (t) => {
   await cases(t, async (t) => {
     const store = new MemoryStore()
