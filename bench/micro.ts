@@ -195,7 +195,7 @@ async function main (): Promise<void> {
   const cycle = async (rotate: boolean): Promise<void> => {
     const opened = await engine.open(current)
     if (opened.status !== 'live') throw new Error(`session lost: ${opened.status}`)
-    const admitted = { id: opened.session.id, sandbox: opened.session.sandbox, presented: opened.presented, admittedAt: opened.admittedAt }
+    const admitted = { id: opened.session.id, sandbox: opened.session.sandbox, presented: opened.presented, migrations: opened.session.migrations }
     const done = await engine.commit(admitted, null, rotate)
     if (done.status !== 'ok') throw new Error('commit failed')
     if (rotate) {

@@ -80,5 +80,4 @@ export interface PresentedToken extends ParsedToken {
 export type Opened =
   | { status: 'none' }
   | { status: 'reused', id: string, sandbox: string, userId?: string | undefined, revoked: boolean, device: DeviceInfo | null }
-  /** `admittedAt`: the time the store resolved the token at (a commit of this request is judged from it). */
-  | { status: 'live' | 'grace', session: StoredSession, presented: PresentedToken, token: string | null, admittedAt: number }
+  | { status: 'live' | 'grace', session: StoredSession, presented: PresentedToken, token: string | null }

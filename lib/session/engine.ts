@@ -11,7 +11,7 @@ import {
 } from './token.js'
 import {
   BINDING_KEY, DEVICE_KEY, type CommitResult, type DataPatch, type EncodedData, type ResolveInput,
-  type ResolveResult, type RotateInput, type SessionStore, type StoredSession, type UserLimit
+  type PresentedCheck, type ResolveResult, type RotateInput, type SessionStore, type StoredSession, type UserLimit
 } from '../store/contract.js'
 import { MemoryStore } from '../store/memory/memory-store.js'
 import { generateToken } from '../crypto/random-token.js'
@@ -41,14 +41,6 @@ export { checkSandbox } from './checks.js'
  * The session engine: creates, resolves, rotates, migrates and destroys sessions on a store.
  * Framework-free; the Fastify plugin translates HTTP to these calls.
  */
-/**
- * A commit judges whether the session migrated since the request was admitted by comparing deadlines that
- * two processes' clocks wrote (contract.ts CommitInput.retiredAfter). Counting a migration up to this long
- * before the admission as one after it keeps a clock skew between instances from letting a request that
- * lost to a migration write: the cost is that a request admitted this soon after a migration, whose token
- * the session then prunes while it runs, is refused rather than saved.
- */
-const ADMISSION_CLOCK_MARGIN = 5_000
 
 export class XemsEngine extends EventEmitter<XemsEvents> {
   readonly store: SessionStore
@@ -142,7 +134,14 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     const token = sessionTokenOf(locator, generateToken())
     const now = this.now()
     const session: StoredSession = {
-      id: recordIdOf(locator), sandbox, data: encoded, createdAt: now, lastSeenAt: now, idleTtl, absoluteExpiresAt: now + this.maxAge
+      id: recordIdOf(locator),
+      sandbox,
+      data: encoded,
+      createdAt: now,
+      lastSeenAt: now,
+      idleTtl,
+      absoluteExpiresAt: now + this.maxAge,
+      migrations: 0
     }
     if (userId !== undefined) session.userId = userId
     const limited = userId !== undefined && this.userLimit !== null
@@ -198,9 +197,9 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
         return { status: 'reused', ...reused, device: decodeDevice(result.device) }
       }
       case 'live':
-        return { status: 'live', session: result.session, presented, token: parsed.token, admittedAt: input.now }
+        return { status: 'live', session: result.session, presented, token: parsed.token }
       case 'grace':
-        return { status: 'grace', session: result.session, presented, token: followChain(parsed, result.chain), admittedAt: input.now }
+        return { status: 'grace', session: result.session, presented, token: followChain(parsed, result.chain) }
     }
   }
 
@@ -210,7 +209,9 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
    * `retired` when a concurrent migration retired the presented token meanwhile (nothing was written).
    */
   async commit (
-    session: { id: string, sandbox: string, presented: PresentedToken, admittedAt: number }, patch: DataPatch | null, rotate: boolean
+    session: { id: string, sandbox: string, presented: PresentedToken, migrations?: number | undefined },
+    patch: DataPatch | null,
+    rotate: boolean
   ): Promise<{ status: 'gone' | 'retired' } | { status: 'ok', token: string | null, expiresAt: number }> {
     const now = this.now()
     const { presented } = session
@@ -221,10 +222,10 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
       newToken = sessionTokenOf(presented.locator, secret)
       rotation = { newKey: secretKeyOf(newToken), box: sealForTokenHolder(presented.token, secret), unseenWindow: this.unseenWindow }
     }
-    const retiredAfter = session.admittedAt - ADMISSION_CLOCK_MARGIN + this.unseenWindow
     let result: CommitResult
     try {
-      result = await this.store.commit({ id: session.id, tokenKey: presented.key, patch, rotate: rotation, now, retiredAfter })
+      const { migrations } = session
+      result = await this.store.commit({ id: session.id, tokenKey: presented.key, patch, rotate: rotation, now, migrations })
     } catch (err) {
       throw storeFailure(err)
     }
@@ -274,8 +275,9 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     return token
   }
 
-  async destroyById (id: string, sandbox: string): Promise<boolean> {
-    const destroyed = await callStore(async () => await this.store.destroy(id))
+  /** Ends a session; with `presented` (a request's logout), only if that token may still write to it. */
+  async destroyById (id: string, sandbox: string, presented?: PresentedCheck): Promise<boolean> {
+    const destroyed = await callStore(async () => await this.store.destroy(id, presented))
     if (destroyed) this.emit('destroyed', { id: publicIdOf(id), sandbox })
     return destroyed
   }
@@ -293,7 +295,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     let current = opened.token
     let expiresAt = Math.min(session.lastSeenAt + session.idleTtl, session.absoluteExpiresAt)
     if (options.rotate === true && opened.status === 'live') {
-      const admitted = { id: session.id, sandbox, presented: opened.presented, admittedAt: opened.admittedAt }
+      const admitted = { id: session.id, sandbox, presented: opened.presented, migrations: session.migrations }
       const committed = await this.commit(admitted, null, true)
       if (committed.status !== 'ok') return null
       current = committed.token
@@ -326,7 +328,8 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
   async destroySession (token: unknown): Promise<boolean> {
     const opened = await this.open(token)
     if (opened.status !== 'live' && opened.status !== 'grace') return false
-    return await this.destroyById(opened.session.id, opened.session.sandbox)
+    const presented = { tokenKey: opened.presented.key, migrations: opened.session.migrations }
+    return await this.destroyById(opened.session.id, opened.session.sandbox, presented)
   }
 
   /** Counts a hit on `key` in a fixed window (rate limits, attempt counters); store failures are 503s. */

@@ -62,8 +62,11 @@ export class XemsSession<Data = Record<string, unknown>> {
   #original: EncodedData
   #mode: Mode
   #presented: PresentedToken
-  /** When the store admitted #presented (resolved it, or issued it): the commit is judged from it. */
-  #admittedAt: number
+  /**
+   * The session's migration count when #presented was admitted (resolved, or issued by this request):
+   * the commit passes it, so that a token the session pruned meanwhile writes only if no migration came since.
+   */
+  #migrations: number | undefined
   /** The token the client must hold from now on, when known. */
   #token: string | null
   #touched = false
@@ -75,8 +78,7 @@ export class XemsSession<Data = Record<string, unknown>> {
   #bindingDirty = false
 
   constructor (
-    engine: XemsEngine, stored: StoredSession, mode: 'live' | 'grace' | 'issued', presented: PresentedToken, currentToken: string | null,
-    admittedAt = engine.now()
+    engine: XemsEngine, stored: StoredSession, mode: 'live' | 'grace' | 'issued', presented: PresentedToken, currentToken: string | null
   ) {
     this.#engine = engine
     this.#recordId = stored.id
@@ -92,7 +94,7 @@ export class XemsSession<Data = Record<string, unknown>> {
     this.#original = stored.data
     this.#mode = mode
     this.#presented = presented
-    this.#admittedAt = admittedAt
+    this.#migrations = stored.migrations
     this.#token = currentToken
   }
 
@@ -190,16 +192,20 @@ export class XemsSession<Data = Record<string, unknown>> {
     this.sandbox = to
     this.#mode = 'issued'
     this.#presented = presentedOf(token)
-    // Issued by this migration: only a later one may retire it.
-    this.#admittedAt = this.#engine.now()
+    // This request's own migration: one more (a concurrent one would have retired its token, and failed it).
+    if (this.#migrations !== undefined) this.#migrations++
     this.#token = token
   }
 
-  /** Ends the session in the store, with every token of it; the response clears the cookie. */
+  /**
+   * Ends the session in the store, with every token of it; the response clears the cookie. A request
+   * whose token a concurrent migration retired ends nothing (the migrated session, maybe signed in now, is
+   * another's): the store judges the token in the same step, as a commit does.
+   */
   async destroy (): Promise<void> {
     if (this.#mode === 'destroyed') return
     this.#mode = 'destroyed'
-    await this.#engine.destroyById(this.#recordId, this.sandbox)
+    await this.#engine.destroyById(this.#recordId, this.sandbox, { tokenKey: this.#presented.key, migrations: this.#migrations })
   }
 
   /**
@@ -233,7 +239,7 @@ export class XemsSession<Data = Record<string, unknown>> {
         : { action: 'set', token: this.#token, absoluteExpiresAt: this.absoluteExpiresAt }
     }
     const committed = await this.#engine.commit(
-      { id: this.#recordId, sandbox: this.sandbox, presented: this.#presented, admittedAt: this.#admittedAt }, patch, rotate
+      { id: this.#recordId, sandbox: this.sandbox, presented: this.#presented, migrations: this.#migrations }, patch, rotate
     )
     if (committed.status !== 'ok') {
       this.#mode = 'lost'

@@ -50,6 +50,11 @@ export interface StoredSession {
   idleTtl: number
   /** Absolute deadline (createdAt + maxAge), never extended. */
   absoluteExpiresAt: number
+  /**
+   * How many migrations the session has had (rotation.ts RotationState.migrations), as resolve read it:
+   * a commit passes it back (CommitInput.migrations). A store that does not count them leaves it out.
+   */
+  migrations?: number | undefined
 }
 
 export interface SessionInfo {
@@ -152,12 +157,13 @@ export interface CommitInput {
   rotate: RotateInput | null
   now: number
   /**
-   * When the request was admitted (resolved) plus the engine's unseenWindow: the deadline a migration at
-   * that moment would have given the tokens it retired. A retired entry with a later deadline means the
-   * session migrated while the request ran (see commitChain in rotation.ts). Without it, a token the
-   * session no longer holds may not write.
+   * The session's migration count when the request was admitted (StoredSession.migrations from its
+   * resolve, plus one for each migration the request made itself). A token the session no longer holds
+   * may write only if the count is unchanged: no migration happened since (see commitChain in
+   * rotation.ts). A counter, not a time: it does not depend on any clock or on unseenWindow. Without it,
+   * a token the session no longer holds never writes.
    */
-  retiredAfter?: number | undefined
+  migrations?: number | undefined
 }
 
 /**
@@ -172,8 +178,8 @@ export type CommitResult =
   | { status: 'gone' }
   /**
    * The session lives, but the presented token may not write: retired by a migration (regenerate,
-   * pending → active) since the request was admitted, or no longer kept by a session that migrated since
-   * (or a request that outlived unseenWindow: then nobody can tell). The store wrote NOTHING: no patch,
+   * pending → active) since the request was admitted, or no longer held by a session that migrated since
+   * (or by a commit that gave no migration count). The store wrote NOTHING: no patch,
    * no lastSeenAt, no rotation, no change to the rotation state. (A request that lost to a concurrent
    * migration must not write into the migrated session, which may now be signed in: session fixation.)
    */
@@ -186,6 +192,13 @@ export type CommitResult =
    * the session pruned while the request ran: the patch is saved, but no token can be learnt from it.
    */
   | { status: 'ok', rotated: false, chain: string[] | null, expiresAt: number }
+
+/** A request's token, for a store step that only its holder may take (SessionStore.destroy). */
+export interface PresentedCheck {
+  tokenKey: string
+  /** As CommitInput.migrations. */
+  migrations?: number | undefined
+}
 
 export interface MigrateInput {
   id: string
@@ -226,8 +239,13 @@ export interface SessionStore {
    * instead of true (a refusal moves nothing).
    */
   migrate: (input: MigrateInput) => Promise<boolean | LimitResult>
-  /** Ends a session and every token of it. False when there was none. */
-  destroy: (id: string) => Promise<boolean>
+  /**
+   * Ends a session and every token of it. False when there was none. With `presented` (a request's
+   * logout), only if that token may still write to the session, judged as a commit judges it
+   * (rotation.ts commitChain), in the same atomic step: a request that lost to a concurrent migration
+   * never ends the migrated session (false, nothing changed).
+   */
+  destroy: (id: string, presented?: PresentedCheck) => Promise<boolean>
   /**
    * Ends one session, only if it is a live session of `userId` (one atomic step: a session of
    * another user, or none, is left alone and answers false).

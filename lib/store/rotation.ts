@@ -36,6 +36,8 @@ export interface RotationState {
   seen: boolean
   /** Oldest first. Treat as immutable: every change assigns a new array. */
   past: readonly PastToken[]
+  /** How many migrations the session has had (retireAll counts them); absent: none. */
+  migrations?: number | undefined
 }
 
 export type TokenMatch =
@@ -89,23 +91,20 @@ export function chainOf (state: RotationState, key: string): string[] | null {
  * ([] for the current token, the grace boxes for a rotated one the session keeps), null when it may write
  * but learns no token, false when it may not write at all.
  *
- * A request was admitted with a current or rotated token. If the session no longer keeps that token when
+ * A request was admitted with a current or rotated token. If the session no longer holds that token when
  * the request commits, it was either pruned (a rotated token past its deadline, dropped by a later
  * rotation: an honest slow request, which may save its changes) or retired by a migration and dropped
- * since (which must not write into the migrated session: fixation). A migration at time M retires until
- * M + unseenWindow, so a retired entry with a deadline past `retiredAfter`
- * (admission + unseenWindow) says the session migrated while the request ran. A request that outlived
- * unseenWindow cannot tell (those entries may be gone): it may not write.
+ * since (which must not write into the migrated session: fixation). `migrations` is the session's
+ * migration count when the request was admitted: unchanged, no migration happened since. Without it, the
+ * token may not write.
  */
-export function commitChain (state: RotationState, key: string, now: number, retiredAfter = -Infinity): string[] | null | false {
+export function commitChain (state: RotationState, key: string, migrations?: number): string[] | null | false {
   if (key === state.cur) return []
   const past = state.past
   for (let i = 0; i < past.length; i++) {
     if (past[i]!.key === key) return past[i]!.box === null ? false : chainFrom(past, i)
   }
-  if (now >= retiredAfter) return false
-  for (const entry of past) if (entry.box === null && entry.until > retiredAfter) return false
-  return null
+  return Number.isSafeInteger(migrations) && migrations === (state.migrations ?? 0) ? null : false
 }
 
 function chainFrom (past: readonly PastToken[], i: number): string[] {
@@ -195,4 +194,5 @@ export function retireAll (state: RotationState, newKey: string, now: number, re
   state.past = retired.slice(-MAX_RETIRED_TOKENS)
   state.cur = newKey
   state.seen = false
+  state.migrations = (state.migrations ?? 0) + 1
 }

@@ -162,7 +162,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
       })
       throw xemsError('FST_XEMS_TOKEN_REUSED')
     } else if (opened.status !== 'none') {
-      const session = new XemsSession(engine, opened.session, opened.status, opened.presented, opened.token, opened.admittedAt)
+      const session = new XemsSession(engine, opened.session, opened.status, opened.presented, opened.token)
       // A binding that does not decode, or whose plugin is not registered here, fails closed.
       const binding = session.binding?.type
       if (binding === undefined || (binding === 'dbsc' && deviceBound !== false) ||

@@ -81,7 +81,8 @@ const core: fc.Arbitrary<SessionCore> = fc.record({
   absoluteExpiresAt: time,
   cur: fc.string({ maxLength: 44 }),
   seen: fc.boolean(),
-  past: fc.array(fc.record({ key: fc.string({ maxLength: 44 }), box: fc.oneof(fc.constant(null), fc.string({ maxLength: 90 })), until: time }), { maxLength: 10 })
+  past: fc.array(fc.record({ key: fc.string({ maxLength: 44 }), box: fc.oneof(fc.constant(null), fc.string({ maxLength: 90 })), until: time }), { maxLength: 10 }),
+  migrations: fc.oneof(fc.constant(0), fc.nat())
 })
 
 t.test('every entry the store writes reads back exactly; session cores with their rotation state included', async (t) => {

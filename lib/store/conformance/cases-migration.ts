@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict'
 import { MAX_RETIRED_TOKENS } from '../rotation.js'
 import { MAX_PAST_TOKENS } from '../contract.js'
-import { GRACE, HOUR, WINDOW, equal, newBox, newKey, same, type CaseTest } from './context.js'
+import { GRACE, HOUR, equal, newBox, newKey, same, type CaseTest } from './context.js'
 
 export function registerMigrationCases (test: CaseTest, t0: number): void {
   test('migration moves a session, retires every earlier token, and happens once', async ({
@@ -150,20 +150,24 @@ export function registerMigrationCases (test: CaseTest, t0: number): void {
   test('a commit with a token the session pruned while it ran saves its changes unless the session migrated since', async ({
     create, resolve, commit, rotateFrom, migrate
   }) => {
-    // A slow request admitted with k0 at t0; meanwhile the client rotates on, and once k0 is past its
-    // grace a rotation prunes it: the session no longer holds k0 when the slow request commits.
-    async function pruned (): Promise<{ id: string, k0: string, current: string }> {
+    // A slow request admitted with k0 (the session had had `migrations` migrations then); meanwhile the
+    // client rotates on, and once k0 is past its grace a rotation prunes it: the session no longer holds
+    // k0 when the slow request commits.
+    async function pruned (): Promise<{ id: string, k0: string, current: string, migrations: number | undefined }> {
       const { id, key: k0 } = await create({ idleTtl: 600_000 })
+      const admitted = await resolve(id, k0, t0)
+      if (admitted.status !== 'live') return assert.fail('the new session resolves')
       const k1 = await rotateFrom(id, k0, t0 + 1)
       const k2 = await rotateFrom(id, k1, t0 + 2)
       const current = await rotateFrom(id, k2, t0 + GRACE + 10)
       same(await resolve(id, k0, t0 + GRACE + 11, { revoke: false }), {
         status: 'reused', id, sandbox: 'auth-active', revoked: false
       }, 'k0 is pruned: presented by a new request, it is the theft signal')
-      return { id, k0, current }
+      return { id, k0, current, migrations: admitted.session.migrations }
     }
     const a = await pruned()
-    same(await commit({ id: a.id, tokenKey: a.k0, patch: { slow: '"saved"' }, admittedAt: t0, now: t0 + GRACE + 20 }),
+    equal(a.migrations ?? 0, 0, 'a new session has had no migration')
+    same(await commit({ id: a.id, tokenKey: a.k0, patch: { slow: '"saved"' }, migrations: a.migrations ?? 0, now: t0 + GRACE + 20 }),
       { status: 'ok', rotated: false, chain: null, expiresAt: t0 + GRACE + 20 + 600_000 },
       'no migration since its admission: an honest slow request, its changes are saved, no token learnt')
     const live = await resolve(a.id, a.current, t0 + GRACE + 21)
@@ -171,16 +175,30 @@ export function registerMigrationCases (test: CaseTest, t0: number): void {
     equal(live.session.data.slow, '"saved"')
     // A migration now: a request admitted before it, whose token the session no longer holds, may not write.
     equal(await migrate(a.id, a.current, { from: 'auth-active', to: 'auth-active', now: t0 + GRACE + 30 }), true)
-    same(await commit({ id: a.id, tokenKey: a.k0, patch: { slow: '"attacker"' }, admittedAt: t0, now: t0 + GRACE + 40 }),
+    same(await commit({ id: a.id, tokenKey: a.k0, patch: { slow: '"attacker"' }, migrations: a.migrations ?? 0, now: t0 + GRACE + 40 }),
       { status: 'retired' }, 'the session migrated since its admission: nothing written')
-    same(await commit({ id: a.id, tokenKey: newKey(), patch: { x: '"attacker"' }, admittedAt: t0, now: t0 + GRACE + 41 }),
+    same(await commit({ id: a.id, tokenKey: newKey(), patch: { x: '"attacker"' }, migrations: a.migrations ?? 0, now: t0 + GRACE + 41 }),
       { status: 'retired' }, 'nor with a token the session never had')
     const b = await pruned()
-    same(await commit({ id: b.id, tokenKey: b.k0, patch: { slow: '"late"' }, admittedAt: t0, now: t0 + WINDOW }),
-      { status: 'retired' }, 'a request that outlived the unseen window cannot tell: nothing written')
-    const after = await resolve(b.id, b.current, t0 + WINDOW + 1)
+    same(await commit({ id: b.id, tokenKey: b.k0, patch: { slow: '"late"' }, now: t0 + GRACE + 20 }),
+      { status: 'retired' }, 'a commit that gives no migration count: a token the session no longer holds writes nothing')
+    const after = await resolve(b.id, b.current, t0 + GRACE + 21)
     if (after.status !== 'live') return assert.fail('that session lives too')
     equal(after.session.data.slow, undefined)
+  })
+
+  test('a logout (destroy with the presented token) by a request that lost to a migration ends nothing', async ({
+    store, create, resolve, migrate
+  }) => {
+    const { id, key } = await create()
+    const moved = newKey()
+    equal(await migrate(id, key, { from: 'auth-active', to: 'auth-active', newKey: moved, now: t0 + 1 }), true)
+    equal(await store.destroy(id, { tokenKey: key, migrations: 0 }), false, 'the retired token ends nothing')
+    equal(await store.destroy(id, { tokenKey: newKey(), migrations: 0 }), false, 'nor a token it no longer holds, after a migration')
+    equal(await store.destroy(id, { tokenKey: newKey() }), false, 'nor one with no migration count')
+    equal((await resolve(id, moved, t0 + 2)).status, 'live', 'the migrated session lives')
+    equal(await store.destroy(id, { tokenKey: moved, migrations: 1 }), true, 'its own token ends it')
+    same(await resolve(id, moved, t0 + 3), { status: 'none' })
   })
 
   test('migration without data keeps it', async ({ create, resolve, migrate }) => {

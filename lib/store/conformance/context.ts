@@ -37,12 +37,10 @@ export interface CaseContext {
   resolve: (
     id: string, key: string, now?: number, options?: { sandbox?: string, revoke?: boolean, grace?: number }
   ) => ReturnType<SessionStore['resolve']>
-  /** `admittedAt`: when the request resolved its token (default: the commit's `now`); retiredAfter is it + the window. */
-  commit: (input: Omit<CommitInput, 'rotate' | 'retiredAfter'> & {
+  commit: (input: Omit<CommitInput, 'rotate'> & {
     rotate?: string | null
     window?: number
     box?: string
-    admittedAt?: number
   }) => ReturnType<SessionStore['commit']>
   rotateFrom: (id: string, key: string, now: number, box?: string) => Promise<string>
   migrate: (
@@ -109,7 +107,7 @@ export function contextOf (store: SessionStore, t0: number): CaseContext {
       tokenKey: input.tokenKey,
       patch: input.patch,
       now: input.now,
-      retiredAfter: (input.admittedAt ?? input.now) + WINDOW,
+      ...(input.migrations === undefined ? {} : { migrations: input.migrations }),
       rotate: input.rotate === undefined || input.rotate === null
         ? null
         : {

@@ -105,6 +105,7 @@ export function coreOf (id: string, session: MemorySession): SessionCore {
     absoluteExpiresAt: absoluteOf(session),
     cur: session.cur,
     seen: session.seen,
-    past: session.past
+    past: session.past,
+    migrations: session.migrations
   }
 }

@@ -1,5 +1,5 @@
 import type {
-  CommitInput, CommitResult, CounterResult, CreateInput, LimitResult, MigrateInput,
+  CommitInput, CommitResult, CounterResult, CreateInput, LimitResult, MigrateInput, PresentedCheck,
   ResolveInput, ResolveResult, SessionInfo, SessionStore
 } from '../contract.js'
 import { DEVICE_KEY } from '../contract.js'
@@ -185,7 +185,7 @@ export class MemoryStore implements SessionStore {
     if (session === null) return { status: 'gone' }
     // Judged before anything is written: a token retired by a migration since admission writes nothing.
     const current = session.isCurrent(input.tokenKey)
-    const chain = current ? [] : commitChain(session, input.tokenKey, input.now, input.retiredAfter)
+    const chain = current ? [] : commitChain(session, input.tokenKey, input.migrations)
     if (chain === false) return RETIRED
     if (input.patch !== null) {
       session.patchData(input.patch)
@@ -238,15 +238,16 @@ export class MemoryStore implements SessionStore {
     return admitted
   }
 
-  async destroy (id: string): Promise<boolean> {
-    if (this.#persistence !== null) return await this.#persistence.run(() => this.#destroy(id))
+  async destroy (id: string, presented?: PresentedCheck): Promise<boolean> {
+    if (this.#persistence !== null) return await this.#persistence.run(() => this.#destroy(id, presented))
     this.#assertOpen()
-    return this.#destroy(id)
+    return this.#destroy(id, presented)
   }
 
-  #destroy (id: string): boolean {
+  #destroy (id: string, presented: PresentedCheck | undefined): boolean {
     const session = this.#sessions.get(id)
     if (session === undefined) return false
+    if (presented !== undefined && commitChain(session, presented.tokenKey, presented.migrations) === false) return false
     this.#removeSession(id, session)
     return true
   }

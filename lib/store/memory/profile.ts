@@ -8,7 +8,8 @@ import { NO_PAST, type PastToken } from '../rotation.js'
  *
  * Profiles are frozen, shared or not: a change gives the session another profile (copy on write), so no
  * session ever writes into one another session reads. A profile naming a user or earlier tokens is never
- * shared: only fields that are not per session (sandbox, lifetimes, the `seen` flag) ever are.
+ * shared, nor one of a session that migrated: only fields that are not per session (sandbox, lifetimes, the
+ * `seen` flag) ever are.
  */
 export class SessionProfile {
   readonly sandbox: string
@@ -21,14 +22,20 @@ export class SessionProfile {
   readonly seen: boolean
   /** RotationState.past: opaque entries (lib/store/rotation.ts), oldest first. */
   readonly past: readonly PastToken[]
+  /** RotationState.migrations. */
+  readonly migrations: number
 
-  constructor (sandbox: string, idleTtl: number, lifeSpan: number, userId: string | undefined, seen: boolean, past: readonly PastToken[]) {
+  constructor (
+    sandbox: string, idleTtl: number, lifeSpan: number, userId: string | undefined, seen: boolean, past: readonly PastToken[],
+    migrations: number
+  ) {
     this.sandbox = sandbox
     this.idleTtl = idleTtl
     this.lifeSpan = lifeSpan
     this.userId = userId
     this.seen = seen
     this.past = past
+    this.migrations = migrations
     Object.freeze(this)
   }
 }
@@ -42,16 +49,18 @@ let last: SessionProfile | null = null
 
 /** The profile of these values: a shared one when no field is per session, else one of its own. */
 export function profileOf (
-  sandbox: string, idleTtl: number, lifeSpan: number, userId: string | undefined, seen: boolean, past: readonly PastToken[]
+  sandbox: string, idleTtl: number, lifeSpan: number, userId: string | undefined, seen: boolean, past: readonly PastToken[], migrations = 0
 ): SessionProfile {
-  if (userId !== undefined || past.length !== 0) return new SessionProfile(sandbox, idleTtl, lifeSpan, userId, seen, past)
+  if (userId !== undefined || past.length !== 0 || migrations !== 0) {
+    return new SessionProfile(sandbox, idleTtl, lifeSpan, userId, seen, past, migrations)
+  }
   if (last !== null && last.seen === seen && last.idleTtl === idleTtl && last.lifeSpan === lifeSpan && last.sandbox === sandbox) return last
   // The sandbox last: it is the only part that is not a number or a flag.
   const key = `${seen ? 1 : 0}:${idleTtl}:${lifeSpan}:${sandbox}`
   let profile = shared.get(key)
   if (profile === undefined) {
     if (shared.size >= MAX_SHARED_PROFILES) shared.clear()
-    profile = new SessionProfile(sandbox, idleTtl, lifeSpan, undefined, seen, NO_PAST)
+    profile = new SessionProfile(sandbox, idleTtl, lifeSpan, undefined, seen, NO_PAST, 0)
     shared.set(key, profile)
   }
   last = profile

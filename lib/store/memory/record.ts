@@ -37,10 +37,10 @@ export class MemorySession implements RotationState {
   /** A session as created or loaded: its data packed, its times set. */
   static of (
     sandbox: string, idleTtl: number, userId: string | undefined, cur: string, seen: boolean, past: readonly PastToken[],
-    data: EncodedData, createdAt: number, lastSeenAt: number, absoluteExpiresAt: number
+    data: EncodedData, createdAt: number, lastSeenAt: number, absoluteExpiresAt: number, migrations = 0
   ): MemorySession {
     const lifeSpan = small(absoluteExpiresAt - createdAt)
-    const profile = profileOf(sandbox, small(idleTtl), lifeSpan, userId, seen, past.length === 0 ? NO_PAST : past)
+    const profile = profileOf(sandbox, small(idleTtl), lifeSpan, userId, seen, past.length === 0 ? NO_PAST : past, migrations)
     return new MemorySession(profile, packed(cur, data), small(createdAt - EPOCH), small(lastSeenAt - createdAt))
   }
 
@@ -50,7 +50,7 @@ export class MemorySession implements RotationState {
 
   set sandbox (sandbox: string) {
     const p = this.profile
-    if (p.sandbox !== sandbox) this.profile = profileOf(sandbox, p.idleTtl, p.lifeSpan, p.userId, p.seen, p.past)
+    if (p.sandbox !== sandbox) this.profile = profileOf(sandbox, p.idleTtl, p.lifeSpan, p.userId, p.seen, p.past, p.migrations)
   }
 
   get idleTtl (): number {
@@ -59,7 +59,7 @@ export class MemorySession implements RotationState {
 
   set idleTtl (idleTtl: number) {
     const p = this.profile
-    if (p.idleTtl !== idleTtl) this.profile = profileOf(p.sandbox, small(idleTtl), p.lifeSpan, p.userId, p.seen, p.past)
+    if (p.idleTtl !== idleTtl) this.profile = profileOf(p.sandbox, small(idleTtl), p.lifeSpan, p.userId, p.seen, p.past, p.migrations)
   }
 
   /** absoluteExpiresAt − createdAt. */
@@ -69,7 +69,7 @@ export class MemorySession implements RotationState {
 
   set lifeSpan (lifeSpan: number) {
     const p = this.profile
-    if (p.lifeSpan !== lifeSpan) this.profile = profileOf(p.sandbox, p.idleTtl, small(lifeSpan), p.userId, p.seen, p.past)
+    if (p.lifeSpan !== lifeSpan) this.profile = profileOf(p.sandbox, p.idleTtl, small(lifeSpan), p.userId, p.seen, p.past, p.migrations)
   }
 
   /** Undefined without a user. */
@@ -79,7 +79,7 @@ export class MemorySession implements RotationState {
 
   set userId (userId: string | undefined) {
     const p = this.profile
-    if (p.userId !== userId) this.profile = profileOf(p.sandbox, p.idleTtl, p.lifeSpan, userId, p.seen, p.past)
+    if (p.userId !== userId) this.profile = profileOf(p.sandbox, p.idleTtl, p.lifeSpan, userId, p.seen, p.past, p.migrations)
   }
 
   get seen (): boolean {
@@ -88,7 +88,7 @@ export class MemorySession implements RotationState {
 
   set seen (seen: boolean) {
     const p = this.profile
-    if (p.seen !== seen) this.profile = profileOf(p.sandbox, p.idleTtl, p.lifeSpan, p.userId, seen, p.past)
+    if (p.seen !== seen) this.profile = profileOf(p.sandbox, p.idleTtl, p.lifeSpan, p.userId, seen, p.past, p.migrations)
   }
 
   get past (): readonly PastToken[] {
@@ -97,26 +97,35 @@ export class MemorySession implements RotationState {
 
   set past (past: readonly PastToken[]) {
     const p = this.profile
-    if (p.past !== past) this.profile = profileOf(p.sandbox, p.idleTtl, p.lifeSpan, p.userId, p.seen, past.length === 0 ? NO_PAST : past)
+    if (p.past !== past) this.setFlags(p.seen, past)
   }
 
-  /** Sets `seen` and `past` with one profile change (rotation.ts run on a copy of the state). */
-  setFlags (seen: boolean, past: readonly PastToken[]): void {
+  /** Sets `seen` and `past` (and the migration count) with one profile change (rotation.ts run on a copy of the state). */
+  setFlags (seen: boolean, past: readonly PastToken[], migrations = this.profile.migrations): void {
     const p = this.profile
-    if (p.seen !== seen || p.past !== past) {
-      this.profile = profileOf(p.sandbox, p.idleTtl, p.lifeSpan, p.userId, seen, past.length === 0 ? NO_PAST : past)
+    if (p.seen !== seen || p.past !== past || p.migrations !== migrations) {
+      this.profile = profileOf(p.sandbox, p.idleTtl, p.lifeSpan, p.userId, seen, past.length === 0 ? NO_PAST : past, migrations)
     }
+  }
+
+  /** RotationState.migrations: how many migrations the session has had. */
+  get migrations (): number {
+    return this.profile.migrations
+  }
+
+  set migrations (migrations: number | undefined) {
+    this.setFlags(this.profile.seen, this.profile.past, migrations ?? 0)
   }
 
   /** The rotation state as a plain object, to run rotation.ts on and write back with setRotation. */
   rotationState (): RotationState {
-    return { cur: this.cur, seen: this.profile.seen, past: this.profile.past }
+    return { cur: this.cur, seen: this.profile.seen, past: this.profile.past, migrations: this.profile.migrations }
   }
 
   /** Writes back a rotation state that rotation.ts changed: one profile change and, for a new current key, one repack. */
   setRotation (state: RotationState): void {
     if (!this.isCurrent(state.cur)) this.cur = state.cur
-    this.setFlags(state.seen, state.past)
+    this.setFlags(state.seen, state.past, state.migrations ?? 0)
   }
 
   /** The current token's key (a string of its own: rotate keeps it in `past`). */
@@ -207,7 +216,8 @@ export function snapshot (id: string, session: MemorySession): StoredSession {
     createdAt: createdOf(session),
     lastSeenAt: lastSeenOf(session),
     idleTtl: session.idleTtl,
-    absoluteExpiresAt: absoluteOf(session)
+    absoluteExpiresAt: absoluteOf(session),
+    migrations: session.migrations
   }
   if (session.userId !== undefined) copy.userId = session.userId
   return copy

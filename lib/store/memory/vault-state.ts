@@ -25,7 +25,7 @@ function applyEntry (state: MemoryState, raw: unknown): void {
       if (session === undefined) {
         const id = core.id
         const created = MemorySession.of(core.sandbox, core.idleTtl, core.userId ?? undefined, core.cur, core.seen, core.past, {},
-          core.createdAt, core.lastSeenAt, core.absoluteExpiresAt)
+          core.createdAt, core.lastSeenAt, core.absoluteExpiresAt, core.migrations)
         if (core.userId !== null) state.indexUser(core.userId, id)
         state.sessions.set(id, created)
         break
@@ -36,6 +36,7 @@ function applyEntry (state: MemoryState, raw: unknown): void {
       session.cur = core.cur
       session.seen = core.seen
       session.past = core.past
+      session.migrations = core.migrations
       if ((core.userId ?? undefined) !== session.userId) {
         state.unindexUser(core.id, session)
         session.userId = undefined

@@ -1,7 +1,7 @@
 import type { Pool, QueryResultRow } from 'pg'
 import { isXemsError, xemsError } from '../../errors.js'
 import type {
-  CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, LimitResult, MigrateInput, ResolveInput,
+  CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, LimitResult, MigrateInput, PresentedCheck, ResolveInput,
   ResolveResult, SessionInfo, SessionStore
 } from '../contract.js'
 import { DEVICE_KEY } from '../contract.js'
@@ -186,7 +186,7 @@ export class PostgresStore implements SessionStore {
       const { state } = loaded
       // Judged under the row lock, before anything is written: a token retired by a migration since
       // admission writes nothing, and the transaction ends without an UPDATE.
-      const chain = commitChain(state, input.tokenKey, input.now, input.retiredAfter)
+      const chain = commitChain(state, input.tokenKey, input.migrations)
       if (chain === false) return { status: 'retired' }
       let data: EncodedData | null = null
       const patch = input.patch === null ? [] : Object.entries(input.patch)
@@ -237,10 +237,22 @@ export class PostgresStore implements SessionStore {
   }
 
   /** One statement. */
-  async destroy (id: string): Promise<boolean> {
+  async destroy (id: string, presented?: PresentedCheck): Promise<boolean> {
     await this.ready()
-    const { rowCount } = await this.#query(this.#sql.deleteSession, [id])
-    return (rowCount ?? 0) > 0
+    if (presented === undefined) {
+      const { rowCount } = await this.#query(this.#sql.deleteSession, [id])
+      return (rowCount ?? 0) > 0
+    }
+    // A request's logout: under the row lock, only if its token may still write (commitChain).
+    return await this.#transaction(async (query) => {
+      const { rows } = await query<SessionRow>(this.#sql.lockSession, [id])
+      const row = rows[0]
+      if (row === undefined) return false
+      const loaded = loadedOf(row, this.#sealing)
+      if (loaded !== null && commitChain(loaded.state, presented.tokenKey, presented.migrations) === false) return false
+      const { rowCount } = await query(this.#sql.deleteSession, [id])
+      return (rowCount ?? 0) > 0
+    })
   }
 
   /** One statement: the row, only if it is a live session of the user (another user's id ends nothing). */

@@ -48,6 +48,7 @@ export function loadedOf (row: SessionRow, sealing: PostgresSealing): Loaded | n
   const opened = sealing.openBinding(row.id, row.sandbox, idleTtl, createdAt, absoluteExpiresAt, row.binding)
   const state = row.rotation
   if (opened === null || state === null || typeof state.cur !== 'string' || !Array.isArray(state.past)) return null
+  if (state.migrations !== undefined && !(Number.isSafeInteger(state.migrations) && state.migrations >= 0)) return null
   return { row, state, userId: opened.userId, createdAt, idleTtl, absoluteExpiresAt, stale: opened.stale }
 }
 
@@ -85,7 +86,8 @@ export function storedSession (loaded: Loaded, data: EncodedData, now: number): 
     createdAt: loaded.createdAt,
     lastSeenAt: now,
     idleTtl: loaded.idleTtl,
-    absoluteExpiresAt: loaded.absoluteExpiresAt
+    absoluteExpiresAt: loaded.absoluteExpiresAt,
+    migrations: loaded.state.migrations ?? 0
   }
   if (loaded.userId !== undefined) session.userId = loaded.userId
   return session

@@ -2,7 +2,7 @@ import type { Cluster, Redis } from 'ioredis'
 import { Keyring } from '../../crypto/cipher.js'
 import { isXemsError, xemsError } from '../../errors.js'
 import type {
-  CommitInput, CommitResult, CounterResult, CreateInput, LimitResult, MigrateInput, ResolveInput,
+  CommitInput, CommitResult, CounterResult, CreateInput, LimitResult, MigrateInput, PresentedCheck, ResolveInput,
   ResolveResult, SessionInfo, SessionStore
 } from '../contract.js'
 import { DEVICE_KEY } from '../contract.js'
@@ -169,7 +169,7 @@ export class RedisStore implements SessionStore {
       newKey: rotate === null ? '' : keyArg(rotate.newKey),
       box: rotate === null ? '' : boxArg(rotate.box),
       unseenWindow: rotate === null ? 0 : rotate.unseenWindow,
-      retiredAfter: input.retiredAfter ?? 0,
+      migrations: Number.isSafeInteger(input.migrations) ? input.migrations! : -1,
       deleted,
       written
     }))
@@ -226,9 +226,14 @@ export class RedisStore implements SessionStore {
     return { status: 'admitted', ended: await endAdmitted(this.#parts, uk, admitted.toEnd, input.now) }
   }
 
-  async destroy (id: string): Promise<boolean> {
+  async destroy (id: string, presented?: PresentedCheck): Promise<boolean> {
     await this.ready()
-    const reply = list(await this.#scripts.run(SCRIPT.destroy, { key: this.#keys.session(id) }))
+    const reply = list(await this.#scripts.run(SCRIPT.destroy, {
+      key: this.#keys.session(id),
+      checked: presented !== undefined,
+      tokenKey: presented === undefined ? '' : keyArg(presented.tokenKey),
+      migrations: presented !== undefined && Number.isSafeInteger(presented.migrations) ? presented.migrations! : -1
+    }))
     if (num(reply[0]) !== 1) return false
     const uk = buffer(reply[1])
     if (uk !== null) await unindex(this.#parts, uk.toString('latin1'), id)

@@ -90,6 +90,7 @@ export class RedisSealer {
     let u: Buffer | undefined
     let ms: Buffer | undefined
     let mt: Buffer | undefined
+    let g: Buffer | undefined
     const data: Array<[string, Buffer]> = []
     for (let i = 0; i + 1 < all.length; i += 2) {
       const name = all[i] as Buffer
@@ -104,6 +105,7 @@ export class RedisSealer {
         case 'u': u = value; break
         case 'ms': ms = value; break
         case 'mt': mt = value; break
+        case 'g': g = value; break
       }
     }
     if (sb === undefined) return null
@@ -128,7 +130,9 @@ export class RedisSealer {
       createdAt,
       lastSeenAt: now,
       idleTtl,
-      absoluteExpiresAt
+      absoluteExpiresAt,
+      // How many migrations (written by the migrate script; none yet: no field)
+      migrations: g === undefined ? 0 : intOf(g)
     }
     if (u !== undefined) {
       const userId = check('u', u, 'session', id, 'user')

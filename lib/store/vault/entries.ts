@@ -33,6 +33,8 @@ export interface SessionCore {
   cur: string
   seen: boolean
   past: readonly PastToken[]
+  /** RotationState.migrations (an entry written before it was kept has none: 0). */
+  migrations: number
 }
 
 export type VaultEntry =
@@ -48,9 +50,12 @@ export type VaultEntry =
 
 export function encodeCore (s: SessionCore): string {
   const past = s.past.map((entry) => [entry.key, entry.box, entry.until])
-  return JSON.stringify([
+  const fields: unknown[] = [
     'S', s.id, s.sandbox, s.userId, s.createdAt, s.lastSeenAt, s.idleTtl, s.absoluteExpiresAt, s.cur, s.seen ? 1 : 0, past
-  ])
+  ]
+  // The migration count only when there is one: an entry of a session that never migrated is as before.
+  if (s.migrations !== 0) fields.push(s.migrations)
+  return JSON.stringify(fields)
 }
 
 export function encodeTouch (id: string, lastSeenAt: number): string {
@@ -94,14 +99,13 @@ export function decodeEntry (raw: unknown): VaultEntry {
   const a = raw as unknown[]
   switch (a[0]) {
     case 'S': {
-      const [, id, sandbox, userId, createdAt, lastSeenAt, idleTtl, absoluteExpiresAt, cur, seen, past] = a
-      if (a.length !== 11 || !isString(id) || !isString(sandbox) || !(userId === null || isString(userId)) || !isTime(createdAt) ||
-        !isTime(lastSeenAt) || !isTime(idleTtl) || !isTime(absoluteExpiresAt) || !isString(cur) || (seen !== 0 && seen !== 1) ||
-        !Array.isArray(past)) throw malformed()
-      return {
-        tag: 'S',
-        core: { id, sandbox, userId, createdAt, lastSeenAt, idleTtl, absoluteExpiresAt, cur, seen: seen === 1, past: past.map(decodePast) }
-      }
+      const [, id, sandbox, userId, createdAt, lastSeenAt, idleTtl, absoluteExpiresAt, cur, seen, past, migrations = 0] = a
+      if ((a.length !== 11 && a.length !== 12) || !isCount(migrations) || !isString(id) || !isString(sandbox) ||
+        !(userId === null || isString(userId)) || !isTime(createdAt) || !isTime(lastSeenAt) || !isTime(idleTtl) ||
+        !isTime(absoluteExpiresAt) || !isString(cur) || (seen !== 0 && seen !== 1) || !Array.isArray(past)) throw malformed()
+      const times = { createdAt, lastSeenAt, idleTtl, absoluteExpiresAt }
+      const core: SessionCore = { id, sandbox, userId, ...times, cur, seen: seen === 1, past: past.map(decodePast), migrations }
+      return { tag: 'S', core }
     }
     case 'T':
       if (a.length !== 3 || !isString(a[1]) || !isTime(a[2])) throw malformed()
@@ -147,6 +151,10 @@ function decodePast (raw: unknown): PastToken {
 
 function isString (value: unknown): value is string {
   return typeof value === 'string'
+}
+
+function isCount (value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0
 }
 
 function isTime (value: unknown): value is number {

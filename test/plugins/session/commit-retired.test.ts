@@ -165,14 +165,14 @@ t.test('a slow write whose rotated token the session pruned while it ran is save
   t.same((await app.inject({ url: '/me', cookies: { xems: p6 } })).json().data, { user: 'victim', signedIn: true }, 'nothing was written')
 })
 
-t.test('a slow write admitted within 5 s of a migration, whose token is pruned while it runs, is refused (clock skew margin)', async (t) => {
+t.test('a slow write admitted right after a migration, whose token is pruned while it runs, is saved: no migration came after it', async (t) => {
   let now = Date.now()
   const store = new MemoryStore({ clock: () => now })
   const { app, next } = await buildApp(store, () => now)
   t.teardown(async () => { await app.close(); await store.close() })
   const planted = cookieTokenOf(await app.inject({ method: 'POST', url: '/login' }))
   const signedIn = cookieTokenOf(await app.inject({ method: 'POST', url: '/signin', cookies: { xems: planted } }))
-  // One second after the sign-in (on another instance, its clock could say before it)…
+  // One second after the sign-in: the request counts the sign-in's migration, and no other follows.
   now += 1000
   const gate = next()
   const slow = app.inject({ method: 'POST', url: '/slow-write', cookies: { xems: signedIn } })
@@ -183,9 +183,9 @@ t.test('a slow write admitted within 5 s of a migration, whose token is pruned w
   const c = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: b } }))
   gate.release()
   const done = await slow
-  t.equal(done.statusCode, 401, 'the migration counts as after its admission: its write is refused')
-  t.equal(done.headers['set-cookie'], undefined)
-  t.same((await app.inject({ url: '/me', cookies: { xems: c } })).json().data, { user: 'victim', signedIn: true }, 'nothing was written')
+  t.equal(done.statusCode, 200, 'an honest slow request after the sign-in is not refused')
+  t.equal(done.headers['set-cookie'], undefined, 'it learns no token: the client keeps its newest')
+  t.same((await app.inject({ url: '/me', cookies: { xems: c } })).json().data, { user: 'victim', signedIn: true, x: 'attacker' }, 'its write was saved')
 })
 
 t.test('MemoryStore', async (t) => {

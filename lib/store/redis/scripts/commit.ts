@@ -22,15 +22,15 @@ export const commit = defineScript({
     box: 'text',
     /** how long the token rotated out stays valid while its successor is unseen (ms) */
     unseenWindow: 'number',
-    /** admission + unseenWindow: a retired entry with a later deadline means a migration since admission */
-    retiredAfter: 'number',
+    /** the session's migration count (g) when the request was admitted, or -1 when unknown */
+    migrations: 'number',
     /** the data fields to delete */
     deleted: 'list'
   },
   /** the data fields to set: field, value, ... */
   rest: 'written',
   body: `
-local v = redis.call('HMGET', key, 'sb', 'ls', 'it', 'ax', 'xp', 'k', 'p', 'x')
+local v = redis.call('HMGET', key, 'sb', 'ls', 'it', 'ax', 'xp', 'k', 'p', 'x', 'g')
 if not v[1] or not v[6] or v[8] then return { 0 } end
 local s = times(v[2], v[3], v[4], v[5])
 if s == nil then return { 0 } end
@@ -42,8 +42,8 @@ local cur, p = v[6], v[7] or ''
 local n = pastCount(p)
 if n == nil then return { 0 } end
 -- commitChain: the current token (at = 0) or a rotated one the session keeps (at = its entry) may write;
--- a retired one may not; one the session no longer keeps (at = -1) may, unless the session migrated since
--- the request was admitted (a retired entry past retiredAfter) or the request outlived unseenWindow
+-- a retired one may not; one the session no longer holds (at = -1) may only if no migration happened since
+-- the request was admitted (its migration count g unchanged; -1, unknown: may not)
 local at = nil
 if tokenKey == cur then
   at = 0
@@ -56,12 +56,7 @@ else
       break
     end
   end
-  if not found and now < retiredAfter then
-    at = -1
-    for i = 1, n do
-      if not rotatedAt(p, i) and untilAt(p, i) > retiredAfter then at = nil break end
-    end
-  end
+  if not found and migrations >= 0 and (tonumber(v[9]) or 0) == migrations then at = -1 end
 end
 if at == nil then return { 3 } end
 if deleted > 0 then

@@ -12,6 +12,7 @@
  *   it  idle ttl (ms)        ax  absoluteExpiresAt      xp  how far the key's Redis expiry reaches (see touch)
  *   k   current token key    s   '1' once the current token has been presented, else '0'
  *   p   earlier tokens, oldest first (at most MAX_PAST rotated, MAX_RETIRED retired), fixed-width entries (see the prelude)
+ *   g   how many migrations the session has had (absent: none), for commit's rule on tokens it no longer holds
  *   uk  digest of the user id (names the user index key), when the session has a user
  *   u   sealed user id       ms  seal binding sandbox + idle ttl     mt  seal binding createdAt + absolute
  *   d:<field>   one sealed top-level data key (field = digest of the key's name)

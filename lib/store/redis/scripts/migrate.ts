@@ -36,7 +36,7 @@ export const migrate = defineScript({
   /** the new data fields when replaceData: field, value, ... */
   rest: 'data',
   body: `
-local v = redis.call('HMGET', key, 'sb', 'ls', 'it', 'ax', 'xp', 'k', 'p', 'x', 'uk')
+local v = redis.call('HMGET', key, 'sb', 'ls', 'it', 'ax', 'xp', 'k', 'p', 'x', 'uk', 'g')
 if not v[1] or not v[6] or v[8] then return 0 end
 if v[6] == newKey then return 1 end
 local s = times(v[2], v[3], v[4], v[5])
@@ -77,7 +77,9 @@ if replaceData then
   chunked('HDEL', key, old)
   hsetPairs(key, dataFrom, #ARGV)
 end
-local fields = { 'sb', to, 'it', idleTtlText, 'k', newKey, 's', '0', 'p', table.concat(kept), 'ms', sandboxSeal }
+-- g: one migration more (rotation.ts retireAll counts them; commit's rule for tokens the session no longer holds)
+local migrations = int((tonumber(v[10]) or 0) + 1)
+local fields = { 'sb', to, 'it', idleTtlText, 'k', newKey, 's', '0', 'p', table.concat(kept), 'ms', sandboxSeal, 'g', migrations }
 if userKey ~= '' and userKey ~= v[9] then
   fields[#fields + 1] = 'uk'
   fields[#fields + 1] = userKey

@@ -45,7 +45,7 @@ t.test('no script body reads an argument by position: only through the generated
 
 t.test('the session scripts read the fields RedisStore passes, in order', async (t) => {
   const { argv, keys } = SCRIPT.commit.args({
-    key: 'k', tokenKey: 'tk', now: 5, rotate: false, newKey: '', box: '', unseenWindow: 0, retiredAfter: 7, deleted: ['d:x'], written: ['d:y', 'v']
+    key: 'k', tokenKey: 'tk', now: 5, rotate: false, newKey: '', box: '', unseenWindow: 0, migrations: 7, deleted: ['d:x'], written: ['d:y', 'v']
   })
   t.same(keys, ['k'])
   t.same(argv, ['tk', '5', '0', '', '', '0', '7', '1', 'd:x', 'd:y', 'v'], 'the commit arguments of a request without rotation')
