@@ -12,18 +12,15 @@
  *   S23-5  RedisStore: a migration that did not happen ends the user's oldest session
  *   S23-6  MAX_RETIRED_TOKENS drops a retired token inside its window: the theft signal for it
  */
-import { randomBytes } from 'node:crypto'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
-import type { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
-import { MemoryStore, XemsEngine, type SessionStore } from '../../index.js'
-import { RedisStore } from '../../redis.js'
+import { XemsEngine, type SessionStore } from '../../index.js'
 import { sealForTokenHolder } from '../../lib/crypto/cipher.js'
 import { generateToken } from '../../lib/crypto/random-token.js'
 import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session/token.js'
 import { MAX_PAST_TOKENS } from '../../lib/store/contract.js'
 import { buildApp, login, setCookieToken, type Clock } from '../helpers.js'
-import { connect, deleteUnder, newPrefix } from '../redis/redis-helpers.js'
+import { reviewStores, type StoreFactory } from './review-stores.js'
 
 const GRACE = 10_000
 const WINDOW = 600_000
@@ -36,23 +33,7 @@ interface Ctx {
   gate: { entered: Promise<void>, release: () => void }
 }
 
-type StoreFactory = () => { store: SessionStore, close: () => Promise<void> }
-
-const redis = await connect()
-const stores: Array<[string, StoreFactory]> = [['MemoryStore', () => {
-  const store = new MemoryStore()
-  return { store, close: async () => { await store.close() } }
-}]]
-if (typeof redis !== 'string') {
-  const client: Redis = redis
-  t.teardown(async () => { await client.quit() })
-  const secret = randomBytes(32)
-  stores.push(['RedisStore', () => {
-    const prefix = newPrefix()
-    const store = new RedisStore({ client, prefix, secret })
-    return { store, close: async () => { await store.close(); await deleteUnder(client, prefix) } }
-  }])
-}
+const stores = await reviewStores(t)
 
 function wrap (inner: SessionStore, around: Partial<Record<keyof SessionStore, (result: unknown) => unknown>>): SessionStore {
   return new Proxy(inner, {

@@ -11,15 +11,11 @@
  *          (the S23-6 pattern) make a placeholder, and for the next unseenWindow a thief who copied a
  *          request token is not signalled when the victim comes back
  */
-import { randomBytes } from 'node:crypto'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
-import type { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
-import { MemoryStore, type SessionStore } from '../../index.js'
-import { RedisStore } from '../../redis.js'
 import { MAX_PAST_TOKENS } from '../../lib/store/contract.js'
 import { buildApp, login, setCookieToken, type Clock } from '../helpers.js'
-import { connect, deleteUnder, newPrefix } from '../redis/redis-helpers.js'
+import { reviewStores, type StoreFactory } from './review-stores.js'
 
 const GRACE = 10_000
 const WINDOW = 600_000
@@ -30,23 +26,7 @@ interface Ctx {
   logs: string[]
 }
 
-type StoreFactory = () => { store: SessionStore, close: () => Promise<void> }
-
-const redis = await connect()
-const stores: Array<[string, StoreFactory]> = [['MemoryStore', () => {
-  const store = new MemoryStore()
-  return { store, close: async () => { await store.close() } }
-}]]
-if (typeof redis !== 'string') {
-  const client: Redis = redis
-  t.teardown(async () => { await client.quit() })
-  const secret = randomBytes(32)
-  stores.push(['RedisStore', () => {
-    const prefix = newPrefix()
-    const store = new RedisStore({ client, prefix, secret })
-    return { store, close: async () => { await store.close(); await deleteUnder(client, prefix) } }
-  }])
-}
+const stores = await reviewStores(t)
 
 async function build (t: Test, factory: StoreFactory): Promise<Ctx> {
   const { store, close } = factory()

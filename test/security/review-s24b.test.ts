@@ -34,35 +34,16 @@
  * In S24b-1…3 and 5 the attacker's request is admitted BEFORE the victim signs in (regenerate) and kept in
  * flight (any route whose request they can hold open after onRequest resolved the session: a slow body).
  */
-import { randomBytes } from 'node:crypto'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
-import type { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
-import { MemoryStore, type SessionStore, type XemsSessionOptions } from '../../index.js'
-import { RedisStore } from '../../redis.js'
+import { type SessionStore, type XemsSessionOptions } from '../../index.js'
 import { parseSessionToken, recordIdOf, secretKeyOf } from '../../lib/session/token.js'
 import { buildApp, login, setCookieToken, type Clock } from '../helpers.js'
-import { connect, deleteUnder, newPrefix } from '../redis/redis-helpers.js'
+import { reviewStores, type StoreFactory } from './review-stores.js'
 
 const WINDOW = 600_000 // the default unseenWindow
 
-type StoreFactory = () => { store: SessionStore, close: () => Promise<void> }
-
-const redis = await connect()
-const stores: Array<[string, StoreFactory]> = [['MemoryStore', () => {
-  const store = new MemoryStore()
-  return { store, close: async () => { await store.close() } }
-}]]
-if (typeof redis !== 'string') {
-  const client: Redis = redis
-  t.teardown(async () => { await client.quit() })
-  const secret = randomBytes(32)
-  stores.push(['RedisStore', () => {
-    const prefix = newPrefix()
-    const store = new RedisStore({ client, prefix, secret })
-    return { store, close: async () => { await store.close(); await deleteUnder(client, prefix) } }
-  }])
-}
+const stores = await reviewStores(t)
 
 interface Instance {
   app: FastifyInstance
