@@ -74,19 +74,6 @@ export function matchToken (state: RotationState, key: string, now: number): Tok
 }
 
 /**
- * The grace boxes from past[i] to the current token; for a rotated token outside its deadline too
- * (a request that was admitted in time and commits late still learns the current token). Null when
- * the key is retired or unknown: the tokens mayMigrate refuses, and with which a commit writes nothing
- * (CommitResult 'retired').
- */
-export function chainOf (state: RotationState, key: string): string[] | null {
-  if (key === state.cur) return []
-  const i = state.past.findIndex((entry) => entry.key === key)
-  if (i === -1 || state.past[i]!.box === null) return null
-  return chainFrom(state.past, i)
-}
-
-/**
  * What a commit that presented `key` may do, judged in the same step as its write: the chain it learns
  * ([] for the current token, the grace boxes for a rotated one the session keeps), null when it may write
  * but learns no token, false when it may not write at all.

@@ -5,7 +5,7 @@
  * 1. An independent model of the rules (a token works until its successor is presented, for the
  *    unseen window given at rotation; then for the grace given on the resolve that first presented the
  *    successor; a token retired by a migration answers 'none' until its retiredUntil; every other key
- *    is the theft signal) agrees with matchToken / rotate / chainOf / mayMigrate / retireAll on every
+ *    is the theft signal) agrees with matchToken / rotate / commitChain / mayMigrate / retireAll on every
  *    step of random sequences of resolves, commits, migrations and clock moves.
  * 2. An honest client (it sends the latest token it received; responses arrive in the order the server
  *    committed them or are lost; requests overlap and are delayed) is never 'reused' while its request
@@ -18,7 +18,7 @@ import { XemsEngine } from '../../../lib/session/engine.js'
 import { MAX_PAST_TOKENS } from '../../../lib/store/contract.js'
 import { MemoryStore } from '../../../lib/store/memory/memory-store.js'
 import {
-  chainOf, markPresented, matchToken, mayMigrate, newRotationState, NO_PAST, retireAll, MAX_RETIRED_TOKENS, rotate, type RotationState
+  commitChain, markPresented, matchToken, mayMigrate, newRotationState, NO_PAST, retireAll, MAX_RETIRED_TOKENS, rotate, type RotationState
 } from '../../../lib/store/rotation.js'
 import { buildApp, login, setCookieToken } from '../../helpers.js'
 
@@ -53,14 +53,26 @@ t.test('matchToken: current, rotated within its deadline (with its chain), retir
   t.same(matchToken(s, '', 0), { kind: 'reused' })
 })
 
-t.test('chainOf: [] for the current token, the chain for a rotated one even after its deadline, null otherwise', async (t) => {
+t.test('commitChain: [] when current, the chain for a rotated one past its deadline; a token no longer held writes only with an unchanged migration count', async (t) => {
   const s = state('c', true, [['r', null, 500], ['a', 'ab', 1000], ['b', 'bc', 2000]])
-  t.same(chainOf(s, 'c'), [])
-  t.same(chainOf(s, 'a'), ['ab', 'bc'], 'a request admitted in time that commits late still learns the current token')
-  t.same(chainOf(s, 'b'), ['bc'])
-  t.equal(chainOf(s, 'r'), null, 'retired: it can no longer lead to the current token')
-  t.equal(chainOf(s, 'x'), null, 'unknown')
+  t.same(commitChain(s, 'c'), [])
+  t.same(commitChain(s, 'a'), ['ab', 'bc'], 'a request admitted in time that commits late still learns the current token')
+  t.same(commitChain(s, 'b'), ['bc'])
+  t.equal(commitChain(s, 'r', 0), false, 'retired: it may not write, whatever the count')
+  t.equal(commitChain(s, 'x'), false, 'one the session no longer holds, without a count: may not write')
+  t.equal(commitChain(s, 'x', 0), null, 'with the count it was admitted with, unchanged: may write, learns no token')
+  t.equal(commitChain(s, 'x', Number.NaN), false, 'a count that is not one: may not write')
+  retireAll(s, 'd', 0, 100)
+  t.equal(s.migrations, 1, 'a migration is counted')
+  t.equal(commitChain(s, 'x', 0), false, 'a migration since its admission: may not write')
+  t.equal(commitChain(s, 'x', 1), null, 'admitted after it: may write')
 })
+
+/** What the rules model expects of chainOf: the chain, or null when the token may not lead to the current one. */
+function chainOf (s: RotationState, key: string): string[] | null {
+  const chain = commitChain(s, key)
+  return chain === false ? null : chain
+}
 
 t.test('markPresented: the first presentation gives the predecessor the grace period from now, once', async (t) => {
   const s = state('b', false, [['a', 'ab', 600_000]])

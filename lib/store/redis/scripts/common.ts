@@ -23,7 +23,7 @@
  * absolute deadline. It lives in another slot, so no session script touches it; see redis-store.ts for
  * the order of writes that keeps revokeUser complete.
  *
- * The rotation rules are those of lib/store/rotation.ts (matchToken, chainOf, markPresented, rotate,
+ * The rotation rules are those of lib/store/rotation.ts (matchToken, commitChain, markPresented, rotate,
  * mayMigrate, retireAll), transcribed; the conformance suite holds both stores to them.
  *
  * Times are compared with the `now` passed in, and the key's Redis expiry is set relative to it
