@@ -41,7 +41,6 @@ export { checkSandbox } from './checks.js'
  * The session engine: creates, resolves, rotates, migrates and destroys sessions on a store.
  * Framework-free; the Fastify plugin translates HTTP to these calls.
  */
-
 export class XemsEngine extends EventEmitter<XemsEvents> {
   readonly store: SessionStore
   readonly defaultSandbox: string

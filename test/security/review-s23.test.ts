@@ -20,7 +20,7 @@ import { generateToken } from '../../lib/crypto/random-token.js'
 import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session/token.js'
 import { MAX_PAST_TOKENS } from '../../lib/store/contract.js'
 import { buildApp, login, setCookieToken, type Clock } from '../helpers.js'
-import { reviewStores, type StoreFactory } from './review-stores.js'
+import { after, get, reuseLogged, reviewStores, type StoreFactory } from './review-helpers.js'
 
 const GRACE = 10_000
 const WINDOW = 600_000
@@ -71,18 +71,6 @@ async function build (t: Test, factory: StoreFactory, wrapStore?: (store: Sessio
   t.teardown(async () => { await app.close(); await close() })
   return { app, clock, logs, gate }
 }
-
-async function get (app: FastifyInstance, url: string, token: string): Promise<LightMyRequestResponse> {
-  return await app.inject({ method: 'GET', url, cookies: { xems: token } })
-}
-
-/** The token a client holds after a response: the one it set, or the one it had. */
-function after (response: LightMyRequestResponse, had: string): string {
-  const set = setCookieToken(response)
-  return set === undefined || set === '' ? had : set
-}
-
-const reuseLogged = (logs: string[]): boolean => logs.some((line) => line.includes('"xems":"token-reuse"'))
 
 for (const [name, factory] of stores) {
   t.test(`S23-1 ${name}: a slow request answered in grace must not hand the client a token older than the one it holds`, async (t) => {

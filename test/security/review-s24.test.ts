@@ -14,8 +14,8 @@
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
 import { MAX_PAST_TOKENS } from '../../lib/store/contract.js'
-import { buildApp, login, setCookieToken, type Clock } from '../helpers.js'
-import { reviewStores, type StoreFactory } from './review-stores.js'
+import { buildApp, login, type Clock } from '../helpers.js'
+import { after, get, reuseLogged, reviewStores, type StoreFactory } from './review-helpers.js'
 
 const GRACE = 10_000
 const WINDOW = 600_000
@@ -35,17 +35,6 @@ async function build (t: Test, factory: StoreFactory): Promise<Ctx> {
   return { app, clock, logs }
 }
 
-async function get (app: FastifyInstance, url: string, token: string): Promise<LightMyRequestResponse> {
-  return await app.inject({ method: 'GET', url, cookies: { xems: token } })
-}
-
-/** The token a client holds after a response: the one it set, or the one it had. */
-function after (response: LightMyRequestResponse, had: string): string {
-  const set = setCookieToken(response)
-  return set === undefined || set === '' ? had : set
-}
-
-const reuseLogged = (logs: string[]): boolean => logs.some((line) => line.includes('"xems":"token-reuse"'))
 const codeOf = (response: LightMyRequestResponse): string => response.json<{ code?: string }>().code ?? ''
 
 /** A client that uses the session: each request with the token it holds, keeping what the answer sets. */

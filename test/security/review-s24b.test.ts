@@ -34,12 +34,12 @@
  * In S24b-1…3 and 5 the attacker's request is admitted BEFORE the victim signs in (regenerate) and kept in
  * flight (any route whose request they can hold open after onRequest resolved the session: a slow body).
  */
-import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import { type SessionStore, type XemsSessionOptions } from '../../index.js'
 import { parseSessionToken, recordIdOf, secretKeyOf } from '../../lib/session/token.js'
 import { buildApp, login, setCookieToken, type Clock } from '../helpers.js'
-import { reviewStores, type StoreFactory } from './review-stores.js'
+import { after, get, reviewStores, type StoreFactory } from './review-helpers.js'
 
 const WINDOW = 600_000 // the default unseenWindow
 
@@ -89,15 +89,6 @@ async function shared (t: Test, factory: StoreFactory): Promise<SessionStore> {
   const { store, close } = factory()
   t.teardown(close)
   return store
-}
-
-async function get (app: FastifyInstance, url: string, token: string): Promise<LightMyRequestResponse> {
-  return await app.inject({ method: 'GET', url, cookies: { xems: token } })
-}
-
-function after (response: LightMyRequestResponse, had: string): string {
-  const set = setCookieToken(response)
-  return set === undefined || set === '' ? had : set
 }
 
 /**

@@ -24,6 +24,18 @@ export interface StoreConformanceOptions {
 }
 
 /** What each case is given: its store and helpers that call it as the engine does. */
+/** What a case may give a migration; the rest the context fills in. */
+export interface MigrateOptions {
+  from: string
+  to: string
+  newKey?: string
+  data?: Record<string, string> | null
+  userId?: string
+  now?: number
+  retiredUntil?: number
+  userLimit?: UserLimit
+}
+
 export interface CaseContext {
   store: SessionStore
   create: (options?: {
@@ -43,19 +55,7 @@ export interface CaseContext {
     box?: string
   }) => ReturnType<SessionStore['commit']>
   rotateFrom: (id: string, key: string, now: number, box?: string) => Promise<string>
-  migrate: (
-    id: string, key: string,
-    options: {
-      from: string
-      to: string
-      newKey?: string
-      data?: Record<string, string> | null
-      userId?: string
-      now?: number
-      retiredUntil?: number
-      userLimit?: UserLimit
-    }
-  ) => Promise<boolean | LimitResult>
+  migrate: (id: string, key: string, options: MigrateOptions) => Promise<boolean | LimitResult>
 }
 
 export const newKey = (): string => secretKeyOf(sessionTokenOf(generateLocator(), generateToken()))
@@ -124,16 +124,7 @@ export function contextOf (store: SessionStore, t0: number): CaseContext {
     }
     return next
   }
-  const migrate = async (id: string, key: string, options: {
-    from: string
-    to: string
-    newKey?: string
-    data?: Record<string, string> | null
-    userId?: string
-    now?: number
-    retiredUntil?: number
-    userLimit?: UserLimit
-  }) =>
+  const migrate: CaseContext['migrate'] = async (id, key, options) =>
     await store.migrate({
       id,
       tokenKey: key,
