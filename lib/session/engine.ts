@@ -274,10 +274,13 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     return token
   }
 
-  /** Ends a session; with `presented` (a request's logout), only if that token may still write to it. */
-  async destroyById (id: string, sandbox: string, presented?: PresentedCheck): Promise<boolean> {
+  /**
+   * Ends a session; with `presented` (a request's logout), only if that token may still write to it:
+   * `'retired'` when a concurrent migration retired it meanwhile (nothing ended).
+   */
+  async destroyById (id: string, sandbox: string, presented?: PresentedCheck): Promise<boolean | 'retired'> {
     const destroyed = await callStore(async () => await this.store.destroy(id, presented))
-    if (destroyed) this.emit('destroyed', { id: publicIdOf(id), sandbox })
+    if (destroyed === true) this.emit('destroyed', { id: publicIdOf(id), sandbox })
     return destroyed
   }
 
@@ -323,12 +326,15 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     return await this.migrateById(opened.session.id, opened.presented, options)
   }
 
-  /** Ends the session of `token`, in whichever sandbox it is. */
+  /**
+   * Ends the session of `token`, in whichever sandbox it is. False when nothing ended: no session, or a
+   * concurrent migration retired the token between its lookup and the delete (the migrated session lives on).
+   */
   async destroySession (token: unknown): Promise<boolean> {
     const opened = await this.open(token)
     if (opened.status !== 'live' && opened.status !== 'grace') return false
     const presented = { tokenKey: opened.presented.key, migrations: opened.session.migrations }
-    return await this.destroyById(opened.session.id, opened.session.sandbox, presented)
+    return await this.destroyById(opened.session.id, opened.session.sandbox, presented) === true
   }
 
   /** Counts a hit on `key` in a fixed window (rate limits, attempt counters); store failures are 503s. */

@@ -199,13 +199,22 @@ export class XemsSession<Data = Record<string, unknown>> {
 
   /**
    * Ends the session in the store, with every token of it; the response clears the cookie. A request
-   * whose token a concurrent migration retired ends nothing (the migrated session, maybe signed in now, is
-   * another's): the store judges the token in the same step, as a commit does.
+   * whose token a concurrent migration retired (a regenerate, pending → active) ends nothing, since the
+   * migrated session, maybe signed in now, may be another's: the store judges the token in the same step, as
+   * a commit does. Such a logout does not claim success either: it throws FST_XEMS_NO_SESSION (401) and
+   * the response leaves the cookie alone, so a user whose own tab won the race still holds the migrated
+   * session's token, is told the logout did not happen, and can sign out again with that token.
    */
   async destroy (): Promise<void> {
     if (this.#mode === 'destroyed') return
     this.#mode = 'destroyed'
-    await this.#engine.destroyById(this.#recordId, this.sandbox, { tokenKey: this.#presented.key, migrations: this.#migrations })
+    const ended = await this.#engine.destroyById(
+      this.#recordId, this.sandbox, { tokenKey: this.#presented.key, migrations: this.#migrations }
+    )
+    if (ended === 'retired') {
+      this.#mode = 'lost'
+      throw xemsError('FST_XEMS_NO_SESSION')
+    }
   }
 
   /**

@@ -243,9 +243,9 @@ export interface SessionStore {
    * Ends a session and every token of it. False when there was none. With `presented` (a request's
    * logout), only if that token may still write to the session, judged as a commit judges it
    * (rotation.ts commitChain), in the same atomic step: a request that lost to a concurrent migration
-   * never ends the migrated session (false, nothing changed).
+   * never ends the migrated session (`'retired'`, nothing changed).
    */
-  destroy: (id: string, presented?: PresentedCheck) => Promise<boolean>
+  destroy: (id: string, presented?: PresentedCheck) => Promise<boolean | 'retired'>
   /**
    * Ends one session, only if it is a live session of `userId` (one atomic step: a session of
    * another user, or none, is left alone and answers false).

@@ -248,7 +248,10 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
     const signIn = checkSignIn(link.signIn)
     let binding = null
     for (const hook of hooks.link) binding ??= hook(request)
-    if (request.session !== null) await request.session.destroy()
+    // A sign-in ends the request's session first, unless a concurrent migration took that session over
+    // meanwhile (its destroy() throws FST_XEMS_NO_SESSION and ends nothing): the sign-in goes on, with a
+    // session of its own, and leaves the migrated one to whoever holds its token.
+    if (request.session !== null) await request.session.destroy().catch(unlessRetired)
     const { token, session } = await engine.issue(link.sandbox ?? engine.defaultSandbox, data, {
       ...(link.userId === undefined ? {} : { userId: link.userId }),
       ...(link.ttl === undefined ? {} : { ttl: link.ttl }),
@@ -273,6 +276,11 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
       state.clearSiteData = siteData
     }
   }
+}
+
+/** Rethrows anything but the FST_XEMS_NO_SESSION of a destroy() that a concurrent migration refused. */
+function unlessRetired (err: unknown): void {
+  if (!isXemsError(err) || err.code !== 'FST_XEMS_NO_SESSION') throw err
 }
 
 /** Sessions for Fastify: `app.xems`, `request.session`, `reply.xLink` / `reply.xUnlink`, rotation on send. */

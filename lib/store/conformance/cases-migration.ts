@@ -187,18 +187,19 @@ export function registerMigrationCases (test: CaseTest, t0: number): void {
     equal(after.session.data.slow, undefined)
   })
 
-  test('a logout (destroy with the presented token) by a request that lost to a migration ends nothing', async ({
+  test('a logout (destroy with the presented token) by a request that lost to a migration ends nothing, and says so', async ({
     store, create, resolve, migrate
   }) => {
     const { id, key } = await create()
     const moved = newKey()
     equal(await migrate(id, key, { from: 'auth-active', to: 'auth-active', newKey: moved, now: t0 + 1 }), true)
-    equal(await store.destroy(id, { tokenKey: key, migrations: 0 }), false, 'the retired token ends nothing')
-    equal(await store.destroy(id, { tokenKey: newKey(), migrations: 0 }), false, 'nor a token it no longer holds, after a migration')
-    equal(await store.destroy(id, { tokenKey: newKey() }), false, 'nor one with no migration count')
+    equal(await store.destroy(id, { tokenKey: key, migrations: 0 }), 'retired', 'the retired token ends nothing')
+    equal(await store.destroy(id, { tokenKey: newKey(), migrations: 0 }), 'retired', 'nor a token it no longer holds, after a migration')
+    equal(await store.destroy(id, { tokenKey: newKey() }), 'retired', 'nor one with no migration count')
     equal((await resolve(id, moved, t0 + 2)).status, 'live', 'the migrated session lives')
     equal(await store.destroy(id, { tokenKey: moved, migrations: 1 }), true, 'its own token ends it')
     same(await resolve(id, moved, t0 + 3), { status: 'none' })
+    equal(await store.destroy(id, { tokenKey: moved, migrations: 1 }), false, 'and then there is nothing to end: false, not retired')
   })
 
   test('migration without data keeps it', async ({ create, resolve, migrate }) => {

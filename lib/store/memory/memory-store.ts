@@ -238,16 +238,16 @@ export class MemoryStore implements SessionStore {
     return admitted
   }
 
-  async destroy (id: string, presented?: PresentedCheck): Promise<boolean> {
+  async destroy (id: string, presented?: PresentedCheck): Promise<boolean | 'retired'> {
     if (this.#persistence !== null) return await this.#persistence.run(() => this.#destroy(id, presented))
     this.#assertOpen()
     return this.#destroy(id, presented)
   }
 
-  #destroy (id: string, presented: PresentedCheck | undefined): boolean {
+  #destroy (id: string, presented: PresentedCheck | undefined): boolean | 'retired' {
     const session = this.#sessions.get(id)
     if (session === undefined) return false
-    if (presented !== undefined && commitChain(session, presented.tokenKey, presented.migrations) === false) return false
+    if (presented !== undefined && commitChain(session, presented.tokenKey, presented.migrations) === false) return 'retired'
     this.#removeSession(id, session)
     return true
   }

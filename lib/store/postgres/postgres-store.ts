@@ -237,7 +237,7 @@ export class PostgresStore implements SessionStore {
   }
 
   /** One statement. */
-  async destroy (id: string, presented?: PresentedCheck): Promise<boolean> {
+  async destroy (id: string, presented?: PresentedCheck): Promise<boolean | 'retired'> {
     await this.ready()
     if (presented === undefined) {
       const { rowCount } = await this.#query(this.#sql.deleteSession, [id])
@@ -249,7 +249,7 @@ export class PostgresStore implements SessionStore {
       const row = rows[0]
       if (row === undefined) return false
       const loaded = loadedOf(row, this.#sealing)
-      if (loaded !== null && commitChain(loaded.state, presented.tokenKey, presented.migrations) === false) return false
+      if (loaded !== null && commitChain(loaded.state, presented.tokenKey, presented.migrations) === false) return 'retired'
       const { rowCount } = await query(this.#sql.deleteSession, [id])
       return (rowCount ?? 0) > 0
     })

@@ -226,7 +226,7 @@ export class RedisStore implements SessionStore {
     return { status: 'admitted', ended: await endAdmitted(this.#parts, uk, admitted.toEnd, input.now) }
   }
 
-  async destroy (id: string, presented?: PresentedCheck): Promise<boolean> {
+  async destroy (id: string, presented?: PresentedCheck): Promise<boolean | 'retired'> {
     await this.ready()
     const reply = list(await this.#scripts.run(SCRIPT.destroy, {
       key: this.#keys.session(id),
@@ -234,7 +234,9 @@ export class RedisStore implements SessionStore {
       tokenKey: presented === undefined ? '' : keyArg(presented.tokenKey),
       migrations: presented !== undefined && Number.isSafeInteger(presented.migrations) ? presented.migrations! : -1
     }))
-    if (num(reply[0]) !== 1) return false
+    const status = num(reply[0])
+    if (status === 2) return 'retired'
+    if (status !== 1) return false
     const uk = buffer(reply[1])
     if (uk !== null) await unindex(this.#parts, uk.toString('latin1'), id)
     return true

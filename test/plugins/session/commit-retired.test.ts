@@ -3,7 +3,8 @@
  * fixation): request R1 resolves with token T and runs slowly; meanwhile R2, with the same T, signs in
  * (regenerate, or pending → active); R1's changes at its end must not reach the signed-in session. R1 is
  * answered 401 FST_XEMS_NO_SESSION without any Set-Cookie (the client already holds R2's token: clearing
- * it would sign it out). A slow request with nothing to save keeps its answer. On all three stores.
+ * it would sign it out). A slow request with nothing to save keeps its answer. A logout that loses the race
+ * ends nothing and says so (401, the cookie kept); a sign-in that loses it opens its own session. On all three stores.
  */
 import { randomBytes } from 'node:crypto'
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
@@ -67,6 +68,20 @@ async function buildApp (store: SessionStore, clock?: () => number): Promise<{ a
     session.data.signedIn = true
     return { ok: true }
   })
+  app.post('/slow-logout', async (_request, reply) => {
+    await current.wait()
+    await reply.xUnlink()
+    return { ok: true }
+  })
+  app.post('/logout', async (_request, reply) => {
+    await reply.xUnlink()
+    return { ok: true }
+  })
+  app.post('/slow-link', async (_request, reply) => {
+    await current.wait()
+    await reply.xLink({ user: 'another' })
+    return { ok: true }
+  })
   app.get('/me', async (request) => ({ data: request.session?.data ?? null, sandbox: request.session?.sandbox ?? null }))
   return { app, next }
 }
@@ -104,6 +119,49 @@ async function cases (t: Test, makeStore: (t: Test) => Promise<SessionStore>): P
         'and the planted token opens nothing')
     })
   }
+
+  t.test('a logout that loses to a concurrent regenerate does not claim success: 401, the cookie kept; the user signs out with the new token', async (t) => {
+    // The user's own two tabs: one signs out while the other's request regenerates the session. The
+    // logout may not end the migrated session (it could be a victim's, signed in on a planted token), so
+    // it must not say it did: a 200 that clears the cookie would leave the session signed in for whoever
+    // holds the regenerate's token, the browser itself when that Set-Cookie arrives last.
+    const { app, next } = await buildApp(await makeStore(t))
+    t.teardown(async () => { await app.close() })
+    const token = cookieTokenOf(await app.inject({ method: 'POST', url: '/login' }))
+    const slowGate = next()
+    const logout = app.inject({ method: 'POST', url: '/slow-logout', cookies: { xems: token } })
+    await slowGate.entered
+    const fresh = cookieTokenOf(await app.inject({ method: 'POST', url: '/signin', cookies: { xems: token } }))
+    slowGate.release()
+    const lost = await logout
+    t.equal(lost.statusCode, 401, 'the logout says it did not happen')
+    t.equal(lost.json().code, 'FST_XEMS_NO_SESSION')
+    t.equal(lost.headers['set-cookie'], undefined, 'and leaves the cookie alone (no clearing, no token)')
+    t.equal(lost.headers['clear-site-data'], undefined)
+    t.same((await app.inject({ url: '/me', cookies: { xems: fresh } })).json().data, { user: 'victim', signedIn: true },
+      'the regenerated session lives on')
+    const again = await app.inject({ method: 'POST', url: '/logout', cookies: { xems: fresh } })
+    t.equal(again.statusCode, 200, 'a logout with the token the client now holds succeeds')
+    t.match(String(again.headers['set-cookie']), /^xems=;/, 'and clears the cookie')
+    t.same((await app.inject({ url: '/me', cookies: { xems: fresh } })).json(), { data: null, sandbox: null }, 'the session is gone')
+  })
+
+  t.test('a sign-in (xLink) that loses to a concurrent regenerate opens its own session and leaves the migrated one', async (t) => {
+    const { app, next } = await buildApp(await makeStore(t))
+    t.teardown(async () => { await app.close() })
+    const token = cookieTokenOf(await app.inject({ method: 'POST', url: '/login' }))
+    const slowGate = next()
+    const link = app.inject({ method: 'POST', url: '/slow-link', cookies: { xems: token } })
+    await slowGate.entered
+    const fresh = cookieTokenOf(await app.inject({ method: 'POST', url: '/signin', cookies: { xems: token } }))
+    slowGate.release()
+    const linked = await link
+    t.equal(linked.statusCode, 200, 'the sign-in goes on')
+    const own = cookieTokenOf(linked)
+    t.same((await app.inject({ url: '/me', cookies: { xems: own } })).json().data, { user: 'another' }, 'with a session of its own')
+    t.same((await app.inject({ url: '/me', cookies: { xems: fresh } })).json().data, { user: 'victim', signedIn: true },
+      'and the migrated session, not its to end, lives on')
+  })
 
   t.test('a slow request with nothing to save keeps its answer across a concurrent regenerate, and sends no token', async (t) => {
     const { app, next } = await buildApp(await makeStore(t))

@@ -2,8 +2,9 @@ import { PRELUDE } from './common.js'
 import { defineScript } from './define.js'
 
 /**
- * Ends a session. Returns {1, uk|nil} when a session ended, else {0}. With `checked` (a request's logout),
- * only if the presented token may still write to it: rotation.ts commitChain, as the commit script has it.
+ * Ends a session. Returns {1, uk|nil} when a session ended, {0} when there was none, {2} when `checked` (a
+ * request's logout) and the presented token may no longer write to it (rotation.ts commitChain, as the
+ * commit script has it): nothing is changed.
  */
 export const destroy = defineScript({
   prelude: PRELUDE,
@@ -32,7 +33,7 @@ if checked and tokenKey ~= v[4] then
     end
   end
   if not found then may = migrations >= 0 and (tonumber(v[6]) or 0) == migrations end
-  if not may then return { 0 } end
+  if not may then return { 2 } end
 end
 redis.call('DEL', key)
 return { 1, v[3] }
