@@ -79,7 +79,8 @@ async function buildApp (store: SessionStore, clock?: () => number): Promise<{ a
   })
   app.post('/slow-link', async (_request, reply) => {
     await current.wait()
-    await reply.xLink({ user: 'another' })
+    const data: Record<string, unknown> = { user: 'another' }
+    await reply.xLink(data)
     return { ok: true }
   })
   app.get('/me', async (request) => ({ data: request.session?.data ?? null, sandbox: request.session?.sandbox ?? null }))
