@@ -48,7 +48,12 @@ type Mode =
 export class XemsSession<Data = Record<string, unknown>> {
   #publicId: string | null = null
   sandbox: string
-  data: Data
+  /**
+   * The session data, decoded from the store's text the first time this request reads it (or replaced
+   * when it assigns it): a request that never touches `data` decodes nothing and diffs nothing at its end.
+   */
+  #data: Data | undefined
+  #dataLoaded = false
   userId?: string | undefined
   readonly createdAt: number
   /** When the session ends if unused (idle timeout or absolute cap, whichever is first). */
@@ -83,19 +88,32 @@ export class XemsSession<Data = Record<string, unknown>> {
     this.#engine = engine
     this.#recordId = stored.id
     this.sandbox = stored.sandbox
-    // The stored data as loaded, reserved keys included: diffData leaves those to this class.
-    this.data = decodeData(stored.data) as Data
     this.#device = decodeSharedDevice(stored.data[DEVICE_KEY])
     this.#binding = decodeBinding(stored.data[BINDING_KEY])
     if (stored.userId !== undefined) this.userId = stored.userId
     this.createdAt = stored.createdAt
     this.absoluteExpiresAt = stored.absoluteExpiresAt
     this.expiresAt = Math.min(stored.lastSeenAt + stored.idleTtl, stored.absoluteExpiresAt)
+    // The stored data as loaded, reserved keys included: diffData leaves those to this class.
     this.#original = stored.data
     this.#mode = mode
     this.#presented = presented
     this.#migrations = stored.migrations
     this.#token = currentToken
+  }
+
+  /** The session data (typed): change it freely; the top-level keys this request changed are saved at its end. */
+  get data (): Data {
+    if (!this.#dataLoaded) {
+      this.#data = decodeData(this.#original) as Data
+      this.#dataLoaded = true
+    }
+    return this.#data!
+  }
+
+  set data (value: Data) {
+    this.#data = value
+    this.#dataLoaded = true
   }
 
   /** The session's public id, stable for its whole life: for logs and device lists. It opens nothing. */
@@ -225,7 +243,8 @@ export class XemsSession<Data = Record<string, unknown>> {
   async finish (options: FinishOptions): Promise<Outcome> {
     if (this.#mode === 'destroyed') return { action: 'clear' }
     if (this.#mode === 'lost') return { action: 'keep' }
-    let patch = diffData(this.#original, this.data as Record<string, unknown>)
+    // Data never read nor assigned by this request is unchanged: nothing to compare.
+    let patch = this.#dataLoaded ? diffData(this.#original, this.#data as Record<string, unknown>) : null
     assertNoReservedKey(patch)
     if (this.#deviceDirty && this.#device !== null) {
       patch ??= Object.create(null) as Record<string, string | null>

@@ -100,6 +100,36 @@ t.test('an error response still rotates, and the data the handler set before fai
   t.same(me.json().data, { user: 'ada', beforeBoom: true })
 })
 
+t.test('data is read from the store when the request first reads it: untouched data is kept as is, an assigned object is saved', async (t) => {
+  const { app } = await buildApp()
+  app.post('/replace', async (request) => {
+    request.session!.data = { replaced: true }
+    return { same: request.session!.data === request.session!.data }
+  })
+  app.get('/read-twice', async (request) => {
+    const first = request.session!.data
+    first.seen = 1
+    return { same: request.session!.data === first }
+  })
+  t.teardown(async () => { await app.close() })
+  let token = await login(app, { data: { user: 'ada', cart: [1, 2] } })
+  for (let i = 0; i < 3; i++) {
+    // /public never reads data: the request rotates and its end writes nothing over the data.
+    const untouched = await app.inject({ url: '/public', cookies: { xems: token } })
+    t.same(untouched.json(), { sandbox: 'auth-active' })
+    token = setCookieToken(untouched)!
+  }
+  t.same((await app.inject({ url: '/me', cookies: { xems: token } })).json().data, { user: 'ada', cart: [1, 2] }, 'every key kept')
+  const twice = await app.inject({ url: '/read-twice', cookies: { xems: token } })
+  t.same(twice.json(), { same: true }, 'reads of one request share one object')
+  token = setCookieToken(twice)!
+  t.same((await app.inject({ url: '/me', cookies: { xems: token } })).json().data, { user: 'ada', cart: [1, 2], seen: 1 }, 'and its change is saved')
+  const replaced = await app.inject({ method: 'POST', url: '/replace', cookies: { xems: token } })
+  t.same(replaced.json(), { same: true })
+  token = setCookieToken(replaced)!
+  t.same((await app.inject({ url: '/me', cookies: { xems: token } })).json().data, { replaced: true }, 'an assigned object replaces the data')
+})
+
 t.test('autoRotation: false keeps the token and sends no cookie when nothing changed', async (t) => {
   const { app } = await buildApp({ autoRotation: false })
   t.teardown(async () => { await app.close() })
