@@ -103,8 +103,9 @@ t.test('an error response still rotates, and the data the handler set before fai
 t.test('data is read from the store when the request first reads it: untouched data is kept as is, an assigned object is saved', async (t) => {
   const { app } = await buildApp()
   app.post('/replace', async (request) => {
-    request.session!.data = { replaced: true }
-    return { same: request.session!.data === request.session!.data }
+    const replacement = { replaced: true }
+    request.session!.data = replacement
+    return { same: request.session!.data === replacement }
   })
   app.get('/read-twice', async (request) => {
     const first = request.session!.data
