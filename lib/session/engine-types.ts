@@ -79,5 +79,7 @@ export interface PresentedToken extends ParsedToken {
 /** What a token opened to. `token` is the token the client must use from now on, when known. */
 export type Opened =
   | { status: 'none' }
+  /** A token a migration retired within its deadline (see ResolveResult): no session, no theft signal. */
+  | { status: 'retired' }
   | { status: 'reused', id: string, sandbox: string, userId?: string | undefined, revoked: boolean, device: DeviceInfo | null }
   | { status: 'live' | 'grace', session: StoredSession, presented: PresentedToken, token: string | null }

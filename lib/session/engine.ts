@@ -184,6 +184,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     }
     switch (result.status) {
       case 'none':
+      case 'retired':
         return result
       case 'reused': {
         const reused = {
@@ -333,7 +334,7 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
   async destroySession (token: unknown): Promise<boolean> {
     const opened = await this.open(token)
     if (opened.status !== 'live' && opened.status !== 'grace') return false
-    const presented = { tokenKey: opened.presented.key, migrations: opened.session.migrations }
+    const presented = { tokenKey: opened.presented.key, migrations: opened.session.migrations, now: this.now() }
     return await this.destroyById(opened.session.id, opened.session.sandbox, presented) === true
   }
 

@@ -226,9 +226,18 @@ export class XemsSession<Data = Record<string, unknown>> {
   async destroy (): Promise<void> {
     if (this.#mode === 'destroyed') return
     this.#mode = 'destroyed'
-    const ended = await this.#engine.destroyById(
-      this.#recordId, this.sandbox, { tokenKey: this.#presented.key, migrations: this.#migrations }
-    )
+    let ended: boolean | 'retired'
+    try {
+      ended = await this.#engine.destroyById(
+        this.#recordId, this.sandbox, { tokenKey: this.#presented.key, migrations: this.#migrations, now: this.#engine.now() }
+      )
+    } catch (err) {
+      // The store did not confirm (an outage: a timeout, a lost connection): the session may live on, so
+      // the response must not clear the cookie, or the user could never sign it out. Nothing is sent
+      // about the token; the session is unusable for the rest of this request.
+      this.#mode = 'lost'
+      throw err
+    }
     if (ended === 'retired') {
       this.#mode = 'lost'
       throw xemsError('FST_XEMS_NO_SESSION')

@@ -121,8 +121,14 @@ export interface ResolveInput {
 }
 
 export type ResolveResult =
-  /** No such session, another sandbox, or a token retired by a migration within its window. */
+  /** No such session, or another sandbox. */
   | { status: 'none' }
+  /**
+   * A token a migration retired, within its deadline: no session for this request, and no theft signal;
+   * the session lives on under a token this one cannot lead to. Nothing changed. (A logout with it is
+   * answered 401, not "signed out": the client may be about to receive the migration's new token.)
+   */
+  | { status: 'retired' }
   /** The token is the session's current one. The session's lastSeenAt is now `now`. */
   | { status: 'live', session: StoredSession }
   /**
@@ -198,6 +204,8 @@ export interface PresentedCheck {
   tokenKey: string
   /** As CommitInput.migrations. */
   migrations?: number | undefined
+  /** The request's clock: a session past its deadline by it is no session (false), whatever the token. */
+  now?: number | undefined
 }
 
 export interface MigrateInput {

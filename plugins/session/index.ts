@@ -34,6 +34,11 @@ interface RequestState {
    * concurrent response (a login, a migration) that carries the client's new token.
    */
   clear: boolean
+  /**
+   * The token was one a migration retired (within its deadline): no session here, but the session lives
+   * on, and the client may be about to receive its new token. A logout then answers 401, not "signed out".
+   */
+  retired: boolean
   /** The response already carries its token outcome (onSend runs again for error responses). */
   done: boolean
   /** Clear-Site-Data to send (xUnlink). */
@@ -110,7 +115,7 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
   })
 
   fastify.addHook('onRequest', async (request: StatefulRequest, reply) => {
-    const state: RequestState = { headerClient: false, clear: false, done: false, clearSiteData: null }
+    const state: RequestState = { headerClient: false, clear: false, retired: false, done: false, clearSiteData: null }
     request[kState] = state
     let presented: string | undefined
     const fromHeader = header === null ? undefined : request.headers[header]
@@ -161,6 +166,8 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
         presented: { userAgent: here.userAgent, browser: here.browser, os: here.os, ...(here.ip === undefined ? {} : { ip: here.ip }) }
       })
       throw xemsError('FST_XEMS_TOKEN_REUSED')
+    } else if (opened.status === 'retired') {
+      state.retired = true
     } else if (opened.status !== 'none') {
       const session = new XemsSession(engine, opened.session, opened.status, opened.presented, opened.token)
       // A binding that does not decode, or whose plugin is not registered here, fails closed.
@@ -265,12 +272,17 @@ async function xemsSessionPlugin (fastify: FastifyInstance, options: XemsSession
   async function xUnlink (this: FastifyReply, unlink: UnlinkOptions = {}): Promise<void> {
     const request = this.request as StatefulRequest
     const siteData = unlink.clearSiteData === undefined ? clearSiteData : checkClearSiteData(unlink.clearSiteData, 'clearSiteData')
+    const state = request[kState]
+    // The request's token was retired by a migration that already ran (another tab's sign-in, a
+    // regenerate): the session lives on, and the browser may store the migration's new token after this
+    // answer. Saying "signed out" (and clearing the cookie) would leave it signed in; 401 says it did not
+    // happen, and the client signs out again with the token it now holds.
+    if (request.session === null && state?.retired === true) throw xemsError('FST_XEMS_NO_SESSION')
     if (request.session !== null) await request.session.destroy()
     request.session = null
     for (const hook of hooks.unlink) hook(this)
     // Whatever happens next, this answer is never cached (it also carries the cookie's removal).
     this.header('cache-control', 'no-store')
-    const state = request[kState]
     if (state != null) {
       state.clear = true
       state.clearSiteData = siteData

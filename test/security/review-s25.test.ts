@@ -2,7 +2,9 @@
  * Review of a6f7107 (a logout that loses to a concurrent migration answers 401 FST_XEMS_NO_SESSION and
  * leaves the cookie alone; store.destroy answers 'retired'; xLink goes on with a session of its own).
  *
- * Findings (failing until fixed):
+ * Findings (each failed on a6f7107; fixed, kept as regression tests: F1 by a resolve answer of its own
+ * for a retired token, `retired`, on which xUnlink answers 401; F2 by the handle leaving the cookie alone
+ * when the store call fails; F3 by PresentedCheck.now, the request's clock, in every store's destroy):
  * - F1: the same race one step later: the logout reaches the server just after the regenerate (or
  *   pending → active) committed, before the browser stored the regenerate's Set-Cookie. Its token is
  *   retired, resolves as "no session", and xUnlink answers 200 and clears the cookie while the session
@@ -187,7 +189,8 @@ async function cases (t: Test, makeStore: (t: Test) => Promise<SessionStore>): P
     t.equal(await migrate(s.id, s.key, { from: 'auth-active', to: 'auth-active', now: t0 + 1 }), true)
     await new Promise((resolve) => setTimeout(resolve, 700))
     // The request was admitted before the deadline; its logout runs after it. There is no session any more.
-    t.equal(await store.destroy(s.id, { tokenKey: s.key, migrations: 0 }), false, 'an ended (expired) session is "none", not "retired"')
+    // As the engine calls it: with the request's clock (PresentedCheck.now).
+    t.equal(await store.destroy(s.id, { tokenKey: s.key, migrations: 0, now: Date.now() }), false, 'an ended (expired) session is "none", not "retired"')
   })
 }
 

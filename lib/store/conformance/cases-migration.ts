@@ -24,8 +24,8 @@ export function registerMigrationCases (test: CaseTest, t0: number): void {
       now: t0 + 2,
       retiredUntil: t0 + 5000
     }), true, 'a rotated token within its window may migrate')
-    same(await resolve(id, key, t0 + 3), { status: 'none' }, 'the first token is retired: no session, and no theft signal')
-    same(await resolve(id, rotatedTo, t0 + 3), { status: 'none' }, 'the token in its window too: grace never crosses a migration')
+    same(await resolve(id, key, t0 + 3), { status: 'retired' }, 'the first token is retired: no session, and no theft signal')
+    same(await resolve(id, rotatedTo, t0 + 3), { status: 'retired' }, 'the token in its window too: grace never crosses a migration')
     const result = await resolve(id, active, t0 + 3, { sandbox: 'auth-active' })
     equal(result.status, 'live')
     if (result.status === 'live') {
@@ -56,8 +56,8 @@ export function registerMigrationCases (test: CaseTest, t0: number): void {
     equal(await migrate(id, key, { from: 'auth-active', to: 'auth-active', newKey: first, retiredUntil: t0 + 5000 }), true)
     const second = newKey()
     equal(await migrate(id, first, { from: 'auth-active', to: 'auth-active', newKey: second, retiredUntil: t0 + 9000 }), true)
-    same(await resolve(id, key, t0 + 4000), { status: 'none' }, 'retired by the first migration, within its own deadline')
-    same(await resolve(id, first, t0 + 8000), { status: 'none' }, 'retired by the second')
+    same(await resolve(id, key, t0 + 4000), { status: 'retired' }, 'retired by the first migration, within its own deadline')
+    same(await resolve(id, first, t0 + 8000), { status: 'retired' }, 'retired by the second')
     equal((await resolve(id, key, t0 + 5000, { revoke: false })).status, 'reused', 'each by its own deadline')
     const keys = [second]
     for (let i = 0; i < MAX_PAST_TOKENS; i++) keys.push(await rotateFrom(id, keys.at(-1)!, t0 + 10 + i))
@@ -80,7 +80,7 @@ export function registerMigrationCases (test: CaseTest, t0: number): void {
     }
     const current = keys.at(-1)!
     for (const [i, retired] of keys.slice(extra, -1).entries()) {
-      same(await resolve(id, retired, t0 + 4000), { status: 'none' }, `kept retired token ${i}: no session`)
+      same(await resolve(id, retired, t0 + 4000), { status: 'retired' }, `kept retired token ${i}: no session`)
     }
     for (const dropped of keys.slice(0, extra)) {
       same(await resolve(id, dropped, t0 + 4000, { revoke: false }), {
@@ -139,7 +139,7 @@ export function registerMigrationCases (test: CaseTest, t0: number): void {
     same({ ...after.session.data }, { ...before.session.data }, 'no patch reached the migrated session')
     equal(after.session.data.x, undefined)
     equal(after.session.userId, 'fx-u')
-    same(await resolve(id, rotated, t0 + 7), { status: 'none' }, 'the retired token is still "no session" within its deadline')
+    same(await resolve(id, rotated, t0 + 7), { status: 'retired' }, 'the retired token is still "no session" within its deadline')
     // The rotation state is unchanged: the new token is still current and rotates.
     const next = newKey()
     same(await commit({ id, tokenKey: active, patch: { ok: '1' }, rotate: next, now: t0 + 8 }),
@@ -200,6 +200,10 @@ export function registerMigrationCases (test: CaseTest, t0: number): void {
     equal(await store.destroy(id, { tokenKey: moved, migrations: 1 }), true, 'its own token ends it')
     same(await resolve(id, moved, t0 + 3), { status: 'none' })
     equal(await store.destroy(id, { tokenKey: moved, migrations: 1 }), false, 'and then there is nothing to end: false, not retired')
+    const late = await create({ absolute: 300 })
+    equal(await migrate(late.id, late.key, { from: 'auth-active', to: 'auth-active', newKey: newKey(), now: t0 + 1 }), true)
+    equal(await store.destroy(late.id, { tokenKey: late.key, migrations: 0, now: t0 + 300 }), false,
+      'a session past its deadline by the request\'s clock is no session (false), whatever the token')
   })
 
   test('migration without data keeps it', async ({ create, resolve, migrate }) => {

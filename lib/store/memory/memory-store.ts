@@ -22,6 +22,7 @@ export type { MemoryStoreOptions, PersistenceOptions, VaultSecret } from './opti
 const NONE: ResolveResult = Object.freeze({ status: 'none' })
 const CURRENT: TokenMatch = Object.freeze({ kind: 'current' })
 const RETIRED: CommitResult = Object.freeze({ status: 'retired' })
+const RETIRED_TOKEN: ResolveResult = Object.freeze({ status: 'retired' })
 
 /**
  * The embedded store: everything lives in this process's memory. Each operation runs as one
@@ -158,7 +159,8 @@ export class MemoryStore implements SessionStore {
       this.#removeSession(input.id, session)
       return NONE
     }
-    if (match.kind === 'retired' || (input.sandbox !== undefined && session.sandbox !== input.sandbox)) return NONE
+    if (match.kind === 'retired') return RETIRED_TOKEN
+    if (input.sandbox !== undefined && session.sandbox !== input.sandbox) return NONE
     seen(session, input.now)
     if (match.kind === 'current') {
       const flags = { seen: session.seen, past: session.past }
@@ -245,7 +247,7 @@ export class MemoryStore implements SessionStore {
   }
 
   #destroy (id: string, presented: PresentedCheck | undefined): boolean | 'retired' {
-    const session = this.#sessions.get(id)
+    const session = presented?.now === undefined ? this.#sessions.get(id) : this.#liveSession(id, presented.now) ?? undefined
     if (session === undefined) return false
     if (presented !== undefined && commitChain(session, presented.tokenKey, presented.migrations) === false) return 'retired'
     this.#removeSession(id, session)

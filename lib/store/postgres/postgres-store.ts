@@ -22,6 +22,7 @@ export { POSTGRES_SEAL_PURPOSE } from './sealing.js'
 const SWEEP_MAX_BATCHES = 20
 
 const NONE: ResolveResult = Object.freeze({ status: 'none' })
+const RETIRED_TOKEN: ResolveResult = Object.freeze({ status: 'retired' })
 
 /**
  * Sessions, values and counters in PostgreSQL through a `pg` Pool you supply.
@@ -163,7 +164,8 @@ export class PostgresStore implements SessionStore {
         defer(this.#sql.deleteSession, [input.id])
         return NONE
       }
-      if (match.kind === 'retired' || (input.sandbox !== undefined && row.sandbox !== input.sandbox)) return NONE
+      if (match.kind === 'retired') return RETIRED_TOKEN
+      if (input.sandbox !== undefined && row.sandbox !== input.sandbox) return NONE
       const data = this.#sealing.openData(input.id, row.data)
       if (data === null) return NONE
       const presented = match.kind === 'current' && markPresented(state, input.now, input.gracePeriod)
@@ -248,6 +250,10 @@ export class PostgresStore implements SessionStore {
       const { rows } = await query<SessionRow>(this.#sql.lockSession, [id])
       const row = rows[0]
       if (row === undefined) return false
+      if (presented.now !== undefined && int(row.expires_at) <= presented.now) {
+        await query(this.#sql.deleteSession, [id])
+        return false
+      }
       const loaded = loadedOf(row, this.#sealing)
       if (loaded !== null && commitChain(loaded.state, presented.tokenKey, presented.migrations) === false) return 'retired'
       const { rowCount } = await query(this.#sql.deleteSession, [id])

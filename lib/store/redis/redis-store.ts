@@ -22,6 +22,7 @@ export type { RedisStoreOptions, RedisStoreSecret } from './options.js'
 const COMMAND_PREFIX = `xemsRedisF${REDIS_FORMAT_VERSION}`
 
 const NONE: ResolveResult = Object.freeze({ status: 'none' })
+const RETIRED_TOKEN: ResolveResult = Object.freeze({ status: 'retired' })
 
 /**
  * Sessions, values and counters in Redis (standalone, Sentinel or Cluster) through a client you supply.
@@ -141,6 +142,7 @@ export class RedisStore implements SessionStore {
       if (uk !== null) await unindex(this.#parts, uk.toString('latin1'), id)
       return NONE
     }
+    if (status === 5) return RETIRED_TOKEN
     if (status !== 1 && status !== 2) return NONE
     const opened = this.#sealer.openSession(id, list(reply[1]), input.now)
     if (opened === null) return NONE
@@ -232,7 +234,8 @@ export class RedisStore implements SessionStore {
       key: this.#keys.session(id),
       checked: presented !== undefined,
       tokenKey: presented === undefined ? '' : keyArg(presented.tokenKey),
-      migrations: presented !== undefined && Number.isSafeInteger(presented.migrations) ? presented.migrations! : -1
+      migrations: presented !== undefined && Number.isSafeInteger(presented.migrations) ? presented.migrations! : -1,
+      now: presented !== undefined && Number.isSafeInteger(presented.now) ? presented.now! : -1
     }))
     const status = num(reply[0])
     if (status === 2) return 'retired'

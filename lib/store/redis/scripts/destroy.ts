@@ -4,7 +4,7 @@ import { defineScript } from './define.js'
 /**
  * Ends a session. Returns {1, uk|nil} when a session ended, {0} when there was none, {2} when `checked` (a
  * request's logout) and the presented token may no longer write to it (rotation.ts commitChain, as the
- * commit script has it): nothing is changed.
+ * commit script has it): nothing is changed. With `now`, a session past its deadline is none ({0}, its key dropped).
  */
 export const destroy = defineScript({
   prelude: PRELUDE,
@@ -15,11 +15,20 @@ export const destroy = defineScript({
     /** the presented token's key (when checked) */
     tokenKey: 'text',
     /** the session's migration count when the request was admitted, or -1 when unknown */
-    migrations: 'number'
+    migrations: 'number',
+    /** the request's clock (when checked), or -1: a session past its deadline by it is none */
+    now: 'number'
   },
   body: `
-local v = redis.call('HMGET', key, 'sb', 'x', 'uk', 'k', 'p', 'g')
+local v = redis.call('HMGET', key, 'sb', 'x', 'uk', 'k', 'p', 'g', 'ls', 'it', 'ax')
 if not v[1] or v[2] then return { 0 } end
+if now >= 0 then
+  local s = times(v[7], v[8], v[9], nil)
+  if s == nil or deadline(s) <= now then
+    redis.call('DEL', key)
+    return { 0 }
+  end
+end
 if checked and tokenKey ~= v[4] then
   local p = v[5] or ''
   local n = pastCount(p)

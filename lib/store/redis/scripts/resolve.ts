@@ -3,7 +3,8 @@ import { defineScript } from './define.js'
 
 /**
  * Resolves a token on the session's hash. Returns {0} none | {1, all} live | {2, all, chain} grace |
- * {3, sandbox, u|nil, revoked, uk|nil, device field|nil} reused | {4, uk|nil} ended quietly (stale),
+ * {3, sandbox, u|nil, revoked, uk|nil, device field|nil} reused | {4, uk|nil} ended quietly (stale) |
+ * {5} a token a migration retired (nothing changed),
  * where all is the session hash as HGETALL read it (before this script's own writes).
  */
 export const resolve = defineScript({
@@ -56,7 +57,7 @@ else
     end
   end
 end
-if kind == 'retired' then return { 0 } end
+if kind == 'retired' then return { 5 } end
 if kind == 'stale' then
   redis.call('DEL', key)
   return { 4, h.uk or false }
