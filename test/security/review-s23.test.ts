@@ -302,7 +302,7 @@ for (const [name, factory] of stores) {
     const current = await regenerate(await rotations(second))
     t.ok(now - t0 < GRACE, `all within ${now - t0} ms`)
     // A request sent with the very first token (2 s ago), still in flight, arrives now.
-    t.equal(await resolve(first), 'none', 'a token retired within unseenWindow answers "no session", not the theft signal')
+    t.equal(await resolve(first), 'retired', 'a token retired within unseenWindow answers "no session" (retired), not the theft signal')
     t.equal(await resolve(current), 'live', 'and the session lives')
     // After its deadline the same token is the theft signal, as any retired token is.
     now = t0 + WINDOW + 1_000

@@ -178,7 +178,7 @@ t.test('a damaged vault gives a clean start-up error, or the written state minus
     { name: 'nothing', answers: ['none', 'none', 'none'] },
     { name: 'created', answers: ['live', 'reused', 'reused'] },
     { name: 'rotated', answers: ['grace', 'live', 'reused'] },
-    { name: 'migrated', answers: ['none', 'none', 'live'] }
+    { name: 'migrated', answers: ['retired', 'retired', 'live'] }
   ]
   /** The session's answers, or a description of what is wrong with them. */
   const probeSession = async (store: MemoryStore): Promise<string> => {

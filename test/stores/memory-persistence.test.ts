@@ -158,9 +158,9 @@ t.test('a restart keeps sessions and their rotation state: current token, seen f
   t.equal((await resolve(s2, x, now + 4999)).status, 'grace')
   t.same(await resolve(s2, x, now + 5000, { revoke: true }), { status: 'none' }, 'past its window, y never presented: no session, no theft signal')
   t.same(await resolve(s2, y, now + 5001), { status: 'none' }, 'and the session ended quietly: y opens nothing either')
-  // s3: retired tokens answer none until retiredUntil, the migrated session lives, its user index is rebuilt.
-  t.same(await resolve(s3, p0, now + 4999, { revoke: true }), { status: 'none' })
-  t.same(await resolve(s3, p1, now + 4999, { revoke: true }), { status: 'none' })
+  // s3: retired tokens answer retired (no session, no theft signal) until retiredUntil, the migrated session lives, its user index is rebuilt.
+  t.same(await resolve(s3, p0, now + 4999, { revoke: true }), { status: 'retired' })
+  t.same(await resolve(s3, p1, now + 4999, { revoke: true }), { status: 'retired' })
   t.same(await store.commit({ id: s3, tokenKey: p1, patch: null, rotate: { newKey: newKey(), box: newBox(), unseenWindow: 600_000 }, now: now + 4999 }),
     { status: 'retired' }, 'an in-flight commit with a retired token learns no token and writes nothing')
   t.equal(await store.migrate({
@@ -240,9 +240,9 @@ t.test('a token rotated long ago is still the theft signal after restarts and co
   await store.close()
   store = await MemoryStore.open(options(dir))
   t.same(
-    await store.resolve({ id, tokenKey: keys.at(-1)!, now: now + 1, gracePeriod: 2000, revokeOnReuse: true }), { status: 'none' }, 'the token the migration replaced is retired'
+    await store.resolve({ id, tokenKey: keys.at(-1)!, now: now + 1, gracePeriod: 2000, revokeOnReuse: true }), { status: 'retired' }, 'the token the migration replaced is retired'
   )
-  t.same(await store.resolve({ id, tokenKey: keys.at(-2)!, now: now + 1, gracePeriod: 2000, revokeOnReuse: true }), { status: 'none' }, 'and so is the one within its window')
+  t.same(await store.resolve({ id, tokenKey: keys.at(-2)!, now: now + 1, gracePeriod: 2000, revokeOnReuse: true }), { status: 'retired' }, 'and so is the one within its window')
   t.same(await store.resolve({
     id, tokenKey: keys[10]!, now: now + 1, gracePeriod: 2000, revokeOnReuse: false
   }), { status: 'reused', id, sandbox: 'auth-active', userId: 'u9', revoked: false }, 'an old one stays the theft signal')

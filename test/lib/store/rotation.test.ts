@@ -221,7 +221,7 @@ t.test(`the same through MemoryStore: regenerating after ${MAX_PAST_TOKENS} quic
     true
   )
   const concurrent = await store.resolve({ id, tokenKey: current, now: now + 5, gracePeriod: GRACE, revokeOnReuse: true })
-  t.same(concurrent, { status: 'none' }, 'a concurrent request with the replaced token finds no session')
+  t.same(concurrent, { status: 'retired' }, 'a concurrent request with the replaced token finds no session (retired: no theft signal)')
   t.equal((await store.resolve({ id, tokenKey: 'regenerated', now: now + 10, gracePeriod: GRACE, revokeOnReuse: true })).status, 'live',
     'and the regenerated session is alive')
 })
