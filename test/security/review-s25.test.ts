@@ -21,26 +21,12 @@
  * logout with the new token ends it); the lost xLink; store.destroy's three answers agree across stores;
  * the engine API's destroySession; the MFA pending → active race against a logout.
  */
-import { randomBytes } from 'node:crypto'
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
 import { MemoryStore, type SessionStore, xemsSession } from '../../index.js'
-import { PostgresStore } from '../../lib/store/postgres/postgres-store.js'
-import { RedisStore } from '../../lib/store/redis/redis-store.js'
 import { contextOf, newKey } from '../../lib/store/conformance/context.js'
+import { gate, type Gate, type MakeStore, onEveryStore } from '../each-store.js'
 import { setCookieToken } from '../helpers.js'
-import { connectPool, dropSchema, newSchema } from '../postgres/pg-helpers.js'
-import { connect, deleteUnder, newPrefix } from '../redis/redis-helpers.js'
-
-interface Gate { entered: Promise<void>, release: () => void }
-
-function gate (): { gate: Gate, wait: () => Promise<void> } {
-  let entered!: () => void
-  let release!: () => void
-  const enteredP = new Promise<void>((resolve) => { entered = resolve })
-  const released = new Promise<void>((resolve) => { release = resolve })
-  return { gate: { entered: enteredP, release }, wait: async () => { entered(); await released } }
-}
 
 async function buildApp (store: SessionStore): Promise<{ app: FastifyInstance, next: () => Gate }> {
   const app = Fastify()
@@ -90,7 +76,7 @@ function tokenOf (response: LightMyRequestResponse): string {
 
 const clears = (response: LightMyRequestResponse): boolean => /(^|,\s*)xems=;/.test(String(response.headers['set-cookie'] ?? ''))
 
-async function cases (t: Test, makeStore: (t: Test) => Promise<SessionStore>): Promise<void> {
+async function cases (t: Test, makeStore: MakeStore): Promise<void> {
   for (const [name, sandbox, migrateUrl] of [['regenerate()', 'auth-active', '/signin'], ['pending → active (migrate)', 'otp-pending', '/mfa']] as const) {
     t.test(`F1: a logout arriving just after a concurrent ${name} committed (its Set-Cookie not yet stored) does not claim it signed out`, async (t) => {
       const { app } = await buildApp(await makeStore(t))
@@ -222,35 +208,4 @@ for (const url of ['/logout', '/slow-link'] as const) {
   })
 }
 
-t.test('MemoryStore', async (t) => {
-  await cases(t, async (t) => {
-    const store = new MemoryStore()
-    t.teardown(async () => { await store.close() })
-    return store
-  })
-})
-
-const redis = await connect()
-t.test('RedisStore', { skip: typeof redis === 'string' ? redis : false }, async (t) => {
-  if (typeof redis === 'string') return
-  t.teardown(() => { redis.disconnect() })
-  await cases(t, async (t) => {
-    const prefix = newPrefix()
-    const store = new RedisStore({ client: redis, prefix, secret: randomBytes(32) })
-    t.teardown(async () => { await store.close(); await deleteUnder(redis, prefix) })
-    return store
-  })
-})
-
-const pool = await connectPool()
-t.test('PostgresStore', { skip: typeof pool === 'string' ? pool : false }, async (t) => {
-  if (typeof pool === 'string') return
-  t.teardown(async () => { await pool.end() })
-  await cases(t, async (t) => {
-    const schema = newSchema()
-    const store = new PostgresStore({ pool, secret: randomBytes(32), schema, sweepInterval: 0 })
-    await store.migrate()
-    t.teardown(async () => { await store.close(); await dropSchema(pool, schema) })
-    return store
-  })
-})
+await onEveryStore(t, cases)

@@ -6,30 +6,11 @@
  * it would sign it out). A slow request with nothing to save keeps its answer. A logout that loses the race
  * ends nothing and says so (401, the cookie kept); a sign-in that loses it opens its own session. On all three stores.
  */
-import { randomBytes } from 'node:crypto'
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
 import { MemoryStore, type SessionStore, xemsSession } from '../../../index.js'
-import { PostgresStore } from '../../../lib/store/postgres/postgres-store.js'
-import { RedisStore } from '../../../lib/store/redis/redis-store.js'
+import { gate, type Gate, type MakeStore, onEveryStore } from '../../each-store.js'
 import { setCookieToken } from '../../helpers.js'
-import { connectPool, dropSchema, newSchema } from '../../postgres/pg-helpers.js'
-import { connect, deleteUnder, newPrefix } from '../../redis/redis-helpers.js'
-
-/** A handler that waits, in flight, until the test lets it go on. */
-interface Gate {
-  /** Resolves once a slow handler is waiting. */
-  entered: Promise<void>
-  release: () => void
-}
-
-function gate (): { gate: Gate, wait: () => Promise<void> } {
-  let entered!: () => void
-  let release!: () => void
-  const enteredP = new Promise<void>((resolve) => { entered = resolve })
-  const released = new Promise<void>((resolve) => { release = resolve })
-  return { gate: { entered: enteredP, release }, wait: async () => { entered(); await released } }
-}
 
 async function buildApp (store: SessionStore, clock?: () => number): Promise<{ app: FastifyInstance, next: () => Gate }> {
   const app = Fastify()
@@ -93,7 +74,7 @@ function cookieTokenOf (response: LightMyRequestResponse): string {
   return token
 }
 
-async function cases (t: Test, makeStore: (t: Test) => Promise<SessionStore>): Promise<void> {
+async function cases (t: Test, makeStore: MakeStore): Promise<void> {
   for (const [name, login, signin, expected] of [
     ['regenerate()', 'auth-active', '/signin', { data: { user: 'victim', signedIn: true }, sandbox: 'auth-active' }],
     ['pending → active (migrate)', 'otp-pending', '/mfa', { data: { user: 'victim', signedIn: true }, sandbox: 'auth-active' }]
@@ -247,35 +228,4 @@ t.test('a slow write admitted right after a migration, whose token is pruned whi
   t.same((await app.inject({ url: '/me', cookies: { xems: c } })).json().data, { user: 'victim', signedIn: true, x: 'attacker' }, 'its write was saved')
 })
 
-t.test('MemoryStore', async (t) => {
-  await cases(t, async (t) => {
-    const store = new MemoryStore()
-    t.teardown(async () => { await store.close() })
-    return store
-  })
-})
-
-const redis = await connect()
-t.test('RedisStore', { skip: typeof redis === 'string' ? redis : false }, async (t) => {
-  if (typeof redis === 'string') return
-  t.teardown(() => { redis.disconnect() })
-  await cases(t, async (t) => {
-    const prefix = newPrefix()
-    const store = new RedisStore({ client: redis, prefix, secret: randomBytes(32) })
-    t.teardown(async () => { await store.close(); await deleteUnder(redis, prefix) })
-    return store
-  })
-})
-
-const pool = await connectPool()
-t.test('PostgresStore', { skip: typeof pool === 'string' ? pool : false }, async (t) => {
-  if (typeof pool === 'string') return
-  t.teardown(async () => { await pool.end() })
-  await cases(t, async (t) => {
-    const schema = newSchema()
-    const store = new PostgresStore({ pool, secret: randomBytes(32), schema, sweepInterval: 0 })
-    await store.migrate()
-    t.teardown(async () => { await store.close(); await dropSchema(pool, schema) })
-    return store
-  })
-})
+await onEveryStore(t, cases)
