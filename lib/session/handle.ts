@@ -49,9 +49,12 @@ export class XemsSession<Data = Record<string, unknown>> {
   #publicId: string | null = null
   sandbox: string
   /**
-   * The session data, decoded from the store's text the first time this request reads it (or replaced
-   * when it assigns it): a request that never touches `data` decodes nothing and diffs nothing at its end.
+   * The session data (typed): change it freely; the top-level keys this request changed are saved at its
+   * end. Decoded from the store's text the first time the request reads it (or replaced when it assigns
+   * it), so a request that never touches it decodes nothing and diffs nothing. An own enumerable accessor
+   * (DATA below), as a plain field would be: JSON, spreads and Object.keys of the session carry it.
    */
+  declare data: Data
   #data: Data | undefined
   #dataLoaded = false
   userId?: string | undefined
@@ -88,6 +91,7 @@ export class XemsSession<Data = Record<string, unknown>> {
     this.#engine = engine
     this.#recordId = stored.id
     this.sandbox = stored.sandbox
+    Object.defineProperty(this, 'data', XemsSession.#DATA)
     this.#device = decodeSharedDevice(stored.data[DEVICE_KEY])
     this.#binding = decodeBinding(stored.data[BINDING_KEY])
     if (stored.userId !== undefined) this.userId = stored.userId
@@ -102,18 +106,21 @@ export class XemsSession<Data = Record<string, unknown>> {
     this.#token = currentToken
   }
 
-  /** The session data (typed): change it freely; the top-level keys this request changed are saved at its end. */
-  get data (): Data {
-    if (!this.#dataLoaded) {
-      this.#data = decodeData(this.#original) as Data
+  /** The accessor of `data`, one pair for every session (so they share their shape). */
+  static readonly #DATA: PropertyDescriptor = {
+    enumerable: true,
+    configurable: false,
+    get (this: XemsSession): unknown {
+      if (!this.#dataLoaded) {
+        this.#data = decodeData(this.#original)
+        this.#dataLoaded = true
+      }
+      return this.#data
+    },
+    set (this: XemsSession, value: unknown): void {
+      this.#data = value as Record<string, unknown>
       this.#dataLoaded = true
     }
-    return this.#data!
-  }
-
-  set data (value: Data) {
-    this.#data = value
-    this.#dataLoaded = true
   }
 
   /** The session's public id, stable for its whole life: for logs and device lists. It opens nothing. */

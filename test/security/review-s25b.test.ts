@@ -2,7 +2,8 @@
  * Review s25b of 4e41e0d (resolve answers 'retired'; destroy answers true / false / 'retired'; lazy
  * request.session.data).
  *
- * Finding (failing):
+ * Finding (failed on 4e41e0d; fixed: `data` is an own enumerable accessor of each session, one shared
+ * descriptor; kept as a regression test):
  * - L1: `request.session.data` became a prototype accessor (lazy decode): `JSON.stringify(request.session)`,
  *   `{ ...request.session }`, `Object.keys` / `Object.assign` / `structuredClone`-like copies no longer carry
  *   the session data (before 86fe825 it was an own enumerable property). A handler that answers
