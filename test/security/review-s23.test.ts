@@ -20,6 +20,7 @@ import { generateToken } from '../../lib/crypto/random-token.js'
 import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session/token.js'
 import { MAX_PAST_TOKENS } from '../../lib/store/contract.js'
 import { buildApp, login, setCookieToken, type Clock } from '../helpers.js'
+import { gate as heldGate } from '../each-store.js'
 import { after, get, reuseLogged, reviewStores, type StoreFactory } from './review-helpers.js'
 
 const GRACE = 10_000
@@ -50,21 +51,13 @@ function wrap (inner: SessionStore, around: Partial<Record<keyof SessionStore, (
 async function build (t: Test, factory: StoreFactory, wrapStore?: (store: SessionStore) => SessionStore): Promise<Ctx> {
   const { store, close } = factory()
   const { app, clock, logs } = await buildApp({ store: wrapStore === undefined ? store : wrapStore(store) })
-  let release!: () => void
-  let entered!: () => void
-  const gate = {
-    entered: new Promise<void>((resolve) => { entered = resolve }),
-    release: () => { release() }
-  }
-  const open = new Promise<void>((resolve) => { release = resolve })
+  const { gate, wait } = heldGate()
   app.get('/slow', async () => {
-    entered()
-    await open
+    await wait()
     return { ok: true }
   })
   app.post<{ Body: { key: string, value: unknown } }>('/slow-write', async (request) => {
-    entered()
-    await open
+    await wait()
     if (request.session !== null) request.session.data[request.body.key] = request.body.value
     return { ok: true }
   })

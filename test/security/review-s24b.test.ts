@@ -39,6 +39,7 @@ import t, { type Test } from 'tap'
 import { type SessionStore, type XemsSessionOptions } from '../../index.js'
 import { parseSessionToken, recordIdOf, secretKeyOf } from '../../lib/session/token.js'
 import { buildApp, login, setCookieToken, type Clock } from '../helpers.js'
+import { gate as heldGate } from '../each-store.js'
 import { after, get, reviewStores, type StoreFactory } from './review-helpers.js'
 
 const WINDOW = 600_000 // the default unseenWindow
@@ -54,30 +55,21 @@ interface Instance {
 
 async function instance (t: Test, store: SessionStore, options: XemsSessionOptions = {}): Promise<Instance> {
   const { app, clock } = await buildApp({ store, ...options })
-  let release!: () => void
-  let entered!: () => void
-  const gate = {
-    entered: new Promise<void>((resolve) => { entered = resolve }),
-    release: () => { release() }
-  }
-  const open = new Promise<void>((resolve) => { release = resolve })
+  const { gate, wait } = heldGate()
   // A handler that takes long: for an attacker, any route whose request they can keep in flight (a slow
   // upload after onRequest resolved the session, a long poll) and that writes session data.
   app.post<{ Body: { key: string, value: unknown } }>('/slow-write', async (request) => {
-    entered()
-    await open
+    await wait()
     if (request.session !== null) request.session.data[request.body.key] = request.body.value
     return { ok: true }
   })
   app.post('/slow-logout', async (request, reply) => {
-    entered()
-    await open
+    await wait()
     await reply.xUnlink()
     return { ok: true }
   })
   app.post('/slow-link', async (request, reply) => {
-    entered()
-    await open
+    await wait()
     await reply.xLink({ cart: ['mallory'] })
     return { ok: true }
   })
