@@ -71,6 +71,18 @@ export function setCookieToken (response: LightMyRequestResponse, name = 'xems')
   return response.cookies.find((cookie) => cookie.name === name)?.value
 }
 
+/** The session token a 200 response set; throws (with the status and body) when it set none. */
+export function issuedToken (response: LightMyRequestResponse): string {
+  const token = setCookieToken(response)
+  if (response.statusCode !== 200 || token === undefined || token === '') throw new Error(`no token: ${response.statusCode} ${response.body}`)
+  return token
+}
+
+/** Whether a response clears the session cookie. */
+export function clearsSessionCookie (response: LightMyRequestResponse): boolean {
+  return /(^|,\s*)xems=;/.test(String(response.headers['set-cookie'] ?? ''))
+}
+
 export function setCookieHeader (response: LightMyRequestResponse): string {
   const header = response.headers['set-cookie']
   return Array.isArray(header) ? header.join('\n') : header ?? ''

@@ -21,12 +21,12 @@
  * logout with the new token ends it); the lost xLink; store.destroy's three answers agree across stores;
  * the engine API's destroySession; the MFA pending → active race against a logout.
  */
-import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import { MemoryStore, type SessionStore, xemsSession } from '../../index.js'
 import { contextOf, newKey } from '../../lib/store/conformance/context.js'
 import { gate, type Gate, type MakeStore, onEveryStore } from '../each-store.js'
-import { setCookieToken } from '../helpers.js'
+import { clearsSessionCookie, issuedToken } from '../helpers.js'
 
 async function buildApp (store: SessionStore): Promise<{ app: FastifyInstance, next: () => Gate }> {
   const app = Fastify()
@@ -68,39 +68,31 @@ async function buildApp (store: SessionStore): Promise<{ app: FastifyInstance, n
   return { app, next }
 }
 
-function tokenOf (response: LightMyRequestResponse): string {
-  const token = setCookieToken(response)
-  if (response.statusCode !== 200 || token === undefined || token === '') throw new Error(`no token: ${response.statusCode} ${response.body}`)
-  return token
-}
-
-const clears = (response: LightMyRequestResponse): boolean => /(^|,\s*)xems=;/.test(String(response.headers['set-cookie'] ?? ''))
-
 async function cases (t: Test, makeStore: MakeStore): Promise<void> {
   for (const [name, sandbox, migrateUrl] of [['regenerate()', 'auth-active', '/signin'], ['pending → active (migrate)', 'otp-pending', '/mfa']] as const) {
     t.test(`F1: a logout arriving just after a concurrent ${name} committed (its Set-Cookie not yet stored) does not claim it signed out`, async (t) => {
       const { app } = await buildApp(await makeStore(t))
       t.teardown(async () => { await app.close() })
-      const token = tokenOf(await app.inject({ method: 'POST', url: '/login', body: { sandbox } }))
+      const token = issuedToken(await app.inject({ method: 'POST', url: '/login', body: { sandbox } }))
       // Tab 1's request migrates the session; its response (the new token) is still on its way to the browser.
-      const fresh = tokenOf(await app.inject({ method: 'POST', url: migrateUrl, cookies: { xems: token } }))
+      const fresh = issuedToken(await app.inject({ method: 'POST', url: migrateUrl, cookies: { xems: token } }))
       // Tab 2's logout, sent with the cookie the browser still holds.
       const logout = await app.inject({ method: 'POST', url: '/logout', cookies: { xems: token } })
       const me = await app.inject({ url: '/me', cookies: { xems: fresh } })
       t.same(me.json().data, { user: 'u', signedIn: true }, 'the migrated session lives on (nothing ended it)')
       // …and the browser is about to store `fresh` (the migration's Set-Cookie arrives last): signed in.
       t.equal(logout.statusCode, 401, 'so the logout must not answer 200 ("signed out")')
-      t.notOk(clears(logout), 'nor clear the cookie as if it had signed out')
+      t.notOk(clearsSessionCookie(logout), 'nor clear the cookie as if it had signed out')
     })
 
     t.test(`held: a logout in flight across a concurrent ${name}: 401, cookie kept; the new token signs out`, async (t) => {
       const { app, next } = await buildApp(await makeStore(t))
       t.teardown(async () => { await app.close() })
-      const token = tokenOf(await app.inject({ method: 'POST', url: '/login', body: { sandbox } }))
+      const token = issuedToken(await app.inject({ method: 'POST', url: '/login', body: { sandbox } }))
       const g = next()
       const slow = app.inject({ method: 'POST', url: '/slow-logout', cookies: { xems: token } })
       await g.entered
-      const fresh = tokenOf(await app.inject({ method: 'POST', url: migrateUrl, cookies: { xems: token } }))
+      const fresh = issuedToken(await app.inject({ method: 'POST', url: migrateUrl, cookies: { xems: token } }))
       g.release()
       const lost = await slow
       t.equal(lost.statusCode, 401)
@@ -108,20 +100,20 @@ async function cases (t: Test, makeStore: MakeStore): Promise<void> {
       t.equal(lost.headers['set-cookie'], undefined)
       const again = await app.inject({ method: 'POST', url: '/logout', cookies: { xems: fresh } })
       t.equal(again.statusCode, 200)
-      t.ok(clears(again))
+      t.ok(clearsSessionCookie(again))
       t.same((await app.inject({ url: '/me', cookies: { xems: fresh } })).json(), { data: null, sandbox: null })
     })
 
     t.test(`held: a sign-in (xLink) in flight across a concurrent ${name} gets a usable session of its own`, async (t) => {
       const { app, next } = await buildApp(await makeStore(t))
       t.teardown(async () => { await app.close() })
-      const token = tokenOf(await app.inject({ method: 'POST', url: '/login', body: { sandbox } }))
+      const token = issuedToken(await app.inject({ method: 'POST', url: '/login', body: { sandbox } }))
       const g = next()
       const slow = app.inject({ method: 'POST', url: '/slow-link', cookies: { xems: token } })
       await g.entered
-      const fresh = tokenOf(await app.inject({ method: 'POST', url: migrateUrl, cookies: { xems: token } }))
+      const fresh = issuedToken(await app.inject({ method: 'POST', url: migrateUrl, cookies: { xems: token } }))
       g.release()
-      const own = tokenOf(await slow)
+      const own = issuedToken(await slow)
       t.same((await app.inject({ url: '/me', cookies: { xems: own } })).json().data, { user: 'other' })
       t.same((await app.inject({ url: '/me', cookies: { xems: fresh } })).json().data, { user: 'u', signedIn: true })
       // Both remain signable-out.
@@ -134,8 +126,8 @@ async function cases (t: Test, makeStore: MakeStore): Promise<void> {
   t.test('held: the engine API destroySession ends nothing with a retired token (false), ends with the current one', async (t) => {
     const { app } = await buildApp(await makeStore(t))
     t.teardown(async () => { await app.close() })
-    const token = tokenOf(await app.inject({ method: 'POST', url: '/login' }))
-    const fresh = tokenOf(await app.inject({ method: 'POST', url: '/signin', cookies: { xems: token } }))
+    const token = issuedToken(await app.inject({ method: 'POST', url: '/login' }))
+    const fresh = issuedToken(await app.inject({ method: 'POST', url: '/signin', cookies: { xems: token } }))
     const old = await app.inject({ method: 'POST', url: '/api-destroy', body: { token } })
     t.equal(old.statusCode, 200)
     t.same(old.json(), { ended: false })
@@ -194,7 +186,7 @@ for (const url of ['/logout', '/slow-link'] as const) {
     const store = new FlakyDestroyStore()
     const { app, next } = await buildApp(store)
     t.teardown(async () => { await app.close(); await store.close() })
-    const token = tokenOf(await app.inject({ method: 'POST', url: '/login' }))
+    const token = issuedToken(await app.inject({ method: 'POST', url: '/login' }))
     store.failDestroy = true
     const g = next()
     const pending = app.inject({ method: 'POST', url, cookies: { xems: token } })
@@ -204,7 +196,7 @@ for (const url of ['/logout', '/slow-link'] as const) {
     t.equal(res.statusCode, 503, 'the outage is a 503')
     const me = await app.inject({ url: '/me', cookies: { xems: token } })
     t.same(me.json().data, { user: 'u' }, 'the session was not ended')
-    t.notOk(clears(res), 'so the response must not clear the cookie: the user could never sign this session out')
+    t.notOk(clearsSessionCookie(res), 'so the response must not clear the cookie: the user could never sign this session out')
   })
 }
 

@@ -17,10 +17,10 @@
  * before migrate(to, { data }), behave as with eager decoding; a request that never reads data does not
  * undo a concurrent write.
  */
-import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 import t from 'tap'
 import { MemoryStore, xemsSession } from '../../index.js'
-import { setCookieToken } from '../helpers.js'
+import { clearsSessionCookie, issuedToken } from '../helpers.js'
 
 async function buildApp (now: () => number = Date.now): Promise<{ app: FastifyInstance, store: MemoryStore }> {
   const store = new MemoryStore()
@@ -61,17 +61,9 @@ async function buildApp (now: () => number = Date.now): Promise<{ app: FastifyIn
   return { app, store }
 }
 
-function tokenOf (response: LightMyRequestResponse): string {
-  const token = setCookieToken(response)
-  if (response.statusCode !== 200 || token === undefined || token === '') throw new Error(`no token: ${response.statusCode} ${response.body}`)
-  return token
-}
-
-const clears = (response: LightMyRequestResponse): boolean => /(^|,\s*)xems=;/.test(String(response.headers['set-cookie'] ?? ''))
-
 t.test('L1: JSON and spreads of request.session still carry its data (lazy data must stay an enumerable property)', async (t) => {
   const { app } = await buildApp()
-  const token = tokenOf(await app.inject({ method: 'POST', url: '/login' }))
+  const token = issuedToken(await app.inject({ method: 'POST', url: '/login' }))
   const json = (await app.inject({ url: '/json', cookies: { xems: token } })).json()
   t.same(json.data, { user: 'u' }, 'JSON.stringify(request.session) includes data')
   const spread = (await app.inject({ url: '/spread', cookies: { xems: token } })).json()
@@ -89,15 +81,15 @@ t.test('held: a header client with a retired token: xUnlink 401, no token sent, 
   const logout = await app.inject({ method: 'POST', url: '/logout', headers: { 'x-xems-token': token } })
   t.equal(logout.statusCode, 401)
   t.equal(logout.headers['x-xems-token'], undefined)
-  t.notOk(clears(logout))
+  t.notOk(clearsSessionCookie(logout))
   t.same((await app.inject({ url: '/me', headers: { 'x-xems-token': fresh } })).json().data, { user: 'u', after: 1 })
 })
 
 t.test('held: past unseenWindow a retired token is no longer retired: its logout is the theft signal (new token presented)', async (t) => {
   let offset = 0
   const { app } = await buildApp(() => Date.now() + offset)
-  const token = tokenOf(await app.inject({ method: 'POST', url: '/login' }))
-  const fresh = tokenOf(await app.inject({ method: 'POST', url: '/regen', cookies: { xems: token } }))
+  const token = issuedToken(await app.inject({ method: 'POST', url: '/login' }))
+  const fresh = issuedToken(await app.inject({ method: 'POST', url: '/regen', cookies: { xems: token } }))
   t.equal((await app.inject({ method: 'POST', url: '/logout', cookies: { xems: token } })).statusCode, 401, 'within the window: 401')
   t.equal((await app.inject({ url: '/me', cookies: { xems: fresh } })).statusCode, 200, 'the new token presented')
   offset = 11 * 60_000
@@ -108,8 +100,8 @@ t.test('held: past unseenWindow a retired token is no longer retired: its logout
 
 t.test('held: the engine API on a retired token answers null / false and ends nothing', async (t) => {
   const { app } = await buildApp()
-  const token = tokenOf(await app.inject({ method: 'POST', url: '/login' }))
-  const fresh = tokenOf(await app.inject({ method: 'POST', url: '/regen', cookies: { xems: token } }))
+  const token = issuedToken(await app.inject({ method: 'POST', url: '/login' }))
+  const fresh = issuedToken(await app.inject({ method: 'POST', url: '/regen', cookies: { xems: token } }))
   const api = await app.inject({ method: 'POST', url: '/api', body: { token } })
   t.equal(api.statusCode, 200)
   t.same(api.json(), { resolved: null, migrated: null, destroyed: false })
@@ -118,13 +110,13 @@ t.test('held: the engine API on a retired token answers null / false and ends no
 
 t.test('held: lazy data across regenerate() and migrate(to, { data }); an unread request keeps a concurrent write', async (t) => {
   const { app } = await buildApp()
-  const token = tokenOf(await app.inject({ method: 'POST', url: '/login' }))
+  const token = issuedToken(await app.inject({ method: 'POST', url: '/login' }))
   const regen = await app.inject({ method: 'POST', url: '/regen', cookies: { xems: token } })
   t.same(regen.json().data, { user: 'u', after: 1 }, 'read first after regenerate(): the kept data')
-  const fresh = tokenOf(regen)
+  const fresh = issuedToken(regen)
   const moved = await app.inject({ method: 'POST', url: '/move', cookies: { xems: fresh } })
   t.same(moved.json().data, { given: 1 }, 'migrate(to, { data }) replaces what the handler assigned')
-  const moved2 = tokenOf(moved)
+  const moved2 = issuedToken(moved)
   t.same((await app.inject({ url: '/me', cookies: { xems: moved2 } })).json().data, { given: 1 })
   await app.inject({ method: 'POST', url: '/write', cookies: { xems: moved2 } })
   const me = await app.inject({ url: '/me', cookies: { xems: moved2 } })

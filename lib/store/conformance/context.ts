@@ -36,16 +36,19 @@ export interface MigrateOptions {
   userLimit?: UserLimit
 }
 
+/** A session for a case: sandbox, lifetimes (ms), user, data (top-level key → JSON text), creation time. */
+export interface CreateOptions {
+  sandbox?: string
+  idleTtl?: number
+  absolute?: number
+  userId?: string
+  data?: Record<string, string>
+  now?: number
+}
+
 export interface CaseContext {
   store: SessionStore
-  create: (options?: {
-    sandbox?: string
-    idleTtl?: number
-    absolute?: number
-    userId?: string
-    data?: Record<string, string>
-    now?: number
-  }) => Promise<{ id: string, key: string }>
+  create: (options?: CreateOptions) => Promise<{ id: string, key: string }>
   resolve: (
     id: string, key: string, now?: number, options?: { sandbox?: string, revoke?: boolean, grace?: number }
   ) => ReturnType<SessionStore['resolve']>
@@ -69,14 +72,7 @@ export const equal = (actual: unknown, expected: unknown, message?: string): voi
 export const same = (actual: unknown, expected: unknown, message?: string): void => { assert.deepStrictEqual(actual, expected, message) }
 
 export function contextOf (store: SessionStore, t0: number): CaseContext {
-  async function create (options: {
-    sandbox?: string
-    idleTtl?: number
-    absolute?: number
-    userId?: string
-    data?: Record<string, string>
-    now?: number
-  } = {}): Promise<{ id: string, key: string }> {
+  async function create (options: CreateOptions = {}): Promise<{ id: string, key: string }> {
     const id = recordIdOf(generateLocator())
     const key = newKey()
     const now = options.now ?? t0

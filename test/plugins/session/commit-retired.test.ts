@@ -6,11 +6,11 @@
  * it would sign it out). A slow request with nothing to save keeps its answer. A logout that loses the race
  * ends nothing and says so (401, the cookie kept); a sign-in that loses it opens its own session. On all three stores.
  */
-import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import { MemoryStore, type SessionStore, xemsSession } from '../../../index.js'
 import { gate, type Gate, type MakeStore, onEveryStore } from '../../each-store.js'
-import { setCookieToken } from '../../helpers.js'
+import { issuedToken } from '../../helpers.js'
 
 async function buildApp (store: SessionStore, clock?: () => number): Promise<{ app: FastifyInstance, next: () => Gate }> {
   const app = Fastify()
@@ -68,12 +68,6 @@ async function buildApp (store: SessionStore, clock?: () => number): Promise<{ a
   return { app, next }
 }
 
-function cookieTokenOf (response: LightMyRequestResponse): string {
-  const token = setCookieToken(response)
-  if (response.statusCode !== 200 || token === undefined || token === '') throw new Error(`no token: ${response.statusCode} ${response.body}`)
-  return token
-}
-
 async function cases (t: Test, makeStore: MakeStore): Promise<void> {
   for (const [name, login, signin, expected] of [
     ['regenerate()', 'auth-active', '/signin', { data: { user: 'victim', signedIn: true }, sandbox: 'auth-active' }],
@@ -82,13 +76,13 @@ async function cases (t: Test, makeStore: MakeStore): Promise<void> {
     t.test(`a slow request whose token a concurrent ${name} retired writes nothing: 401, no Set-Cookie`, async (t) => {
       const { app, next } = await buildApp(await makeStore(t))
       t.teardown(async () => { await app.close() })
-      const planted = cookieTokenOf(await app.inject({ method: 'POST', url: '/login', payload: { sandbox: login } }))
+      const planted = issuedToken(await app.inject({ method: 'POST', url: '/login', payload: { sandbox: login } }))
       const slowGate = next()
       const slow = app.inject({ method: 'POST', url: '/slow-write', cookies: { xems: planted } })
       await slowGate.entered
       const signedIn = await app.inject({ method: 'POST', url: signin, cookies: { xems: planted } })
       t.equal(signedIn.statusCode, 200, 'the victim signs in')
-      const fresh = cookieTokenOf(signedIn)
+      const fresh = issuedToken(signedIn)
       slowGate.release()
       const lost = await slow
       t.equal(lost.statusCode, 401, 'the slow request does not claim success')
@@ -109,11 +103,11 @@ async function cases (t: Test, makeStore: MakeStore): Promise<void> {
     // holds the regenerate's token, the browser itself when that Set-Cookie arrives last.
     const { app, next } = await buildApp(await makeStore(t))
     t.teardown(async () => { await app.close() })
-    const token = cookieTokenOf(await app.inject({ method: 'POST', url: '/login' }))
+    const token = issuedToken(await app.inject({ method: 'POST', url: '/login' }))
     const slowGate = next()
     const logout = app.inject({ method: 'POST', url: '/slow-logout', cookies: { xems: token } })
     await slowGate.entered
-    const fresh = cookieTokenOf(await app.inject({ method: 'POST', url: '/signin', cookies: { xems: token } }))
+    const fresh = issuedToken(await app.inject({ method: 'POST', url: '/signin', cookies: { xems: token } }))
     slowGate.release()
     const lost = await logout
     t.equal(lost.statusCode, 401, 'the logout says it did not happen')
@@ -131,15 +125,15 @@ async function cases (t: Test, makeStore: MakeStore): Promise<void> {
   t.test('a sign-in (xLink) that loses to a concurrent regenerate opens its own session and leaves the migrated one', async (t) => {
     const { app, next } = await buildApp(await makeStore(t))
     t.teardown(async () => { await app.close() })
-    const token = cookieTokenOf(await app.inject({ method: 'POST', url: '/login' }))
+    const token = issuedToken(await app.inject({ method: 'POST', url: '/login' }))
     const slowGate = next()
     const link = app.inject({ method: 'POST', url: '/slow-link', cookies: { xems: token } })
     await slowGate.entered
-    const fresh = cookieTokenOf(await app.inject({ method: 'POST', url: '/signin', cookies: { xems: token } }))
+    const fresh = issuedToken(await app.inject({ method: 'POST', url: '/signin', cookies: { xems: token } }))
     slowGate.release()
     const linked = await link
     t.equal(linked.statusCode, 200, 'the sign-in goes on')
-    const own = cookieTokenOf(linked)
+    const own = issuedToken(linked)
     t.same((await app.inject({ url: '/me', cookies: { xems: own } })).json().data, { user: 'another' }, 'with a session of its own')
     t.same((await app.inject({ url: '/me', cookies: { xems: fresh } })).json().data, { user: 'victim', signedIn: true },
       'and the migrated session, not its to end, lives on')
@@ -148,11 +142,11 @@ async function cases (t: Test, makeStore: MakeStore): Promise<void> {
   t.test('a slow request with nothing to save keeps its answer across a concurrent regenerate, and sends no token', async (t) => {
     const { app, next } = await buildApp(await makeStore(t))
     t.teardown(async () => { await app.close() })
-    const token = cookieTokenOf(await app.inject({ method: 'POST', url: '/login' }))
+    const token = issuedToken(await app.inject({ method: 'POST', url: '/login' }))
     const slowGate = next()
     const slow = app.inject({ url: '/slow-read', cookies: { xems: token } })
     await slowGate.entered
-    const fresh = cookieTokenOf(await app.inject({ method: 'POST', url: '/signin', cookies: { xems: token } }))
+    const fresh = issuedToken(await app.inject({ method: 'POST', url: '/signin', cookies: { xems: token } }))
     slowGate.release()
     const read = await slow
     t.equal(read.statusCode, 200, 'the handler\'s answer stands')
@@ -167,17 +161,17 @@ t.test('a slow write whose rotated token the session pruned while it ran is save
   const store = new MemoryStore({ clock: () => now })
   const { app, next } = await buildApp(store, () => now)
   t.teardown(async () => { await app.close(); await store.close() })
-  const token = cookieTokenOf(await app.inject({ method: 'POST', url: '/login' }))
+  const token = issuedToken(await app.inject({ method: 'POST', url: '/login' }))
   // A long upload beside a polling page: the slow request is admitted with the first token…
   const slowGate = next()
   const slow = app.inject({ method: 'POST', url: '/slow-write', cookies: { xems: token } })
   await slowGate.entered
   // …the client goes on: two rotations, the second one presenting the first's token, then past the grace
   // period another one, which prunes the slow request's token from the record.
-  const second = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: token } }))
-  const third = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: second } }))
+  const second = issuedToken(await app.inject({ url: '/me', cookies: { xems: token } }))
+  const third = issuedToken(await app.inject({ url: '/me', cookies: { xems: second } }))
   now += 10_001
-  const fourth = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: third } }))
+  const fourth = issuedToken(await app.inject({ url: '/me', cookies: { xems: third } }))
   slowGate.release()
   const done = await slow
   t.equal(done.statusCode, 200, 'an honest slow request is not refused')
@@ -185,18 +179,18 @@ t.test('a slow write whose rotated token the session pruned while it ran is save
   t.same((await app.inject({ url: '/me', cookies: { xems: fourth } })).json().data, { user: 'victim', x: 'attacker' }, 'its write was saved')
 
   // The same, but the session migrates (signs in) while the slow request runs: refused, nothing written.
-  const planted = cookieTokenOf(await app.inject({ method: 'POST', url: '/login' }))
+  const planted = issuedToken(await app.inject({ method: 'POST', url: '/login' }))
   const gate2 = next()
   const slow2 = app.inject({ method: 'POST', url: '/slow-write', cookies: { xems: planted } })
   await gate2.entered
-  const p2 = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: planted } }))
-  const p3 = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: p2 } }))
+  const p2 = issuedToken(await app.inject({ url: '/me', cookies: { xems: planted } }))
+  const p3 = issuedToken(await app.inject({ url: '/me', cookies: { xems: p2 } }))
   now += 10_001
-  const p4 = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: p3 } }))
-  const signedIn = cookieTokenOf(await app.inject({ method: 'POST', url: '/signin', cookies: { xems: p4 } }))
-  const p5 = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: signedIn } }))
+  const p4 = issuedToken(await app.inject({ url: '/me', cookies: { xems: p3 } }))
+  const signedIn = issuedToken(await app.inject({ method: 'POST', url: '/signin', cookies: { xems: p4 } }))
+  const p5 = issuedToken(await app.inject({ url: '/me', cookies: { xems: signedIn } }))
   now += 10_001
-  const p6 = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: p5 } }))
+  const p6 = issuedToken(await app.inject({ url: '/me', cookies: { xems: p5 } }))
   gate2.release()
   const lost = await slow2
   t.equal(lost.statusCode, 401, 'the session migrated since the slow request was admitted: its write is refused')
@@ -210,17 +204,17 @@ t.test('a slow write admitted right after a migration, whose token is pruned whi
   const store = new MemoryStore({ clock: () => now })
   const { app, next } = await buildApp(store, () => now)
   t.teardown(async () => { await app.close(); await store.close() })
-  const planted = cookieTokenOf(await app.inject({ method: 'POST', url: '/login' }))
-  const signedIn = cookieTokenOf(await app.inject({ method: 'POST', url: '/signin', cookies: { xems: planted } }))
+  const planted = issuedToken(await app.inject({ method: 'POST', url: '/login' }))
+  const signedIn = issuedToken(await app.inject({ method: 'POST', url: '/signin', cookies: { xems: planted } }))
   // One second after the sign-in: the request counts the sign-in's migration, and no other follows.
   now += 1000
   const gate = next()
   const slow = app.inject({ method: 'POST', url: '/slow-write', cookies: { xems: signedIn } })
   await gate.entered
-  const a = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: signedIn } }))
-  const b = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: a } }))
+  const a = issuedToken(await app.inject({ url: '/me', cookies: { xems: signedIn } }))
+  const b = issuedToken(await app.inject({ url: '/me', cookies: { xems: a } }))
   now += 10_001
-  const c = cookieTokenOf(await app.inject({ url: '/me', cookies: { xems: b } }))
+  const c = issuedToken(await app.inject({ url: '/me', cookies: { xems: b } }))
   gate.release()
   const done = await slow
   t.equal(done.statusCode, 200, 'an honest slow request after the sign-in is not refused')
