@@ -436,6 +436,47 @@ if (typeof connected === 'string') {
     t.same(await store.commit({ id: damaged.id, tokenKey: damaged.key, patch: { x: '1' }, rotate: null, now: Date.now() }), { status: 'gone' })
   })
 
+  t.test('a session read again is taken from what it opened to only while every field is the same: writes of another instance, a migration and tampering are seen at once', async (t) => {
+    const { store, prefix } = scratch(t)
+    const other = new RedisStore({ client, prefix, secret })
+    t.teardown(async () => { await other.close() })
+    const sessionOf = (result: Awaited<ReturnType<SessionStore['resolve']>>) => {
+      if (result.status !== 'live' && result.status !== 'grace') throw new Error(`expected a session, got ${result.status}`)
+      return result.session
+    }
+    const c = await create(store, { data: { role: '"guest"', n: '1' }, userId: 'ada' })
+    const first = sessionOf(await resolve(store, c))
+    first.data.role = '"admin"'
+    first.sandbox = 'admin'
+    const now = Date.now() + 10
+    const again = sessionOf(await resolve(store, c, now))
+    t.same({ ...again.data }, { role: '"guest"', n: '1' }, 'what a caller did to the session it got is not what the next read gets')
+    t.equal(again.sandbox, 'auth-active')
+    t.equal(again.lastSeenAt, now, 'lastSeenAt is the read\'s own')
+    t.equal(again.userId, 'ada')
+
+    await other.commit({ id: c.id, tokenKey: c.key, patch: { n: null }, rotate: null, now: Date.now() })
+    t.same({ ...sessionOf(await resolve(store, c)).data }, { role: '"guest"' }, "a key another instance deleted is gone at the next resolve")
+    await other.commit({ id: c.id, tokenKey: c.key, patch: { role: '"admin"' }, rotate: null, now: Date.now() })
+    t.same({ ...sessionOf(await resolve(store, c)).data }, { role: '"admin"' }, "another instance's write is read by the next resolve")
+    const moved = newKey()
+    t.equal(await other.migrate({
+      id: c.id, tokenKey: c.key, from: 'auth-active', to: 'admin', newKey: moved, retiredUntil: Date.now() + 1000, data: null, idleTtl: 2 * HOUR, userId: 'bob', now: Date.now()
+    }), true)
+    const migrated = sessionOf(await resolveWith(store, c.id, moved))
+    t.same([migrated.sandbox, migrated.idleTtl, migrated.userId, migrated.migrations], ['admin', 2 * HOUR, 'bob', 1], 'a migration by another instance is read by the next resolve')
+
+    const sealed = (await client.hgetBuffer(sessionKey(prefix, c.id), 'u'))!
+    sealed[sealed.length - 1]! ^= 1
+    await client.hset(sessionKey(prefix, c.id), 'u', sealed)
+    t.same(await resolveWith(store, c.id, moved), { status: 'none' }, 'a flipped bit in the sealed user id of a session read a moment before: not trusted')
+    sealed[sealed.length - 1]! ^= 1
+    await client.hset(sessionKey(prefix, c.id), 'u', sealed)
+    t.equal((await resolveWith(store, c.id, moved)).status, 'live', 'the original bytes open again')
+    await client.hset(sessionKey(prefix, c.id), 'd:extra', sealed)
+    t.same(await resolveWith(store, c.id, moved), { status: 'none' }, 'a field added behind the store\'s back: not trusted')
+  })
+
   t.test('a wrong secret fails loudly with FST_XEMS_WRONG_SECRET', async (t) => {
     const { store, prefix } = scratch(t)
     const c = await create(store)

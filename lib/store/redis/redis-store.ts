@@ -134,10 +134,12 @@ export class RedisStore implements SessionStore {
       const device = this.#sealer.openDataField(id, DEVICE_FIELD.slice(2), buffer(reply[5]))
       if (device !== null) reused.device = device[1]
       const uk = buffer(reply[4])
+      if (revoked) this.#sealer.forget(id)
       if (revoked && uk !== null) await unindex(this.#parts, uk.toString('latin1'), id)
       return reused
     }
     if (status === 4) {
+      this.#sealer.forget(id)
       const uk = buffer(reply[1])
       if (uk !== null) await unindex(this.#parts, uk.toString('latin1'), id)
       return NONE
@@ -239,6 +241,7 @@ export class RedisStore implements SessionStore {
     }))
     const status = num(reply[0])
     if (status === 2) return 'retired'
+    this.#sealer.forget(id)
     if (status !== 1) return false
     const uk = buffer(reply[1])
     if (uk !== null) await unindex(this.#parts, uk.toString('latin1'), id)

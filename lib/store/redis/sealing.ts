@@ -6,6 +6,7 @@
 import type { Keyring } from '../../crypto/cipher.js'
 import type { EncodedData, StoredSession } from '../contract.js'
 import { dataPairOf, digest, intOf, type Reply } from './codec.js'
+import { OpenedSessions } from './opened-sessions.js'
 import type { Arg } from './scripts/index.js'
 
 /** A sealed field of one hash to rewrite under the newest key: field, old, new. */
@@ -19,6 +20,8 @@ export class RedisSealer {
   readonly #keyring: Keyring
   /** Sealed bytes and place → what they opened to, oldest first. */
   readonly #opened = new Map<string, Buffer>()
+  /** Whole sessions, by record id and the exact fields they opened from. */
+  readonly #sessions = new OpenedSessions()
 
   constructor (prefix: string, keyring: Keyring) {
     this.#prefix = prefix
@@ -80,9 +83,12 @@ export class RedisSealer {
   /**
    * Opens the session hash the resolve script read (HGETALL, before its own writes: lastSeenAt is `now`).
    * Null when any part does not open (tampered with, moved, or sealed under a key no longer in the
-   * keyring): such a session is not trusted, so it does not resolve.
+   * keyring): such a session is not trusted, so it does not resolve. A session read again with the same
+   * bytes in every field it opened from is taken from OpenedSessions.
    */
   openSession (id: string, all: Reply[], now: number): { session: StoredSession, reseal: Reseal[] } | null {
+    const known = this.#sessions.find(id, all, now)
+    if (known !== null) return { session: known, reseal: [] }
     let sb: Buffer | undefined
     let ca: Buffer | undefined
     let it: Buffer | undefined
@@ -145,7 +151,13 @@ export class RedisSealer {
       if (pair === null) return null
       session.data[pair[0]] = pair[1]
     }
+    if (reseal.length === 0) this.#sessions.remember(id, all, session)
     return { session, reseal }
+  }
+
+  /** Drops what is kept of a session this store ended. */
+  forget (id: string): void {
+    this.#sessions.forget(id)
   }
 
   /** One sealed data field as [key, JSON text]; null when absent or it does not open. */
