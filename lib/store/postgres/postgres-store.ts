@@ -9,7 +9,7 @@ import { commitChain, markPresented, matchToken, mayMigrate, newRotationState, r
 import { connected, type Defer, type Query } from './connection.js'
 import { checkFormatAndCanary, lockKeyOf, migrateTables, type PostgresPlace } from './format.js'
 import { checkPostgresOptions, type PostgresStoreOptions } from './options.js'
-import { deadlineOf, int, type Loaded, loadedOf, type SessionRow, sessionInfoOf, storedSession, writeBack } from './rows.js'
+import { deadlineOf, int, type Loaded, loadedOf, rotationOf, type SessionRow, sessionInfoOf, storedSession, writeBack } from './rows.js'
 import { digest, PostgresSealing } from './sealing.js'
 import { postgresSchemaSql, tableNames, type TableNames } from './schema.js'
 import { postgresStatements, type PostgresStatements, sweepStatements } from './sql.js'
@@ -144,18 +144,23 @@ export class PostgresStore implements SessionStore {
     })
   }
 
-  /** One transaction: lock the row, match the token, mark it presented, refresh lastSeenAt. */
+  /**
+   * One transaction: lock the row, match the token, mark it presented, refresh lastSeenAt. The token
+   * state decides what the token is (reused, stale, retired) even when the row's binding does not open,
+   * as on Redis; only a session handed out needs every seal to open.
+   */
   async resolve (input: ResolveInput): Promise<ResolveResult> {
     await this.ready()
     return await this.#transaction(async (query, defer) => {
-      const loaded = await this.#lock(query, defer, input.id, input.now)
-      if (loaded === null) return NONE
-      const { row, state } = loaded
+      const row = await this.#lockRow(query, defer, input.id, input.now)
+      const state = row === null ? null : rotationOf(row)
+      if (row === null || state === null) return NONE
       const match = matchToken(state, input.tokenKey, input.now)
       if (match.kind === 'reused') {
         if (input.revokeOnReuse) defer(this.#sql.deleteSession, [input.id])
         const reused: ResolveResult = { status: 'reused', id: input.id, sandbox: row.sandbox, revoked: input.revokeOnReuse }
-        if (loaded.userId !== undefined) reused.userId = loaded.userId
+        const userId = loadedOf(row, this.#sealing)?.userId
+        if (userId !== undefined) reused.userId = userId
         const device = this.#sealing.openData(input.id, row.data)?.data[DEVICE_KEY]
         if (device !== undefined) reused.device = device
         return reused
@@ -165,6 +170,8 @@ export class PostgresStore implements SessionStore {
         return NONE
       }
       if (match.kind === 'retired') return RETIRED_TOKEN
+      const loaded = loadedOf(row, this.#sealing)
+      if (loaded === null) return NONE
       if (input.sandbox !== undefined && row.sandbox !== input.sandbox) return NONE
       const data = this.#sealing.openData(input.id, row.data)
       if (data === null) return NONE
@@ -254,8 +261,9 @@ export class PostgresStore implements SessionStore {
         await query(this.#sql.deleteSession, [id])
         return false
       }
-      const loaded = loadedOf(row, this.#sealing)
-      if (loaded !== null && commitChain(loaded.state, presented.tokenKey, presented.migrations) === false) return 'retired'
+      // Judged on the token state alone, as on Redis: a retired token ends nothing, readable or not.
+      const state = rotationOf(row)
+      if (state !== null && commitChain(state, presented.tokenKey, presented.migrations) === false) return 'retired'
       const { rowCount } = await query(this.#sql.deleteSession, [id])
       return (rowCount ?? 0) > 0
     })
@@ -411,6 +419,12 @@ export class PostgresStore implements SessionStore {
    * deadline, judged here by `now` whatever the sweep has done; null when its binding does not open.
    */
   async #lock (query: Query, defer: Defer, id: string, now: number): Promise<Loaded | null> {
+    const row = await this.#lockRow(query, defer, id, now)
+    return row === null ? null : loadedOf(row, this.#sealing)
+  }
+
+  /** The row, locked; null when there is none or it is past its deadline (then it is deleted). */
+  async #lockRow (query: Query, defer: Defer, id: string, now: number): Promise<SessionRow | null> {
     const { rows } = await query<SessionRow>(this.#sql.lockSession, [id])
     const row = rows[0]
     if (row === undefined) return null
@@ -418,6 +432,6 @@ export class PostgresStore implements SessionStore {
       defer(this.#sql.deleteSession, [id])
       return null
     }
-    return loadedOf(row, this.#sealing)
+    return row
   }
 }

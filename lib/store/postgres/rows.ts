@@ -40,15 +40,26 @@ export function deadlineOf (row: SessionRow): number {
   return Math.min(int(row.last_seen_at) + int(row.idle_ttl), int(row.absolute_expires_at))
 }
 
+/**
+ * A row's rotation state (its token keys: not sealed, as on Redis); null when it is not one. It decides
+ * what a presented token is, whether or not the row's binding opens.
+ */
+export function rotationOf (row: SessionRow): RotationState | null {
+  const state = row.rotation
+  if (state === null || typeof state.cur !== 'string' || !Array.isArray(state.past)) return null
+  if (state.migrations !== undefined && !(Number.isSafeInteger(state.migrations) && state.migrations >= 0)) return null
+  return state
+}
+
 /** A locked row, decoded; null when its binding does not open or its rotation state is not one. */
 export function loadedOf (row: SessionRow, sealing: PostgresSealing): Loaded | null {
   const createdAt = int(row.created_at)
   const idleTtl = int(row.idle_ttl)
   const absoluteExpiresAt = int(row.absolute_expires_at)
+  const state = rotationOf(row)
+  if (state === null) return null
   const opened = sealing.openBinding(row.id, row.sandbox, idleTtl, createdAt, absoluteExpiresAt, row.binding)
-  const state = row.rotation
-  if (opened === null || state === null || typeof state.cur !== 'string' || !Array.isArray(state.past)) return null
-  if (state.migrations !== undefined && !(Number.isSafeInteger(state.migrations) && state.migrations >= 0)) return null
+  if (opened === null) return null
   return { row, state, userId: opened.userId, createdAt, idleTtl, absoluteExpiresAt, stale: opened.stale }
 }
 

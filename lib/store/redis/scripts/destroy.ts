@@ -5,6 +5,7 @@ import { defineScript } from './define.js'
  * Ends a session. Returns {1, uk|nil} when a session ended, {0} when there was none, {2} when `checked` (a
  * request's logout) and the presented token may no longer write to it (rotation.ts commitChain, as the
  * commit script has it): nothing is changed. With `now`, a session past its deadline is none ({0}, its key dropped).
+ * A session whose token history is damaged is ended whatever the token (as PostgresStore does).
  */
 export const destroy = defineScript({
   prelude: PRELUDE,
@@ -29,10 +30,10 @@ if now >= 0 then
     return { 0 }
   end
 end
-if checked and tokenKey ~= v[4] then
+-- A damaged token history cannot be judged, and no token resolves such a session: a logout ends it.
+local n = checked and tokenKey ~= v[4] and pastCount(v[5] or '') or nil
+if n ~= nil then
   local p = v[5] or ''
-  local n = pastCount(p)
-  if n == nil then return { 0 } end
   local may, found = false, false
   for i = 1, n do
     if keyAt(p, i) == tokenKey then
