@@ -8,7 +8,7 @@
 import type { StoredSession } from '../contract.js'
 import type { Reply } from './codec.js'
 
-/** Sessions kept (a cache: a miss costs opening the session field by field; about 4 MB at most). */
+/** Sessions kept (a cache: a miss costs opening the session field by field): each its sealed fields and its data. */
 const OPENED_SESSIONS_MAX = 4096
 
 // Fields the resolve script changes on every request and that opening does not read: lastSeenAt (ls),

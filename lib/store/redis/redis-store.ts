@@ -260,6 +260,7 @@ export class RedisStore implements SessionStore {
     const outcomes = await Promise.all(entries.map(async (entry) =>
       num(await this.#scripts.run(SCRIPT.revokeOne, { key: this.#keys.session(entry.id), userKey: uk, now, score: entry.score }))))
     const gone = entries.filter((_, i) => outcomes[i] !== 0).map((entry) => entry.id)
+    for (const id of gone) this.#sealer.forget(id)
     if (gone.length > 0) await this.#client.zrem(this.#keys.user(uk), ...gone)
     return outcomes.filter((outcome) => outcome === 2).length
   }
@@ -270,6 +271,7 @@ export class RedisStore implements SessionStore {
     const uk = digest('user', userId)
     // Score `now`: a record that is not there gets no tombstone (nothing of this user is on its way there).
     const outcome = num(await this.#scripts.run(SCRIPT.revokeOne, { key: this.#keys.session(id), userKey: uk, now, score: now }))
+    if (outcome === 2) this.#sealer.forget(id)
     if (outcome !== 0) await this.#client.zrem(this.#keys.user(uk), id)
     return outcome === 2
   }
