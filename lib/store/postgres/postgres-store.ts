@@ -14,6 +14,7 @@ import { digest, PostgresSealing } from './sealing.js'
 import { postgresSchemaSql, tableNames, type TableNames } from './schema.js'
 import { postgresStatements, type PostgresStatements, sweepStatements } from './sql.js'
 import { admitUser } from './users.js'
+import { PostgresValues } from './values.js'
 
 export type { PostgresStoreOptions, PostgresStoreSecret } from './options.js'
 export { POSTGRES_SEAL_PURPOSE } from './sealing.js'
@@ -41,6 +42,7 @@ export class PostgresStore implements SessionStore {
   readonly #sql: PostgresStatements
   readonly #sweepStatements: string[]
   readonly #sealing: PostgresSealing
+  readonly #values: PostgresValues
   readonly #place: PostgresPlace
   readonly #lockKey: string
   readonly #timeout: number
@@ -59,6 +61,7 @@ export class PostgresStore implements SessionStore {
     this.#sql = postgresStatements(this.#t)
     this.#sweepStatements = sweepStatements(this.#t)
     this.#sealing = new PostgresSealing(secrets, schema, prefix)
+    this.#values = new PostgresValues(async (text, values = []) => await this.#query(text, values), this.#sql, this.#sealing)
     this.#place = { schema, tablePrefix: prefix, sql: this.#sql, sealing: this.#sealing }
     this.#lockKey = lockKeyOf(schema, prefix)
     this.#timeout = timeout
@@ -297,70 +300,37 @@ export class PostgresStore implements SessionStore {
 
   async kvGet (sandbox: string, key: string, now: number): Promise<string | null> {
     await this.ready()
-    const name = digest('value', key)
-    const { rows } = await this.#query<{ value: Buffer }>(this.#sql.kvGet, [sandbox, name, now])
-    const sealed = rows[0]?.value
-    if (sealed === undefined) return null
-    const plain = this.#sealing.open(sealed, 'value', sandbox, key)
-    if (plain === null) return null
-    if (this.#sealing.isStale(sealed)) {
-      // Compare and set: only while it still holds what was read.
-      await this.#query(this.#sql.kvRewrite, [sandbox, name, sealed, this.#sealing.seal(plain, 'value', sandbox, key)])
-    }
-    return plain.toString('utf8')
+    return await this.#values.get(sandbox, key, now)
   }
 
   async kvSet (sandbox: string, key: string, value: string, ttl: number, now: number): Promise<void> {
     await this.ready()
-    const name = digest('value', key)
-    if (ttl <= 0) {
-      await this.#query(this.#sql.kvDelete, [sandbox, name])
-      return
-    }
-    await this.#query(this.#sql.kvSet, [sandbox, name, this.#sealing.seal(value, 'value', sandbox, key), now + ttl])
+    await this.#values.set(sandbox, key, value, ttl, now)
   }
 
   async kvDel (sandbox: string, key: string): Promise<boolean> {
     await this.ready()
-    const { rowCount } = await this.#query(this.#sql.kvDelete, [sandbox, digest('value', key)])
-    return (rowCount ?? 0) > 0
+    return await this.#values.del(sandbox, key)
   }
 
-  /**
-   * One statement: an insert whose conflict updates only an expired row. The conflicting row is locked
-   * and its newest version judged, so of parallel adders exactly one succeeds.
-   */
   async kvAdd (sandbox: string, key: string, value: string, ttl: number, now: number): Promise<boolean> {
     await this.ready()
-    const name = digest('value', key)
-    if (ttl <= 0) {
-      const { rows } = await this.#query<{ live: boolean }>(this.#sql.kvLive, [sandbox, name, now])
-      return rows[0]?.live !== true
-    }
-    const { rowCount } = await this.#query(this.#sql.kvAdd,
-      [sandbox, name, this.#sealing.seal(value, 'value', sandbox, key), now + ttl, now])
-    return rowCount === 1
+    return await this.#values.add(sandbox, key, value, ttl, now)
   }
 
-  /** One statement: DELETE ... RETURNING, so of parallel takers exactly one gets the row. */
   async kvTake (sandbox: string, key: string, now: number): Promise<string | null> {
     await this.ready()
-    const { rows } = await this.#query<{ value: Buffer, expires_at: string }>(this.#sql.kvTake, [sandbox, digest('value', key)])
-    const row = rows[0]
-    if (row === undefined || int(row.expires_at) <= now) return null
-    return this.#sealing.open(row.value, 'value', sandbox, key)?.toString('utf8') ?? null
+    return await this.#values.take(sandbox, key, now)
   }
 
-  /** One statement: an upsert that counts in the current window or starts a new one. */
   async increment (key: string, window: number, now: number): Promise<CounterResult> {
     await this.ready()
-    const { rows } = await this.#query<{ count: string, reset_at: string }>(this.#sql.increment, [digest('counter', key), now, window])
-    return { count: int(rows[0]!.count), resetAt: int(rows[0]!.reset_at) }
+    return await this.#values.increment(key, window, now)
   }
 
   async resetCounter (key: string): Promise<void> {
     await this.ready()
-    await this.#query(this.#sql.resetCounter, [digest('counter', key)])
+    await this.#values.resetCounter(key)
   }
 
   /**
