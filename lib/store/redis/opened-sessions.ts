@@ -62,7 +62,7 @@ export class OpenedSessions {
     this.#byId.set(id, { fields, session: { ...session, data: Object.assign(Object.create(null), session.data) } })
   }
 
-  /** Forgets a session (ended, or changed by this store: the next read opens it field by field). */
+  /** Forgets a session (one this store ended: its data leaves the heap with it). */
   forget (id: string): void {
     this.#byId.delete(id)
   }
