@@ -436,7 +436,7 @@ if (typeof connected === 'string') {
     t.same(await store.commit({ id: damaged.id, tokenKey: damaged.key, patch: { x: '1' }, rotate: null, now: Date.now() }), { status: 'gone' })
   })
 
-  t.test('a session read again is taken from what it opened to only while every field is the same: writes of another instance, a migration and tampering are seen at once', async (t) => {
+  t.test('a session read again is taken as it opened only while every field is the same: other instances\' writes, a migration, tampering', async (t) => {
     const { store, prefix } = scratch(t)
     const other = new RedisStore({ client, prefix, secret })
     t.teardown(async () => { await other.close() })
@@ -456,7 +456,7 @@ if (typeof connected === 'string') {
     t.equal(again.userId, 'ada')
 
     await other.commit({ id: c.id, tokenKey: c.key, patch: { n: null }, rotate: null, now: Date.now() })
-    t.same({ ...sessionOf(await resolve(store, c)).data }, { role: '"guest"' }, "a key another instance deleted is gone at the next resolve")
+    t.same({ ...sessionOf(await resolve(store, c)).data }, { role: '"guest"' }, 'a key another instance deleted is gone at the next resolve')
     await other.commit({ id: c.id, tokenKey: c.key, patch: { role: '"admin"' }, rotate: null, now: Date.now() })
     t.same({ ...sessionOf(await resolve(store, c)).data }, { role: '"admin"' }, "another instance's write is read by the next resolve")
     const moved = newKey()

@@ -43,6 +43,10 @@ async function open (store: SessionStore, now: number): Promise<{ id: string, lo
   return { id, locator, key }
 }
 
+/** Moves the session from auth-pending to auth-active under `newKey`: its earlier token is retired for 10 s. */
+const migrate = async (store: SessionStore, s: { id: string, key: string }, newKey: string, now: number) =>
+  await store.migrate({ id: s.id, tokenKey: s.key, from: 'auth-pending', to: 'auth-active', newKey, retiredUntil: now + 10_000, data: null, idleTtl: HOUR, now })
+
 const resolve = async (store: SessionStore, id: string, tokenKey: string, now: number) =>
   await store.resolve({ id, tokenKey, now, gracePeriod: GRACE, revokeOnReuse: true })
 
@@ -52,7 +56,7 @@ async function cases (t: Test, subject: () => Promise<Subject>): Promise<void> {
     const now = Date.now()
     const s = await open(store, now)
     const moved = newKey(s.locator)
-    t.equal(await store.migrate({ id: s.id, tokenKey: s.key, from: 'auth-pending', to: 'auth-active', newKey: moved, retiredUntil: now + 10_000, data: null, idleTtl: HOUR, now }), true)
+    t.equal(await migrate(store, s, moved, now), true)
     await breakTokenState(s.id)
     t.same(await resolve(store, s.id, moved, now + 1), { status: 'none' }, 'the current token')
     t.same(await resolve(store, s.id, s.key, now + 2), { status: 'none' }, 'the retired one')
@@ -65,7 +69,7 @@ async function cases (t: Test, subject: () => Promise<Subject>): Promise<void> {
     const now = Date.now()
     const s = await open(store, now)
     const moved = newKey(s.locator)
-    t.equal(await store.migrate({ id: s.id, tokenKey: s.key, from: 'auth-pending', to: 'auth-active', newKey: moved, retiredUntil: now + 10_000, data: null, idleTtl: HOUR, now }), true)
+    t.equal(await migrate(store, s, moved, now), true)
     await breakBinding(s.id)
     t.same(await resolve(store, s.id, s.key, now + 1), { status: 'retired' }, 'the retired token')
     t.equal(await store.destroy(s.id, { tokenKey: s.key, migrations: 0, now: now + 2 }), 'retired', 'a logout with it: retired')
