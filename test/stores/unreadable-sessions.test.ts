@@ -34,7 +34,7 @@ interface Subject {
 
 const newKey = (locator: string): string => secretKeyOf(sessionTokenOf(locator, generateToken()))
 
-/** A session, its first token presented once (so a rotation from it starts its grace at once). */
+/** A new session in auth-pending, with its first token (not yet presented). */
 async function open (store: SessionStore, now: number): Promise<{ id: string, locator: string, key: string }> {
   const locator = generateLocator()
   const id = recordIdOf(locator)
