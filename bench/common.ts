@@ -48,8 +48,8 @@ export const SERVERS: ServerSpec[] = [
     id: 'rotation-floor-crypto',
     label: 'floor + the hashing xems needs per rotation',
     description: 'The floor, plus exactly the hashing a rotating xems request does and nothing else: the token is locator.secret, the Map is ' +
-      'keyed by SHA-256 of the locator and holds SHA-256 of the token, and each response draws a new secret, hashes it and seals it in a ' +
-      'grace box for the old token (the library\'s own recordIdOf, secretKeyOf, generateToken, sealForTokenHolder). What rotation costs ' +
+      'keyed by SHA-256 of the locator and holds SHA-256 of the token, and each response derives the next secret and its grace box from the old token ' +
+      'and hashes the new one (the library\'s own recordIdOf, secretKeyOf, successorOf). What rotation costs ' +
       'with tokens only stored hashed and a store that holds no usable token, before any session logic.',
     sessions: true
   },

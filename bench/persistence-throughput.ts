@@ -29,7 +29,7 @@ const SECONDS = secondsArg === -1 ? 3 : Number(process.argv[secondsArg + 1])
 
 /** Record ids and token keys are 16-byte hashes (lib/session/token.ts); random ones cost the store the same. */
 const key = (): string => randomBytes(16).toString('base64url')
-/** A grace box is 49 bytes (version, sealed secret, tag): 66 base64url characters. */
+/** A grace box is 49 bytes (version, nonce, check): 66 base64url characters. */
 const BOX = 'x'.repeat(66)
 /**
  * No grace: each rotated token is dropped at the next rotation. With one, a worker this fast would fill

@@ -55,7 +55,7 @@ function bucketOf (frame: CallFrame, file: string): string | null {
   if (file.startsWith('dist/lib/crypto/cipher.js')) {
     // The one-shot digest helper serves the names and the grace box alike: its caller says which.
     if (name === 'sha') return null
-    return 'xems: grace box (SHA-512 pad + SHA-256 tag)'
+    return 'xems: successor and grace box (SHA-512)'
   }
   if (file.startsWith('dist/lib/store/rotation.js')) return 'xems: rotation rules'
   if (file.startsWith('dist/lib/session/data.js')) {
@@ -118,9 +118,9 @@ function stepRules (repo: string): StepRule[] {
     { name: 'secretKeyOf (SHA-256 token key)', file: 'dist/lib/session/token.js', functionName: 'secretKeyOf' },
     { name: 'recordIdOf (SHA-256 record id)', file: 'dist/lib/session/token.js', functionName: 'recordIdOf' },
     { name: 'publicIdOf (SHA-256 public id)', file: 'dist/lib/session/token.js', functionName: 'publicIdOf' },
-    { name: 'generateToken (a new secret)', file: 'dist/lib/crypto/random-token.js', functionName: 'generateToken' },
+    { name: 'CSPRNG draws (new secrets, nonces)', file: 'dist/lib/crypto/random-token.js', functionName: 'drawnBase64url' },
     { name: 'rotation rules (match, present, rotate)', file: 'dist/lib/store/rotation.js' },
-    { name: 'sealForTokenHolder (grace box)', file: 'dist/lib/crypto/cipher.js', functionName: 'sealForTokenHolder' },
+    { name: 'successorOf (next secret and grace box)', file: 'dist/lib/crypto/cipher.js', functionName: 'successorOf' },
     { name: 'decodeData', file: 'dist/lib/session/data.js', functionName: 'decodeData' },
     { name: 'diffData', file: 'dist/lib/session/data.js', functionName: 'diffData' },
     { name: 'requireSession guard', file: 'dist/plugins/session/guard.js' },

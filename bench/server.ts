@@ -120,9 +120,9 @@ const SERVERS: Record<string, () => Promise<Built>> = {
     const sessions = new Map<string, { key: string, profile: Profile, box: string }>()
     const attributes = { path: '/', httpOnly: true, sameSite: 'lax', secure: false } as const
     const issue = (reply: FastifyReply, locator: string, profile: Profile, previous: string | null): void => {
-      const secret = crypto.generateToken()
-      const token = `${locator}.${secret}`
-      const box = previous === null ? '' : crypto.sealForTokenHolder(previous, secret)
+      const next = previous === null ? { secret: crypto.generateToken(), box: '' } : crypto.successorOf(previous)
+      const token = `${locator}.${next.secret}`
+      const box = next.box
       sessions.set(crypto.recordIdOf(locator), { key: crypto.secretKeyOf(token), profile, box })
       reply.header('cache-control', 'no-store').setCookie('floor', token, attributes)
     }
@@ -310,7 +310,7 @@ interface TokenCrypto {
   generateLocator: () => string
   recordIdOf: (locator: string) => string
   secretKeyOf: (token: string) => string
-  sealForTokenHolder: (holder: string, secret: string) => string
+  successorOf: (holder: string) => { secret: string, box: string }
 }
 
 /** The library's own token and grace-box functions, from its modules in dist/. */
@@ -319,13 +319,13 @@ async function loadTokenCrypto (): Promise<TokenCrypto> {
   try {
     const random = await import(at('../lib/crypto/random-token.js')) as Pick<TokenCrypto, 'generateToken'>
     const token = await import(at('../lib/session/token.js')) as Pick<TokenCrypto, 'generateLocator' | 'recordIdOf' | 'secretKeyOf'>
-    const cipher = await import(at('../lib/crypto/cipher.js')) as Pick<TokenCrypto, 'sealForTokenHolder'>
+    const cipher = await import(at('../lib/crypto/cipher.js')) as Pick<TokenCrypto, 'successorOf'>
     return {
       generateToken: random.generateToken,
       generateLocator: token.generateLocator,
       recordIdOf: token.recordIdOf,
       secretKeyOf: token.secretKeyOf,
-      sealForTokenHolder: cipher.sealForTokenHolder
+      successorOf: cipher.successorOf
     }
   } catch (err) {
     throw new Unavailable(`the token modules do not load from dist/lib: ${(err as Error).message}`)

@@ -1,5 +1,6 @@
-import { createCipheriv, createDecipheriv, createHash, hash, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createHash, hash, hkdfSync, randomBytes } from 'node:crypto'
 import { xemsError } from '../errors.js'
+import { randomBase64urlWith } from './random-token.js'
 
 /**
  * AES-256-GCM sealing with keys derived by HKDF-SHA256.
@@ -179,73 +180,69 @@ function openWith (key: Buffer, sealed: Buffer, aad: string): Buffer | null {
 }
 
 /**
- * Grace boxes: the token a session rotated to, sealed for the holder of the token it rotated from.
+ * Grace boxes: what lets the holder of a session's previous token learn the token the session rotated
+ * to, while that token is within its window, without the store ever holding a usable token.
  *
- * `k = SHA-512("xems/grace/v3|" | old token)` gives a 32-byte pad and a 32-byte MAC key;
- * box = `version 3 (1 byte) | new token XOR pad (32) | SHA-256(MAC key | version | ciphertext)[0..16]`.
- * The old token is 256 uniformly random bits used as a key once, so a hash of a fixed label and it is
- * a pseudo-random function of it (HMAC's nesting guards short or reused keys; neither occurs here), and
- * the tag is a keyed hash over a fixed-length message (no length extension applies).
- * Each token is rotated away at most once, so each key seals exactly one box: the pad is used once and
- * the tag, over a fixed-length message, authenticates every byte. (Concurrent rotations from one token
- * may seal two boxes under one key; the store keeps one, and the other box's token is never issued nor
- * revealed, so the XOR of the two discloses nothing.) Two one-shot hashes per rotation instead of
- * HKDF + AES-GCM: a small fraction of the cost (bench/micro.ts).
+ * At a rotation from token `T`, the new secret is not drawn on its own: it is derived from `T` and a fresh
+ * nonce. `o = SHA-512("xems/grace/v4|" | T | "|" | n)`, where `n` is the text of the box's first 44
+ * characters (version 4 and 32 CSPRNG bytes, base64url); the new secret is o's first 256 bits and the
+ * box's check its bits 258–385:
+ * box = base64url(`version 4 (1 byte) | nonce (32)`) | base64url(check (16)): 49 bytes, 66 characters.
+ * Opening recomputes `o` from the presented `T` and the box's nonce and compares the check.
+ * - `T` is 256 uniformly random bits (or, after a rotation, a pseudo-random function of them and a fresh
+ *   nonce), so o is a pseudo-random function of `T` keyed by it: without `T`, the box (a nonce and a
+ *   check) says nothing about the new secret, so a dump of the store gives no token; with `T` but
+ *   without the box, neither, since the nonce is 256 fresh bits that only the store keeps.
+ * - The check authenticates the whole box: a byte changed in the version or the nonce changes o, one
+ *   in the check fails the comparison. A box that does not open gives null, never a wrong token (which
+ *   the session would refuse as the theft signal).
+ * - Whoever holds `T` and the box learns the new secret: exactly what a box is for, and what the store
+ *   allows only while `T` is within its window (afterwards the box is dropped with its entry).
+ * One SHA-512 per rotation and per box opened, and no Buffer but the nonce's: a fraction of what
+ * sealing a random secret under a pad and a tag cost (bench/micro.ts).
  */
-const GRACE_VERSION = 3
-const GRACE_LABEL = 'xems/grace/v3|'
-const GRACE_TOKEN_BYTES = 32
-const GRACE_TAG_BYTES = 16
-const GRACE_BOX_BYTES = 1 + GRACE_TOKEN_BYTES + GRACE_TAG_BYTES
+const GRACE_VERSION = 4
+const GRACE_LABEL = 'xems/grace/v4|'
+/** `version | nonce`: 33 bytes, whose base64url (44 characters) is a whole prefix of the box's. */
+const GRACE_HEAD_BYTES = 33
+const GRACE_HEAD_LENGTH = 44
+/** The box: 49 bytes, 66 base64url characters. */
+export const GRACE_BOX_LENGTH = 66
+// The version byte, 4 = 000001|00, makes the first character 'B' and the second one of 'A'..'P'.
+const HEAD_FIRST = 0x42
+const HEAD_SECOND_MIN = 0x41
+const HEAD_SECOND_MAX = 0x50
+
+/** For a base64url character of value v, the character of value v & 0b111100: its top 4 bits alone. */
+const TOP_FOUR_BITS: string[] = []
+for (let v = 0; v < 64; v++) TOP_FOUR_BITS[BASE64URL.charCodeAt(v)] = BASE64URL[v & 0x3c]!
+
+/** The new secret (canonical base64url of o's first 32 bytes) and the check (of o's bits 258–385), from o as base64url. */
+function secretAndCheck (holderToken: string, head: string): { secret: string, check: string } {
+  const o = hash('sha512', GRACE_LABEL + holderToken + '|' + head, 'base64url')
+  // 42 characters carry bits 0–251; the 43rd bits 252–257, of which the secret keeps 252–255.
+  // The check: 21 characters from bit 258 on (126 bits), then one carrying 2 more: 16 bytes, canonical.
+  return { secret: o.slice(0, 42) + TOP_FOUR_BITS[o.charCodeAt(42)]!, check: o.slice(43, 64) + TOP_TWO_BITS[o.charCodeAt(64)]! }
+}
 
 /**
- * `keys` as bytes: the 64 bytes of SHA-512, read from the hash's latin1 text into a pooled Buffer. (A
- * digest asked for as a Buffer gets an ArrayBuffer of its own: several times the cost of the hash.)
+ * A rotation from `holderToken`: the new token's secret (as generateToken makes them: 43 base64url
+ * characters, canonical) and the grace box that gives it back to the holder of `holderToken` only.
  */
-function graceKeys (holderToken: string): Buffer {
-  return Buffer.from(hash('sha512', GRACE_LABEL + holderToken, 'binary'), 'latin1')
+export function successorOf (holderToken: string): { secret: string, box: string } {
+  const head = randomBase64urlWith(GRACE_VERSION, GRACE_HEAD_BYTES)
+  const { secret, check } = secretAndCheck(holderToken, head)
+  return { secret, box: head + check }
 }
 
-/** The tag over version and ciphertext (`box` without its tag), keyed with the second half of `keys`: 16 bytes as latin1. */
-function graceTag (keys: Buffer, box: Buffer): string {
-  const message = Buffer.allocUnsafe(GRACE_TOKEN_BYTES + 1 + GRACE_TOKEN_BYTES)
-  keys.copy(message, 0, GRACE_TOKEN_BYTES, 2 * GRACE_TOKEN_BYTES)
-  box.copy(message, GRACE_TOKEN_BYTES, 0, 1 + GRACE_TOKEN_BYTES)
-  const tag = hash('sha256', message, 'binary').slice(0, GRACE_TAG_BYTES)
-  message.fill(0)
-  return tag
-}
-
-/**
- * Seals the token a session rotated to for the holder of the token it rotated from. Only a client that
- * holds the old token can open it, so the store keeps no usable token even during grace, and neither a
- * store dump nor the server's secret reveals one. `secretToken` is a token as generateToken makes it.
- */
-export function sealForTokenHolder (holderToken: string, secretToken: string): string {
-  const raw = Buffer.from(secretToken, 'base64url')
-  if (raw.length !== GRACE_TOKEN_BYTES) throw new TypeError('sealForTokenHolder: not a session token')
-  const keys = graceKeys(holderToken)
-  const box = Buffer.allocUnsafe(GRACE_BOX_BYTES)
-  box[0] = GRACE_VERSION
-  for (let i = 0; i < GRACE_TOKEN_BYTES; i++) box[1 + i] = raw[i]! ^ keys[i]!
-  box.write(graceTag(keys, box), 1 + GRACE_TOKEN_BYTES, GRACE_TAG_BYTES, 'latin1')
-  keys.fill(0)
-  return box.toString('base64url')
-}
-
-/** Opens what sealForTokenHolder sealed, with the old token; null when it does not open. */
+/** Opens a grace box with the token it was made from: the secret that token rotated to, or null. */
 export function openAsTokenHolder (holderToken: string, box: string): string | null {
-  const sealed = Buffer.from(box, 'base64url')
-  if (sealed.length !== GRACE_BOX_BYTES || sealed[0] !== GRACE_VERSION || sealed.toString('base64url') !== box) return null
-  const keys = graceKeys(holderToken)
-  if (!timingSafeEqual(Buffer.from(graceTag(keys, sealed), 'latin1'), sealed.subarray(1 + GRACE_TOKEN_BYTES))) {
-    keys.fill(0)
-    return null
-  }
-  const token = Buffer.allocUnsafe(GRACE_TOKEN_BYTES)
-  for (let i = 0; i < GRACE_TOKEN_BYTES; i++) token[i] = sealed[1 + i]! ^ keys[i]!
-  keys.fill(0)
-  const text = token.toString('base64url')
-  token.fill(0)
-  return text
+  if (typeof holderToken !== 'string' || typeof box !== 'string' || box.length !== GRACE_BOX_LENGTH) return null
+  const second = box.charCodeAt(1)
+  if (box.charCodeAt(0) !== HEAD_FIRST || second < HEAD_SECOND_MIN || second > HEAD_SECOND_MAX) return null
+  const { secret, check } = secretAndCheck(holderToken, box.slice(0, GRACE_HEAD_LENGTH))
+  // Compared in full whatever differs (the check is no secret of anyone else's, but nothing here leaks time).
+  let diff = 0
+  for (let i = 0; i < check.length; i++) diff |= check.charCodeAt(i) ^ box.charCodeAt(GRACE_HEAD_LENGTH + i)
+  return diff === 0 ? secret : null
 }

@@ -17,12 +17,25 @@ let poolOffset = POOL_BYTES
 
 /** `bytes` CSPRNG bytes as base64url (without padding). */
 export function randomBase64url (bytes: number): string {
+  return drawnBase64url(bytes, -1)
+}
+
+/**
+ * `bytes` bytes as base64url, the first being `first` and the rest CSPRNG output (a versioned nonce:
+ * cipher.ts successorOf).
+ */
+export function randomBase64urlWith (first: number, bytes: number): string {
+  return drawnBase64url(bytes, first)
+}
+
+function drawnBase64url (bytes: number, first: number): string {
   if (poolOffset + bytes > POOL_BYTES) {
     randomFillSync(pool)
     poolOffset = 0
   }
   const chunk = pool.subarray(poolOffset, poolOffset + bytes)
   poolOffset += bytes
+  if (first >= 0) chunk[0] = first
   const text = chunk.toString('base64url')
   chunk.fill(0)
   return text

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import { sealForTokenHolder } from '../crypto/cipher.js'
+import { successorOf } from '../crypto/cipher.js'
 import { parsePositiveDuration } from '../duration.js'
 import { decodeDevice, encodeDevice, type DeviceInfo } from '../device.js'
 import { badOption } from '../errors.js'
@@ -218,9 +218,9 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     let newToken: string | null = null
     let rotation: RotateInput | null = null
     if (rotate) {
-      const secret = generateToken()
+      const { secret, box } = successorOf(presented.token)
       newToken = sessionTokenOf(presented.locator, secret)
-      rotation = { newKey: secretKeyOf(newToken), box: sealForTokenHolder(presented.token, secret), unseenWindow: this.unseenWindow }
+      rotation = { newKey: secretKeyOf(newToken), box, unseenWindow: this.unseenWindow }
     }
     let result: CommitResult
     try {

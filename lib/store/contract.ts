@@ -5,7 +5,7 @@
  * knows about its tokens lives in that record, in O(1) space however often it rotates.
  *
  * Stores never see a token or a locator: only record ids, token keys (SHA-256 of a token) and grace
- * boxes that only the holder of the token they were sealed for can open. The rotation rules themselves
+ * boxes that only the holder of the token they were made from can open. The rotation rules themselves
  * are in lib/store/rotation.ts; a store applies them atomically to its record.
  *
  * Times are milliseconds since the epoch, passed in by the engine (one clock for the whole request).
@@ -144,7 +144,7 @@ export type ResolveResult =
 
 export interface RotateInput {
   newKey: string
-  /** The new token's secret sealed for the holder of the presented token (see sealForTokenHolder). */
+  /** What gives the new token back to the holder of the presented token, and to no one else (cipher.ts successorOf). */
   box: string
   /**
    * How long the presented token keeps working while nobody has presented the new one (a lost

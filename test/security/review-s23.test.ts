@@ -15,7 +15,7 @@
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
 import { XemsEngine, type SessionStore } from '../../index.js'
-import { sealForTokenHolder } from '../../lib/crypto/cipher.js'
+import { successorOf } from '../../lib/crypto/cipher.js'
 import { generateToken } from '../../lib/crypto/random-token.js'
 import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session/token.js'
 import { MAX_PAST_TOKENS } from '../../lib/store/contract.js'
@@ -251,7 +251,7 @@ for (const [name, factory] of stores) {
 }
 
 const newKey = (): string => secretKeyOf(sessionTokenOf(generateLocator(), generateToken()))
-const newBox = (): string => sealForTokenHolder(generateToken(), generateToken())
+const newBox = (): string => successorOf(generateToken()).box
 
 for (const [name, factory] of stores) {
   // Keeping every retired token would let repeated regenerates grow the record without bound: the record

@@ -12,7 +12,7 @@ import fc from 'fast-check'
 import t from 'tap'
 import { isXemsError } from '../../lib/errors.js'
 import { MemoryStore, type VaultWarning } from '../../lib/store/memory/memory-store.js'
-import { sealForTokenHolder } from '../../lib/crypto/cipher.js'
+import { successorOf } from '../../lib/crypto/cipher.js'
 import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session/token.js'
 import type { ResolveResult } from '../../lib/store/contract.js'
 import {
@@ -162,7 +162,7 @@ t.test('a damaged vault gives a clean start-up error, or the written state minus
   const now = Date.now()
   const id = recordIdOf(generateLocator())
   const [keyA, keyB, keyC] = [newKey(), newKey(), newKey()]
-  const boxAB = sealForTokenHolder(generateToken(), generateToken())
+  const boxAB = successorOf(generateToken()).box
   {
     const store = await MemoryStore.open({ persistence: { path: pristineDir, secret: SECRET } })
     await store.create({ id, sandbox: 'auth-active', tokenKey: keyA, data: { user: '"ada"' }, userId: 'ada', now, idleTtl: HOUR, absoluteExpiresAt: now + 5 * HOUR })

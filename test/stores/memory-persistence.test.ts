@@ -8,7 +8,7 @@ import { xemsSession } from '../../index.js'
 import type { SessionStore } from '../../lib/store/contract.js'
 import { MemoryStore, type MemoryStoreOptions, type VaultWarning } from '../../lib/store/memory/memory-store.js'
 import { scanFrames } from '../../lib/store/vault/format.js'
-import { sealForTokenHolder } from '../../lib/crypto/cipher.js'
+import { successorOf } from '../../lib/crypto/cipher.js'
 import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session/token.js'
 import { generateToken } from '../../lib/crypto/random-token.js'
 import { runStoreConformance } from './conformance.js'
@@ -21,7 +21,7 @@ const DAY = 24 * HOUR
 const newId = (): string => recordIdOf(generateLocator())
 const newKey = (): string => secretKeyOf(sessionTokenOf(generateLocator(), generateToken()))
 /** A grace box as the engine makes them (the store keeps it as opaque text). */
-const newBox = (): string => sealForTokenHolder(generateToken(), generateToken())
+const newBox = (): string => successorOf(generateToken()).box
 
 async function tempDir (t: Test): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'xems-vault-'))

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type pg from 'pg'
 import t, { type Test } from 'tap'
-import { sealForTokenHolder } from '../../lib/crypto/cipher.js'
+import { successorOf } from '../../lib/crypto/cipher.js'
 import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session/token.js'
 import { postgresSchemaSql } from '../../lib/store/postgres/schema.js'
 import { PostgresStore, type PostgresStoreOptions } from '../../lib/store/postgres/postgres-store.js'
@@ -22,7 +22,7 @@ import { runStoreConformance } from './conformance.js'
 const HOUR = 3_600_000
 const DAY = 24 * HOUR
 const newKey = (): string => secretKeyOf(sessionTokenOf(generateLocator(), generateToken()))
-const newBox = (): string => sealForTokenHolder(generateToken(), generateToken())
+const newBox = (): string => successorOf(generateToken()).box
 
 async function create (
   store: PostgresStore, options: { userId?: string, data?: Record<string, string>, now?: number, idleTtl?: number } = {}

@@ -10,7 +10,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { type Cluster, Redis } from 'ioredis'
 import t, { type Test } from 'tap'
-import { Keyring, sealForTokenHolder } from '../../lib/crypto/cipher.js'
+import { Keyring, successorOf } from '../../lib/crypto/cipher.js'
 import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session/token.js'
 import type { SessionStore } from '../../lib/store/contract.js'
 import { BOX_LENGTH, SCRIPTS } from '../../lib/store/redis/scripts/index.js'
@@ -25,7 +25,7 @@ const WINDOW = 600_000
 
 const newToken = (locator = generateLocator()): string => sessionTokenOf(locator, generateToken())
 const newKey = (): string => secretKeyOf(newToken())
-const newBox = (): string => sealForTokenHolder(generateToken(), generateToken())
+const newBox = (): string => successorOf(generateToken()).box
 const userDigest = (userId: string): string => createHash('sha256').update('user').update('\u0000').update(userId).digest('base64url')
 const sessionKey = (prefix: string, id: string): string => `${prefix}s:{${id}}`
 const userKey = (prefix: string, userId: string): string => `${prefix}u:{${userDigest(userId)}}`
@@ -354,7 +354,7 @@ if (typeof connected === 'string') {
   })
 
   t.test('token keys of any shape work (stored at a fixed width); a grace box must be the engine\'s', async (t) => {
-    t.equal(newBox().length, BOX_LENGTH, 'the scripts store boxes at the width sealForTokenHolder makes them')
+    t.equal(newBox().length, BOX_LENGTH, 'the scripts store boxes at the width successorOf makes them')
     const { store, prefix } = scratch(t)
     const now = Date.now()
     const id = recordIdOf(generateLocator())
@@ -371,7 +371,7 @@ if (typeof connected === 'string') {
     t.equal((await client.hget(sessionKey(prefix, again), 'k'))!.length, 22, 'stored as its digest')
     await t.rejects(
       store.commit({ id: again, tokenKey: 'k2', patch: null, rotate: { newKey: 'k3', box: 'opaque-box', unseenWindow: WINDOW }, now }),
-      /grace box must be what sealForTokenHolder returns/
+      /grace box must be what successorOf returns/
     )
     t.equal((await resolveWith(store, again, 'k2', now + 2)).status, 'live', 'refused before anything was sent')
   })

@@ -11,7 +11,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import t, { type Test } from 'tap'
-import { sealForTokenHolder } from '../../lib/crypto/cipher.js'
+import { successorOf } from '../../lib/crypto/cipher.js'
 import { generateToken } from '../../lib/crypto/random-token.js'
 import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../lib/session/token.js'
 import type { SessionStore } from '../../lib/store/contract.js'
@@ -85,7 +85,7 @@ async function cases (t: Test, subject: () => Promise<Subject>): Promise<void> {
     const s = await open(store, now)
     t.equal((await resolve(store, s.id, s.key, now)).status, 'live')
     const next = newKey(s.locator)
-    const box = sealForTokenHolder(generateToken(), generateToken())
+    const box = successorOf(generateToken()).box
     t.match(await store.commit({ id: s.id, tokenKey: s.key, patch: null, rotate: { newKey: next, box, unseenWindow: WINDOW }, now: now + 1 }), { status: 'ok', rotated: true })
     t.equal((await resolve(store, s.id, next, now + 2)).status, 'live', 'the new token presented: the old one has its grace from now')
     await breakBinding(s.id)

@@ -4,7 +4,7 @@
  * in cases-*.ts, one file per topic; index.ts registers them all.
  */
 import assert from 'node:assert/strict'
-import { sealForTokenHolder } from '../../crypto/cipher.js'
+import { successorOf } from '../../crypto/cipher.js'
 import { generateLocator, recordIdOf, secretKeyOf, sessionTokenOf } from '../../session/token.js'
 import { generateToken } from '../../crypto/random-token.js'
 import { type CommitInput, type LimitResult, type SessionStore, type UserLimit } from '../contract.js'
@@ -63,7 +63,7 @@ export interface CaseContext {
 
 export const newKey = (): string => secretKeyOf(sessionTokenOf(generateLocator(), generateToken()))
 /** A grace box as the engine makes them (the store treats it as opaque text). */
-export const newBox = (): string => sealForTokenHolder(generateToken(), generateToken())
+export const newBox = (): string => successorOf(generateToken()).box
 export const HOUR = 3_600_000
 export const DAY = 24 * HOUR
 export const GRACE = 2000

@@ -60,10 +60,10 @@ export function keyArg (key: string): string {
   return KEY_SHAPE.test(key) ? key : digest('token-key', key).slice(0, KEY_LENGTH)
 }
 
-/** A grace box as sealForTokenHolder makes it; the scripts store boxes at a fixed width. */
+/** A grace box as successorOf makes it; the scripts store boxes at a fixed width. */
 export function boxArg (box: string): string {
   if (!BOX_SHAPE.test(box)) {
-    throw new TypeError(`RedisStore: a grace box must be what sealForTokenHolder returns (${BOX_LENGTH} base64url characters)`)
+    throw new TypeError(`RedisStore: a grace box must be what successorOf returns (${BOX_LENGTH} base64url characters)`)
   }
   return box
 }

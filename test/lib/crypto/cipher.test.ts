@@ -1,7 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto'
 import t from 'tap'
-import { deriveKey, Keyring, openAsTokenHolder, parseSecret, sealForTokenHolder, sha256Prefix16 } from '../../../lib/crypto/cipher.js'
-import { generateToken } from '../../../lib/crypto/random-token.js'
+import { deriveKey, Keyring, openAsTokenHolder, parseSecret, successorOf, sha256Prefix16 } from '../../../lib/crypto/cipher.js'
+import { generateToken, isWellFormedToken } from '../../../lib/crypto/random-token.js'
+import { generateLocator, isWellFormedSessionToken, sessionTokenOf } from '../../../lib/session/token.js'
 
 const secretA = randomBytes(32)
 const secretB = randomBytes(32)
@@ -74,35 +75,65 @@ t.test('a keyring rotates: new key seals, old keys still open', async (t) => {
   t.throws(() => new Keyring([], 'x'), { code: 'FST_XEMS_BAD_SECRET' })
 })
 
-t.test('grace boxes open only with the old token', async (t) => {
+t.test('grace boxes open only with the old token, to the secret the rotation made', async (t) => {
   const oldToken = generateToken()
-  const newToken = generateToken()
-  const box = sealForTokenHolder(oldToken, newToken)
-  t.notMatch(box, newToken)
-  t.equal(openAsTokenHolder(oldToken, box), newToken)
+  const { secret, box } = successorOf(oldToken)
+  t.ok(isWellFormedToken(secret), 'the new secret has the shape of every secret (canonical base64url, 32 bytes)')
+  t.not(secret, successorOf(oldToken).secret, 'each rotation from one token makes another secret (a fresh nonce)')
+  t.notMatch(box, secret)
+  t.equal(box.length, 66)
+  t.equal(openAsTokenHolder(oldToken, box), secret)
   t.equal(openAsTokenHolder(generateToken(), box), null, 'another token cannot open it')
   t.equal(openAsTokenHolder(oldToken, box.slice(0, 10)), null)
   t.equal(openAsTokenHolder(oldToken, 'AAAA' + box.slice(4)), null)
   t.equal(deriveKey(Buffer.from('a'), 'p').length, 32)
 })
 
-// The box format is stored (vault, Redis, PostgreSQL): it must stay byte for byte the documented
-// construction, whatever the code computing it. Rebuilt here independently, with Hash objects.
-function documentedBox (holder: string, secret: string): string {
-  const keys = createHash('sha512').update('xems/grace/v3|' + holder).digest()
-  const ciphertext = Buffer.from(secret, 'base64url').map((byte, i) => byte ^ keys[i]!)
-  const head = Buffer.concat([Buffer.from([3]), ciphertext])
-  const tag = createHash('sha256').update(keys.subarray(32)).update(head).digest().subarray(0, 16)
-  return Buffer.concat([head, tag]).toString('base64url')
+t.test('a chain of successors: every token has the shape of a session token, and none repeats', async (t) => {
+  const locator = generateLocator()
+  const seen = new Set<string>()
+  let token = sessionTokenOf(locator, generateToken())
+  let malformed = 0
+  for (let i = 0; i < 5000; i++) {
+    const { secret, box } = successorOf(token)
+    if (openAsTokenHolder(token, box) !== secret) {
+      t.fail(`rotation ${i}: the box does not give the secret back`)
+      return
+    }
+    token = sessionTokenOf(locator, secret)
+    if (!isWellFormedSessionToken(token)) malformed++
+    seen.add(secret)
+  }
+  t.equal(malformed, 0, 'the session token syntax (canonical last characters) accepts all 5000')
+  t.equal(seen.size, 5000, 'no secret comes twice')
+})
+
+/** Bits `from` to `from + 8 * bytes - 1` of `buffer`, most significant first, as bytes. */
+function bitsOf (buffer: Buffer, from: number, bytes: number): Buffer {
+  const all = BigInt('0x' + buffer.toString('hex'))
+  const width = BigInt(buffer.length * 8)
+  const value = (all >> (width - BigInt(from) - BigInt(bytes * 8))) & ((1n << BigInt(bytes * 8)) - 1n)
+  return Buffer.from(value.toString(16).padStart(bytes * 2, '0'), 'hex')
 }
 
-t.test('grace boxes are exactly the documented construction (version 3)', async (t) => {
+// The box format is stored (vault, Redis, PostgreSQL) and the secret it gives is the client's next token:
+// both must stay exactly the documented construction, whatever the code computing them. Rebuilt here
+// independently, with Hash objects, Buffers and BigInt bit arithmetic.
+function documented (holder: string, box: string): { secret: string, box: string } | null {
+  const head = Buffer.from(box.slice(0, 44), 'base64url')
+  if (head.length !== 33 || head[0] !== 4) return null
+  const o = createHash('sha512').update('xems/grace/v4|' + holder + '|' + box.slice(0, 44)).digest()
+  const check = bitsOf(o, 258, 16)
+  return { secret: o.subarray(0, 32).toString('base64url'), box: Buffer.concat([head, check]).toString('base64url') }
+}
+
+t.test('successors and grace boxes are exactly the documented construction (version 4)', async (t) => {
   for (let i = 0; i < 200; i++) {
     const holder = `${generateToken().slice(0, 21)}A.${generateToken()}`
-    const secret = generateToken()
-    const box = sealForTokenHolder(holder, secret)
-    if (box !== documentedBox(holder, secret)) {
-      t.fail('a box differs from the documented construction')
+    const { secret, box } = successorOf(holder)
+    const expected = documented(holder, box)
+    if (expected === null || box !== expected.box || secret !== expected.secret) {
+      t.fail('a successor or its box differs from the documented construction')
       return
     }
     if (openAsTokenHolder(holder, box) !== secret) {
@@ -110,5 +141,5 @@ t.test('grace boxes are exactly the documented construction (version 3)', async 
       return
     }
   }
-  t.pass('200 boxes: the documented bytes, and each opens with its holder token')
+  t.pass('200 rotations: the documented secret and box bytes, and each box opens with its holder token')
 })
