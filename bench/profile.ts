@@ -55,6 +55,7 @@ function bucketOf (frame: CallFrame, file: string): string | null {
   if (file.startsWith('dist/lib/crypto/cipher.js')) {
     // The one-shot digest helper serves the names and the grace box alike: its caller says which.
     if (name === 'sha') return null
+    if (name === 'sha256Prefix16') return 'xems: SHA-256 names (record id, token key, public id)'
     return 'xems: successor and grace box (SHA-512)'
   }
   if (file.startsWith('dist/lib/store/rotation.js')) return 'xems: rotation rules'

@@ -189,8 +189,9 @@ function openWith (key: Buffer, sealed: Buffer, aad: string): Buffer | null {
  * box's check its bits 258–385:
  * box = base64url(`version 4 (1 byte) | nonce (32)`) | base64url(check (16)): 49 bytes, 66 characters.
  * Opening recomputes `o` from the presented `T` and the box's nonce and compares the check.
- * - `T` is 256 uniformly random bits (or, after a rotation, a pseudo-random function of them and a fresh
- *   nonce), so o is a pseudo-random function of `T` keyed by it: without `T`, the box (a nonce and a
+ * - `T` (the whole token, locator and secret) holds a secret of 256 uniformly random bits (or, after a
+ *   rotation, a pseudo-random function of such bits and a fresh nonce), so o is a pseudo-random function
+ *   keyed by `T`: without `T`, the box (a nonce and a
  *   check) says nothing about the new secret, so a dump of the store gives no token; with `T` but
  *   without the box, neither, since the nonce is 256 fresh bits that only the store keeps.
  * - The check authenticates the whole box: a byte changed in the version or the nonce changes o, one

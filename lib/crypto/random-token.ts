@@ -42,8 +42,9 @@ function drawnBase64url (bytes: number, first: number): string {
 }
 
 /**
- * A new 256-bit secret: 32 bytes from the CSPRNG, base64url. The secret half of a session token
- * (lib/session/token.ts), and the MFA plugin's remember-device token. Never stored; only its key is.
+ * A new 256-bit secret: 32 bytes from the CSPRNG, base64url. The secret half of a session's first token
+ * and of a migrated session's new one (lib/session/token.ts; a rotation derives its secret instead,
+ * cipher.ts successorOf), and the MFA plugin's remember-device token. Never stored; only its key is.
  */
 export function generateToken (): string {
   return randomBase64url(TOKEN_BYTES)

@@ -9,8 +9,10 @@ import { randomBase64url, TOKEN_LENGTH } from '../crypto/random-token.js'
  *   of the store gives no locator. Logs, events and session lists use a third name, the public id,
  *   derived from the record id (`SHA-256("xems/public|" + recordId)`, 16 bytes): it names a session
  *   without opening or targeting it.
- * - The secret is 32 CSPRNG bytes (43 base64url characters), new at every rotation. The store keeps only
- *   `SHA-256(token)` (16 bytes) of the current token and of recently rotated ones.
+ * - The secret is 32 bytes (43 base64url characters), new at every rotation: CSPRNG bytes when a session
+ *   opens or migrates, and at a rotation SHA-512 of the previous token and 32 fresh CSPRNG bytes
+ *   (cipher.ts successorOf). The store keeps only `SHA-256(token)` (16 bytes) of the current token and of
+ *   recently rotated ones.
  *
  * Because a token says which session it belongs to, a token of a known session whose secret is not one
  * the session currently accepts can only be an earlier token of that session (nobody else knows its

@@ -157,7 +157,7 @@ t.test('the store only ever sees SHA-256 of tokens', async (t) => {
   t.ok(all.includes(secretKeyOf(token)), 'the store saw the key of the token')
   t.notOk(all.includes(token.split('.')[0]!), 'never the locator either: the store files the session under a hash of it')
   t.notOk(all.includes(token), 'never the token')
-  t.notOk(all.includes(second), 'not even the rotated-to token (grace boxes are sealed)')
+  t.notOk(all.includes(second), 'not even the rotated-to token (a grace box gives it only with the old token)')
 })
 
 t.test('a failing store answers 503, never 500, and never logs the user out', async (t) => {
