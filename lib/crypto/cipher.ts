@@ -191,9 +191,9 @@ function openWith (key: Buffer, sealed: Buffer, aad: string): Buffer | null {
  * Opening recomputes `o` from the presented `T` and the box's nonce and compares the check.
  * - `T` (the whole token, locator and secret) holds a secret of 256 uniformly random bits (or, after a
  *   rotation, a pseudo-random function of such bits and a fresh nonce), so o is a pseudo-random function
- *   keyed by `T`: without `T`, the box (a nonce and a
- *   check) says nothing about the new secret, so a dump of the store gives no token; with `T` but
- *   without the box, neither, since the nonce is 256 fresh bits that only the store keeps.
+ *   keyed by `T`: without `T`, the box (a nonce and a check) says nothing about the new secret, so a dump
+ *   of the store gives no token; with `T` but without the box, neither, since the nonce is 256 fresh
+ *   bits that only the store keeps.
  * - The check authenticates the whole box: a byte changed in the version or the nonce changes o, one
  *   in the check fails the comparison. A box that does not open gives null, never a wrong token (which
  *   the session would refuse as the theft signal).

@@ -32,6 +32,7 @@
  */
 import { MAX_PAST_TOKENS } from '../../contract.js'
 import { MAX_RETIRED_TOKENS } from '../../rotation.js'
+import { GRACE_BOX_LENGTH } from '../../../crypto/cipher.js'
 
 /**
  * maxSessionsPerUser on Redis: a session marked to end by a sign-in that has not ended it this long
@@ -42,7 +43,7 @@ export const RECLAIM_MARKS_MS = 10_000
 /** Length of a token key as the store passes it to Lua (secretKeyOf: 16 bytes, base64url; see codec.ts keyArg). */
 export const KEY_LENGTH = 22
 /** Length of a grace box (cipher.ts successorOf: 49 bytes, base64url); codec.ts boxArg checks every box. */
-export const BOX_LENGTH = 66
+export const BOX_LENGTH = GRACE_BOX_LENGTH
 /** One earlier token in the `p` field: deadline (15 digits), flag, key, box. */
 export const ENTRY_WIDTH = 15 + 1 + KEY_LENGTH + BOX_LENGTH
 
