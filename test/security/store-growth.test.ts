@@ -79,12 +79,17 @@ t.test('MemoryStore heap per failed login for a new name: what the lockout keeps
     await store.close()
     return Math.round(bytes)
   }
-  // The smaller of two runs: a one-off allocation during one of them (seen once under CI's coverage, on
-  // Node 24: 507 B against 271 B in every other run) is not what a name costs.
-  const least = async (keysPerName: (n: string) => string[], window: number): Promise<number> =>
-    Math.min(await measure(keysPerName, window), await measure(keysPerName, window))
-  const now = await least((n) => [`xems-mfa:window:${n}`], 15 * MINUTE)
-  const old = await least((n) => [`xems-mfa:fail:${n}`, `xems-mfa:consecutive:${n}`], 5 * 86_400_000)
+  // The smallest of three runs of each, the two kinds alternating: under CI's coverage on Node 24 the
+  // first measurements of this test have twice come out at 505–507 B in both of two back-to-back runs,
+  // then the next kind measured as usual (271 B here in every run alone). An allocation of the moment
+  // (a few MB, whatever the process still settles after the previous test) is not what a name costs.
+  let now = Infinity
+  let old = Infinity
+  for (let run = 0; run < 3; run++) {
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    now = Math.min(now, await measure((n) => [`xems-mfa:window:${n}`], 15 * MINUTE))
+    old = Math.min(old, await measure((n) => [`xems-mfa:fail:${n}`, `xems-mfa:consecutive:${n}`], 5 * 86_400_000))
+  }
   t.comment(`MemoryStore: ${now} B per new name for 15 minutes now; the two counters before were ${old} B, one of them for 5 days`)
   t.ok(now < 400, `${now} B per request, for at most lockout.window`)
 })
