@@ -4,8 +4,7 @@ import { parsePositiveDuration } from '../duration.js'
 import { decodeDevice, encodeDevice, type DeviceInfo } from '../device.js'
 import { badOption } from '../errors.js'
 import type { SecurityEvent } from '../security-events.js'
-import { decodeBinding, encodeBinding } from '../binding/binding.js'
-import { decodeData } from './data.js'
+import { encodeBinding } from '../binding/binding.js'
 import {
   generateLocator, parseSessionToken, publicIdOf, recordIdOf, secretKeyOf, sessionTokenOf
 } from './token.js'
@@ -23,6 +22,7 @@ import type {
   CreateSessionOptions, MigrateOptions, Opened, PresentedToken, ResolvedSession, ResolveSessionOptions, XemsEvents
 } from './engine-types.js'
 import { followChain } from './grace-chain.js'
+import { resolveSession } from './resolve-session.js'
 import { callStore, storeFailure } from './store-call.js'
 import {
   applyUserLimit, listUserSessions, revokeSession, revokeUser, signedIn, type ListUserSessionsOptions, type UserSessionInfo
@@ -285,38 +285,9 @@ export class XemsEngine extends EventEmitter<XemsEvents> {
     return destroyed
   }
 
-  /** Resolves a token for a caller outside the request cycle (a WebSocket upgrade, a job). */
+  /** Resolves a token for a caller outside the request cycle (a WebSocket upgrade, a job): see resolve-session.ts. */
   async resolveSession (token: unknown, options: ResolveSessionOptions = {}): Promise<ResolvedSession | null> {
-    const sandbox = checkSandbox(options.sandbox ?? this.defaultSandbox, 'sandbox')
-    const grace = options.gracePeriod === undefined ? this.gracePeriod : checkGrace(options.gracePeriod, 'gracePeriod')
-    const opened = await this.open(token, sandbox, grace)
-    if (opened.status !== 'live' && opened.status !== 'grace') return null
-    const { session } = opened
-    const binding = decodeBinding(session.data[BINDING_KEY])
-    // Fail closed: the token alone is not a bound session (nothing here can check the key).
-    if (binding !== null && options.allowBound !== true) return null
-    let current = opened.token
-    let expiresAt = Math.min(session.lastSeenAt + session.idleTtl, session.absoluteExpiresAt)
-    if (options.rotate === true && opened.status === 'live') {
-      const admitted = { id: session.id, sandbox, presented: opened.presented, migrations: session.migrations }
-      const committed = await this.commit(admitted, null, true)
-      if (committed.status !== 'ok') return null
-      current = committed.token
-      expiresAt = committed.expiresAt
-    }
-    if (current === null) return null
-    const resolved: ResolvedSession = {
-      id: publicIdOf(session.id),
-      sandbox: session.sandbox,
-      data: decodeData(session.data),
-      createdAt: session.createdAt,
-      lastSeenAt: session.lastSeenAt,
-      expiresAt,
-      token: current,
-      binding
-    }
-    if (session.userId !== undefined) resolved.userId = session.userId
-    return resolved
+    return await resolveSession(this, token, options)
   }
 
   /** Moves the session of `token` from one sandbox to another; returns its new token, or null. */
