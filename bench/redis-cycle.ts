@@ -4,6 +4,10 @@
  * round, cycles per second, Node's CPU per cycle (process.cpuUsage) and Redis's own time per script call
  * and per command the scripts run (INFO commandstats, reset before each round), then the medians.
  *
+ * With `--lua`, then what shapes of script cost Redis on one of these session hashes (an empty script,
+ * the scripts' shared prelude alone, an `HGETALL` returned from Lua, the commands a commit runs): where
+ * a script's time goes beyond the commands inside it.
+ *
  * `npm run bench:build && node dist/bench/redis-cycle.js` (Redis at REDIS_URL, default
  * redis://127.0.0.1:6379; the keys go under a prefix of their own, deleted afterwards). It resets
  * Redis's command statistics: run it on a Redis of its own when they matter to anyone.
@@ -16,7 +20,12 @@ import { RedisStore } from 'fastify-xems/redis'
 import { profileFor, round } from './common.js'
 
 const { values } = parseArgs({
-  options: { sessions: { type: 'string', default: '10' }, cycles: { type: 'string', default: '30000' }, rounds: { type: 'string', default: '3' } }
+  options: {
+    sessions: { type: 'string', default: '10' },
+    cycles: { type: 'string', default: '30000' },
+    rounds: { type: 'string', default: '3' },
+    lua: { type: 'boolean', default: false }
+  }
 })
 const inFlight = Number(values.sessions)
 const cycles = Number(values.cycles)
@@ -56,6 +65,36 @@ async function commandTimes (): Promise<Record<string, number>> {
   return times
 }
 
+/** Redis's µs per call of `lua` on `key` (INFO commandstats of EVALSHA over `calls` calls, 100 in flight). */
+async function scriptCost (lua: string, key: string, calls = 20_000): Promise<number> {
+  const sha = await admin.script('LOAD', lua) as string
+  await admin.config('RESETSTAT')
+  for (let done = 0; done < calls; done += 100) {
+    await Promise.all(Array.from({ length: 100 }, async () => await admin.evalsha(sha, 1, key)))
+  }
+  const match = /cmdstat_evalsha:calls=\d+,usec=\d+,usec_per_call=([\d.]+)/.exec(await admin.info('commandstats'))
+  return Number(match?.[1] ?? NaN)
+}
+
+/** What shapes of script cost on a session hash: where a script's time goes beyond its commands. */
+async function luaShapes (): Promise<void> {
+  const opened = await engine.open(tokens[0])
+  if (opened.status !== 'live' && opened.status !== 'grace') throw new Error(`open: ${opened.status}`)
+  tokens[0] = opened.token ?? tokens[0]!
+  const key = `${prefix}s:{${opened.session.id}}`
+  const { PRELUDE } = await import(new URL('../lib/store/redis/scripts/common.js', import.meta.url).href) as { PRELUDE: string }
+  const shapes: Array<[string, string]> = [
+    ['an empty script (return 1)', 'return 1'],
+    ['the session scripts\' prelude, then return 1', PRELUDE + '\nreturn 1'],
+    ['HGETALL of the session, returned', "return redis.call('HGETALL', KEYS[1])"],
+    ['HGETALL into a Lua table, return 1', "local a = redis.call('HGETALL', KEYS[1]) local h = {} for i = 1, #a, 2 do h[a[i]] = a[i + 1] end return 1"],
+    ['HMGET of 9 fields, HSET of 2 (ls kept), PEXPIRE', "local v = redis.call('HMGET', KEYS[1], 'sb', 'ls', 'it', 'ax', 'xp', 'k', 'p', 'x', 'g') " +
+      "redis.call('HSET', KEYS[1], 'ls', v[2], 's', '1') redis.call('PEXPIRE', KEYS[1], redis.call('PTTL', KEYS[1])) return 1"]
+  ]
+  console.log('Redis µs per call of script shapes on one session hash:')
+  for (const [name, lua] of shapes) console.log(`  ${name.padEnd(52)} ${await scriptCost(lua, key)}`)
+}
+
 const median = (list: number[]): number => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]!
 
 try {
@@ -77,6 +116,7 @@ try {
   const perSecond = median(results.map((result) => result.perSecond))
   const nodeCpu = median(results.map((result) => result.nodeCpu))
   console.log(`median: ${perSecond} cycles/s, Node CPU ${nodeCpu} µs/cycle, Redis µs per call: ${JSON.stringify(redis)}`)
+  if (values.lua) await luaShapes()
 } finally {
   await store.close()
   let cursor = '0'
