@@ -89,7 +89,7 @@ async function luaShapes (): Promise<void> {
     ['HGETALL of the session, returned', "return redis.call('HGETALL', KEYS[1])"],
     ['HGETALL into a Lua table, return 1', "local a = redis.call('HGETALL', KEYS[1]) local h = {} for i = 1, #a, 2 do h[a[i]] = a[i + 1] end return 1"],
     ['HMGET of 9 fields, HSET of 2 (ls kept), PEXPIRE', "local v = redis.call('HMGET', KEYS[1], 'sb', 'ls', 'it', 'ax', 'xp', 'k', 'p', 'x', 'g') " +
-      "redis.call('HSET', KEYS[1], 'ls', v[2], 's', '1') redis.call('PEXPIRE', KEYS[1], redis.call('PTTL', KEYS[1])) return 1"]
+      "redis.call('HSET', KEYS[1], 'ls', v[2], 's', '1') redis.call('PEXPIRE', KEYS[1], 3600000) return 1"]
   ]
   console.log('Redis µs per call of script shapes on one session hash:')
   for (const [name, lua] of shapes) console.log(`  ${name.padEnd(52)} ${await scriptCost(lua, key)}`)
