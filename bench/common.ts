@@ -61,6 +61,14 @@ export const SERVERS: ServerSpec[] = [
   },
   { id: 'xems-redis', label: 'fastify-xems RedisStore, rotation', description: 'xemsSession on RedisStore (ioredis, 127.0.0.1:6379), rotation on.', sessions: true },
   {
+    id: 'redis-floor',
+    label: 'floor: a new cookie per response over Redis, no session library',
+    description: 'The floor on Redis (the same ioredis client): every /me GETs the cookie\'s key, then SETs the profile under a fresh random 32-byte ' +
+      'token with a PX expiry before it answers with it (Set-Cookie, Cache-Control: no-store). Two round trips of the cheapest commands, nothing ' +
+      'deleted, hashed or sealed: the least a rotation that reads at the start of a request and writes at its end costs over Redis.',
+    sessions: true
+  },
+  {
     id: 'fastify-session-redis',
     label: '@fastify/session + connect-redis',
     description: '@fastify/session with connect-redis 8 on ioredis (127.0.0.1:6379), default options.',

@@ -371,6 +371,13 @@ function markdown (meta: Record<string, unknown>, rows: Row[], targets: Target[]
     lines.push(`- ${target.name}: ${target.value === null ? '—' : `${target.value.toFixed(2)}×`} → ${verdict}` +
       `${target.cpuValue === null ? '' : ` (by CPU per request: ${target.cpuValue.toFixed(2)}× → ${target.cpuValue >= target.target ? 'met' : 'NOT met'})`}`)
   }
+  const floor = rows.find((row) => row.id === 'redis-floor' && row.status === 'ok')
+  const redisPeer = rows.find((row) => row.id === 'fastify-session-redis' && row.status === 'ok')
+  if (floor !== undefined && redisPeer !== undefined) {
+    // For scale: two bare round trips per request, no session library, against the same peer.
+    lines.push(`- for scale, the Redis floor (no session library) × @fastify/session + connect-redis: ${(floor.rps! / redisPeer.rps!).toFixed(2)}× ` +
+      `(by CPU per request: ${(cpuOf(redisPeer)! / cpuOf(floor)!).toFixed(2)}×)`)
+  }
   if (options.rounds > 1) {
     lines.push('')
     lines.push('req/s of each round: ' + rows.filter((row) => row.status === 'ok').map((row) => `${row.id} ${row.roundsRps!.join(' / ')}`).join(' · '))

@@ -202,6 +202,39 @@ const SERVERS: Record<string, () => Promise<Built>> = {
     }
   },
 
+  async 'redis-floor' () {
+    const { default: fastifyCookie } = await import('@fastify/cookie')
+    const client = await redisClient()
+    const prefix = `floor-bench-${process.pid}:`
+    const app = Fastify({ logger: false })
+    await app.register(fastifyCookie)
+    const attributes = { path: '/', httpOnly: true, sameSite: 'lax', secure: false } as const
+    const issue = async (reply: FastifyReply, profile: string): Promise<void> => {
+      const token = randomBytes(32).toString('base64url')
+      await client.set(prefix + token, profile, 'PX', 3_600_000)
+      reply.header('cache-control', 'no-store').setCookie('floor', token, attributes)
+    }
+    app.post('/login', async (request, reply) => {
+      await issue(reply, JSON.stringify(profileFor(userOf(request))))
+      return { ok: true }
+    })
+    app.get('/me', async (request, reply) => {
+      const token = request.cookies.floor
+      const profile = token === undefined ? null : await client.get(prefix + token)
+      if (profile === null) return await reply.code(401).send({ code: 'NO_SESSION' })
+      await issue(reply, profile)
+      return JSON.parse(profile) as Profile
+    })
+    return {
+      app,
+      notes: [`keys under ${prefix}*`],
+      close: async () => {
+        await dropKeys(client, `${prefix}*`)
+        await client.quit()
+      }
+    }
+  },
+
   async 'fastify-session-redis' () {
     const { default: fastifyCookie } = await import('@fastify/cookie')
     const { default: fastifySession } = await import('@fastify/session')
