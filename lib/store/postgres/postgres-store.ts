@@ -1,17 +1,18 @@
-import type { Pool, QueryResultRow } from 'pg'
 import { isXemsError, xemsError } from '../../errors.js'
 import type {
   CommitInput, CommitResult, CounterResult, CreateInput, EncodedData, LimitResult, MigrateInput, PresentedCheck, ResolveInput,
   ResolveResult, SessionInfo, SessionStore
 } from '../contract.js'
 import { DEVICE_KEY } from '../contract.js'
-import { commitChain, markPresented, matchToken, mayMigrate, newRotationState, retireAll, rotate } from '../rotation.js'
-import { connected, type Defer, type Query } from './connection.js'
+import { commitChain, markPresented, matchToken, newRotationState, rotate } from '../rotation.js'
+import { PostgresCalls } from './calls.js'
+import type { Query } from './connection.js'
 import { checkFormatAndCanary, lockKeyOf, migrateTables, type PostgresPlace } from './format.js'
 import { checkPostgresOptions, type PostgresStoreOptions } from './options.js'
-import { deadlineOf, int, type Loaded, loadedOf, rotationOf, type SessionRow, sessionInfoOf, storedSession, writeBack } from './rows.js'
+import { int, loadedOf, rotationOf, type SessionRow, sessionInfoOf, storedSession, writeBack } from './rows.js'
 import { digest, PostgresSealing } from './sealing.js'
 import { postgresSchemaSql, tableNames, type TableNames } from './schema.js'
+import { type MigrationParts, migrateSession } from './session-migration.js'
 import { postgresStatements, type PostgresStatements, sweepStatements } from './sql.js'
 import { admitUser } from './users.js'
 import { PostgresValues } from './values.js'
@@ -37,13 +38,14 @@ const RETIRED_TOKEN: ResolveResult = Object.freeze({ status: 'retired' })
 export class PostgresStore implements SessionStore {
   readonly schema: string
   readonly tablePrefix: string
-  readonly #pool: Pool
+  readonly #calls: PostgresCalls
   readonly #t: TableNames
   readonly #sql: PostgresStatements
   readonly #sweepStatements: string[]
   readonly #sealing: PostgresSealing
   readonly #values: PostgresValues
   readonly #place: PostgresPlace
+  readonly #migration: MigrationParts
   readonly #lockKey: string
   readonly #timeout: number
   readonly #sweepBatch: number
@@ -56,14 +58,15 @@ export class PostgresStore implements SessionStore {
     const { pool, schema, prefix, secrets, timeout, sweepInterval, sweepBatch } = checkPostgresOptions(options)
     this.schema = schema
     this.tablePrefix = prefix
-    this.#pool = pool
     this.#t = tableNames(schema, prefix)
     this.#sql = postgresStatements(this.#t)
     this.#sweepStatements = sweepStatements(this.#t)
     this.#sealing = new PostgresSealing(secrets, schema, prefix)
-    this.#values = new PostgresValues(async (text, values = []) => await this.#query(text, values), this.#sql, this.#sealing)
+    this.#calls = new PostgresCalls(pool, timeout, this.#sql, this.#sealing, () => { this.#assertOpen() })
+    this.#values = new PostgresValues(async (text, values = []) => await this.#calls.query(text, values), this.#sql, this.#sealing)
     this.#place = { schema, tablePrefix: prefix, sql: this.#sql, sealing: this.#sealing }
     this.#lockKey = lockKeyOf(schema, prefix)
+    this.#migration = { calls: this.#calls, sql: this.#sql, sealing: this.#sealing, sessions: this.#t.sessions, lockKey: this.#lockKey }
     this.#timeout = timeout
     this.#sweepBatch = sweepBatch
     // An idle connection the server ends (a restart, pg_terminate_backend) is an 'error' on the pool,
@@ -90,12 +93,13 @@ export class PostgresStore implements SessionStore {
   async migrate (input: MigrateInput): Promise<boolean | LimitResult>
   async migrate (input?: MigrateInput): Promise<boolean | LimitResult | void> {
     if (input === undefined) return await this.#migrateSchema()
-    return await this.#migrateSession(input)
+    await this.ready()
+    return await migrateSession(this.#migration, input)
   }
 
   async #migrateSchema (): Promise<void> {
     this.#assertOpen()
-    await this.#connected(async (query) => {
+    await this.#calls.connected(async (query) => {
       await migrateTables(query, this.#place)
     }, true, Math.max(this.#timeout, 30_000))
   }
@@ -108,7 +112,7 @@ export class PostgresStore implements SessionStore {
   async ready (): Promise<void> {
     this.#assertOpen()
     const check = async (query: Query): Promise<void> => { await checkFormatAndCanary(query, this.#place) }
-    this.#verified ??= this.#connected(check, true).catch((err: unknown) => {
+    this.#verified ??= this.#calls.connected(check, true).catch((err: unknown) => {
       if (!isXemsError(err)) this.#verified = null
       throw err
     })
@@ -137,10 +141,10 @@ export class PostgresStore implements SessionStore {
     ]
     const { userId, userLimit } = input
     if (userId === undefined || userLimit === undefined) {
-      await this.#query(insert, values)
+      await this.#calls.query(insert, values)
       return
     }
-    return await this.#transaction(async (query, defer) => {
+    return await this.#calls.transaction(async (query, defer) => {
       const admitted = await admitUser(query, this.#sql, this.#lockKey, userId, id, userLimit, input.now)
       if (admitted.status === 'admitted') defer(insert, values)
       return admitted
@@ -154,8 +158,8 @@ export class PostgresStore implements SessionStore {
    */
   async resolve (input: ResolveInput): Promise<ResolveResult> {
     await this.ready()
-    return await this.#transaction(async (query, defer) => {
-      const row = await this.#lockRow(query, defer, input.id, input.now)
+    return await this.#calls.transaction(async (query, defer) => {
+      const row = await this.#calls.lockRow(query, defer, input.id, input.now)
       const state = row === null ? null : rotationOf(row)
       if (row === null || state === null) return NONE
       const match = matchToken(state, input.tokenKey, input.now)
@@ -192,8 +196,8 @@ export class PostgresStore implements SessionStore {
    */
   async commit (input: CommitInput): Promise<CommitResult> {
     await this.ready()
-    return await this.#transaction(async (query, defer) => {
-      const loaded = await this.#lock(query, defer, input.id, input.now)
+    return await this.#calls.transaction(async (query, defer) => {
+      const loaded = await this.#calls.lock(query, defer, input.id, input.now)
       if (loaded === null) return { status: 'gone' }
       const { state } = loaded
       // Judged under the row lock, before anything is written: a token retired by a migration since
@@ -220,43 +224,15 @@ export class PostgresStore implements SessionStore {
     })
   }
 
-  /** One transaction: lock the row, check sandbox and token, retire every token, move. */
-  async #migrateSession (input: MigrateInput): Promise<boolean | LimitResult> {
-    await this.ready()
-    return await this.#transaction(async (query, defer) => {
-      const loaded = await this.#lock(query, defer, input.id, input.now)
-      if (loaded === null) return false
-      const { row, state } = loaded
-      if (row.sandbox !== input.from || !mayMigrate(state, input.tokenKey)) return false
-      let admitted: LimitResult | true = true
-      if (input.userId !== undefined && input.userLimit !== undefined) {
-        // The row is locked: a session that already names the user is counted already.
-        admitted = loaded.userId === input.userId
-          ? { status: 'admitted', ended: [] }
-          : await admitUser(query, this.#sql, this.#lockKey, input.userId, input.id, input.userLimit, input.now)
-        if (admitted.status === 'refused') return admitted
-      }
-      let data: EncodedData | null = input.data === null ? null : Object.assign(Object.create(null) as EncodedData, input.data)
-      if (data === null && this.#sealing.isStale(row.data)) data = this.#sealing.openData(input.id, row.data)?.data ?? null
-      retireAll(state, input.newKey, input.now, input.retiredUntil)
-      row.sandbox = input.to
-      loaded.idleTtl = input.idleTtl
-      if (input.userId !== undefined) loaded.userId = input.userId
-      loaded.stale = true
-      writeBack(defer, this.#t.sessions, this.#sealing, loaded, input.now, { rotation: true, data })
-      return admitted
-    })
-  }
-
   /** One statement. */
   async destroy (id: string, presented?: PresentedCheck): Promise<boolean | 'retired'> {
     await this.ready()
     if (presented === undefined) {
-      const { rowCount } = await this.#query(this.#sql.deleteSession, [id])
+      const { rowCount } = await this.#calls.query(this.#sql.deleteSession, [id])
       return (rowCount ?? 0) > 0
     }
     // A request's logout: under the row lock, only if its token may still write (commitChain).
-    return await this.#transaction(async (query) => {
+    return await this.#calls.transaction(async (query) => {
       const { rows } = await query<SessionRow>(this.#sql.lockSession, [id])
       const row = rows[0]
       if (row === undefined) return false
@@ -275,21 +251,21 @@ export class PostgresStore implements SessionStore {
   /** One statement: the row, only if it is a live session of the user (another user's id ends nothing). */
   async revokeUserSession (userId: string, id: string, now: number): Promise<boolean> {
     await this.ready()
-    const { rowCount } = await this.#query(this.#sql.revokeUserSession, [id, digest('user', userId), now])
+    const { rowCount } = await this.#calls.query(this.#sql.revokeUserSession, [id, digest('user', userId), now])
     return (rowCount ?? 0) > 0
   }
 
   /** One statement: every row of the user's digest (but `exceptId`), deleted; counts those still live. */
   async revokeUser (userId: string, now: number, exceptId?: string): Promise<number> {
     await this.ready()
-    const { rows } = await this.#query<{ expires_at: string }>(this.#sql.revokeUser, [digest('user', userId), exceptId ?? null])
+    const { rows } = await this.#calls.query<{ expires_at: string }>(this.#sql.revokeUser, [digest('user', userId), exceptId ?? null])
     return rows.filter((row) => int(row.expires_at) > now).length
   }
 
   /** One statement by the user index; only rows whose sealed binding names the user are listed. */
   async listUser (userId: string, now: number): Promise<SessionInfo[]> {
     await this.ready()
-    const { rows } = await this.#query<SessionRow>(this.#sql.listUser, [digest('user', userId), now])
+    const { rows } = await this.#calls.query<SessionRow>(this.#sql.listUser, [digest('user', userId), now])
     const infos: SessionInfo[] = []
     for (const row of rows) {
       const info = sessionInfoOf(row, userId, now, this.#sealing)
@@ -347,7 +323,7 @@ export class PostgresStore implements SessionStore {
       let total = 0
       for (const statement of this.#sweepStatements) {
         for (let batch = 0; batch < SWEEP_MAX_BATCHES && !this.#closed; batch++) {
-          const deleted = (await this.#query(statement, [now, this.#sweepBatch])).rowCount ?? 0
+          const deleted = (await this.#calls.query(statement, [now, this.#sweepBatch])).rowCount ?? 0
           total += deleted
           if (deleted < this.#sweepBatch) break
         }
@@ -366,42 +342,5 @@ export class PostgresStore implements SessionStore {
 
   #assertOpen (): void {
     if (this.#closed) throw xemsError('FST_XEMS_STORE_CLOSED')
-  }
-
-  async #query<R extends QueryResultRow = QueryResultRow> (
-    text: string, values: unknown[]
-  ): Promise<{ rows: R[], rowCount: number | null }> {
-    return await this.#connected(async (query) => await query<R>(text, values), false)
-  }
-
-  async #transaction<T> (work: (query: Query, defer: Defer) => Promise<T>): Promise<T> {
-    return await this.#connected(work, true)
-  }
-
-  /** One call on one connection of the pool, bounded by the timeout (see connected in connection.ts). */
-  async #connected<T> (work: (query: Query, defer: Defer) => Promise<T>, transaction: boolean, timeout = this.#timeout): Promise<T> {
-    this.#assertOpen()
-    return await connected(this.#pool, work, transaction, timeout)
-  }
-
-  /**
-   * The session's row, locked until the transaction ends; null (the row deleted) when it is past its
-   * deadline, judged here by `now` whatever the sweep has done; null when its binding does not open.
-   */
-  async #lock (query: Query, defer: Defer, id: string, now: number): Promise<Loaded | null> {
-    const row = await this.#lockRow(query, defer, id, now)
-    return row === null ? null : loadedOf(row, this.#sealing)
-  }
-
-  /** The row, locked; null when there is none or it is past its deadline (then it is deleted). */
-  async #lockRow (query: Query, defer: Defer, id: string, now: number): Promise<SessionRow | null> {
-    const { rows } = await query<SessionRow>(this.#sql.lockSession, [id])
-    const row = rows[0]
-    if (row === undefined) return null
-    if (!(deadlineOf(row) > now)) {
-      defer(this.#sql.deleteSession, [id])
-      return null
-    }
-    return row
   }
 }
