@@ -8,12 +8,9 @@ import { commitChain, markPresented, matchToken, mayMigrate, NO_PAST, retireAll,
 import { ChangeTracker } from './changes.js'
 import { checkOptions, type MemoryStoreOptions } from './options.js'
 import { MemoryPersistence } from './persistence.js'
-import {
-  MemorySession, ownKey, seen, sessionExpiresAt, sessionInfo, small, snapshot, type Counter, type TimedValue
-} from './record.js'
-import { ShardedMap } from './sharded-map.js'
+import { MemorySession, ownKey, seen, sessionExpiresAt, small, snapshot, type Counter, type TimedValue } from './record.js'
+import { MemorySessions } from './sessions.js'
 import { IncrementalSweeper } from './sweeper.js'
-import { UserIndex } from './users.js'
 import { MemoryValues } from './values.js'
 
 export type { FsyncPolicy, VaultWarning } from '../vault/vault.js'
@@ -34,15 +31,13 @@ const RETIRED_TOKEN: ResolveResult = Object.freeze({ status: 'retired' })
  * with the start-up error if the vault does not open.
  */
 export class MemoryStore implements SessionStore {
-  readonly #sessions = new ShardedMap<MemorySession>()
-  readonly #users = new UserIndex((id, now) => this.#liveSession(id, now), (id, session) => { this.#removeSession(id, session) })
+  /** The sessions, by id and by user. */
+  readonly #sessions: MemorySessions
   /** The timed values and the counters. */
   readonly #values: MemoryValues
   readonly #sweeper: IncrementalSweeper
   /** The vault and the change tracking, with `persistence`; null without. */
   readonly #persistence: MemoryPersistence | null
-  /** What the current operation changed, for the journal; null without persistence. */
-  readonly #changes: ChangeTracker | null
   /** Rejects with the start-up error; what `ready()` answers. */
   readonly #ready: Promise<void>
   #timer: NodeJS.Timeout | null
@@ -64,13 +59,13 @@ export class MemoryStore implements SessionStore {
   constructor (options: MemoryStoreOptions = {}) {
     const { sweepInterval, clock, vault } = checkOptions(options)
     const changes = vault === null ? null : new ChangeTracker()
-    this.#changes = changes
+    const sessions = this.#sessions = new MemorySessions(changes)
     const values = this.#values = new MemoryValues(changes)
     this.#sweeper = new IncrementalSweeper([
       {
-        map: this.#sessions,
+        map: sessions.byId,
         isExpired: (s: MemorySession, now) => sessionExpiresAt(s) <= now,
-        remove: (id, s: MemorySession) => { this.#forgetSession(id, s) }
+        remove: (id, s: MemorySession) => { sessions.forget(id, s) }
       },
       { map: values.values, isExpired: (v: TimedValue, now) => v.expiresAt <= now, remove: (k) => values.values.delete(k) },
       { map: values.counters, isExpired: (c: Counter, now) => c.resetAt <= now, remove: (k) => values.counters.delete(k) }
@@ -80,12 +75,12 @@ export class MemoryStore implements SessionStore {
       this.#ready = Promise.resolve()
     } else {
       this.#persistence = new MemoryPersistence(vault, {
-        sessions: this.#sessions,
+        sessions: sessions.byId,
         values: values.values,
         counters: values.counters,
-        indexUser: (userId, id) => { this.#users.add(userId, id) },
-        unindexUser: (id, session) => { this.#users.remove(id, session) },
-        forgetSession: (id, session) => { this.#forgetSession(id, session) }
+        indexUser: (userId, id) => { sessions.users.add(userId, id) },
+        unindexUser: (id, session) => { sessions.users.remove(id, session) },
+        forgetSession: (id, session) => { sessions.forget(id, session) }
       }, changes!, clock, () => this.#closed)
       this.#ready = this.#persistence.ready
     }
@@ -104,7 +99,7 @@ export class MemoryStore implements SessionStore {
 
   /** Number of live entries (sessions, values, counters), for monitoring and tests. */
   get size (): { sessions: number, values: number, counters: number } {
-    return { sessions: this.#sessions.size, values: this.#values.values.size, counters: this.#values.counters.size }
+    return { sessions: this.#sessions.byId.size, values: this.#values.values.size, counters: this.#values.counters.size }
   }
 
   /** One bounded sweep step (about 2 ms at most); the store runs it on its own timer. */
@@ -122,17 +117,17 @@ export class MemoryStore implements SessionStore {
     const id = ownKey(input.id)
     let admitted: LimitResult | undefined
     if (input.userId !== undefined && input.userLimit !== undefined) {
-      admitted = this.#users.admit(input.userId, id, input.userLimit, input.now)
+      admitted = this.#sessions.users.admit(input.userId, id, input.userLimit, input.now)
       if (admitted.status === 'refused') return admitted
     }
-    const old = this.#sessions.get(id)
-    if (old !== undefined) this.#forgetSession(id, old)
+    const old = this.#sessions.byId.get(id)
+    if (old !== undefined) this.#sessions.forget(id, old)
     const session = MemorySession.of(input.sandbox, input.idleTtl, input.userId, input.tokenKey, false, NO_PAST, input.data,
       input.now, input.now, input.absoluteExpiresAt)
-    if (input.userId !== undefined) this.#users.add(input.userId, id)
-    this.#sessions.set(id, session)
-    this.#coreChanged(id)
-    this.#dataChanged(id, null)
+    if (input.userId !== undefined) this.#sessions.users.add(input.userId, id)
+    this.#sessions.byId.set(id, session)
+    this.#sessions.coreChanged(id)
+    this.#sessions.dataChanged(id, null)
     return admitted
   }
 
@@ -143,12 +138,12 @@ export class MemoryStore implements SessionStore {
   }
 
   #resolve (input: ResolveInput): ResolveResult {
-    const session = this.#liveSession(input.id, input.now)
+    const session = this.#sessions.live(input.id, input.now)
     if (session === null) return NONE
     // The current token (nearly every request) is recognised in the packed record, without decoding its key.
     const match = session.isCurrent(input.tokenKey) ? CURRENT : matchToken(session, input.tokenKey, input.now)
     if (match.kind === 'reused') {
-      if (input.revokeOnReuse) this.#removeSession(input.id, session)
+      if (input.revokeOnReuse) this.#sessions.remove(input.id, session)
       const reused: ResolveResult = { status: 'reused', id: input.id, sandbox: session.sandbox, revoked: input.revokeOnReuse }
       if (session.userId !== undefined) reused.userId = session.userId
       const device = session.dataValue(DEVICE_KEY)
@@ -156,7 +151,7 @@ export class MemoryStore implements SessionStore {
       return reused
     }
     if (match.kind === 'stale') {
-      this.#removeSession(input.id, session)
+      this.#sessions.remove(input.id, session)
       return NONE
     }
     if (match.kind === 'retired') return RETIRED_TOKEN
@@ -166,13 +161,13 @@ export class MemoryStore implements SessionStore {
       const flags = { seen: session.seen, past: session.past }
       if (markPresented(flags, input.now, input.gracePeriod)) {
         session.setFlags(flags.seen, flags.past)
-        this.#presented(input.id)
+        this.#sessions.presented(input.id)
       } else {
-        this.#touched(input.id)
+        this.#sessions.touched(input.id)
       }
       return { status: 'live', session: snapshot(input.id, session) }
     }
-    this.#touched(input.id)
+    this.#sessions.touched(input.id)
     return { status: 'grace', session: snapshot(input.id, session), chain: match.chain }
   }
 
@@ -183,7 +178,7 @@ export class MemoryStore implements SessionStore {
   }
 
   #commit (input: CommitInput): CommitResult {
-    const session = this.#liveSession(input.id, input.now)
+    const session = this.#sessions.live(input.id, input.now)
     if (session === null) return { status: 'gone' }
     // Judged before anything is written: a token retired by a migration since admission writes nothing.
     const current = session.isCurrent(input.tokenKey)
@@ -191,7 +186,7 @@ export class MemoryStore implements SessionStore {
     if (chain === false) return RETIRED
     if (input.patch !== null) {
       session.patchData(input.patch)
-      for (const key of Object.keys(input.patch)) this.#dataChanged(input.id, key)
+      for (const key of Object.keys(input.patch)) this.#sessions.dataChanged(input.id, key)
     }
     seen(session, input.now)
     if (input.rotate !== null && current) {
@@ -199,11 +194,11 @@ export class MemoryStore implements SessionStore {
       const state = session.rotationState()
       if (rotate(state, input.rotate.newKey, input.rotate.box, input.now, input.rotate.unseenWindow)) {
         session.setRotation(state)
-        this.#coreChanged(input.id)
+        this.#sessions.coreChanged(input.id)
         return { status: 'ok', rotated: true, expiresAt: sessionExpiresAt(session) }
       }
     }
-    this.#touched(input.id)
+    this.#sessions.touched(input.id)
     return { status: 'ok', rotated: false, chain, expiresAt: sessionExpiresAt(session) }
   }
 
@@ -214,13 +209,13 @@ export class MemoryStore implements SessionStore {
   }
 
   #migrate (input: MigrateInput): boolean | LimitResult {
-    const session = this.#liveSession(input.id, input.now)
+    const session = this.#sessions.live(input.id, input.now)
     if (session === null || session.sandbox !== input.from || !mayMigrate(session, input.tokenKey)) return false
     let admitted: LimitResult | true = true
     if (input.userId !== undefined && input.userLimit !== undefined) {
       admitted = input.userId === session.userId
         ? { status: 'admitted', ended: [] }
-        : this.#users.admit(input.userId, input.id, input.userLimit, input.now)
+        : this.#sessions.users.admit(input.userId, input.id, input.userLimit, input.now)
       if (admitted.status === 'refused') return admitted
     }
     retireAll(session, input.newKey, input.now, input.retiredUntil)
@@ -229,14 +224,14 @@ export class MemoryStore implements SessionStore {
     seen(session, input.now)
     if (input.data !== null) {
       session.setData(input.data)
-      this.#dataChanged(input.id, null)
+      this.#sessions.dataChanged(input.id, null)
     }
     if (input.userId !== undefined && input.userId !== session.userId) {
-      this.#users.remove(input.id, session)
+      this.#sessions.users.remove(input.id, session)
       session.userId = input.userId
-      this.#users.add(input.userId, input.id)
+      this.#sessions.users.add(input.userId, input.id)
     }
-    this.#coreChanged(input.id)
+    this.#sessions.coreChanged(input.id)
     return admitted
   }
 
@@ -247,56 +242,29 @@ export class MemoryStore implements SessionStore {
   }
 
   #destroy (id: string, presented: PresentedCheck | undefined): boolean | 'retired' {
-    const session = presented?.now === undefined ? this.#sessions.get(id) : this.#liveSession(id, presented.now) ?? undefined
+    const session = presented?.now === undefined ? this.#sessions.byId.get(id) : this.#sessions.live(id, presented.now) ?? undefined
     if (session === undefined) return false
     if (presented !== undefined && commitChain(session, presented.tokenKey, presented.migrations) === false) return 'retired'
-    this.#removeSession(id, session)
+    this.#sessions.remove(id, session)
     return true
   }
 
   async revokeUserSession (userId: string, id: string, now: number): Promise<boolean> {
-    if (this.#persistence !== null) return await this.#persistence.run(() => this.#revokeUserSession(userId, id, now))
+    if (this.#persistence !== null) return await this.#persistence.run(() => this.#sessions.revokeUserSession(userId, id, now))
     this.#assertOpen()
-    return this.#revokeUserSession(userId, id, now)
-  }
-
-  #revokeUserSession (userId: string, id: string, now: number): boolean {
-    const session = this.#liveSession(id, now)
-    if (session === null || session.userId !== userId) return false
-    this.#removeSession(id, session)
-    return true
+    return this.#sessions.revokeUserSession(userId, id, now)
   }
 
   async revokeUser (userId: string, now: number, exceptId?: string): Promise<number> {
-    if (this.#persistence !== null) return await this.#persistence.run(() => this.#revokeUser(userId, now, exceptId))
+    if (this.#persistence !== null) return await this.#persistence.run(() => this.#sessions.revokeUser(userId, now, exceptId))
     this.#assertOpen()
-    return this.#revokeUser(userId, now, exceptId)
-  }
-
-  #revokeUser (userId: string, now: number, exceptId?: string): number {
-    let ended = 0
-    for (const id of this.#users.ids(userId)) {
-      if (id === exceptId) continue
-      const session = this.#sessions.get(id)!
-      if (sessionExpiresAt(session) > now) ended++
-      this.#removeSession(id, session)
-    }
-    return ended
+    return this.#sessions.revokeUser(userId, now, exceptId)
   }
 
   async listUser (userId: string, now: number): Promise<SessionInfo[]> {
-    if (this.#persistence !== null) return await this.#persistence.run(() => this.#listUser(userId, now))
+    if (this.#persistence !== null) return await this.#persistence.run(() => this.#sessions.listUser(userId, now))
     this.#assertOpen()
-    return this.#listUser(userId, now)
-  }
-
-  #listUser (userId: string, now: number): SessionInfo[] {
-    const infos: SessionInfo[] = []
-    for (const id of this.#users.ids(userId)) {
-      const session = this.#liveSession(id, now)
-      if (session !== null) infos.push(sessionInfo(id, session, userId))
-    }
-    return infos
+    return this.#sessions.listUser(userId, now)
   }
 
   kvGet (sandbox: string, key: string, now: number): Promise<string | null> {
@@ -350,48 +318,5 @@ export class MemoryStore implements SessionStore {
   /** Without persistence (with it, `MemoryPersistence.run` checks). */
   #assertOpen (): void {
     if (this.#closed) throw xemsError('FST_XEMS_STORE_CLOSED')
-  }
-
-  // ---- changes, noted for the journal with persistence ----
-
-  /** Fields of a session changed (journaled and waited for). */
-  #coreChanged (id: string): void {
-    if (this.#changes !== null) this.#changes.core(id)
-  }
-
-  /** A token was presented for the first time (journaled, not waited for). */
-  #presented (id: string): void {
-    if (this.#changes !== null) this.#changes.presented(id)
-  }
-
-  #touched (id: string): void {
-    if (this.#changes !== null) this.#changes.touched(id)
-  }
-
-  /** A data key of a session changed; `key` null: all its data was replaced. */
-  #dataChanged (id: string, key: string | null): void {
-    if (this.#changes !== null) this.#changes.data(id, key)
-  }
-
-  #liveSession (id: string, now: number): MemorySession | null {
-    const session = this.#sessions.get(id)
-    if (session === undefined) return null
-    if (sessionExpiresAt(session) <= now) {
-      this.#removeSession(id, session)
-      return null
-    }
-    return session
-  }
-
-  /** Ends a session within an operation (journaled). */
-  #removeSession (id: string, session: MemorySession): void {
-    this.#forgetSession(id, session)
-    this.#coreChanged(id)
-  }
-
-  /** Drops a session from memory without journaling it (expiry sweeps, replay). */
-  #forgetSession (id: string, session: MemorySession): void {
-    this.#sessions.delete(id)
-    this.#users.remove(id, session)
   }
 }

@@ -1,6 +1,7 @@
 /**
  * The records of the MemoryStore (sessions, timed values, counters) and the functions that read and
- * write them, shared by the store (memory-store.ts, values.ts, users.ts) and its persistence (persistence.ts).
+ * write them, shared by the store (memory-store.ts, sessions.ts, values.ts, users.ts) and its
+ * persistence (persistence.ts).
  */
 import type { DataPatch, EncodedData, SessionInfo, StoredSession } from '../contract.js'
 import { DEVICE_KEY } from '../contract.js'
