@@ -5,15 +5,15 @@ import type {
   CommitInput, CommitResult, CounterResult, CreateInput, LimitResult, MigrateInput, PresentedCheck, ResolveInput,
   ResolveResult, SessionInfo, SessionStore
 } from '../contract.js'
-import { DEVICE_KEY } from '../contract.js'
 import { admit, type Admission, endAdmitted, undoAdmitted } from './admission.js'
 import { type CanaryRings, checkCanary } from './canary-check.js'
-import { boxArg, buffer, DEVICE_FIELD, digest, intOf, keyArg, list, num, text } from './codec.js'
+import { boxArg, buffer, DEVICE_FIELD, digest, keyArg, list, num, text } from './codec.js'
 import { type RedisParts, ScriptRunner } from './commands.js'
 import { REDIS_FORMAT_VERSION, REDIS_SEAL_PURPOSE, RedisKeys, SESSION_LIFETIME_BOUND_MS } from './layout.js'
 import { parseOptions, type RedisStoreOptions } from './options.js'
 import { type Reseal, RedisSealer } from './sealing.js'
 import { type Arg, SCRIPT } from './scripts/index.js'
+import { listSessions } from './session-list.js'
 import { indexAdd, indexRead, unindex } from './user-index.js'
 
 export { ADMISSION_FENCE_MS, REDIS_FORMAT_VERSION, REDIS_SEAL_PURPOSE, SESSION_LIFETIME_BOUND_MS } from './layout.js'
@@ -279,33 +279,7 @@ export class RedisStore implements SessionStore {
   /** Reads the user's index, then each session (read-only: no index entry is removed but by its score). */
   async listUser (userId: string, now: number): Promise<SessionInfo[]> {
     await this.ready()
-    const uk = digest('user', userId)
-    const entries = await indexRead(this.#parts, uk, now)
-    const records = await Promise.all(entries.map(async (entry) =>
-      await this.#client.hmgetBuffer(this.#keys.session(entry.id), 'sb', 'ca', 'ls', 'it', 'ax', 'uk', 'u', 'ms', 'mt', 'x', DEVICE_FIELD)))
-    const infos: SessionInfo[] = []
-    entries.forEach((entry, i) => {
-      const [sb, ca, ls, it, ax, owner, u, ms, mt, x, dv] = records[i]!
-      if (sb === null || sb === undefined || x !== null || owner?.toString('latin1') !== uk) return
-      const sandbox = sb.toString('utf8')
-      const createdAt = intOf(ca ?? undefined)
-      const lastSeenAt = intOf(ls ?? undefined)
-      const idleTtl = intOf(it ?? undefined)
-      const absoluteExpiresAt = intOf(ax ?? undefined)
-      const expiresAt = Math.min(lastSeenAt + idleTtl, absoluteExpiresAt)
-      if (!(expiresAt > now)) return
-      // Only what opens is listed: the user, and the bindings of what the list shows.
-      if (u === null || u === undefined || this.#sealer.open(u, 'session', entry.id, 'user')?.toString('utf8') !== userId) return
-      if (ms === null || ms === undefined || this.#sealer.open(ms, 'session', entry.id, 'sandbox', sandbox, idleTtl) === null) return
-      if (mt === null || mt === undefined || this.#sealer.open(mt, 'session', entry.id, 'times', createdAt, absoluteExpiresAt) === null) {
-        return
-      }
-      const info: SessionInfo = { id: entry.id, sandbox, userId, createdAt, lastSeenAt, expiresAt }
-      const device = this.#sealer.openDataField(entry.id, DEVICE_FIELD.slice(2), dv ?? null)
-      if (device !== null && device[0] === DEVICE_KEY) info.device = device[1]
-      infos.push(info)
-    })
-    return infos.sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1))
+    return await listSessions(this.#parts, this.#sealer, userId, now)
   }
 
   async kvGet (sandbox: string, key: string, now: number): Promise<string | null> {
