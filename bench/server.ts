@@ -225,14 +225,7 @@ const SERVERS: Record<string, () => Promise<Built>> = {
       await issue(reply, profile)
       return JSON.parse(profile) as Profile
     })
-    return {
-      app,
-      notes: [`keys under ${prefix}*`],
-      close: async () => {
-        await dropKeys(client, `${prefix}*`)
-        await client.quit()
-      }
-    }
+    return onRedisPrefix(app, client, prefix)
   },
 
   async 'fastify-session-redis' () {
@@ -249,14 +242,7 @@ const SERVERS: Record<string, () => Promise<Built>> = {
       store: new ConnectRedisStore({ client, prefix }) as never
     })
     keyedRoutes(app)
-    return {
-      app,
-      notes: [`keys under ${prefix}*`],
-      close: async () => {
-        await dropKeys(client, `${prefix}*`)
-        await client.quit()
-      }
-    }
+    return onRedisPrefix(app, client, prefix)
   },
 
   async 'xems-postgres' () {
@@ -394,6 +380,18 @@ async function redisClient (): Promise<Redis> {
     throw new Unavailable(`Redis at 127.0.0.1:6379 is not reachable: ${(err as Error).message}`)
   }
   return client
+}
+
+/** A server whose keys are under `prefix` on its own client: they are dropped, and the client closed, after it. */
+function onRedisPrefix (app: FastifyInstance, client: Redis, prefix: string): Built {
+  return {
+    app,
+    notes: [`keys under ${prefix}*`],
+    close: async () => {
+      await dropKeys(client, `${prefix}*`)
+      await client.quit()
+    }
+  }
 }
 
 async function dropKeys (client: Redis, pattern: string): Promise<void> {
