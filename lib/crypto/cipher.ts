@@ -26,9 +26,16 @@ export function sha (algorithm: 'sha256' | 'sha512', data: string | Buffer): Buf
 }
 
 const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
-/** For a base64url character of value v, the character of value v & 0b110000: its top 2 bits alone. */
-const TOP_TWO_BITS: string[] = []
-for (let v = 0; v < 64; v++) TOP_TWO_BITS[BASE64URL.charCodeAt(v)] = BASE64URL[v & 0x30]!
+/** By base64url character (its char code) of value v, the character of value v & mask. */
+function maskedCharacters (mask: number): string[] {
+  const table: string[] = []
+  for (let v = 0; v < 64; v++) table[BASE64URL.charCodeAt(v)] = BASE64URL[v & mask]!
+  return table
+}
+/** A base64url character's top 2 bits alone (v & 0b110000). */
+const TOP_TWO_BITS = maskedCharacters(0x30)
+/** A base64url character's top 4 bits alone (v & 0b111100). */
+const TOP_FOUR_BITS = maskedCharacters(0x3c)
 
 /**
  * The first 16 bytes of SHA-256(data), as base64url (22 characters): the same text as
@@ -213,10 +220,6 @@ export const GRACE_BOX_LENGTH = 66
 const HEAD_FIRST = 0x42
 const HEAD_SECOND_MIN = 0x41
 const HEAD_SECOND_MAX = 0x50
-
-/** For a base64url character of value v, the character of value v & 0b111100: its top 4 bits alone. */
-const TOP_FOUR_BITS: string[] = []
-for (let v = 0; v < 64; v++) TOP_FOUR_BITS[BASE64URL.charCodeAt(v)] = BASE64URL[v & 0x3c]!
 
 /** The new secret (canonical base64url of o's first 32 bytes) and the check (of o's bits 258–385), from o as base64url. */
 function secretAndCheck (holderToken: string, head: string): { secret: string, check: string } {
